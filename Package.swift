@@ -1,0 +1,80 @@
+// swift-tools-version:6.0
+//
+// Tern: five daemons over shared libraries. Layers, lowest first:
+//   C modules (Debian libraries) -> TernCore (I/O, Redis, runtime) -> TernMail (mail concepts,
+//   stream contracts) -> TernSMTP (protocol) -> one library per daemon -> thin executables.
+import PackageDescription
+
+let strict: [SwiftSetting] = [.swiftLanguageMode(.v6)]
+
+func system(_ name: String, _ apt: String) -> Target {
+    .systemLibrary(name: name, path: "Sources/\(name)", providers: [.apt([apt])])
+}
+
+func daemon(_ name: String, _ folder: String, _ library: String) -> Target {
+    .executableTarget(
+        name: name, dependencies: [.target(name: library), "TernCore", "TernMail"],
+        path: "Sources/\(folder)", swiftSettings: strict)
+}
+
+let package = Package(
+    name: "Tern",
+    products: [
+        .executable(name: "tern-api", targets: ["tern-api"]),
+        .executable(name: "tern-scheduler", targets: ["tern-scheduler"]),
+        .executable(name: "tern-sender", targets: ["tern-sender"]),
+        .executable(name: "tern-bounce-receiver", targets: ["tern-bounce-receiver"]),
+        .executable(name: "tern-reputation", targets: ["tern-reputation"]),
+    ],
+    targets: [
+        system("CHiredis", "libhiredis-dev"),
+        system("COpenSSL", "libssl-dev"),
+        system("CSystemd", "libsystemd-dev"),
+        system("CUnbound", "libunbound-dev"),
+        .systemLibrary(name: "CLinux", path: "Sources/CLinux"),
+
+        .target(
+            name: "TernCore", dependencies: ["CHiredis", "COpenSSL", "CSystemd", "CLinux"],
+            swiftSettings: strict),
+        .target(name: "TernMail", dependencies: ["TernCore"], swiftSettings: strict),
+        .target(name: "TernSMTP", dependencies: ["TernCore", "TernMail"], swiftSettings: strict),
+
+        .target(name: "TernAPI", dependencies: ["TernCore", "TernMail"], swiftSettings: strict),
+        .target(
+            name: "TernScheduler", dependencies: ["TernCore", "TernMail"],
+            swiftSettings: strict),
+        .target(
+            name: "TernSender", dependencies: ["TernCore", "TernMail", "TernSMTP", "CUnbound"],
+            swiftSettings: strict),
+        .target(
+            name: "TernBounce", dependencies: ["TernCore", "TernMail", "TernSMTP"],
+            swiftSettings: strict),
+        .target(
+            name: "TernReputation", dependencies: ["TernCore", "TernMail"],
+            swiftSettings: strict),
+
+        daemon("tern-api", "api", "TernAPI"),
+        daemon("tern-scheduler", "scheduler", "TernScheduler"),
+        daemon("tern-sender", "sender", "TernSender"),
+        daemon("tern-bounce-receiver", "bounce-receiver", "TernBounce"),
+        daemon("tern-reputation", "reputation", "TernReputation"),
+
+        .target(
+            name: "TernTestSupport", dependencies: ["TernCore"], path: "Tests/TernTestSupport",
+            swiftSettings: strict),
+        .testTarget(
+            name: "TernCoreTests", dependencies: ["TernCore", "TernTestSupport"],
+            swiftSettings: strict),
+        .testTarget(
+            name: "TernMailTests", dependencies: ["TernMail", "TernCore"],
+            swiftSettings: strict),
+        .testTarget(
+            name: "TernSMTPTests", dependencies: ["TernSMTP", "TernMail", "TernCore"],
+            swiftSettings: strict),
+        .testTarget(
+            name: "TernDaemonTests",
+            dependencies: ["TernAPI", "TernScheduler", "TernSender", "TernBounce", "TernCore",
+                           "TernMail", "TernTestSupport"],
+            swiftSettings: strict),
+    ]
+)

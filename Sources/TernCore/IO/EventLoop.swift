@@ -1,0 +1,191 @@
+// The reactor under every socket in Tern: one thread waits in epoll, tasks wait on it.
+//
+// A task that meets EAGAIN on a non-blocking descriptor calls `waitReadable`/`waitWritable`:
+// the descriptor is armed one-shot in epoll and the task suspends on a continuation. The loop
+// thread resumes it when the descriptor is ready, so thousands of slow SMTP sessions cost only
+// their suspended tasks and buffers, never a thread each. Deadlines and task cancellation resume
+// the waiter with an error; whichever comes first wins, exactly once.
+
+import Dispatch
+import Foundation
+import Synchronization
+
+import CLinux
+import Synchronization
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+public enum IOError: Error, CustomStringConvertible, Equatable {
+    /// A system call failed; `call` names it.
+    case system(call: String, errno: Int32)
+    case timedOut
+    case closed
+    case cancelled
+
+    public var description: String {
+        switch self {
+        case .system(let call, let code):
+            return "\(call): \(String(cString: strerror(code))) (errno \(code))"
+        case .timedOut: return "timed out"
+        case .closed: return "connection closed"
+        case .cancelled: return "cancelled"
+        }
+    }
+}
+
+public final class EventLoop: Sendable {
+    /// The process-wide loop; its thread starts on first use.
+    public static let shared = EventLoop()
+
+    private struct Waiter {
+        var token: UInt64
+        var continuation: CheckedContinuation<Void, any Error>
+    }
+
+    private struct Slot {
+        var reader: Waiter?
+        var writer: Waiter?
+        var inEpoll = false
+    }
+
+    private struct State {
+        var slots: [Int32: Slot] = [:]
+        var nextToken: UInt64 = 1
+    }
+
+    private let epfd: Int32
+    private let state = Mutex(State())
+    private let timers = DispatchQueue(label: "tern.eventloop.timers")
+
+    private init() {
+        epfd = epoll_create1(Int32(EPOLL_CLOEXEC))
+        precondition(epfd >= 0, "epoll_create1 failed: errno \(errno)")
+        let fd = epfd
+        let thread = Thread { EventLoop.run(epfd: fd) }
+        thread.name = "tern-epoll"
+        thread.start()
+    }
+
+    public func waitReadable(_ fd: Int32, deadline: ContinuousClock.Instant? = nil) async throws {
+        try await wait(fd, write: false, deadline: deadline)
+    }
+
+    public func waitWritable(_ fd: Int32, deadline: ContinuousClock.Instant? = nil) async throws {
+        try await wait(fd, write: true, deadline: deadline)
+    }
+
+    /// Forgets a descriptor before it is closed, failing anyone still waiting on it.
+    public func deregister(_ fd: Int32) {
+        let slot = state.withLock { $0.slots.removeValue(forKey: fd) }
+        guard let slot else { return }
+        if slot.inEpoll { epoll_ctl(epfd, EPOLL_CTL_DEL, fd, nil) }
+        slot.reader?.continuation.resume(throwing: IOError.closed)
+        slot.writer?.continuation.resume(throwing: IOError.closed)
+    }
+
+    private func wait(_ fd: Int32, write: Bool, deadline: ContinuousClock.Instant?) async throws {
+        let token = state.withLock { s -> UInt64 in
+            defer { s.nextToken += 1 }
+            return s.nextToken
+        }
+        try await withTaskCancellationHandler {
+            try await withCheckedThrowingContinuation { (c: CheckedContinuation<Void, any Error>) in
+                if Task.isCancelled {
+                    c.resume(throwing: IOError.cancelled)
+                    return
+                }
+                arm(fd, write: write, waiter: Waiter(token: token, continuation: c))
+                if let deadline {
+                    let delay = ContinuousClock.now.duration(to: deadline)
+                    let ns = max(0, delay.components.seconds * 1_000_000_000
+                        + delay.components.attoseconds / 1_000_000_000)
+                    timers.asyncAfter(deadline: .now() + .nanoseconds(Int(ns))) { [self] in
+                        fail(fd, write: write, token: token, with: IOError.timedOut)
+                    }
+                }
+            }
+        } onCancel: {
+            fail(fd, write: write, token: token, with: IOError.cancelled)
+        }
+    }
+
+    private func arm(_ fd: Int32, write: Bool, waiter: Waiter) {
+        let failure: Int32? = state.withLock { s in
+            var slot = s.slots[fd] ?? Slot()
+            precondition((write ? slot.writer : slot.reader) == nil,
+                         "two tasks wait to \(write ? "write" : "read") fd \(fd)")
+            if write { slot.writer = waiter } else { slot.reader = waiter }
+            var ev = epoll_event()
+            ev.events = EPOLLONESHOT.rawValue | EPOLLRDHUP.rawValue
+            if slot.reader != nil { ev.events |= EPOLLIN.rawValue }
+            if slot.writer != nil { ev.events |= EPOLLOUT.rawValue }
+            ev.data.fd = fd
+            let op = slot.inEpoll ? EPOLL_CTL_MOD : EPOLL_CTL_ADD
+            if epoll_ctl(epfd, op, fd, &ev) != 0 {
+                let code = errno
+                if write { slot.writer = nil } else { slot.reader = nil }
+                s.slots[fd] = slot
+                return code
+            }
+            slot.inEpoll = true
+            s.slots[fd] = slot
+            return nil
+        }
+        if let failure {
+            waiter.continuation.resume(throwing: IOError.system(call: "epoll_ctl", errno: failure))
+        }
+    }
+
+    private func fail(_ fd: Int32, write: Bool, token: UInt64, with error: IOError) {
+        let waiter: Waiter? = state.withLock { s in
+            guard var slot = s.slots[fd] else { return nil }
+            let current = write ? slot.writer : slot.reader
+            guard let current, current.token == token else { return nil }
+            if write { slot.writer = nil } else { slot.reader = nil }
+            s.slots[fd] = slot
+            return current
+        }
+        waiter?.continuation.resume(throwing: error)
+    }
+
+    /// Called on the loop thread for each ready descriptor. A waiter left unresumed (say a
+    /// writer when only input arrived) is armed again so it is not forgotten by ONESHOT.
+    private func ready(fd: Int32, events: UInt32) {
+        let hangup = events & (EPOLLERR.rawValue | EPOLLHUP.rawValue) != 0
+        let readable = hangup || events & (EPOLLIN.rawValue | EPOLLRDHUP.rawValue) != 0
+        let writable = hangup || events & EPOLLOUT.rawValue != 0
+        var woken: [Waiter] = []
+        state.withLock { s in
+            guard var slot = s.slots[fd] else { return }
+            if readable, let r = slot.reader { woken.append(r); slot.reader = nil }
+            if writable, let w = slot.writer { woken.append(w); slot.writer = nil }
+            if slot.reader != nil || slot.writer != nil {
+                var ev = epoll_event()
+                ev.events = EPOLLONESHOT.rawValue | EPOLLRDHUP.rawValue
+                if slot.reader != nil { ev.events |= EPOLLIN.rawValue }
+                if slot.writer != nil { ev.events |= EPOLLOUT.rawValue }
+                ev.data.fd = fd
+                epoll_ctl(epfd, EPOLL_CTL_MOD, fd, &ev)
+            }
+            s.slots[fd] = slot
+        }
+        for w in woken { w.continuation.resume() }
+    }
+
+    private static func run(epfd: Int32) {
+        let loop = EventLoop.shared
+        var events = [epoll_event](repeating: epoll_event(), count: 256)
+        while true {
+            let n = epoll_wait(epfd, &events, Int32(events.count), -1)
+            if n < 0 {
+                if errno == EINTR { continue }
+                fatalError("epoll_wait failed: errno \(errno)")
+            }
+            for i in 0..<Int(n) {
+                loop.ready(fd: events[i].data.fd, events: events[i].events)
+            }
+        }
+    }
+}

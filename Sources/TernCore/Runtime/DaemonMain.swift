@@ -1,0 +1,81 @@
+// The skeleton every Tern daemon runs on: settings, logging, signals, systemd, exit codes.
+//
+// A daemon's `main.swift` only names the daemon and builds it from its settings; start-up,
+// readiness, the watchdog and a clean stop on SIGTERM live here, once.
+
+import Foundation
+
+/// A daemon's library entry point, driven by `DaemonMain` in production and by tests directly.
+public protocol Daemon: Sendable {
+    /// Runs until `shutdown` is requested, then finishes or hands back the work it holds.
+    /// Calls `ready` once it can do its work (connected, groups created, listening).
+    func run(shutdown: Shutdown, ready: @escaping @Sendable (String) -> Void) async throws
+}
+
+/// Settings every daemon reads.
+public struct CommonSettings: Sendable {
+    /// TERN_REDIS_URL: the Redis server, `redis://[:password@]host:port[/db]`.
+    public let redisURL: String
+    /// TERN_REDIS_PREFIX: prefix of every key and stream name.
+    public let redisPrefix: String
+    /// TERN_LOG_LEVEL: trace, debug, info (default), notice, warning, error, critical.
+    public let logLevel: LogLevel
+    /// TERN_INSTANCE: this process's consumer name within its group; unique per process of
+    /// one role (systemd passes the template instance, `tern-sender@3` -> `3`).
+    public let instance: String
+
+    public init(_ env: Environment, role: String) throws {
+        redisURL = env.string("TERN_REDIS_URL", default: "redis://127.0.0.1:6379")
+        redisPrefix = env.string("TERN_REDIS_PREFIX", default: "tern:")
+        logLevel = try env.logLevel()
+        let host = ProcessInfo.processInfo.hostName
+        instance = role + "-" + env.string("TERN_INSTANCE", default: host)
+    }
+}
+
+/// sysexits(3) codes the daemons exit with, so systemd and operators can tell failures apart.
+public enum ExitCode: Int32 {
+    case ok = 0
+    case software = 70   // EX_SOFTWARE: an internal error
+    case unavailable = 69 // EX_UNAVAILABLE: a service it needs (Redis) is not there
+    case config = 78      // EX_CONFIG: a setting is wrong
+}
+
+public enum DaemonMain {
+    /// Builds the daemon with `make`, runs it, and exits the process.
+    public static func run(
+        _ role: String, make: (Environment, CommonSettings, Logger) throws -> any Daemon
+    ) async -> Never {
+        let env = Environment()
+        let shutdown = Shutdown()
+        shutdown.installSignalHandlers()
+        let common: CommonSettings
+        var logger = Logger(label: role)
+        let daemon: any Daemon
+        do {
+            common = try CommonSettings(env, role: role)
+            logger.level = common.logLevel
+            daemon = try make(env, common, logger)
+        } catch {
+            logger.critical("configuration error: \(error)")
+            exit(ExitCode.config.rawValue)
+        }
+        logger.info("starting", ("instance", common.instance), ("redis", common.redisURL))
+        let log = logger
+        do {
+            try await daemon.run(shutdown: shutdown) { status in
+                log.info("ready: \(status)")
+                Systemd.ready(status: status)
+            }
+            Systemd.stopping()
+            logger.info("stopped")
+            exit(ExitCode.ok.rawValue)
+        } catch let error as ConfigError {
+            logger.critical("configuration error: \(error)")
+            exit(ExitCode.config.rawValue)
+        } catch {
+            logger.critical("stopped by an error: \(error)")
+            exit(ExitCode.software.rawValue)
+        }
+    }
+}

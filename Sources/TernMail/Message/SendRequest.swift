@@ -1,0 +1,298 @@
+// The validated form of a `POST /v1/send` body. Every check names the JSON field it concerns,
+// so the API can answer 400 with something a client can act on; whatever passes here can be
+// built into a message without further checks.
+
+import Foundation
+
+/// A request field that failed validation.
+public struct ValidationError: Error, Equatable, Sendable, CustomStringConvertible {
+    /// The JSON field, such as "to" or "headers.X-Tag"; "body" for the document as a whole.
+    public let field: String
+    public let message: String
+
+    public init(field: String, message: String) {
+        self.field = field
+        self.message = message
+    }
+
+    public var description: String { field + ": " + message }
+}
+
+/// One metadata value: JSON string, number or boolean.
+public enum MetadataValue: Sendable, Hashable {
+    case string(String)
+    case integer(Int64)
+    case number(Double)
+    case bool(Bool)
+}
+
+public struct SendRequest: Sendable, Equatable {
+    /// Header From and the address the client sends as.
+    public var from: EmailAddress
+    /// The one recipient.
+    public var to: EmailAddress
+    public var replyTo: EmailAddress?
+    public var subject: String?
+    public var text: String?
+    public var html: String?
+    /// A complete RFC 5322 message; when set, subject, text, html, headers and reply_to are not.
+    public var raw: String?
+    /// Custom header fields, sorted by name (JSON objects have no order).
+    public var headers: [HeaderField]
+    public var org: String
+    public var pool: String
+    public var metadata: [String: MetadataValue]
+    /// `metadata` as compact JSON with sorted keys, "{}" when there is none; echoed in events.
+    public var metadataJSON: String
+
+    // MARK: - Limits
+
+    public static let knownFields: Set<String> = [
+        "from", "to", "subject", "text", "html", "raw", "headers", "org", "pool", "metadata",
+        "reply_to",
+    ]
+    /// Fields Tern writes itself; a client may not supply them as custom headers.
+    public static let reservedHeaders: Set<String> = [
+        "from", "to", "subject", "date", "message-id", "return-path", "received",
+        "dkim-signature", "content-type", "content-transfer-encoding", "mime-version",
+        "reply-to",
+    ]
+    public static let maxMetadataBytes = 4096
+    public static let maxHeaders = 50
+    /// A subject must fit one line after "Subject: " (RFC 5322 §2.1.1's 998 octets).
+    public static let maxSubjectBytes = 998 - "Subject: ".utf8.count
+    public static let defaultName = "default"
+
+    // MARK: - Decoding
+
+    public static func decode(_ body: Data) throws(ValidationError) -> SendRequest {
+        let parsed: Any
+        do {
+            parsed = try JSONSerialization.jsonObject(with: body)
+        } catch {
+            throw ValidationError(field: "body", message: "is not valid JSON")
+        }
+        guard let object = parsed as? [String: Any] else {
+            throw ValidationError(field: "body", message: "must be a JSON object")
+        }
+        return try SendRequest(json: object)
+    }
+
+    public static func decode(_ body: [UInt8]) throws(ValidationError) -> SendRequest {
+        try decode(Data(body))
+    }
+
+    /// Validates an already-decoded JSON object, field by field.
+    public init(json: [String: Any]) throws(ValidationError) {
+        let unknown = json.keys.filter { !SendRequest.knownFields.contains($0) }.sorted()
+        if let first = unknown.first {
+            throw ValidationError(field: first, message: unknown.count == 1
+                ? "is not a known field" : "unknown fields: " + unknown.joined(separator: ", "))
+        }
+        // JSON null is taken as absent, as most client libraries write absent fields that way.
+        let json = json.filter { !($0.value is NSNull) }
+
+        from = try SendRequest.address(json, "from", required: true)!
+        to = try SendRequest.address(json, "to", required: true)!
+        replyTo = try SendRequest.address(json, "reply_to", required: false)
+
+        subject = try SendRequest.string(json, "subject")
+        if let subject {
+            if subject.unicodeScalars.contains(where: { $0 == "\r" || $0 == "\n" }) {
+                throw ValidationError(field: "subject", message: "must not contain CR or LF")
+            }
+            if subject.unicodeScalars.contains(where: SendRequest.isForbiddenInHeader) {
+                throw ValidationError(field: "subject", message: "must not contain controls")
+            }
+            if subject.utf8.count > SendRequest.maxSubjectBytes {
+                throw ValidationError(field: "subject", message: "is longer than "
+                    + "\(SendRequest.maxSubjectBytes) octets")
+            }
+        }
+        text = try SendRequest.body(json, "text")
+        html = try SendRequest.body(json, "html")
+        raw = try SendRequest.string(json, "raw")
+        headers = try SendRequest.headerFields(json["headers"])
+
+        if let raw {
+            for field in ["subject", "text", "html", "headers", "reply_to"]
+            where json[field] != nil {
+                throw ValidationError(field: field, message: "cannot be combined with raw; put "
+                    + "it in the raw message")
+            }
+            try SendRequest.checkRaw(raw)
+        } else if text == nil && html == nil {
+            throw ValidationError(field: "text", message: "one of text, html or raw is required")
+        }
+
+        org = try SendRequest.name(json, "org")
+        pool = try SendRequest.name(json, "pool")
+        (metadata, metadataJSON) = try SendRequest.metadata(json["metadata"])
+    }
+
+    // MARK: - Field checks
+
+    private static func string(_ json: [String: Any], _ field: String)
+        throws(ValidationError) -> String?
+    {
+        guard let value = json[field] else { return nil }
+        guard let string = value as? String else {
+            throw ValidationError(field: field, message: "must be a string")
+        }
+        return string
+    }
+
+    private static func address(_ json: [String: Any], _ field: String, required: Bool)
+        throws(ValidationError) -> EmailAddress?
+    {
+        guard let value = json[field] else {
+            if required { throw ValidationError(field: field, message: "is required") }
+            return nil
+        }
+        if value is [Any] {
+            throw ValidationError(field: field, message: "must be one address as a string; "
+                + "send one request per recipient")
+        }
+        guard let text = value as? String else {
+            throw ValidationError(field: field, message: "must be a string")
+        }
+        do throws(EmailAddressError) {
+            return try EmailAddress(text)
+        } catch {
+            throw ValidationError(field: field, message: error.message)
+        }
+    }
+
+    /// Text and HTML bodies: any text but NUL, which RFC 2045 §2.7 keeps out of mail.
+    private static func body(_ json: [String: Any], _ field: String)
+        throws(ValidationError) -> String?
+    {
+        let value = try string(json, field)
+        if let value, value.utf8.contains(0) {
+            throw ValidationError(field: field, message: "must not contain NUL")
+        }
+        return value
+    }
+
+    /// Controls other than tab have no place in a header field; CR and LF would start a new
+    /// field (header injection), NUL is refused by many servers.
+    static func isForbiddenInHeader(_ s: Unicode.Scalar) -> Bool {
+        (s.value < 0x20 && s != "\t") || s.value == 0x7F
+    }
+
+    private static func headerFields(_ value: Any?) throws(ValidationError) -> [HeaderField] {
+        guard let value else { return [] }
+        guard let object = value as? [String: Any] else {
+            throw ValidationError(field: "headers", message: "must be an object of name: value")
+        }
+        guard object.count <= maxHeaders else {
+            throw ValidationError(field: "headers", message: "at most \(maxHeaders) fields")
+        }
+        var fields: [HeaderField] = []
+        for name in object.keys.sorted() {
+            let field = "headers." + name
+            guard HeaderField.isValidName(name) else {
+                throw ValidationError(field: field, message: "is not a valid header field name "
+                    + "(printable ASCII without spaces or colons, RFC 5322 §3.6.8)")
+            }
+            guard !reservedHeaders.contains(name.lowercased()) else {
+                throw ValidationError(field: field, message: name.lowercased() == "reply-to"
+                    ? "use the reply_to field" : "is set by Tern and cannot be supplied")
+            }
+            guard let text = object[name] as? String else {
+                throw ValidationError(field: field, message: "must be a string")
+            }
+            if text.unicodeScalars.contains(where: { $0 == "\r" || $0 == "\n" || $0 == "\0" }) {
+                throw ValidationError(field: field, message: "must not contain CR, LF or NUL")
+            }
+            if text.unicodeScalars.contains(where: isForbiddenInHeader) {
+                throw ValidationError(field: field, message: "must not contain controls")
+            }
+            // RFC 5322 §2.1.1: the field must fit one 998-octet line even unfolded, so
+            // folding is a nicety and never a necessity.
+            if name.utf8.count + 2 + text.utf8.count > HeaderWriter.hardLimit {
+                throw ValidationError(field: field, message: "name and value exceed 998 octets")
+            }
+            fields.append(HeaderField(name: name, value: text))
+        }
+        return fields
+    }
+
+    /// org and pool: [a-z0-9_-]{1,64}, "default" when absent.
+    private static func name(_ json: [String: Any], _ field: String)
+        throws(ValidationError) -> String
+    {
+        guard let value = try string(json, field) else { return defaultName }
+        guard (1...64).contains(value.utf8.count),
+              value.utf8.allSatisfy({ (97...122).contains($0) || (48...57).contains($0)
+                                      || $0 == 95 || $0 == 45 })
+        else {
+            throw ValidationError(field: field, message: "must be 1 to 64 characters of a-z, "
+                + "0-9, _ and -")
+        }
+        return value
+    }
+
+    private static func metadata(_ value: Any?)
+        throws(ValidationError) -> ([String: MetadataValue], String)
+    {
+        guard let value else { return ([:], "{}") }
+        guard let object = value as? [String: Any] else {
+            throw ValidationError(field: "metadata", message: "must be an object")
+        }
+        var result: [String: MetadataValue] = [:]
+        for (key, item) in object {
+            let field = "metadata." + key
+            guard !key.isEmpty else {
+                throw ValidationError(field: "metadata", message: "keys must not be empty")
+            }
+            if let string = item as? String {
+                result[key] = .string(string)
+            } else if let number = item as? NSNumber {
+                // JSONSerialization gives booleans as NSNumber with the "c" (char) type.
+                switch String(cString: number.objCType) {
+                case "c", "B": result[key] = .bool(number.boolValue)
+                case "d", "f": result[key] = .number(number.doubleValue)
+                default: result[key] = .integer(number.int64Value)
+                }
+            } else {
+                throw ValidationError(field: field, message: "must be a string, number or "
+                    + "boolean")
+            }
+        }
+        let encoded: Data
+        do {
+            encoded = try JSONSerialization.data(
+                withJSONObject: object, options: [.sortedKeys, .withoutEscapingSlashes])
+        } catch {
+            throw ValidationError(field: "metadata", message: "cannot be encoded as JSON")
+        }
+        guard encoded.count <= maxMetadataBytes else {
+            throw ValidationError(field: "metadata", message: "is \(encoded.count) bytes as "
+                + "JSON; the limit is \(maxMetadataBytes)")
+        }
+        return (result, String(decoding: encoded, as: UTF8.self))
+    }
+
+    /// A raw message must have a header section with a From field, no NUL, and no line over
+    /// 998 octets (RFC 5322 §2.1.1): Tern sends it as given and cannot rewrap it.
+    private static func checkRaw(_ raw: String) throws(ValidationError) {
+        let bytes = MessageBody.normalizeLineEndings(Array(raw.utf8))
+        guard !bytes.isEmpty else {
+            throw ValidationError(field: "raw", message: "is empty")
+        }
+        guard !bytes.contains(0) else {
+            throw ValidationError(field: "raw", message: "must not contain NUL")
+        }
+        guard let section = HeaderSection.parse(bytes[...]) else {
+            throw ValidationError(field: "raw", message: "does not start with a header section")
+        }
+        guard section.contains("From") else {
+            throw ValidationError(field: "raw", message: "has no From header field")
+        }
+        if let line = MessageBody.linesLonger(than: MessageBody.maxLineLength, in: bytes).first {
+            throw ValidationError(field: "raw", message: "line \(line + 1) is longer than 998 "
+                + "octets")
+        }
+    }
+}

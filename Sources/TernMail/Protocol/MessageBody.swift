@@ -1,0 +1,135 @@
+// Byte-level work on message bodies for the DATA command: CRLF normalisation, dot-stuffing
+// (RFC 5321 §4.5.2) with the end-of-data line, unstuffing on the receiving side, and the
+// longest line, checked against RFC 5322 §2.1.1's 998 octets.
+//
+// The sender runs `dataPayload` on every attempt, so each function is a single pass over an
+// unsafe buffer into an output sized up front.
+
+public enum MessageBody {
+    /// RFC 5322 §2.1.1: lines MUST be no longer than 998 octets, excluding CRLF.
+    public static let maxLineLength = 998
+    /// RFC 5322 §2.1.1: lines SHOULD be no longer than 78 octets, excluding CRLF.
+    public static let recommendedLineLength = 78
+
+    private static let cr = UInt8(ascii: "\r"), lf = UInt8(ascii: "\n"), dot = UInt8(ascii: ".")
+
+    /// Every line ending as CRLF: bare LF and bare CR both become CRLF.
+    public static func normalizeLineEndings(_ message: [UInt8]) -> [UInt8] {
+        transform(message, stuff: false, terminate: false)
+    }
+
+    /// Dot-stuffing (RFC 5321 §4.5.2): a line that starts with "." gets another "." in front.
+    /// Line endings are normalised to CRLF on the way, since a "." after a bare LF would be
+    /// taken as a line start by some servers and not by others.
+    public static func dotStuff(_ message: [UInt8]) -> [UInt8] {
+        transform(message, stuff: true, terminate: false)
+    }
+
+    /// Everything the client writes after the 354 reply: the normalised, dot-stuffed message,
+    /// a CRLF if the message does not end with one, and the final ".\r\n".
+    public static func dataPayload(_ message: [UInt8]) -> [UInt8] {
+        transform(message, stuff: true, terminate: true)
+    }
+
+    private static func transform(_ message: [UInt8], stuff: Bool, terminate: Bool) -> [UInt8] {
+        var out = [UInt8]()
+        // Room for a few additions; the array grows if a message has many bare LFs or dots.
+        out.reserveCapacity(message.count + message.count / 64 + 8)
+        var atLineStart = true
+        message.withUnsafeBufferPointer { input in
+            var i = 0
+            let n = input.count
+            var runStart = 0
+            // Copies runs of ordinary bytes in one append; stops only at CR, LF and at a
+            // line-leading dot.
+            while i < n {
+                let b = input[i]
+                if b == cr || b == lf {
+                    out.append(contentsOf: UnsafeBufferPointer(rebasing: input[runStart..<i]))
+                    out.append(cr)
+                    out.append(lf)
+                    i += (b == cr && i + 1 < n && input[i + 1] == lf) ? 2 : 1
+                    runStart = i
+                    atLineStart = true
+                    continue
+                }
+                if atLineStart && stuff && b == dot {
+                    out.append(contentsOf: UnsafeBufferPointer(rebasing: input[runStart..<i]))
+                    out.append(dot)
+                    runStart = i
+                }
+                atLineStart = false
+                i += 1
+            }
+            out.append(contentsOf: UnsafeBufferPointer(rebasing: input[runStart..<n]))
+        }
+        if terminate {
+            if !atLineStart { out.append(contentsOf: [cr, lf]) }
+            out.append(contentsOf: [dot, cr, lf])
+        }
+        return out
+    }
+
+    /// The receiving side of §4.5.2: removes the first "." of every line that starts with
+    /// one. `data` is what arrived before the ".\r\n" terminator line.
+    public static func unstuff(_ data: [UInt8]) -> [UInt8] {
+        var out = [UInt8]()
+        out.reserveCapacity(data.count)
+        data.withUnsafeBufferPointer { input in
+            var atLineStart = true
+            var runStart = 0
+            for i in 0..<input.count {
+                let b = input[i]
+                if atLineStart && b == dot {
+                    out.append(contentsOf: UnsafeBufferPointer(rebasing: input[runStart..<i]))
+                    runStart = i + 1
+                }
+                atLineStart = b == lf
+            }
+            out.append(contentsOf: UnsafeBufferPointer(rebasing: input[runStart..<input.count]))
+        }
+        return out
+    }
+
+    /// Length in octets of the longest line, not counting its line ending (CRLF, or a bare LF
+    /// or CR). Compare with `maxLineLength`.
+    public static func longestLine(_ message: [UInt8]) -> Int {
+        message.withUnsafeBufferPointer { input in
+            var longest = 0
+            var current = 0
+            for b in input {
+                if b == cr || b == lf {
+                    longest = max(longest, current)
+                    current = 0
+                } else {
+                    current += 1
+                }
+            }
+            return max(longest, current)
+        }
+    }
+
+    /// Zero-based numbers of the lines longer than `limit` octets, for error messages.
+    public static func linesLonger(than limit: Int = maxLineLength, in message: [UInt8])
+        -> [Int]
+    {
+        var found: [Int] = []
+        var line = 0
+        var current = 0
+        var i = 0
+        while i < message.count {
+            let b = message[i]
+            if b == cr || b == lf {
+                if current > limit { found.append(line) }
+                line += 1
+                current = 0
+                if b == cr && i + 1 < message.count && message[i + 1] == lf { i += 1 }
+            } else {
+                current += 1
+            }
+            i += 1
+        }
+        if current > limit { found.append(line) }
+        return found
+    }
+}

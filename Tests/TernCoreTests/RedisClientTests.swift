@@ -1,0 +1,52 @@
+import Testing
+import TernCore
+import TernTestSupport
+
+@Suite struct RedisClientTests {
+    @Test func commandsPipelinesAndTransactions() async throws {
+        let server = try TestRedis()
+        defer { server.stop() }
+        let redis = try RedisClient(url: server.url)
+        #expect(await redis.ping())
+        try await redis.run("SET", "k", "v")
+        #expect(try await redis.run("GET", "k").string == "v")
+        #expect(try await redis.run("GET", "missing") == .null)
+
+        let body: [UInt8] = [0, 13, 10, 255, 46]
+        let replies = try await redis.pipeline([["SET", "bin", .data(body)], ["GET", "bin"],
+                                                ["INCR", "n"], ["INCR", "n"]])
+        #expect(replies == [.status("OK"), .bulk(body), .integer(1), .integer(2)])
+
+        let tx = try await redis.transaction([["INCR", "n"], ["GET", "k"]])
+        #expect(tx == [.integer(3), .bulk(Array("v".utf8))])
+
+        await #expect(throws: RedisError.self) { try await redis.run("INCR", "k") }
+    }
+
+    @Test func streamsWithConsumerGroups() async throws {
+        let server = try TestRedis()
+        defer { server.stop() }
+        let redis = try RedisClient(url: server.url)
+
+        try await redis.ensureGroup(stream: "s", group: "g")
+        try await redis.ensureGroup(stream: "s", group: "g")   // existing group is fine
+        _ = try await redis.pipeline([xadd("s", [("id", "m1")]), xadd("s", [("id", "m2")])])
+
+        let first = try await redis.readGroup(stream: "s", group: "g", consumer: "c1", count: 1,
+                                              block: .milliseconds(100))
+        #expect(first.map { $0["id"] } == ["m1"])
+        // Not acknowledged: re-read as pending by the same consumer after a "restart".
+        let pending = try await redis.readGroup(stream: "s", group: "g", consumer: "c1",
+                                                count: 10, block: nil, pending: true)
+        #expect(pending.map { $0["id"] } == ["m1"])
+        // Another consumer takes it over once it is idle long enough.
+        try await Task.sleep(for: .milliseconds(1100))
+        let claimed = try await redis.claimStale(stream: "s", group: "g", consumer: "c2",
+                                                 minIdle: .seconds(1), count: 10)
+        #expect(claimed.map { $0.id } == [first[0].id])
+
+        let empty = try await redis.readGroup(stream: "s", group: "g", consumer: "c1", count: 5,
+                                              block: .milliseconds(50))
+        #expect(empty.map { $0["id"] } == ["m2"])
+    }
+}

@@ -1,0 +1,155 @@
+// POST /v1/send validation: each failure names the field at fault.
+
+import Foundation
+import Testing
+import TernMail
+
+@Suite struct SendRequestTests {
+    func decode(_ json: String) throws(ValidationError) -> SendRequest {
+        try SendRequest.decode(Array(json.utf8))
+    }
+
+    @Test func minimalRequestGetsDefaults() throws {
+        let request = try decode(#"{"from":"a@example.com","to":"b@example.net","text":"hi"}"#)
+        #expect(request.from.description == "a@example.com")
+        #expect(request.to.description == "b@example.net")
+        #expect(request.text == "hi")
+        #expect(request.html == nil && request.raw == nil && request.subject == nil)
+        #expect(request.org == "default" && request.pool == "default")
+        #expect(request.headers.isEmpty)
+        #expect(request.metadata.isEmpty && request.metadataJSON == "{}")
+    }
+
+    @Test func fullRequest() throws {
+        let request = try decode("""
+            {"from":"news@example.com","to":"Reader@Example.NET","subject":"Héllo",
+             "text":"plain","html":"<p>rich</p>","reply_to":"help@example.com",
+             "headers":{"X-Campaign":"spring","List-Unsubscribe":"<https://example.com/u>"},
+             "org":"acme_1","pool":"bulk-2",
+             "metadata":{"user":"u-1","n":42,"ratio":0.5,"vip":true,"path":"a/b"}}
+            """)
+        #expect(request.to.domain == "example.net")
+        #expect(request.subject == "Héllo")
+        #expect(request.replyTo?.description == "help@example.com")
+        #expect(request.headers == [
+            HeaderField(name: "List-Unsubscribe", value: "<https://example.com/u>"),
+            HeaderField(name: "X-Campaign", value: "spring"),
+        ])
+        #expect(request.org == "acme_1" && request.pool == "bulk-2")
+        #expect(request.metadata == ["user": .string("u-1"), "n": .integer(42),
+                                     "ratio": .number(0.5), "vip": .bool(true),
+                                     "path": .string("a/b")])
+        #expect(request.metadataJSON
+                == #"{"n":42,"path":"a/b","ratio":0.5,"user":"u-1","vip":true}"#)
+    }
+
+    @Test func rawRequest() throws {
+        let request = try decode(#"""
+            {"from":"a@example.com","to":"b@example.net",
+             "raw":"From: a@example.com\nSubject: x\n\nbody\n","pool":"p"}
+            """#)
+        #expect(request.raw == "From: a@example.com\nSubject: x\n\nbody\n")
+    }
+
+    @Test func nullIsAbsent() throws {
+        let request = try decode(
+            #"{"from":"a@example.com","to":"b@example.net","text":"t","html":null,"org":null}"#)
+        #expect(request.html == nil && request.org == "default")
+    }
+
+    static let base = #""from":"a@example.com","to":"b@example.net""#
+
+    /// (JSON body, field named by the error, part of its message).
+    static let failures: [(String, String, String)] = [
+        ("not json", "body", "not valid JSON"),
+        ("[1,2]", "body", "JSON object"),
+        (#"{"to":"b@example.net","text":"t"}"#, "from", "is required"),
+        (#"{"from":"a@example.com","text":"t"}"#, "to", "is required"),
+        (#"{"from":"a@example","to":"b@example.net","text":"t","bcc":"x","cc":"y"}"#,
+         "bcc", "unknown fields: bcc, cc"),
+        ("{\(base),\"text\":\"t\",\"Subject\":\"x\"}", "Subject", "not a known field"),
+        (#"{"from":"a example.com","to":"b@example.net","text":"t"}"#, "from", "no @"),
+        (#"{"from":"a@example.com","to":"b@exa mple.net","text":"t"}"#, "to", "space"),
+        (#"{"from":"a@example.com","to":["b@example.net","c@example.net"],"text":"t"}"#,
+         "to", "one request per recipient"),
+        (#"{"from":"a@example.com","to":5,"text":"t"}"#, "to", "must be a string"),
+        ("{\(base),\"text\":\"t\",\"reply_to\":\"nobody\"}", "reply_to", "no @"),
+        ("{\(base),\"text\":\"t\",\"subject\":\"a\\r\\nBcc: x@y\"}", "subject", "CR or LF"),
+        ("{\(base),\"text\":\"t\",\"subject\":\"a\\nb\"}", "subject", "CR or LF"),
+        ("{\(base),\"text\":\"t\",\"subject\":\"a\\u0007b\"}", "subject", "controls"),
+        ("{\(base),\"text\":\"t\",\"subject\":7}", "subject", "must be a string"),
+        ("{\(base),\"text\":\"t\",\"subject\":\"\(String(repeating: "s", count: 990))\"}",
+         "subject", "longer than 989"),
+        ("{\(base)}", "text", "one of text, html or raw"),
+        ("{\(base),\"subject\":\"only a subject\"}", "text", "one of text, html or raw"),
+        ("{\(base),\"text\":\"a\\u0000b\"}", "text", "NUL"),
+        ("{\(base),\"html\":true}", "html", "must be a string"),
+        ("{\(base),\"raw\":\"From: a@example.com\\n\\nx\",\"text\":\"t\"}", "text",
+         "cannot be combined with raw"),
+        ("{\(base),\"raw\":\"From: a@example.com\\n\\nx\",\"subject\":\"s\"}", "subject",
+         "cannot be combined with raw"),
+        ("{\(base),\"raw\":\"From: a@example.com\\n\\nx\",\"headers\":{\"X-A\":\"1\"}}",
+         "headers", "cannot be combined with raw"),
+        ("{\(base),\"raw\":\"Subject: no from\\n\\nx\"}", "raw", "no From"),
+        ("{\(base),\"raw\":\"just a body line\\n\"}", "raw", "header section"),
+        ("{\(base),\"raw\":\"\"}", "raw", "is empty"),
+        ("{\(base),\"raw\":\"From: a@example.com\\n\\n\(String(repeating: "x", count: 999))\"}",
+         "raw", "line 3 is longer than 998"),
+        ("{\(base),\"text\":\"t\",\"headers\":[\"X-A: 1\"]}", "headers", "must be an object"),
+        ("{\(base),\"text\":\"t\",\"headers\":{\"X A\":\"1\"}}", "headers.X A",
+         "not a valid header field name"),
+        ("{\(base),\"text\":\"t\",\"headers\":{\"X:A\":\"1\"}}", "headers.X:A",
+         "not a valid header field name"),
+        ("{\(base),\"text\":\"t\",\"headers\":{\"\":\"1\"}}", "headers.",
+         "not a valid header field name"),
+        ("{\(base),\"text\":\"t\",\"headers\":{\"DKIM-Signature\":\"v=1\"}}",
+         "headers.DKIM-Signature", "set by Tern"),
+        ("{\(base),\"text\":\"t\",\"headers\":{\"message-id\":\"<x@y>\"}}",
+         "headers.message-id", "set by Tern"),
+        ("{\(base),\"text\":\"t\",\"headers\":{\"Reply-To\":\"x@y\"}}", "headers.Reply-To",
+         "reply_to"),
+        ("{\(base),\"text\":\"t\",\"headers\":{\"X-A\":\"1\\r\\nBcc: victim@x\"}}", "headers.X-A",
+         "CR, LF or NUL"),
+        ("{\(base),\"text\":\"t\",\"headers\":{\"X-A\":\"1\\u0000\"}}", "headers.X-A",
+         "CR, LF or NUL"),
+        ("{\(base),\"text\":\"t\",\"headers\":{\"X-A\":1}}", "headers.X-A", "must be a string"),
+        ("{\(base),\"text\":\"t\",\"headers\":{\"X-A\":\"\(String(repeating: "v", count: 994))\"}}",
+         "headers.X-A", "998"),
+        ("{\(base),\"text\":\"t\",\"org\":\"Acme\"}", "org", "a-z, 0-9"),
+        ("{\(base),\"text\":\"t\",\"org\":\"\"}", "org", "1 to 64"),
+        ("{\(base),\"text\":\"t\",\"pool\":\"\(String(repeating: "p", count: 65))\"}", "pool",
+         "1 to 64"),
+        ("{\(base),\"text\":\"t\",\"pool\":\"a.b\"}", "pool", "a-z, 0-9"),
+        ("{\(base),\"text\":\"t\",\"pool\":3}", "pool", "must be a string"),
+        ("{\(base),\"text\":\"t\",\"metadata\":[1]}", "metadata", "must be an object"),
+        ("{\(base),\"text\":\"t\",\"metadata\":{\"a\":{\"b\":1}}}", "metadata.a",
+         "string, number or boolean"),
+        ("{\(base),\"text\":\"t\",\"metadata\":{\"a\":[1]}}", "metadata.a",
+         "string, number or boolean"),
+        ("{\(base),\"text\":\"t\",\"metadata\":{\"a\":\"\(String(repeating: "m", count: 4100))\"}}",
+         "metadata", "limit is 4096"),
+    ]
+
+    @Test(arguments: failures) func namesTheField(_ json: String, _ field: String,
+                                                  _ fragment: String)
+    {
+        do {
+            let request = try decode(json)
+            Issue.record("accepted: \(request)")
+        } catch {
+            #expect(error.field == field)
+            #expect(error.message.contains(fragment), "\(error.message)")
+            #expect(error.description == field + ": " + error.message)
+        }
+    }
+
+    @Test func headersAtTheLimitAreAccepted() throws {
+        let value = String(repeating: "v", count: 998 - "X-A: ".utf8.count)
+        let request = try decode("{\(Self.base),\"text\":\"t\",\"headers\":{\"X-A\":\"\(value)\"}}")
+        #expect(request.headers.first?.value == value)
+        let metadataValue = String(repeating: "m", count: 4096 - #"{"a":""}"#.utf8.count)
+        let withMetadata = try decode(
+            "{\(Self.base),\"text\":\"t\",\"metadata\":{\"a\":\"\(metadataValue)\"}}")
+        #expect(withMetadata.metadataJSON.utf8.count == 4096)
+    }
+}
