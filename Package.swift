@@ -72,6 +72,10 @@ let package = Package(
             name: "TernSMTPTests", dependencies: ["TernSMTP", "TernMail", "TernCore"],
             swiftSettings: strict),
         .testTarget(
+            name: "TernSchedulerTests",
+            dependencies: ["TernScheduler", "TernCore", "TernMail", "TernTestSupport"],
+            swiftSettings: strict),
+        .testTarget(
             name: "TernDaemonTests",
             dependencies: ["TernAPI", "TernScheduler", "TernSender", "TernBounce", "TernCore",
                            "TernMail", "TernTestSupport"],

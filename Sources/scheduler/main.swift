@@ -1,1 +1,20 @@
-print("not yet")
+// tern-scheduler: decides when each message may go and from which IP.
+//
+// Consumes `submit` (accepted messages), `results` (attempt outcomes from the senders) and
+// `inbound` (bounces from the bounce receiver); produces `ready` (attempts that may go now)
+// and `events` (message events). Its input comes only from other Tern daemons, so a
+// malformed entry is a bug: it is logged at critical and acknowledged, never retried forever.
+//
+// Settings (environment): TERN_REDIS_URL, TERN_REDIS_PREFIX, TERN_LOG_LEVEL, TERN_INSTANCE,
+// TERN_POOLS, TERN_RETRY_DELAYS, TERN_MAX_AGE, TERN_GROUP_INTERVAL, TERN_RECORD_TTL,
+// TERN_SCHEDULER_CLAIM_IDLE; see SchedulerSettings for defaults.
+//
+// Known limits: one fixed release interval per group; no provider profiles, throttles,
+// breakers, suppression or warm-up yet; run a single scheduler (two would both release).
+
+import TernCore
+import TernScheduler
+
+await DaemonMain.run("scheduler") { env, common, logger in
+    try SchedulerDaemon(settings: SchedulerSettings(env, common: common), logger: logger)
+}

@@ -9,7 +9,7 @@ public enum Contract {
 }
 
 /// The five streams and their consumer groups.
-public enum Stream: String, Sendable, CaseIterable {
+public enum StreamName: String, Sendable, CaseIterable {
     /// api -> scheduler: one entry per accepted message.
     case submit
     /// scheduler -> sender: one entry per attempt that may go now.
@@ -37,12 +37,14 @@ public struct Keys: Sendable {
 
     public init(prefix: String = "tern:") { self.prefix = prefix }
 
-    public func stream(_ s: Stream) -> String { prefix + "stream:" + s.rawValue }
+    public func stream(_ s: StreamName) -> String { prefix + "stream:" + s.rawValue }
     /// Hash: the message record (`MessageField`). No TTL while live; final messages keep
     /// their record for `TERN_RECORD_TTL` (default 30 days).
     public func message(_ id: String) -> String { prefix + "msg:" + id }
     /// List of JSON history entries, oldest first; same TTL as the record.
     public func history(_ id: String) -> String { prefix + "hist:" + id }
+    /// List of JSON `AttemptRecord`s, oldest first; same TTL as the record.
+    public func attempts(_ id: String) -> String { prefix + "att:" + id }
     /// Sorted set: message ids of one group, scored by the time (ms) they are due.
     public func groupQueue(_ group: String) -> String { prefix + "q:" + group }
     /// Sorted set: group names scored by the due time of their earliest message, so the

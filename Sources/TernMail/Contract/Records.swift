@@ -1,0 +1,107 @@
+// The JSON documents daemons leave for each other and for clients: a message's history
+// entries, its attempts, and the events posted to webhooks. One shape each, defined here.
+
+import Foundation
+
+/// Milliseconds since the epoch as an RFC 3339 UTC timestamp with milliseconds.
+public func timestamp(ms: Int64) -> String {
+    let date = Date(timeIntervalSince1970: Double(ms) / 1000)
+    return date.formatted(.iso8601.year().month().day().dateSeparator(.dash).time(
+        includingFractionalSeconds: true).timeSeparator(.colon)) + "Z"
+}
+
+/// One delivery attempt as the scheduler records it from a sender's result.
+public struct AttemptRecord: Codable, Sendable, Equatable {
+    public var at: String
+    public var attempt: Int
+    public var outcome: AttemptOutcome
+    public var code: Int
+    public var enhanced: String
+    public var reply: String
+    public var stage: String
+    public var mx: String
+    public var addr: String
+    public var ip: String
+    public var tls: String
+    public var ms: Int
+
+    public init(at: String, attempt: Int, outcome: AttemptOutcome, code: Int, enhanced: String,
+                reply: String, stage: String, mx: String, addr: String, ip: String, tls: String,
+                ms: Int) {
+        self.at = at
+        self.attempt = attempt
+        self.outcome = outcome
+        self.code = code
+        self.enhanced = enhanced
+        self.reply = reply
+        self.stage = stage
+        self.mx = mx
+        self.addr = addr
+        self.ip = ip
+        self.tls = tls
+        self.ms = ms
+    }
+
+    /// Reads a `results` stream entry.
+    public init?(result e: StreamEntryFields, at: String) {
+        guard let outcome = e[EntryField.outcome].flatMap(AttemptOutcome.init(rawValue:)) else {
+            return nil
+        }
+        self.init(at: at, attempt: Int(e[EntryField.attempt] ?? "") ?? 0, outcome: outcome,
+                  code: Int(e[EntryField.code] ?? "") ?? 0, enhanced: e[EntryField.enhanced] ?? "",
+                  reply: e[EntryField.reply] ?? "", stage: e[EntryField.stage] ?? "",
+                  mx: e[EntryField.mxHost] ?? "", addr: e[EntryField.mxAddress] ?? "",
+                  ip: e[EntryField.sourceIP] ?? "", tls: e[EntryField.tls] ?? "",
+                  ms: Int(e[EntryField.elapsedMs] ?? "") ?? 0)
+    }
+}
+
+public typealias StreamEntryFields = [String: String]
+
+/// A message event: appended to `events` (field `json`) and to the message's history.
+/// Every event carries the message's identity and its metadata; `detail` adds what the
+/// event is about (the remote reply, the DSN status, the next retry time).
+public struct MessageEvent: Sendable {
+    public var id: String
+    public var event: EventKind
+    public var atMs: Int64
+    public var org: String
+    public var from: String
+    public var to: String
+    /// The metadata object exactly as the client gave it (JSON text).
+    public var metadataJSON: String
+    public var detail: [String: any Sendable]
+
+    public init(id: String, event: EventKind, atMs: Int64, org: String, from: String, to: String,
+                metadataJSON: String, detail: [String: any Sendable] = [:]) {
+        self.id = id
+        self.event = event
+        self.atMs = atMs
+        self.org = org
+        self.from = from
+        self.to = to
+        self.metadataJSON = metadataJSON
+        self.detail = detail
+    }
+
+    /// The event as JSON, keys sorted so the text is stable for signing.
+    public var json: String {
+        var object: [String: Any] = [
+            "id": id, "event": event.rawValue, "at": timestamp(ms: atMs), "org": org,
+            "from": from, "to": to,
+        ]
+        let meta = (try? JSONSerialization.jsonObject(with: Data(metadataJSON.utf8)))
+        object["metadata"] = meta ?? [String: Any]()
+        for (k, v) in detail { object[k] = v }
+        let data = (try? JSONSerialization.data(withJSONObject: object, options: [.sortedKeys]))
+        return data.map { String(decoding: $0, as: UTF8.self) } ?? "{}"
+    }
+
+    /// The history entry: the same document without the message's identity repeated.
+    public var historyJSON: String {
+        var object: [String: Any] = ["event": event.rawValue, "at": timestamp(ms: atMs)]
+        for (k, v) in detail { object[k] = v }
+        let data = (try? JSONSerialization.data(withJSONObject: object, options: [.sortedKeys]))
+        return data.map { String(decoding: $0, as: UTF8.self) } ?? "{}"
+    }
+}

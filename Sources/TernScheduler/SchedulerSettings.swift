@@ -1,0 +1,40 @@
+// The scheduler's settings, each with its variable, default and reason.
+
+import Foundation
+import TernCore
+
+public struct SchedulerSettings: Sendable {
+    public let common: CommonSettings
+    /// TERN_POOLS: the IP pools; default one pool letting the kernel pick the address.
+    public let pools: Pools
+    /// TERN_RETRY_DELAYS: waits after the 1st, 2nd, … deferral; the last repeats. The default
+    /// grows from 5 minutes to a day over the first two days, then retries daily until
+    /// TERN_MAX_AGE: RFC 5321 §4.5.4.1 asks for at least 4-5 days before giving up.
+    public let retryDelays: [Duration]
+    /// TERN_MAX_AGE: a message not delivered this long after acceptance expires (default 5d).
+    public let maxAge: Duration
+    /// TERN_GROUP_INTERVAL: the least time between two releases of one group
+    /// (`{pool}:{domain}`); 100ms is ten messages a second per group.
+    public let groupInterval: Duration
+    /// TERN_RECORD_TTL: how long a message's record and history stay after its final event.
+    public let recordTTL: Duration
+    /// TERN_SCHEDULER_CLAIM_IDLE: entries pending this long on a dead consumer are taken over.
+    public let claimIdle: Duration
+
+    public static let defaultRetryDelays: [Duration] = [
+        .seconds(300), .seconds(600), .seconds(1200), .seconds(3600), .seconds(7200),
+        .seconds(14400), .seconds(28800), .seconds(43200), .seconds(86400),
+    ]
+
+    public init(_ env: Environment, common: CommonSettings) throws {
+        self.common = common
+        let host = env.string("TERN_HOSTNAME", default: ProcessInfo.processInfo.hostName)
+        pools = try Pools(env.string("TERN_POOLS", default: "default=*/\(host)"))
+        retryDelays = try env.durations("TERN_RETRY_DELAYS", default: Self.defaultRetryDelays)
+        guard !retryDelays.isEmpty else { throw ConfigError("TERN_RETRY_DELAYS", "empty") }
+        maxAge = try env.duration("TERN_MAX_AGE", default: .seconds(5 * 86400))
+        groupInterval = try env.duration("TERN_GROUP_INTERVAL", default: .milliseconds(100))
+        recordTTL = try env.duration("TERN_RECORD_TTL", default: .seconds(30 * 86400))
+        claimIdle = try env.duration("TERN_SCHEDULER_CLAIM_IDLE", default: .seconds(60))
+    }
+}

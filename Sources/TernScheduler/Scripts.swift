@@ -1,0 +1,55 @@
+// Lua scripts the scheduler runs in Redis, where a step must read and write atomically.
+//
+// The release script takes the earliest due message of a group, hands it to `ready` and
+// reschedules the group in one step, so that an intake running at the same moment can never
+// leave a queued message behind a group that was just dropped from the due index.
+//
+// Known limit: the script derives the message key from the popped id, so the keys it touches
+// are not all declared; it runs on one Redis server, not on a Redis Cluster.
+
+import TernCore
+
+enum Scripts {
+    /// KEYS: 1 group queue, 2 due index, 3 group pace, 4 ready stream.
+    /// ARGV: 1 group name, 2 now (ms), 3 interval (ms), 4 source ip, 5 helo, 6 message key prefix.
+    /// Returns {"paced"|"empty"|"released"|"dropped", id, attempt}.
+    static let release = RedisScript("""
+        local function reschedule(notBefore)
+          local first = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
+          if #first == 0 then
+            redis.call('ZREM', KEYS[2], ARGV[1])
+          else
+            redis.call('ZADD', KEYS[2], math.max(tonumber(first[2]), notBefore), ARGV[1])
+          end
+        end
+        local now = tonumber(ARGV[2])
+        local pace = tonumber(redis.call('GET', KEYS[3]) or '0')
+        if pace > now then
+          reschedule(pace)
+          return {'paced'}
+        end
+        local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'LIMIT', 0, 1)
+        if #due == 0 then
+          reschedule(now)
+          return {'empty'}
+        end
+        local id = due[1]
+        redis.call('ZREM', KEYS[1], id)
+        local key = ARGV[6] .. id
+        local state = redis.call('HGET', key, 'state')
+        if (not state) or (state ~= 'queued' and state ~= 'deferred') then
+          reschedule(now)
+          return {'dropped', id}
+        end
+        local attempt = redis.call('HINCRBY', key, 'attempts', 1)
+        redis.call('HSET', key, 'state', 'sending')
+        redis.call('XADD', KEYS[4], '*', 'id', id, 'attempt', attempt, 'ip', ARGV[4],
+                   'helo', ARGV[5])
+        local interval = tonumber(ARGV[3])
+        if interval > 0 then
+          redis.call('SET', KEYS[3], now + interval, 'PX', interval + 1000)
+        end
+        reschedule(now + interval)
+        return {'released', id, tostring(attempt)}
+        """)
+}

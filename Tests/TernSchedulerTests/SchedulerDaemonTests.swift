@@ -1,0 +1,217 @@
+// The scheduler against a real Redis: intake to ready, results to states and events, retries,
+// expiry and asynchronous bounces. The sender's side is played by hand through the streams.
+
+import Foundation
+import Testing
+import TernCore
+import TernMail
+import TernTestSupport
+@testable import TernScheduler
+
+@Suite(.serialized) struct SchedulerDaemonTests {
+    final class Harness: Sendable {
+        let server: TestRedis
+        let redis: RedisClient
+        let keys = Keys()
+        let shutdown = Shutdown()
+        let task: Task<Void, any Error>
+
+        init(env: [String: String] = [:]) async throws {
+            server = try TestRedis()
+            redis = try RedisClient(url: server.url)
+            var values = ["TERN_REDIS_URL": server.url, "TERN_INSTANCE": "t",
+                          "TERN_POOLS": "default=127.0.0.2/out1.example,127.0.0.3/out2.example",
+                          "TERN_RETRY_DELAYS": "1s", "TERN_GROUP_INTERVAL": "0ms"]
+            values.merge(env) { _, b in b }
+            let environment = Environment(values)
+            let settings = try SchedulerSettings(
+                environment, common: CommonSettings(environment, role: "scheduler"))
+            let daemon = try SchedulerDaemon(
+                settings: settings, logger: Logger(label: "test", sink: MemoryLogSink()))
+            let shutdown = self.shutdown
+            task = Task { try await daemon.run(shutdown: shutdown) { _ in } }
+            try await redis.ensureGroup(stream: keys.stream(.ready), group: "sender")
+        }
+
+        func stop() async {
+            shutdown.request()
+            _ = try? await task.value
+            server.stop()
+        }
+
+        /// Writes a message as the API does and submits it.
+        func submit(to rcpt: String = "a@inbox.example", pool: String = "default",
+                    maxAge: Int64 = 600_000) async throws -> String {
+            let id = MessageID.generate()
+            let now = nowMs()
+            let domain = String(rcpt.split(separator: "@").last!)
+            _ = try await redis.transaction([
+                ["HSET", .text(keys.message(id)), "id", .text(id), "org", "acme",
+                 "pool", .text(pool), "from", "s@tern.example", "rcpt", .text(rcpt),
+                 "domain", .text(domain), "body", "Subject: x\r\n\r\nhi\r\n",
+                 "metadata", #"{"k":"v"}"#, "created_ms", .text(String(now)),
+                 "expires_ms", .text(String(now + maxAge)), "state", "queued", "attempts", "0"],
+                xadd(keys.stream(.submit), [("id", id)]),
+            ])
+            return id
+        }
+
+        func nextReady() async throws -> StreamEntry {
+            for _ in 0..<100 {
+                let e = try await redis.readGroup(stream: keys.stream(.ready), group: "sender",
+                                                  consumer: "s", count: 1,
+                                                  block: .milliseconds(100))
+                if let first = e.first { return first }
+            }
+            throw ConfigError("ready", "nothing released")
+        }
+
+        func result(_ id: String, attempt: String, outcome: String, code: String,
+                    reply: String) async throws {
+            try await redis.run(["XADD", keys.stream(.results), "*", "id", id,
+                                 "attempt", attempt, "outcome", outcome, "code", code,
+                                 "enhanced", "", "reply", reply, "stage", "dot",
+                                 "mx", "mx1.inbox.example", "addr", "127.0.0.11",
+                                 "ip", "127.0.0.2", "tls", "", "ms", "12"])
+        }
+
+        func events(_ id: String) async throws -> [String] {
+            let all = try await redis.run("XRANGE", keys.stream(.events), "-", "+")
+            return (all.array ?? []).compactMap { v -> String? in
+                let f = v.array?[1].fieldMap ?? [:]
+                return f["id"] == id ? f["event"] : nil
+            }
+        }
+
+        func state(_ id: String) async throws -> String? {
+            try await redis.run("HGET", keys.message(id), "state").string
+        }
+
+        func waitFor(_ what: String, _ check: () async throws -> Bool) async throws {
+            for _ in 0..<200 {
+                if try await check() { return }
+                try await Task.sleep(for: .milliseconds(25))
+            }
+            Issue.record("timed out waiting for \(what)")
+        }
+    }
+
+    @Test func releasesWithASourceIPThenRecordsDelivery() async throws {
+        let h = try await Harness()
+        let id = try await h.submit()
+        let ready = try await h.nextReady()
+        #expect(ready["id"] == id)
+        #expect(ready["attempt"] == "1")
+        #expect(["127.0.0.2", "127.0.0.3"].contains(ready["ip"] ?? ""))
+        #expect(ready["helo"] == (ready["ip"] == "127.0.0.2" ? "out1.example" : "out2.example"))
+        #expect(try await h.state(id) == "sending")
+
+        try await h.result(id, attempt: "1", outcome: "delivered", code: "250",
+                           reply: "2.0.0 queued as X")
+        try await h.waitFor("delivered") { try await h.state(id) == "delivered" }
+        #expect(try await h.events(id) == ["delivered"])
+        let attempts = try await h.redis.run("LRANGE", h.keys.attempts(id), "0", "-1")
+        let first = try JSONDecoder().decode(
+            AttemptRecord.self, from: Data((attempts.array?.first?.string ?? "").utf8))
+        #expect(first.outcome == .delivered && first.code == 250 && first.ip == "127.0.0.2")
+        let ttl = try await h.redis.run("TTL", h.keys.message(id)).int ?? -1
+        #expect(ttl > 0)
+        // The hand-overs deleted what they consumed.
+        #expect(try await h.redis.run("XLEN", h.keys.stream(.submit)).int == 0)
+        #expect(try await h.redis.run("XLEN", h.keys.stream(.results)).int == 0)
+        await h.stop()
+    }
+
+    @Test func deferralRetriesAfterTheDelayThenBounceIsFinal() async throws {
+        let h = try await Harness()
+        let id = try await h.submit()
+        _ = try await h.nextReady()
+        let deferredAt = ContinuousClock.now
+        try await h.result(id, attempt: "1", outcome: "deferred", code: "451",
+                           reply: "4.3.0 try later")
+        try await h.waitFor("deferred") { try await h.state(id) == "deferred" }
+        let again = try await h.nextReady()
+        #expect(again["id"] == id && again["attempt"] == "2")
+        #expect(ContinuousClock.now - deferredAt >= .milliseconds(900))
+
+        try await h.result(id, attempt: "2", outcome: "failed", code: "550",
+                           reply: "5.1.1 no such user")
+        try await h.waitFor("bounced") { try await h.state(id) == "bounced" }
+        #expect(try await h.events(id) == ["deferred", "bounced"])
+        await h.stop()
+    }
+
+    @Test func deferralPastTheMaximumAgeExpires() async throws {
+        let h = try await Harness(env: ["TERN_RETRY_DELAYS": "10s"])
+        let id = try await h.submit(maxAge: 5_000)
+        _ = try await h.nextReady()
+        try await h.result(id, attempt: "1", outcome: "deferred", code: "421",
+                           reply: "4.7.0 busy")
+        try await h.waitFor("expired") { try await h.state(id) == "expired" }
+        #expect(try await h.events(id) == ["expired"])
+        await h.stop()
+    }
+
+    @Test func asynchronousBounceAfterDelivery() async throws {
+        let h = try await Harness()
+        let id = try await h.submit()
+        _ = try await h.nextReady()
+        try await h.result(id, attempt: "1", outcome: "delivered", code: "250", reply: "ok")
+        try await h.waitFor("delivered") { try await h.state(id) == "delivered" }
+        try await h.redis.run(["XADD", h.keys.stream(.inbound), "*", "id", id, "kind", "bounce",
+                               "status", "5.1.1", "action", "failed",
+                               "diagnostic", "smtp; 550 5.1.1 unknown", "rcpt", "a@inbox.example",
+                               "reporter", "mx1.inbox.example"])
+        try await h.waitFor("bounced") { try await h.state(id) == "bounced" }
+        let last = try await h.redis.run("XREVRANGE", h.keys.stream(.events), "+", "-",
+                                         "COUNT", "1")
+        let json = last.array?.first?.array?[1].fieldMap["json"] ?? ""
+        #expect(json.contains("\"status\":\"5.1.1\""))
+        #expect(json.contains("\"metadata\":{\"k\":\"v\"}"))
+        await h.stop()
+    }
+
+    @Test func unknownPoolBouncesAtIntake() async throws {
+        let h = try await Harness()
+        let id = try await h.submit(pool: "nosuch")
+        try await h.waitFor("bounced") { try await h.state(id) == "bounced" }
+        #expect(try await h.redis.run("XLEN", h.keys.stream(.ready)).int == 0)
+        await h.stop()
+    }
+
+    @Test func aRestartedSchedulerFinishesWhatWasPending() async throws {
+        // An entry read but not applied (a crash between read and EXEC) is pending for the
+        // same consumer name and is applied on the next start.
+        let server = try TestRedis()
+        defer { server.stop() }
+        let redis = try RedisClient(url: server.url)
+        let keys = Keys()
+        try await redis.ensureGroup(stream: keys.stream(.submit), group: "scheduler")
+        let id = MessageID.generate()
+        _ = try await redis.transaction([
+            ["HSET", .text(keys.message(id)), "id", .text(id), "org", "o", "pool", "default",
+             "from", "s@x.example", "rcpt", "a@inbox.example", "domain", "inbox.example",
+             "metadata", "{}", "created_ms", "0", "expires_ms", "99999999999999",
+             "state", "queued", "attempts", "0"],
+            xadd(keys.stream(.submit), [("id", id)]),
+        ])
+        _ = try await redis.readGroup(stream: keys.stream(.submit), group: "scheduler",
+                                      consumer: "scheduler-t", count: 10, block: nil)
+        let environment = Environment(["TERN_REDIS_URL": server.url, "TERN_INSTANCE": "t",
+                                       "TERN_POOLS": "default=*/h.example"])
+        let daemon = try SchedulerDaemon(
+            settings: SchedulerSettings(environment,
+                                        common: CommonSettings(environment, role: "scheduler")),
+            logger: Logger(label: "test", sink: MemoryLogSink()))
+        let shutdown = Shutdown()
+        let task = Task { try await daemon.run(shutdown: shutdown) { _ in } }
+        var released = false
+        for _ in 0..<100 where !released {
+            released = (try await redis.run("XLEN", keys.stream(.ready)).int ?? 0) == 1
+            try await Task.sleep(for: .milliseconds(25))
+        }
+        #expect(released)
+        shutdown.request()
+        _ = try? await task.value
+    }
+}
