@@ -32,7 +32,6 @@ public struct SchedulerDaemon: Daemon {
             try await redis.ensureGroup(stream: keys.stream(stream), group: stream.group)
         }
         ready("scheduling \(settings.pools.byName.count) pool(s)")
-        Systemd.startWatchdog { await redis.ping() }
         await withTaskGroup(of: Void.self) { group in
             group.addTask { await consume(.submit, shutdown: shutdown, apply: intake) }
             group.addTask { await consume(.results, shutdown: shutdown, apply: applyResult) }
@@ -134,6 +133,12 @@ public struct SchedulerDaemon: Daemon {
         let now = nowMs()
         var cmds: [[RedisArg]] = []
         if record.state == .queued {
+            // The scheduler owns the retry policy, so it sets the deadline from its own
+            // maximum age (a message's `expires_ms`, when the API gave one, may only shorten it).
+            let limit = record.createdMs + settings.maxAge.milliseconds
+            let expires = record.expiresMs > 0 ? min(record.expiresMs, limit) : limit
+            cmds.append(["HSET", .text(keys.message(id)), .text(MessageField.expiresMs),
+                         .text(String(expires))])
             cmds.append(["ZADD", .text(keys.groupQueue(record.group)), .text(String(now)),
                          .text(id)])
             cmds.append(["ZADD", .text(keys.dueGroups), "LT", .text(String(now)),
@@ -288,6 +293,7 @@ public struct SchedulerDaemon: Daemon {
         let to: String
         let metadata: String
         let expiresMs: Int64
+        let createdMs: Int64
         let state: MessageState
         var group: String { pool + ":" + domain }
     }
@@ -295,14 +301,14 @@ public struct SchedulerDaemon: Daemon {
     func load(_ id: String) async throws -> Record? {
         let f = [MessageField.org, MessageField.pool, MessageField.domain, MessageField.from,
                  MessageField.recipient, MessageField.metadata, MessageField.expiresMs,
-                 MessageField.state]
+                 MessageField.state, MessageField.createdMs]
         let v = try await redis.run(["HMGET", keys.message(id)] + f).array ?? []
         guard v.count == f.count, let state = v[7].string.flatMap(MessageState.init(rawValue:))
         else { return nil }
         return Record(id: id, org: v[0].string ?? "", pool: v[1].string ?? "",
                       domain: v[2].string ?? "", from: v[3].string ?? "", to: v[4].string ?? "",
                       metadata: v[5].string ?? "{}", expiresMs: Int64(v[6].int ?? 0),
-                      state: state)
+                      createdMs: Int64(v[8].int ?? 0), state: state)
     }
 
     /// Commands that append `kind` to the message's history and to `events`.

@@ -66,6 +66,9 @@ public enum DaemonMain {
             try await daemon.run(shutdown: shutdown) { status in
                 log.info("ready: \(status)")
                 Systemd.ready(status: status)
+                // The ping comes from a task, so a daemon whose tasks no longer run (a
+                // blocked cooperative pool, a deadlock) stops pinging and systemd restarts it.
+                Systemd.startWatchdog { true }
             }
             Systemd.stopping()
             logger.info("stopped")
