@@ -2,6 +2,7 @@
 // by its pid. Tests that need Redis start one of these rather than sharing global state.
 
 import Foundation
+import Synchronization
 import TernCore
 
 public final class TestRedis: Sendable {
@@ -9,6 +10,7 @@ public final class TestRedis: Sendable {
     public let url: String
     private let pid: pid_t
     private let dir: String
+    private let stopped = Atomic<Bool>(false)
 
     public init() throws {
         dir = NSTemporaryDirectory() + "tern-redis-\(UUID().uuidString)"
@@ -30,6 +32,8 @@ public final class TestRedis: Sendable {
     }
 
     public func stop() {
+        // Once only: a second SIGTERM could reach a process that reused the pid.
+        guard !stopped.exchange(true, ordering: .sequentiallyConsistent) else { return }
         stopProcess(pid)
         try? FileManager.default.removeItem(atPath: dir)
     }

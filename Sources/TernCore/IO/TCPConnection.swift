@@ -38,7 +38,12 @@ public final class TCPConnection: ByteStream, @unchecked Sendable {
     ) async throws -> TCPConnection {
         let fd = try Sys.socket(remote.domain)
         var handedOver = false
-        defer { if !handedOver { Glibc.close(fd) } }
+        defer {
+            if !handedOver {
+                EventLoop.shared.deregister(fd)
+                Glibc.close(fd)
+            }
+        }
         if let source {
             var one: Int32 = 1
             setsockopt(fd, Int32(IPPROTO_IP), IP_BIND_ADDRESS_NO_PORT, &one, 4)
@@ -50,12 +55,7 @@ public final class TCPConnection: ByteStream, @unchecked Sendable {
             guard errno == EINPROGRESS else {
                 throw IOError.system(call: "connect \(remote)", errno: errno)
             }
-            do {
-                try await EventLoop.shared.waitWritable(fd, deadline: deadline)
-            } catch {
-                EventLoop.shared.deregister(fd)
-                throw error
-            }
+            try await EventLoop.shared.waitWritable(fd, deadline: deadline)
             var err: Int32 = 0
             var len = socklen_t(4)
             getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &len)

@@ -5,9 +5,13 @@ import Foundation
 
 /// Milliseconds since the epoch as an RFC 3339 UTC timestamp with milliseconds.
 public func timestamp(ms: Int64) -> String {
-    let date = Date(timeIntervalSince1970: Double(ms) / 1000)
-    return date.formatted(.iso8601.year().month().day().dateSeparator(.dash).time(
-        includingFractionalSeconds: true).timeSeparator(.colon)) + "Z"
+    // Whole seconds through the formatter, milliseconds by integer arithmetic: a Double
+    // division would sometimes print one millisecond less than was stored.
+    let seconds = ms >= 0 ? ms / 1000 : (ms - 999) / 1000
+    let date = Date(timeIntervalSince1970: Double(seconds))
+    let text = date.formatted(.iso8601.year().month().day().dateSeparator(.dash)
+        .time(includingFractionalSeconds: false).timeSeparator(.colon))
+    return text + "." + String(String(ms - seconds * 1000 + 1000).dropFirst()) + "Z"
 }
 
 /// One delivery attempt as the scheduler records it from a sender's result.

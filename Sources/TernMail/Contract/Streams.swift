@@ -38,8 +38,9 @@ public struct Keys: Sendable {
     public init(prefix: String = "tern:") { self.prefix = prefix }
 
     public func stream(_ s: StreamName) -> String { prefix + "stream:" + s.rawValue }
-    /// Hash: the message record (`MessageField`). No TTL while live; final messages keep
-    /// their record for `TERN_RECORD_TTL` (default 30 days).
+    /// Hash: the message record (`MessageField`). The API sets a backstop TTL of
+    /// `TERN_MAX_AGE` + `TERN_RECORD_TTL` at acceptance; a final message keeps its record for
+    /// `TERN_RECORD_TTL` (default 30 days) after its final event.
     public func message(_ id: String) -> String { prefix + "msg:" + id }
     /// List of JSON history entries, oldest first; same TTL as the record.
     public func history(_ id: String) -> String { prefix + "hist:" + id }

@@ -1,0 +1,104 @@
+// The API daemon: Tern's front door. It listens for HTTP, checks keys and requests, and
+// turns each accepted message into its Redis record, history and `submit` entry in one
+// MULTI/EXEC, so a message is either wholly accepted or not at all. It also answers what
+// became of a message and whether Redis is reachable.
+//
+// Routes: POST /v1/send, GET /v1/messages/{id}, GET /health. Everything the client sends is
+// untrusted: the HTTP server bounds sizes and times, `SendRequest` validates every field,
+// and only what passed both reaches Redis.
+
+import Foundation
+import TernCore
+import TernMail
+
+public struct APIDaemon: Daemon {
+    let settings: APISettings
+    let logger: Logger
+    let redis: RedisClient
+    let keys: Keys
+
+    public init(settings: APISettings, logger: Logger) throws {
+        self.settings = settings
+        self.logger = logger
+        self.redis = try RedisClient(url: settings.common.redisURL)
+        self.keys = Keys(prefix: settings.common.redisPrefix)
+    }
+
+    public func run(shutdown: Shutdown, ready: @escaping @Sendable (String) -> Void) async throws {
+        let listener = try Systemd.listenDescriptor().map { try TCPListener(adopting: $0) }
+            ?? TCPListener(address: settings.listen)
+        let server = HTTPServer(listener: listener, settings: settings.server, logger: logger) {
+            await self.handle($0)
+        }
+        // Without Redis the API still answers: 503 to senders, "down" to health checks, which
+        // is more use to a load balancer than a process that will not start.
+        if !(await redis.ping()) {
+            logger.warning("redis is not reachable; answering 503 until it is",
+                           ("redis", redis.address.description))
+        }
+        logger.info("listening", ("listen", server.address.description),
+                    ("keys", String(settings.keys.count)),
+                    ("contract", String(Contract.version)))
+        ready("listening on \(server.address)")
+        Systemd.startWatchdog { true }
+        await server.serve(until: shutdown)
+    }
+
+    // MARK: Routing
+
+    func handle(_ request: HTTPRequest) async -> HTTPResponse {
+        let path = request.path
+        let readOnly = request.method == "GET" || request.method == "HEAD"
+        if path == "/health" {
+            guard readOnly else { return notAllowed("GET, HEAD") }
+            return await health()
+        }
+        if path == "/v1/send" {
+            guard request.method == "POST" else { return notAllowed("POST") }
+            return await send(request)
+        }
+        let prefix = "/v1/messages/"
+        if path.hasPrefix(prefix) {
+            let id = path.dropFirst(prefix.count)
+            guard !id.isEmpty, !id.contains("/") else { return notFound() }
+            guard readOnly else { return notAllowed("GET, HEAD") }
+            return await message(String(id), request)
+        }
+        return notFound()
+    }
+
+    func notFound() -> HTTPResponse { .error(404, "no such resource") }
+
+    /// RFC 9110 §15.5.6: a 405 lists the methods the resource has in Allow.
+    func notAllowed(_ allow: String) -> HTTPResponse {
+        .error(405, "method not allowed; use \(allow)", headers: ["Allow": allow])
+    }
+
+    /// Checks the key. `.success(org)` carries the org the key is bound to, if any.
+    func authorize(_ request: HTTPRequest) -> Result<String?, Refusal> {
+        switch settings.keys.check(request.headers["Authorization"]) {
+        case .allowed(let org):
+            return .success(org)
+        case .missing:
+            // RFC 9110 §11.6.1: a 401 names the scheme in WWW-Authenticate (RFC 6750 §3).
+            return .failure(Refusal(.error(
+                401, "an API key is required: Authorization: Bearer <key>",
+                headers: ["WWW-Authenticate": #"Bearer realm="tern""#])))
+        case .wrong:
+            logger.notice("refused a request with an unknown API key",
+                          ("peer", request.remote?.host ?? ""), ("path", request.path))
+            return .failure(Refusal(.error(403, "the API key is not valid")))
+        }
+    }
+
+    struct Refusal: Error {
+        let response: HTTPResponse
+        init(_ response: HTTPResponse) { self.response = response }
+    }
+
+    // MARK: GET /health
+
+    func health() async -> HTTPResponse {
+        await redis.ping() ? .json(200, ["redis": "ok"]) : .json(503, ["redis": "down"])
+    }
+}

@@ -1,0 +1,59 @@
+// The API daemon's settings, each with its variable, default and reason. A bad value stops
+// the daemon at start with the variable named, rather than serving half-configured.
+
+import Foundation
+import TernCore
+
+public struct APISettings: Sendable {
+    public let common: CommonSettings
+    /// TERN_API_LISTEN: address and port of the HTTP API (default 127.0.0.1:8025, loopback:
+    /// put a TLS-terminating proxy in front to expose it). A systemd socket, if passed, wins.
+    public let listen: SocketAddress
+    /// TERN_API_KEYS: comma list of `key` or `key:org`; a key bound to an org may only send
+    /// and read that org's messages. Required: an API without keys would refuse everyone.
+    public let keys: APIKeys
+    /// TERN_API_MAX_BODY: largest request body in octets (default 10485760, 10 MiB); a
+    /// message and its JSON escaping must fit. At most 64 MiB: the built message (up to three
+    /// times larger once quoted-printable) must stay far below Redis's 512 MB string limit.
+    public let maxBody: Int
+    /// TERN_HOSTNAME: the right-hand side of Message-ID fields (default the host name).
+    public let hostname: String
+    /// TERN_MAX_AGE: a message not delivered this long after acceptance expires (default 4d,
+    /// as the scheduler reads it); the record's `expires_ms`.
+    public let maxAge: Duration
+    /// TERN_RECORD_TTL: how long records stay after their final event (default 30d). The API
+    /// sets max age + this as a backstop expiry, so a record whose message somehow never
+    /// ends does not stay in Redis forever; the scheduler shortens it at the final event.
+    public let recordTTL: Duration
+    /// TERN_API_IDLE_TIMEOUT: how long a kept-alive connection may wait idle (default 30s).
+    public let idleTimeout: Duration
+    /// TERN_API_REQUEST_TIMEOUT: how long one request may take to arrive (default 60s).
+    public let requestTimeout: Duration
+    /// TERN_API_MAX_CONNECTIONS: connections served at once (default 1024).
+    public let maxConnections: Int
+    /// TERN_API_SHUTDOWN_GRACE: at shutdown, how long requests in progress may take (10s).
+    public let shutdownGrace: Duration
+
+    public init(_ env: Environment, common: CommonSettings) throws {
+        self.common = common
+        listen = try env.address("TERN_API_LISTEN", default: "127.0.0.1:8025")
+        keys = try APIKeys(env.string("TERN_API_KEYS", default: ""), variable: "TERN_API_KEYS")
+        maxBody = try env.int("TERN_API_MAX_BODY", default: 10_485_760, range: 1024...(64 << 20))
+        hostname = env.string("TERN_HOSTNAME", default: ProcessInfo.processInfo.hostName)
+        maxAge = try env.duration("TERN_MAX_AGE", default: .seconds(4 * 86400))
+        recordTTL = try env.duration("TERN_RECORD_TTL", default: .seconds(30 * 86400))
+        idleTimeout = try env.duration("TERN_API_IDLE_TIMEOUT", default: .seconds(30))
+        requestTimeout = try env.duration("TERN_API_REQUEST_TIMEOUT", default: .seconds(60))
+        maxConnections = try env.int("TERN_API_MAX_CONNECTIONS", default: 1024, range: 1...65536)
+        shutdownGrace = try env.duration("TERN_API_SHUTDOWN_GRACE", default: .seconds(10))
+    }
+
+    var server: HTTPServerSettings {
+        var s = HTTPServerSettings(maxBody: maxBody)
+        s.idleTimeout = idleTimeout
+        s.requestTimeout = requestTimeout
+        s.maxConnections = maxConnections
+        s.shutdownGrace = shutdownGrace
+        return s
+    }
+}

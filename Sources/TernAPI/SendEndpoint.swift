@@ -1,0 +1,119 @@
+// POST /v1/send: a JSON request becomes a queued message.
+//
+// Order of checks: key (401/403), media type (415), JSON and fields (400 for a body that is
+// not a JSON object, 422 naming the field otherwise), the org a bound key allows (403). Only
+// then is an id made, the message built, and the record, its first history entry, the
+// `submit` entry and the `accepted` event written in one MULTI/EXEC: Redis applies all of it
+// or none, so a refusal or an outage leaves nothing behind for the scheduler to find.
+
+import Foundation
+import TernCore
+import TernMail
+
+extension APIDaemon {
+    func send(_ request: HTTPRequest) async -> HTTPResponse {
+        let boundOrg: String?
+        switch authorize(request) {
+        case .success(let org): boundOrg = org
+        case .failure(let refusal): return refusal.response
+        }
+        if let type = request.headers["Content-Type"] {
+            let media = type.split(separator: ";").first.map {
+                $0.trimmingCharacters(in: .whitespaces).lowercased()
+            }
+            guard media == "application/json" else {
+                return .error(415, "send the request as application/json",
+                              field: "Content-Type")
+            }
+        }
+
+        let message: SendRequest
+        do throws(ValidationError) {
+            message = try decode(request.body, boundOrg: boundOrg)
+        } catch {
+            logger.debug("refused a send request", ("field", error.field),
+                         ("reason", error.message))
+            if error.field == "org" && boundOrg != nil {
+                return .error(403, error.message, field: error.field)
+            }
+            // A body that is not a JSON object cannot be read at all (400); a readable
+            // request with a wrong field is unprocessable (422, RFC 9110 §15.5.21).
+            return .error(error.field == "body" ? 400 : 422, error.message, field: error.field)
+        }
+
+        let now = Date()
+        let id = MessageID.generate(now: now)
+        let createdMs = Int64((now.timeIntervalSince1970 * 1000).rounded(.down))
+        let body = MessageBuilder.build(message, id: id, now: now, hostname: settings.hostname)
+        do {
+            _ = try await redis.transaction(acceptCommands(message, id: id, body: body,
+                                                           createdMs: createdMs))
+        } catch {
+            logger.error("could not queue a message: \(error)", ("message_id", id))
+            return .error(503, "the queue is unavailable; nothing was accepted, try again",
+                          headers: ["Retry-After": "5"])
+        }
+        logger.info("accepted", ("message_id", id), ("org", message.org),
+                    ("pool", message.pool), ("domain", message.to.asciiDomain),
+                    ("bytes", String(body.count)))
+        return .json(202, ["id": id])
+    }
+
+    /// Decodes and validates the body. A key bound to an org sets the org when the request
+    /// names none, and refuses a request for another org.
+    func decode(_ body: [UInt8], boundOrg: String?) throws(ValidationError) -> SendRequest {
+        guard let boundOrg else { return try SendRequest.decode(body) }
+        let parsed: Any
+        do {
+            parsed = try JSONSerialization.jsonObject(with: Data(body))
+        } catch {
+            throw ValidationError(field: "body", message: "is not valid JSON")
+        }
+        guard var object = parsed as? [String: Any] else {
+            throw ValidationError(field: "body", message: "must be a JSON object")
+        }
+        if let org = object["org"], !(org is NSNull) {
+            guard let name = org as? String, name == boundOrg else {
+                throw ValidationError(field: "org", message: "this API key may only send for "
+                    + "org \(boundOrg)")
+            }
+        }
+        object["org"] = boundOrg
+        return try SendRequest(json: object)
+    }
+
+    /// The one transaction that accepts a message (the contract in Streams.swift).
+    func acceptCommands(_ m: SendRequest, id: String, body: [UInt8], createdMs: Int64)
+        -> [[RedisArg]]
+    {
+        let expiresMs = createdMs + settings.maxAge.milliseconds
+        let event = MessageEvent(id: id, event: .accepted, atMs: createdMs, org: m.org,
+                                 from: m.from.description, to: m.to.description,
+                                 metadataJSON: m.metadataJSON)
+        let record = keys.message(id), history = keys.history(id)
+        let backstop = RedisArg.text(String(
+            (settings.maxAge + settings.recordTTL).milliseconds / 1000))
+        return [
+            ["HSET", .text(record),
+             .text(MessageField.id), .text(id),
+             .text(MessageField.org), .text(m.org),
+             .text(MessageField.pool), .text(m.pool),
+             .text(MessageField.from), .text(m.from.description),
+             .text(MessageField.recipient), .text(m.to.description),
+             .text(MessageField.domain), .text(m.to.asciiDomain),
+             .text(MessageField.body), .data(body),
+             .text(MessageField.metadata), .text(m.metadataJSON),
+             .text(MessageField.createdMs), .text(String(createdMs)),
+             .text(MessageField.expiresMs), .text(String(expiresMs)),
+             .text(MessageField.state), .text(MessageState.queued.rawValue),
+             .text(MessageField.attempts), "0"],
+            ["RPUSH", .text(history), .text(event.historyJSON)],
+            ["EXPIRE", .text(record), backstop],
+            ["EXPIRE", .text(history), backstop],
+            xadd(keys.stream(.submit), [(EntryField.id, id)]),
+            xadd(keys.stream(.events), [(EntryField.id, id),
+                                        (EntryField.event, EventKind.accepted.rawValue),
+                                        (EntryField.json, event.json)], maxLen: 1_000_000),
+        ]
+    }
+}

@@ -1,0 +1,335 @@
+// The API daemon against a real Redis, over a real socket: an accepted message leaves its
+// record, history, submit entry and event; every refused request leaves nothing at all;
+// message lookup, keys bound to orgs, health, routing, settings and logging.
+
+import Foundation
+import Synchronization
+import Testing
+import TernCore
+import TernMail
+import TernTestSupport
+@testable import TernAPI
+
+@Suite(.serialized) struct APIDaemonTests {
+    static let key = "sekrit-key-0123456789"
+    static let acmeKey = "acme-only-key"
+
+    final class Harness: Sendable {
+        let server: TestRedis
+        let redis: RedisClient
+        let keys = Keys()
+        let shutdown = Shutdown()
+        let task: Task<Void, any Error>
+        let address: SocketAddress
+        let logs = MemoryLogSink()
+
+        init(env: [String: String] = [:], redisURL: String? = nil) async throws {
+            server = try TestRedis()
+            redis = try RedisClient(url: server.url)
+            address = SocketAddress(host: "127.0.0.1", port: UInt16(freePort()))!
+            var values = ["TERN_REDIS_URL": redisURL ?? server.url, "TERN_INSTANCE": "t",
+                          "TERN_API_LISTEN": address.description,
+                          "TERN_API_KEYS": "\(APIDaemonTests.key), \(APIDaemonTests.acmeKey):acme",
+                          "TERN_API_MAX_BODY": "20000", "TERN_HOSTNAME": "api.tern.test",
+                          "TERN_MAX_AGE": "1h", "TERN_RECORD_TTL": "1d"]
+            values.merge(env) { _, b in b }
+            let environment = Environment(values)
+            let settings = try APISettings(environment,
+                                           common: CommonSettings(environment, role: "api"))
+            let daemon = try APIDaemon(
+                settings: settings, logger: Logger(label: "api", level: .debug, sink: logs))
+            let shutdown = self.shutdown
+            let ready = Gate()
+            task = Task { try await daemon.run(shutdown: shutdown) { _ in ready.open() } }
+            await ready.wait()
+        }
+
+        func stop() async {
+            shutdown.request()
+            _ = try? await task.value
+            server.stop()
+        }
+
+        func post(_ json: [String: Any], key: String? = APIDaemonTests.key,
+                  headers: [(String, String)] = []) async throws -> RawReply {
+            try await post(Array(try JSONSerialization.data(withJSONObject: json)), key: key,
+                           headers: headers)
+        }
+
+        func post(_ body: [UInt8], key: String? = APIDaemonTests.key,
+                  headers: [(String, String)] = []) async throws -> RawReply {
+            var h = headers
+            if !h.contains(where: { $0.0 == "Content-Type" }) {
+                h.append(("Content-Type", "application/json"))
+            }
+            if let key { h.append(("Authorization", "Bearer \(key)")) }
+            return try await httpRequest(address, "POST", "/v1/send", headers: h, body: body)
+        }
+
+        func get(_ path: String, key: String? = APIDaemonTests.key) async throws -> RawReply {
+            try await httpRequest(address, "GET", path,
+                                  headers: key.map { [("Authorization", "Bearer \($0)")] } ?? [])
+        }
+
+        /// Every key under the prefix: what a request left behind.
+        func storedKeys() async throws -> [String] {
+            try await redis.run("KEYS", "tern:*").array?.compactMap(\.string).sorted() ?? []
+        }
+    }
+
+    static func valid(_ changes: [String: Any] = [:]) -> [String: Any] {
+        var body: [String: Any] = ["from": "sender@tern.example", "to": "Alice@Inbox.Example",
+                                   "subject": "hello", "text": "Hi Alice\n"]
+        for (k, v) in changes { body[k] = v }
+        return body
+    }
+
+    @Test func acceptedMessageIsRecordedAndSubmittedInOneGo() async throws {
+        let h = try await Harness()
+        let before = nowMs()
+        let reply = try await h.post(APIDaemonTests.valid([
+            "org": "acme", "pool": "bulk", "metadata": ["user": "42", "n": 7],
+            "headers": ["X-Campaign": "spring"],
+        ]))
+        #expect(reply.status == 202)
+        let id = try #require(reply.json["id"] as? String)
+        #expect(MessageID.isValid(id))
+
+        let record = try await h.redis.run("HGETALL", h.keys.message(id)).fieldMap
+        #expect(record["id"] == id)
+        #expect(record["org"] == "acme")
+        #expect(record["pool"] == "bulk")
+        #expect(record["from"] == "sender@tern.example")
+        #expect(record["rcpt"] == "Alice@inbox.example")
+        #expect(record["domain"] == "inbox.example")
+        #expect(record["state"] == "queued")
+        #expect(record["attempts"] == "0")
+        #expect(record["metadata"] == #"{"n":7,"user":"42"}"#)
+        let created = try #require(Int64(record["created_ms"] ?? ""))
+        let expires = try #require(Int64(record["expires_ms"] ?? ""))
+        #expect(created >= before && created <= nowMs())
+        #expect(expires - created == 3_600_000)
+        let body = record["body"] ?? ""
+        #expect(body.contains("Message-ID: <\(id)@api.tern.test>\r\n"))
+        #expect(body.contains("Subject: hello\r\n"))
+        #expect(body.contains("X-Campaign: spring\r\n"))
+        #expect(body.contains("Hi Alice\r\n"))
+        // The backstop expiry: max age plus record TTL.
+        let ttl = try await h.redis.run("TTL", h.keys.message(id)).int ?? -1
+        #expect(ttl > 3600 && ttl <= 3600 + 86400)
+
+        let history = try await h.redis.run("LRANGE", h.keys.history(id), "0", "-1")
+        let entries = history.array?.compactMap(\.string) ?? []
+        #expect(entries.count == 1)
+        let first = APIDaemon.jsonObject(entries.first) ?? [:]
+        #expect(first["event"] as? String == "accepted")
+        #expect(first["at"] as? String == timestamp(ms: created))
+
+        let submit = try await h.redis.run("XRANGE", h.keys.stream(.submit), "-", "+")
+        let submitted = submit.array?.compactMap { $0.array?[1].fieldMap } ?? []
+        #expect(submitted == [["id": id]])
+
+        let events = try await h.redis.run("XRANGE", h.keys.stream(.events), "-", "+")
+        let event = try #require(events.array?.first?.array?[1].fieldMap)
+        #expect(event["id"] == id && event["event"] == "accepted")
+        let json = APIDaemon.jsonObject(event["json"]) ?? [:]
+        #expect(json["to"] as? String == "Alice@inbox.example")
+        #expect((json["metadata"] as? [String: Any])?["user"] as? String == "42")
+
+        // One info line per accepted message, with the id; the key is in no record.
+        let accepted = h.logs.records.filter { $0.message == "accepted" }
+        #expect(accepted.count == 1)
+        #expect(accepted.first?.level == .info)
+        #expect(accepted.first?.fields["message_id"] == id)
+        for r in h.logs.records {
+            #expect(!r.message.contains(APIDaemonTests.key))
+            #expect(!r.fields.values.contains { $0.contains(APIDaemonTests.key) })
+        }
+        await h.stop()
+    }
+
+    // name, body, key, status, field the error names (nil: none required)
+    static let refusals: [(String, [UInt8], String?, Int, String?)] = [
+        ("malformed JSON", Array(#"{"from": "sender@tern.example", "to": "#.utf8), key, 400,
+         "body"),
+        ("JSON array", Array("[1,2]".utf8), key, 400, "body"),
+        ("missing to", json(valid(["to": NSNull()])), key, 422, "to"),
+        ("missing from", json(valid().filter { $0.key != "from" }), key, 422, "from"),
+        ("to without domain", json(valid(["to": "alice@"])), key, 422, "to"),
+        ("to without at", json(valid(["to": "alice.inbox.example"])), key, 422, "to"),
+        ("CR LF in to", json(valid(["to": "a@inbox.example\r\nBcc: e@x.example"])), key, 422,
+         "to"),
+        ("CR LF in a header value", json(valid(["headers": ["X-Test": "a\r\nBcc: e@x.example"]])),
+         key, 422, "headers.X-Test"),
+        ("LF in the subject", json(valid(["subject": "hi\nBcc: e@x.example"])), key, 422,
+         "subject"),
+        ("unknown field", json(valid(["cc": "b@inbox.example"])), key, 422, "cc"),
+        ("no body part", json(valid().filter { $0.key != "text" }), key, 422, "text"),
+        ("oversized body", json(valid(["text": String(repeating: "x", count: 30000)])), key,
+         413, nil),
+        ("missing key", json(valid()), nil, 401, nil),
+        ("wrong key", json(valid()), "not-the-key", 403, nil),
+        ("key for another org", json(valid(["org": "globex"])), acmeKey, 403, "org"),
+    ]
+
+    static func json(_ object: [String: Any]) -> [UInt8] {
+        Array(try! JSONSerialization.data(withJSONObject: object))
+    }
+
+    @Test func refusedRequestsAnswer4xxAndWriteNothing() async throws {
+        let h = try await Harness()
+        for (name, body, key, status, field) in APIDaemonTests.refusals {
+            let reply = try await h.post(body, key: key)
+            #expect(reply.status == status, "\(name): \(reply.text)")
+            #expect((reply.error["message"] as? String)?.isEmpty == false, "\(name)")
+            if let field { #expect(reply.errorField == field, "\(name): \(reply.text)") }
+        }
+        let wrongType = try await h.post(Self.json(Self.valid()),
+                                         headers: [("Content-Type", "text/plain")])
+        #expect(wrongType.status == 415)
+        let missing = try await h.post(Self.json(Self.valid()), key: nil)
+        #expect(missing.headers["WWW-Authenticate"] == #"Bearer realm="tern""#)
+        let basic = try await h.post(Self.json(Self.valid()), key: nil,
+                                     headers: [("Authorization", "Basic dXNlcjpwdw==")])
+        #expect(basic.status == 401)
+        // Nothing at all reached Redis: no record, no history, no stream entry.
+        #expect(try await h.storedKeys() == [])
+        await h.stop()
+    }
+
+    @Test func aKeyBoundToAnOrgSendsForThatOrg() async throws {
+        let h = try await Harness()
+        let reply = try await h.post(APIDaemonTests.valid(), key: "  \(APIDaemonTests.acmeKey)")
+        #expect(reply.status == 202)
+        let id = try #require(reply.json["id"] as? String)
+        #expect(try await h.redis.run("HGET", h.keys.message(id), "org").string == "acme")
+        let explicit = try await h.post(APIDaemonTests.valid(["org": "acme"]),
+                                        key: APIDaemonTests.acmeKey)
+        #expect(explicit.status == 202)
+        // Lowercase scheme is the same scheme (RFC 9110 §11.1).
+        let lower = try await httpRequest(
+            h.address, "POST", "/v1/send",
+            headers: [("Authorization", "bearer \(APIDaemonTests.key)")],
+            body: APIDaemonTests.json(APIDaemonTests.valid()))
+        #expect(lower.status == 202)
+        #expect(try await h.redis.run("XLEN", h.keys.stream(.submit)).int == 3)
+        await h.stop()
+    }
+
+    @Test func messageLookupShowsRecordAttemptsAndHistory() async throws {
+        let h = try await Harness()
+        let sent = try await h.post(APIDaemonTests.valid(["metadata": ["k": "v"]]))
+        let id = try #require(sent.json["id"] as? String)
+        // Play the scheduler: one attempt and a delivered event.
+        let attempt = AttemptRecord(
+            at: timestamp(ms: nowMs()), attempt: 1, outcome: .delivered, code: 250,
+            enhanced: "2.0.0", reply: "2.0.0 ok\nqueued as 12", stage: "dot",
+            mx: "mx1.inbox.example", addr: "127.0.0.11", ip: "127.0.0.2", tls: "", ms: 12)
+        let attemptJSON = String(decoding: try JSONEncoder().encode(attempt), as: UTF8.self)
+        try await h.redis.run("RPUSH", h.keys.attempts(id), attemptJSON)
+        try await h.redis.run("RPUSH", h.keys.history(id), #"{"at":"x","event":"delivered"}"#)
+        try await h.redis.run("RPUSH", h.keys.history(id), "not json")
+        try await h.redis.run("HSET", h.keys.message(id), "state", "delivered")
+
+        let reply = try await h.get("/v1/messages/\(id)")
+        #expect(reply.status == 200)
+        let j = reply.json
+        #expect(j["id"] as? String == id)
+        #expect(j["state"] as? String == "delivered")
+        #expect(j["org"] as? String == "default")
+        #expect(j["pool"] as? String == "default")
+        #expect(j["from"] as? String == "sender@tern.example")
+        #expect(j["to"] as? String == "Alice@inbox.example")
+        #expect((j["metadata"] as? [String: Any])?["k"] as? String == "v")
+        #expect((j["created"] as? String)?.hasSuffix("Z") == true)
+        let attempts = j["attempts"] as? [[String: Any]] ?? []
+        #expect(attempts.count == 1)
+        #expect(attempts.first?["code"] as? Int == 250)
+        #expect(attempts.first?["reply"] as? String == "2.0.0 ok\nqueued as 12")
+        #expect(attempts.first?["ip"] as? String == "127.0.0.2")
+        let history = (j["history"] as? [[String: Any]] ?? []).map { $0["event"] as? String }
+        #expect(history == ["accepted", "delivered"])
+        #expect(j["body"] == nil)
+
+        let auth = [("Authorization", "Bearer \(APIDaemonTests.key)")]
+        let head = try await httpRequest(h.address, "HEAD", "/v1/messages/\(id)", headers: auth)
+        #expect(head.status == 200 && head.body.isEmpty)
+
+        // Another org's key does not see it; unknown and malformed ids; no key.
+        #expect(try await h.get("/v1/messages/\(id)", key: APIDaemonTests.acmeKey).status == 404)
+        let unknown = try await h.get("/v1/messages/\(MessageID.generate())")
+        #expect(unknown.status == 404)
+        let bad = try await h.get("/v1/messages/NOT-AN-ID")
+        #expect(bad.status == 400 && bad.errorField == "id")
+        #expect(try await h.get("/v1/messages/\(id)", key: nil).status == 401)
+        #expect(try await h.get("/v1/messages/\(id)", key: "nope").status == 403)
+        await h.stop()
+    }
+
+    @Test func routesAnswer404And405WithAllow() async throws {
+        let h = try await Harness()
+        #expect(try await h.get("/nowhere").status == 404)
+        #expect(try await h.get("/v1/messages/").status == 404)
+        #expect(try await h.get("/v1/send/").status == 404)
+        let getSend = try await h.get("/v1/send")
+        #expect(getSend.status == 405 && getSend.headers["Allow"] == "POST")
+        let postHealth = try await httpRequest(h.address, "POST", "/health")
+        #expect(postHealth.status == 405 && postHealth.headers["Allow"] == "GET, HEAD")
+        await h.stop()
+    }
+
+    @Test func healthReportsRedis() async throws {
+        let h = try await Harness()
+        let ok = try await h.get("/health", key: nil)
+        #expect(ok.status == 200)
+        #expect(ok.json["redis"] as? String == "ok")
+        await h.stop()
+    }
+
+    @Test func withoutRedisHealthIsDownAndSendsAre503() async throws {
+        // A port nothing listens on stands for a Redis that is down.
+        let h = try await Harness(redisURL: "redis://127.0.0.1:\(freePort())")
+        let health = try await h.get("/health", key: nil)
+        #expect(health.status == 503)
+        #expect(health.json["redis"] as? String == "down")
+        let send = try await h.post(APIDaemonTests.valid())
+        #expect(send.status == 503)
+        #expect((send.error["message"] as? String)?.isEmpty == false)
+        #expect(send.headers["Retry-After"] == "5")
+        let lookup = try await h.get("/v1/messages/\(MessageID.generate())")
+        #expect(lookup.status == 503)
+        await h.stop()
+    }
+
+    @Test func settingsHaveDefaultsAndRefuseBadValues() throws {
+        let env = Environment(["TERN_API_KEYS": "k"])
+        let s = try APISettings(env, common: CommonSettings(env, role: "api"))
+        #expect(s.listen.description == "127.0.0.1:8025")
+        #expect(s.maxBody == 10_485_760)
+        #expect(s.maxAge == .seconds(4 * 86400))
+        #expect(s.keys.count == 1)
+
+        for bad in [[:], ["TERN_API_KEYS": " , "], ["TERN_API_KEYS": "k:Bad Org"],
+                    ["TERN_API_KEYS": "a:b:c"], ["TERN_API_KEYS": "k,k"],
+                    ["TERN_API_KEYS": "k", "TERN_API_MAX_BODY": "12x"],
+                    ["TERN_API_KEYS": "k", "TERN_API_LISTEN": "localhost:80"]] {
+            let e = Environment(bad)
+            #expect(throws: ConfigError.self, "\(bad)") {
+                _ = try APISettings(e, common: CommonSettings(e, role: "api"))
+            }
+        }
+    }
+
+    @Test func keysAreCheckedWholeAndByScheme() throws {
+        let keys = try APIKeys("alpha, beta:acme", variable: "K")
+        #expect(keys.check("Bearer alpha") == .allowed(org: nil))
+        #expect(keys.check("BEARER   beta ") == .allowed(org: "acme"))
+        #expect(keys.check("Bearer alph") == .wrong)
+        #expect(keys.check("Bearer alphaa") == .wrong)
+        #expect(keys.check("Bearer beta:acme") == .wrong)
+        #expect(keys.check("Bearer ") == .missing)
+        #expect(keys.check("alpha") == .missing)
+        #expect(keys.check("Token alpha") == .missing)
+        #expect(keys.check(nil) == .missing)
+    }
+}

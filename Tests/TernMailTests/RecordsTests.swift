@@ -1,0 +1,23 @@
+import Testing
+import TernMail
+
+@Suite struct RecordsTests {
+    @Test(arguments: [(Int64(0), "1970-01-01T00:00:00.000Z"),
+                      (1_764_856_800_662, "2025-12-04T14:00:00.662Z"),
+                      (1_764_856_800_001, "2025-12-04T14:00:00.001Z"),
+                      (1_764_856_800_999, "2025-12-04T14:00:00.999Z")])
+    func timestampsKeepEveryMillisecond(ms: Int64, text: String) {
+        #expect(timestamp(ms: ms) == text)
+    }
+
+    @Test func eventJSONCarriesMetadataAndDetail() throws {
+        let e = MessageEvent(id: "m", event: .bounced, atMs: 0, org: "o", from: "f@x.example",
+                             to: "t@y.example", metadataJSON: #"{"uid":42}"#,
+                             detail: ["code": 550, "reply": "5.1.1 no"])
+        #expect(e.json == #"{"at":"1970-01-01T00:00:00.000Z","code":550,"event":"bounced","#
+                + #""from":"f@x.example","id":"m","metadata":{"uid":42},"org":"o","#
+                + #""reply":"5.1.1 no","to":"t@y.example"}"#)
+        #expect(e.historyJSON == #"{"at":"1970-01-01T00:00:00.000Z","code":550,"#
+                + #""event":"bounced","reply":"5.1.1 no"}"#)
+    }
+}
