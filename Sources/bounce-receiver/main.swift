@@ -1,1 +1,32 @@
-print("not yet")
+// tern-bounce-receiver: the SMTP server that remote MTAs send bounces to.
+//
+// Consumes: SMTP connections from anywhere on the Internet, carrying delivery status
+// notifications (RFC 3464) addressed to the VERP return paths the sender signs. Produces: one
+// entry on `stream:inbound` per failed recipient of a verified bounce {id, kind=bounce,
+// status, action, diagnostic, rcpt, reporter}, and operator counters in `counters`
+// (bounce.forged, bounce.refused, bounce.unparsed, bounce.nonfatal, bounce.accepted).
+//
+// Trusts nothing it is sent. A recipient is accepted only if it is a VERP address of
+// TERN_VERP_DOMAIN whose HMAC signature verifies; anything else gets 550 5.7.1 at RCPT, and a
+// bad signature is counted as a forgery. Every session is bounded: line lengths (RFC 5321
+// §4.5.3.1), message size (SIZE, and what actually arrives), recipients, commands, errors,
+// idle time, sessions at once; early talkers are refused. Report text is cleaned and capped
+// before it is stored. A bounce is answered 250 only after it is in Redis (451 otherwise).
+//
+// Settings (environment): TERN_REDIS_URL, TERN_REDIS_PREFIX, TERN_LOG_LEVEL, TERN_INSTANCE,
+// TERN_BOUNCE_LISTEN (default 0.0.0.0:25; a systemd socket wins), TERN_VERP_DOMAIN and
+// TERN_VERP_SECRET (required), TERN_HOSTNAME, TERN_BOUNCE_MAX_SIZE, TERN_BOUNCE_MAX_RECIPIENTS,
+// TERN_BOUNCE_MAX_SESSIONS, TERN_BOUNCE_IDLE_TIMEOUT, TERN_BOUNCE_GREET_DELAY,
+// TERN_BOUNCE_DRAIN_TIMEOUT; see BounceSettings for defaults.
+//
+// Known limits: no STARTTLS; messages that are not reports (auto-replies, ARF complaints) are
+// taken and counted but not classified; a line ending in a bare LF is taken as a line end
+// (no defence against SMTP smuggling is needed while nothing is relayed); Postmaster is
+// refused like any other address that is not a bounce address.
+
+import TernBounce
+import TernCore
+
+await DaemonMain.run("bounce-receiver") { env, common, logger in
+    try BounceDaemon(settings: BounceSettings(env, common: common), logger: logger)
+}

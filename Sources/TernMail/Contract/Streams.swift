@@ -105,6 +105,8 @@ public enum EntryField {
     public static let elapsedMs = "ms"
     // inbound
     public static let kind = "kind"             // bounce, complaint
+    public static let action = "action"         // RFC 3464 Action: failed, delayed, ...
+    public static let recipient = "rcpt"        // the recipient the report is about
     public static let status = "status"         // RFC 3463 status from the report
     public static let diagnostic = "diagnostic"
     public static let reporter = "reporter"     // reporting MTA

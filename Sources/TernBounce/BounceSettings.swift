@@ -1,0 +1,67 @@
+// The bounce receiver's settings, each with its variable, default and reason.
+
+import Foundation
+import TernCore
+import TernSMTP
+
+public struct BounceSettings: Sendable {
+    public let common: CommonSettings
+    /// TERN_BOUNCE_LISTEN: where to listen for bounces (default 0.0.0.0:25, the port remote
+    /// MTAs use). A socket passed by systemd (socket activation) wins over this.
+    public let listen: SocketAddress
+    /// TERN_VERP_DOMAIN: the return-path domain whose VERP addresses are ours (required:
+    /// the sender signs with the same one).
+    public let verpDomain: String
+    /// TERN_VERP_SECRET: the HMAC key of VERP signatures, hex, at least 16 bytes (required).
+    public let verpSecret: [UInt8]
+    /// TERN_HOSTNAME: the name in the greeting (default: the host name).
+    public let hostname: String
+    /// TERN_BOUNCE_MAX_SIZE: largest bounce taken, in octets (default 10 MB; a DSN is small,
+    /// but some return the whole original message).
+    public let maxMessageSize: Int
+    /// TERN_BOUNCE_MAX_RECIPIENTS: recipients per transaction (default 100, RFC 5321
+    /// §4.5.3.1.8's minimum; a bounce has one).
+    public let maxRecipients: Int
+    /// TERN_BOUNCE_MAX_SESSIONS: sessions at once (default 200).
+    public let maxSessions: Int
+    /// TERN_BOUNCE_IDLE_TIMEOUT: wait for each line (default 5m, RFC 5321 §4.5.3.2.7).
+    public let idleTimeout: Duration
+    /// TERN_BOUNCE_GREET_DELAY: pause before the greeting in which a client that speaks is
+    /// refused as an early talker (default 500ms; 0 checks only what already arrived).
+    public let greetingDelay: Duration
+    /// TERN_BOUNCE_DRAIN_TIMEOUT: on shutdown, time given to open transactions (default 20s,
+    /// under systemd's default stop timeout of 90s).
+    public let drainTimeout: Duration
+
+    public init(_ env: Environment, common: CommonSettings) throws {
+        self.common = common
+        listen = try env.address("TERN_BOUNCE_LISTEN", default: "0.0.0.0:25")
+        let domain = env.string("TERN_VERP_DOMAIN", default: "")
+        guard !domain.isEmpty, !domain.contains("@"), !domain.contains(" ") else {
+            throw ConfigError("TERN_VERP_DOMAIN", "required: the return-path domain, like "
+                              + "bounces.example.com")
+        }
+        verpDomain = domain.lowercased()
+        let hex = env.string("TERN_VERP_SECRET", default: "")
+        guard let secret = Crypto.bytes(hex: hex), secret.count >= 16 else {
+            throw ConfigError("TERN_VERP_SECRET", "required: at least 32 hex digits")
+        }
+        verpSecret = secret
+        hostname = env.string("TERN_HOSTNAME", default: ProcessInfo.processInfo.hostName)
+        maxMessageSize = try env.int("TERN_BOUNCE_MAX_SIZE", default: 10 * 1024 * 1024,
+                                     range: 1024...(1 << 30))
+        maxRecipients = try env.int("TERN_BOUNCE_MAX_RECIPIENTS", default: 100, range: 1...10_000)
+        maxSessions = try env.int("TERN_BOUNCE_MAX_SESSIONS", default: 200, range: 1...100_000)
+        idleTimeout = try env.duration("TERN_BOUNCE_IDLE_TIMEOUT", default: .seconds(300))
+        greetingDelay = try env.duration("TERN_BOUNCE_GREET_DELAY", default: .milliseconds(500))
+        drainTimeout = try env.duration("TERN_BOUNCE_DRAIN_TIMEOUT", default: .seconds(20))
+    }
+
+    /// The SMTP server's configuration from these settings.
+    public var server: SMTPServerConfig {
+        SMTPServerConfig(hostname: hostname, maxMessageSize: maxMessageSize,
+                         maxRecipients: maxRecipients, idleTimeout: idleTimeout,
+                         maxSessions: maxSessions, greetingDelay: greetingDelay,
+                         drainTimeout: drainTimeout)
+    }
+}

@@ -1,0 +1,201 @@
+// The I/O shell around `SMTPClientSession`: it writes what the session asks, reads replies
+// line by line with a deadline each, and hands every reply or failure back to the session.
+// All decisions stay in the session; this file only moves bytes and maps errors.
+//
+// Everything read comes from a server we do not trust: lines are capped in length, replies
+// in line count, and the text is only ever stored and logged, never interpreted beyond its
+// code and a few EHLO keywords.
+
+import TernCore
+import TernMail
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// One SMTP client connection. One task drives it at a time.
+public final class SMTPClientConnection: @unchecked Sendable {
+    /// RFC 5321 §4.5.3.1.5 allows 512 octets per reply line; real servers send longer
+    /// ones, so this is lenient, but still bounded.
+    public static let maxReplyLine = 4096
+    /// Lines in one reply (an EHLO reply has a dozen or so).
+    public static let maxReplyLines = 200
+    /// The message text is written in chunks of this size, each within the data-block
+    /// timeout (RFC 5321 §4.5.3.2.5 times each TCP send, not the whole text).
+    public static let chunkSize = 65536
+
+    private let stream: any ByteStream
+    private let reader: LineReader
+    private var session: SMTPClientSession
+    private var closed = false
+
+    /// Runs a session over a stream that is already connected.
+    public init(stream: any ByteStream, helo: String, mxHost: String, address: String,
+                timeouts: SMTPClientTimeouts = SMTPClientTimeouts()) {
+        self.stream = stream
+        reader = LineReader(stream)
+        session = SMTPClientSession(helo: helo, mxHost: mxHost, address: address,
+                                    timeouts: timeouts)
+    }
+
+    /// Opens a TCP connection to `address`, from `source` when given (the pool's IP).
+    /// Throws `IOError` when no connection can be made.
+    public static func connect(
+        to address: SocketAddress, from source: SocketAddress?, helo: String, mxHost: String,
+        timeouts: SMTPClientTimeouts = SMTPClientTimeouts()
+    ) async throws -> SMTPClientConnection {
+        let tcp = try await TCPConnection.connect(to: address, from: source,
+                                                  deadline: .now + timeouts.connect)
+        return SMTPClientConnection(stream: tcp, helo: helo, mxHost: mxHost,
+                                    address: address.host, timeouts: timeouts)
+    }
+
+    /// What the server offered to EHLO.
+    public var extensions: ServiceExtensions { session.extensions }
+    /// True while a message may be sent.
+    public var isReady: Bool { !closed && session.isReady }
+    public var phase: SMTPClientSession.Phase { session.phase }
+
+    /// Reads the greeting and says EHLO (HELO if need be). Nil when the session is ready
+    /// for a message; otherwise the result that ends this attempt at this address.
+    public func open() async -> DeliveryResult? {
+        switch await run(session.start()) {
+        case .ready: return nil
+        case .finished(let result): return result
+        case .close(let result): return result ?? lostResult(.greeting)
+        case .receive, .send: return lostResult(.greeting)
+        }
+    }
+
+    /// Sends one message; the session must be ready.
+    public func send(_ message: OutboundMessage) async -> DeliveryResult {
+        switch await run(session.send(message)) {
+        case .finished(let result): return result
+        case .close(let result): return result ?? lostResult(.mail)
+        case .ready, .receive, .send: return lostResult(.mail)
+        }
+    }
+
+    /// QUIT, then close. Failures are ignored: the outcome is already known.
+    public func quit() async {
+        if !closed { _ = await run(session.quit()) }
+        close()
+    }
+
+    public func close() {
+        guard !closed else { return }
+        closed = true
+        stream.close()
+    }
+
+    // MARK: Driving the session
+
+    /// Carries out actions until the session needs its caller (ready, finished, closed).
+    private func run(_ first: SMTPClientAction) async -> SMTPClientAction {
+        var action = first
+        while true {
+            switch action {
+            case .receive(let timeout):
+                action = await readReply(timeout: timeout)
+            case .send(let bytes, let writeTimeout, let replyTimeout):
+                if let failure = await write(bytes, chunkTimeout: writeTimeout) {
+                    action = session.linkFailed(failure, whileWriting: true)
+                } else {
+                    action = await readReply(timeout: replyTimeout)
+                }
+            case .ready, .finished:
+                return action
+            case .close:
+                close()
+                return action
+            }
+        }
+    }
+
+    private func write(_ bytes: [UInt8], chunkTimeout: Duration) async -> SMTPLinkFailure? {
+        if closed { return .closed }
+        var offset = 0
+        do {
+            repeat {
+                let end = min(bytes.count, offset + Self.chunkSize)
+                let chunk = offset == 0 && end == bytes.count ? bytes : Array(bytes[offset..<end])
+                try await stream.write(chunk, deadline: .now + chunkTimeout)
+                offset = end
+            } while offset < bytes.count
+            return nil
+        } catch {
+            return Self.failure(error)
+        }
+    }
+
+    private func readReply(timeout: Duration) async -> SMTPClientAction {
+        if closed { return session.linkFailed(.closed) }
+        let deadline = ContinuousClock.now + timeout
+        var parser = SMTPReplyParser()
+        var lines = 0
+        do {
+            while true {
+                guard let line = try await reader.readLine(limit: Self.maxReplyLine,
+                                                           deadline: deadline) else {
+                    return session.linkFailed(.closed)
+                }
+                lines += 1
+                if lines > Self.maxReplyLines {
+                    return session.linkFailed(.protocolError("reply of over "
+                        + "\(Self.maxReplyLines) lines"))
+                }
+                if let reply = try parser.feed(line) { return session.receive(reply) }
+            }
+        } catch {
+            return session.linkFailed(Self.failure(error))
+        }
+    }
+
+    static func failure(_ error: any Error) -> SMTPLinkFailure {
+        switch error {
+        case IOError.timedOut: return .timedOut
+        case IOError.closed, LineError.endOfStream: return .closed
+        case IOError.system(_, let code) where code == ECONNRESET || code == EPIPE:
+            return .closed
+        case LineError.tooLong(let limit):
+            return .protocolError("reply line longer than \(limit) octets")
+        case let e as SMTPReplyError: return .protocolError(Logger.printable(e.description))
+        default: return .io("\(error)")
+        }
+    }
+
+    private func lostResult(_ stage: DeliveryStage) -> DeliveryResult {
+        DeliveryResult(outcome: .deferred, stage: stage, mxHost: session.mxHost,
+                       address: session.address, detail: "the session ended unexpectedly",
+                       status: .badConnection)
+    }
+}
+
+/// One whole attempt at one address, as the sender makes it.
+public enum SMTPClient {
+    /// Connects, opens the session, sends `message` and quits. A connection that cannot be
+    /// made comes back deferred at stage `connect` with fallback `.nextAddress`.
+    public static func deliver(
+        _ message: OutboundMessage, to address: SocketAddress, mxHost: String,
+        from source: SocketAddress?, helo: String,
+        timeouts: SMTPClientTimeouts = SMTPClientTimeouts()
+    ) async -> DeliveryResult {
+        let connection: SMTPClientConnection
+        do {
+            connection = try await SMTPClientConnection.connect(
+                to: address, from: source, helo: helo, mxHost: mxHost, timeouts: timeouts)
+        } catch {
+            let why = error as? IOError == .timedOut ? "connect timed out" : "\(error)"
+            return DeliveryResult(outcome: .deferred, stage: .connect, mxHost: mxHost,
+                                  address: address.host, detail: why, status: .noAnswer,
+                                  fallback: .nextAddress)
+        }
+        if let refused = await connection.open() {
+            await connection.quit()
+            return refused
+        }
+        let result = await connection.send(message)
+        await connection.quit()
+        return result
+    }
+}

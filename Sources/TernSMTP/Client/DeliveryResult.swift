@@ -1,0 +1,102 @@
+// What one delivery attempt came to, as a value: the outcome the scheduler acts on, the
+// remote reply that decided it (or, when no reply did, why not), and where it happened.
+//
+// Every way an attempt can end, from DNS to the final dot, produces one of these; nothing
+// is thrown past the sender. Codes and statuses beside each case cite the RFC they follow.
+
+import TernMail
+
+/// The step of the attempt at which the outcome was decided. The raw values are the `stage`
+/// field of the `results` stream.
+public enum DeliveryStage: String, Sendable, Equatable, CaseIterable {
+    /// Looking up MX and address records, before any connection.
+    case dns
+    /// Opening the TCP connection.
+    case connect
+    /// Waiting for the server's 220 (RFC 5321 §3.1).
+    case greeting
+    /// EHLO, or the HELO it fell back to (RFC 5321 §4.1.1.1).
+    case ehlo
+    case mail
+    case rcpt
+    /// DATA and the message text up to the final dot (RFC 5321 §4.1.1.4).
+    case data
+    /// The reply to the final dot, which is the server's acceptance (RFC 5321 §4.1.1.4).
+    case dot
+}
+
+/// Where to go after an attempt at one address did not decide the message.
+public enum DeliveryFallback: Sendable, Equatable {
+    /// The result stands: the host answered in SMTP.
+    case none
+    /// No SMTP conversation happened (refused, unreachable, no greeting): try the host's
+    /// next address, then the next MX (RFC 5321 §5.1).
+    case nextAddress
+    /// The host turned the connection away with 554 in its greeting: treat it as a
+    /// permanent failure for this host only and try the next MX (RFC 5321 §3.1).
+    case nextHost
+}
+
+/// The result of one attempt, ready to be written to the `results` stream.
+public struct DeliveryResult: Sendable, Equatable {
+    public var outcome: AttemptOutcome
+    /// The reply that decided the outcome; nil when none did (DNS, connection, timeout).
+    public var reply: SMTPReply?
+    public var stage: DeliveryStage
+    /// The MX host name tried last ("" when none was reached).
+    public var mxHost: String
+    /// The address of `mxHost` tried last ("" when none).
+    public var address: String
+    /// "" or the TLS version and cipher ("TLSv1.3 TLS_AES_256_GCM_SHA384").
+    public var tls: String
+    /// Why, in words, when no reply says it; also notes an ambiguous outcome.
+    public var detail: String
+    /// The RFC 3463 status for an outcome without a reply (4.4.1 for no answer, ...).
+    public var status: EnhancedStatus?
+    public var fallback: DeliveryFallback
+
+    public init(outcome: AttemptOutcome, reply: SMTPReply? = nil, stage: DeliveryStage,
+                mxHost: String = "", address: String = "", tls: String = "",
+                detail: String = "", status: EnhancedStatus? = nil,
+                fallback: DeliveryFallback = .none) {
+        self.outcome = outcome
+        self.reply = reply
+        self.stage = stage
+        self.mxHost = mxHost
+        self.address = address
+        self.tls = tls
+        self.detail = detail
+        self.status = status
+        self.fallback = fallback
+    }
+
+    /// The reply code, 0 when no reply decided (the contract's "none was read").
+    public var code: Int { reply?.code ?? 0 }
+
+    /// The enhanced status from the reply, else the one chosen for a reply-less outcome.
+    public var enhanced: String { (reply?.enhanced ?? status)?.description ?? "" }
+
+    /// The reply's lines joined by "\n", then the detail when there is one.
+    public var text: String {
+        switch (reply, detail.isEmpty) {
+        case (let reply?, true): return reply.text
+        case (let reply?, false): return reply.text + "\n" + detail
+        case (nil, _): return detail
+        }
+    }
+}
+
+extension EnhancedStatus {
+    /// 4.4.1: no answer from host (RFC 3463 §3.5).
+    static let noAnswer = EnhancedStatus(statusClass: 4, subject: 4, detail: 1)
+    /// 4.4.2: bad connection, lost or timed out mid-session (RFC 3463 §3.5).
+    static let badConnection = EnhancedStatus(statusClass: 4, subject: 4, detail: 2)
+    /// 4.5.0: the server broke the protocol (RFC 3463 §3.6).
+    static let protocolError = EnhancedStatus(statusClass: 4, subject: 5, detail: 0)
+    /// 5.1.3: an address Tern cannot put on the wire (RFC 3463 §3.2).
+    static let badAddressSyntax = EnhancedStatus(statusClass: 5, subject: 1, detail: 3)
+    /// 5.3.4: larger than the server's SIZE (RFC 3463 §3.4, RFC 1870 §6).
+    static let tooBig = EnhancedStatus(statusClass: 5, subject: 3, detail: 4)
+    /// 5.6.7: a non-ASCII address and no SMTPUTF8 (RFC 6531 §3.2).
+    static let needsUTF8 = EnhancedStatus(statusClass: 5, subject: 6, detail: 7)
+}
