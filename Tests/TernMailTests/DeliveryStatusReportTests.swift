@@ -155,7 +155,8 @@ import TernMail
     }
 
     @Test func deepNestingStops() {
-        var message = "Content-Type: message/delivery-status\r\n\r\nFinal-Recipient: rfc822; a@b\r\n"
+        var message = "Content-Type: message/delivery-status\r\n\r\n"
+            + "Final-Recipient: rfc822; a@b\r\n"
         for level in 0..<40 {
             message = "Content-Type: multipart/mixed; boundary=l\(level)\r\n\r\n--l\(level)\r\n"
                 + message + "\r\n--l\(level)--\r\n"

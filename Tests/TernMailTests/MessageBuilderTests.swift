@@ -264,8 +264,9 @@ import Testing
         #expect(json["id"] as? String == "<\(id)@mail.example.com>")
         #expect((json["defects"] as? [Any])?.isEmpty == true)
         let parts = try #require(json["parts"] as? [[String]])
-        #expect(parts == [["text/plain", "Hällo\nsecond line\n"],
-                          ["text/html", "<p>Hällo</p>\n"]])
+        // Python keeps the CRLF hard line breaks of quoted-printable content.
+        #expect(parts == [["text/plain", "Hällo\r\nsecond line\r\n"],
+                          ["text/html", "<p>Hällo</p>\r\n"]])
     }
 }
 

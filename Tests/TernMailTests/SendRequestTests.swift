@@ -68,7 +68,7 @@ import TernMail
         (#"{"from":"a@example","to":"b@example.net","text":"t","bcc":"x","cc":"y"}"#,
          "bcc", "unknown fields: bcc, cc"),
         ("{\(base),\"text\":\"t\",\"Subject\":\"x\"}", "Subject", "not a known field"),
-        (#"{"from":"a example.com","to":"b@example.net","text":"t"}"#, "from", "no @"),
+        (#"{"from":"a.example.com","to":"b@example.net","text":"t"}"#, "from", "no @"),
         (#"{"from":"a@example.com","to":"b@exa mple.net","text":"t"}"#, "to", "space"),
         (#"{"from":"a@example.com","to":["b@example.net","c@example.net"],"text":"t"}"#,
          "to", "one request per recipient"),

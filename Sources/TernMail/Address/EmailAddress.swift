@@ -284,10 +284,9 @@ public struct EmailAddress: Sendable, Hashable, CustomStringConvertible {
     static func isIPv6(_ text: Substring) -> Bool {
         guard !text.isEmpty, text.count <= 45 else { return false }
         var groups = 0
-        var sawDoubleColon = false
         let halves = text.components(separatedBy: "::")
         guard halves.count <= 2 else { return false }
-        sawDoubleColon = halves.count == 2
+        let sawDoubleColon = halves.count == 2
         for (h, half) in halves.enumerated() where !half.isEmpty {
             let parts = half.split(separator: ":", omittingEmptySubsequences: false)
             for (p, part) in parts.enumerated() {
@@ -296,9 +295,9 @@ public struct EmailAddress: Sendable, Hashable, CustomStringConvertible {
                     guard isIPv4(part) else { return false }
                     groups += 2
                 } else {
-                    guard (1...4).contains(part.count), part.allSatisfy({ $0.isASCII && $0.isHexDigit }) else {
-                        return false
-                    }
+                    guard (1...4).contains(part.count),
+                          part.allSatisfy({ $0.isASCII && $0.isHexDigit })
+                    else { return false }
                     groups += 1
                 }
             }
