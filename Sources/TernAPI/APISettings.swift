@@ -3,6 +3,7 @@
 
 import Foundation
 import TernCore
+import TernMail
 
 public struct APISettings: Sendable {
     public let common: CommonSettings
@@ -18,13 +19,10 @@ public struct APISettings: Sendable {
     public let maxBody: Int
     /// TERN_HOSTNAME: the right-hand side of Message-ID fields (default the host name).
     public let hostname: String
-    /// TERN_MAX_AGE: a message not delivered this long after acceptance expires (default 4d,
-    /// as the scheduler reads it); the record's `expires_ms`.
-    public let maxAge: Duration
-    /// TERN_RECORD_TTL: how long records stay after their final event (default 30d). The API
-    /// sets max age + this as a backstop expiry, so a record whose message somehow never
-    /// ends does not stay in Redis forever; the scheduler shortens it at the final event.
-    public let recordTTL: Duration
+    /// TERN_MAX_AGE and TERN_RECORD_TTL. The API sets their sum as a backstop expiry, so a
+    /// record whose message somehow never ends does not stay in Redis forever; the
+    /// scheduler shortens it at the final event.
+    public let lifetime: MessageLifetime
     /// TERN_API_IDLE_TIMEOUT: how long a kept-alive connection may wait idle (default 30s).
     public let idleTimeout: Duration
     /// TERN_API_REQUEST_TIMEOUT: how long one request may take to arrive (default 60s).
@@ -40,8 +38,7 @@ public struct APISettings: Sendable {
         keys = try APIKeys(env.string("TERN_API_KEYS", default: ""), variable: "TERN_API_KEYS")
         maxBody = try env.int("TERN_API_MAX_BODY", default: 10_485_760, range: 1024...(64 << 20))
         hostname = env.string("TERN_HOSTNAME", default: ProcessInfo.processInfo.hostName)
-        maxAge = try env.duration("TERN_MAX_AGE", default: .seconds(4 * 86400))
-        recordTTL = try env.duration("TERN_RECORD_TTL", default: .seconds(30 * 86400))
+        lifetime = try MessageLifetime(env)
         idleTimeout = try env.duration("TERN_API_IDLE_TIMEOUT", default: .seconds(30))
         requestTimeout = try env.duration("TERN_API_REQUEST_TIMEOUT", default: .seconds(60))
         maxConnections = try env.int("TERN_API_MAX_CONNECTIONS", default: 1024, range: 1...65536)

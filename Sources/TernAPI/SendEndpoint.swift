@@ -86,13 +86,13 @@ extension APIDaemon {
     func acceptCommands(_ m: SendRequest, id: String, body: [UInt8], createdMs: Int64)
         -> [[RedisArg]]
     {
-        let expiresMs = createdMs + settings.maxAge.milliseconds
+        let expiresMs = createdMs + settings.lifetime.maxAge.milliseconds
         let event = MessageEvent(id: id, event: .accepted, atMs: createdMs, org: m.org,
                                  from: m.from.description, to: m.to.description,
                                  metadataJSON: m.metadataJSON)
         let record = keys.message(id), history = keys.history(id)
         let backstop = RedisArg.text(String(
-            (settings.maxAge + settings.recordTTL).milliseconds / 1000))
+            (settings.lifetime.maxAge + settings.lifetime.recordTTL).milliseconds / 1000))
         return [
             ["HSET", .text(record),
              .text(MessageField.id), .text(id),

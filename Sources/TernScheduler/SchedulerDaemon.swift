@@ -135,7 +135,7 @@ public struct SchedulerDaemon: Daemon {
         if record.state == .queued {
             // The scheduler owns the retry policy, so it sets the deadline from its own
             // maximum age (a message's `expires_ms`, when the API gave one, may only shorten it).
-            let limit = record.createdMs + settings.maxAge.milliseconds
+            let limit = record.createdMs + settings.lifetime.maxAge.milliseconds
             let expires = record.expiresMs > 0 ? min(record.expiresMs, limit) : limit
             cmds.append(["HSET", .text(keys.message(id)), .text(MessageField.expiresMs),
                          .text(String(expires))])
@@ -325,7 +325,7 @@ public struct SchedulerDaemon: Daemon {
     /// Commands that put a message in its final state: the event, and a TTL on its keys.
     func finalize(_ r: Record, _ kind: EventKind, state: MessageState,
                   detail: [String: any Sendable]) -> [[RedisArg]] {
-        let ttl = RedisArg.text(String(settings.recordTTL.milliseconds / 1000))
+        let ttl = RedisArg.text(String(settings.lifetime.recordTTL.milliseconds / 1000))
         return [["HSET", .text(keys.message(r.id)), .text(MessageField.state),
                  .text(state.rawValue)]]
             + event(r, kind, detail: detail)

@@ -2,6 +2,7 @@
 
 import Foundation
 import TernCore
+import TernMail
 
 public struct SchedulerSettings: Sendable {
     public let common: CommonSettings
@@ -11,13 +12,11 @@ public struct SchedulerSettings: Sendable {
     /// grows from 5 minutes to a day over the first two days, then retries daily until
     /// TERN_MAX_AGE: RFC 5321 §4.5.4.1 asks for at least 4-5 days before giving up.
     public let retryDelays: [Duration]
-    /// TERN_MAX_AGE: a message not delivered this long after acceptance expires (default 5d).
-    public let maxAge: Duration
+    /// TERN_MAX_AGE and TERN_RECORD_TTL (see `MessageLifetime`).
+    public let lifetime: MessageLifetime
     /// TERN_GROUP_INTERVAL: the least time between two releases of one group
     /// (`{pool}:{domain}`); 100ms is ten messages a second per group.
     public let groupInterval: Duration
-    /// TERN_RECORD_TTL: how long a message's record and history stay after its final event.
-    public let recordTTL: Duration
     /// TERN_SCHEDULER_CLAIM_IDLE: entries pending this long on a dead consumer are taken over.
     public let claimIdle: Duration
 
@@ -32,9 +31,8 @@ public struct SchedulerSettings: Sendable {
         pools = try Pools(env.string("TERN_POOLS", default: "default=*/\(host)"))
         retryDelays = try env.durations("TERN_RETRY_DELAYS", default: Self.defaultRetryDelays)
         guard !retryDelays.isEmpty else { throw ConfigError("TERN_RETRY_DELAYS", "empty") }
-        maxAge = try env.duration("TERN_MAX_AGE", default: .seconds(5 * 86400))
+        lifetime = try MessageLifetime(env)
         groupInterval = try env.duration("TERN_GROUP_INTERVAL", default: .milliseconds(100))
-        recordTTL = try env.duration("TERN_RECORD_TTL", default: .seconds(30 * 86400))
         claimIdle = try env.duration("TERN_SCHEDULER_CLAIM_IDLE", default: .seconds(60))
     }
 }

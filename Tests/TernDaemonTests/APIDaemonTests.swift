@@ -306,7 +306,7 @@ import TernTestSupport
         let s = try APISettings(env, common: CommonSettings(env, role: "api"))
         #expect(s.listen.description == "127.0.0.1:8025")
         #expect(s.maxBody == 10_485_760)
-        #expect(s.maxAge == .seconds(4 * 86400))
+        #expect(s.lifetime.maxAge == .seconds(5 * 86400))
         #expect(s.keys.count == 1)
 
         for bad in [[:], ["TERN_API_KEYS": " , "], ["TERN_API_KEYS": "k:Bad Org"],

@@ -1,0 +1,151 @@
+// One delivery attempt for one message: find where the recipient domain takes mail, then try
+// its hosts in order until one answers in SMTP (RFC 5321 §5.1).
+//
+// A null MX fails the message at once without connecting (RFC 7505 §3); no MX means the
+// domain's own address (RFC 5321 §5.1). Each host's addresses are tried in turn; a refused or
+// silent connection moves on to the next address and host, a 554 greeting to the next host
+// (RFC 5321 §3.1), and any other SMTP answer ends the attempt. When every host is exhausted
+// the attempt defers, unless every host answered with a permanent refusal.
+
+import TernCore
+import TernMail
+import TernSMTP
+
+public struct MXDelivery: Sendable {
+    public let resolver: MXResolver
+    /// The port every MX host is reached on (TERN_SMTP_PORT).
+    public let port: UInt16
+    public let timeouts: SMTPClientTimeouts
+    public let logger: Logger
+
+    public init(resolver: MXResolver, port: UInt16, timeouts: SMTPClientTimeouts,
+                logger: Logger) {
+        self.resolver = resolver
+        self.port = port
+        self.timeouts = timeouts
+        self.logger = logger
+    }
+
+    /// Delivers `message` to the MX hosts of `domain`, connecting from `source` (nil: the
+    /// kernel picks) and announcing `helo`.
+    public func deliver(_ message: OutboundMessage, domain: String, source: SocketAddress?,
+                        helo: String) async -> DeliveryResult {
+        let plan: MXPlan
+        switch await resolver.mx(domain) {
+        case .records(let records): plan = MXOrdering.plan(for: domain, records: records)
+        case .noData: plan = MXOrdering.plan(for: domain, records: [])
+        case .nxDomain:
+            // RFC 3463 §3.2: 5.1.2, bad destination system address.
+            return DeliveryResult(outcome: .failed, stage: .dns,
+                                  detail: "the recipient domain \(domain) does not exist "
+                                      + "(DNS NXDOMAIN)", status: Self.status(5, 1, 2))
+        case .failure(let why):
+            // RFC 3463 §3.5: 4.4.3, directory server failure.
+            return DeliveryResult(outcome: .deferred, stage: .dns,
+                                  detail: "MX lookup for \(domain) failed: \(why)",
+                                  status: Self.status(4, 4, 3))
+        }
+        let hosts: [String]
+        var implicit = false
+        switch plan {
+        case .nullMX:
+            // RFC 7505 §3 and §4.2: 5.1.10, the domain accepts no mail.
+            return DeliveryResult(outcome: .failed, stage: .dns,
+                                  detail: "\(domain) publishes a null MX: it accepts no mail "
+                                      + "(RFC 7505)", status: Self.status(5, 1, 10))
+        case .implicit(let host):
+            hosts = [host]
+            implicit = true
+        case .hosts(let list): hosts = list
+        }
+        return await tryHosts(hosts, implicit: implicit, message: message,
+                              domain: domain, source: source, helo: helo)
+    }
+
+    private func tryHosts(_ hosts: [String], implicit: Bool, message: OutboundMessage,
+                          domain: String, source: SocketAddress?, helo: String)
+        async -> DeliveryResult
+    {
+        var unreachable: DeliveryResult?
+        var refusal: DeliveryResult?
+        var lookupTrouble: String?
+        for host in hosts {
+            let (addresses, trouble) = await addresses(of: host, source: source)
+            if let trouble { lookupTrouble = trouble }
+            hostLoop: for address in addresses {
+                guard let remote = SocketAddress(host: address, port: port) else { continue }
+                if Task.isCancelled {
+                    return DeliveryResult(outcome: .deferred, stage: .connect, mxHost: host,
+                                          address: address, detail: "cancelled")
+                }
+                let result = await SMTPClient.deliver(message, to: remote, mxHost: host,
+                                                      from: source, helo: helo,
+                                                      timeouts: timeouts)
+                switch result.fallback {
+                case .none:
+                    return result
+                case .nextAddress:
+                    logger.debug("no SMTP answer, trying on", ("mx", host),
+                                 ("addr", address), ("why", result.text))
+                    unreachable = result
+                case .nextHost:
+                    logger.debug("host refused service, trying the next MX", ("mx", host),
+                                 ("addr", address), ("code", String(result.code)))
+                    refusal = result
+                    break hostLoop
+                }
+            }
+        }
+        if let refusal, unreachable == nil, lookupTrouble == nil {
+            // Every host that could be reached turned us away for good (RFC 5321 §3.1).
+            return refusal
+        }
+        if var unreachable {
+            unreachable.fallback = .none
+            return unreachable
+        }
+        if var refusal {
+            // Some host refused for good, another could not be asked: try again later.
+            refusal.outcome = .deferred
+            refusal.fallback = .none
+            refusal.detail = "another MX host could not be asked: " + (lookupTrouble ?? "")
+            return refusal
+        }
+        if let lookupTrouble {
+            return DeliveryResult(outcome: .deferred, stage: .dns, detail: lookupTrouble,
+                                  status: Self.status(4, 4, 3))
+        }
+        // RFC 3463 §3.5: 5.4.4, unable to route: the names exist but lead nowhere.
+        let what = implicit ? "\(domain) has no MX and no address record"
+            : "no MX host of \(domain) has an address record"
+        return DeliveryResult(outcome: .failed, stage: .dns, detail: what,
+                              status: Self.status(5, 4, 4))
+    }
+
+    /// The addresses to try for `host`: A records for an IPv4 source, AAAA for an IPv6
+    /// one, both (A first) when the kernel picks. Also says why a lookup failed, if one did.
+    private func addresses(of host: String, source: SocketAddress?)
+        async -> ([String], String?)
+    {
+        let families: [Bool] = switch source?.family {
+        case .inet: [false]
+        case .inet6: [true]
+        case nil: [false, true]
+        }
+        var found: [String] = []
+        var trouble: String?
+        for ipv6 in families {
+            switch await resolver.addresses(host, ipv6: ipv6) {
+            case .records(let list): found += list
+            case .noData, .nxDomain: break
+            case .failure(let why):
+                trouble = "\(ipv6 ? "AAAA" : "A") lookup for \(host) failed: \(why)"
+            }
+        }
+        return (found, trouble)
+    }
+
+    static func status(_ c: Int, _ s: Int, _ d: Int) -> EnhancedStatus {
+        EnhancedStatus(statusClass: c, subject: s, detail: d)
+    }
+}

@@ -1,0 +1,69 @@
+// The sender's settings, each with its variable, default and reason.
+
+import Foundation
+import TernCore
+import TernMail
+import TernSMTP
+
+public struct SenderSettings: Sendable {
+    public let common: CommonSettings
+    /// TERN_DNS_RESOLVER: the one DNS server asked, `127.0.0.1:53` by default (a resolver on
+    /// this host). The system resolver is never used.
+    public let dnsResolver: SocketAddress
+    /// TERN_DNS_TIMEOUT: longest wait for one DNS answer before the attempt is deferred.
+    public let dnsTimeout: Duration
+    /// TERN_SMTP_PORT: the port of every MX host, 25 by default (SMTP's assigned port).
+    /// Tests point it at the loopback test world.
+    public let smtpPort: UInt16
+    /// TERN_VERP_DOMAIN and TERN_VERP_SECRET (hex, at least 16 bytes): the signed return
+    /// paths; the bounce receiver must hold the same pair.
+    public let verp: VERP
+    /// TERN_SENDER_CONCURRENCY: deliveries in flight at once (default 500).
+    public let concurrency: Int
+    /// TERN_SENDER_CLAIM_IDLE: `ready` entries pending this long on another sender (a dead
+    /// one) are taken over. It must exceed the longest attempt; this process keeps its own
+    /// in-flight entries fresh, so only abandoned ones ever look this idle.
+    public let claimIdle: Duration
+    /// TERN_SENDER_GRACE: on shutdown, how long deliveries in flight may take to finish;
+    /// those still running then are abandoned and stay pending for a later claim.
+    public let grace: Duration
+    /// TERN_SMTP_TIMEOUT_{CONNECT,GREETING,EHLO,MAIL,RCPT,DATA,BLOCK,DOT,QUIT}: the waits of
+    /// RFC 5321 §4.5.3.2 (defaults are its minimums) and two of Tern's own.
+    public let timeouts: SMTPClientTimeouts
+    /// TERN_HOSTNAME: the EHLO name when a `ready` entry carries none.
+    public let hostname: String
+
+    public init(_ env: Environment, common: CommonSettings) throws {
+        self.common = common
+        dnsResolver = try env.address("TERN_DNS_RESOLVER", default: "127.0.0.1:53")
+        dnsTimeout = try env.duration("TERN_DNS_TIMEOUT", default: .seconds(30))
+        smtpPort = UInt16(try env.int("TERN_SMTP_PORT", default: 25, range: 1...65535))
+        let domain = env.string("TERN_VERP_DOMAIN", default: "")
+        guard !domain.isEmpty else {
+            throw ConfigError("TERN_VERP_DOMAIN", "required: the domain of the return paths")
+        }
+        let secretText = env.string("TERN_VERP_SECRET", default: "")
+        guard let secret = Crypto.bytes(hex: secretText), secret.count >= 16 else {
+            throw ConfigError("TERN_VERP_SECRET", "required: at least 32 hex digits")
+        }
+        verp = VERP(secret: secret, domain: domain)
+        concurrency = try env.int("TERN_SENDER_CONCURRENCY", default: 500, range: 1...100_000)
+        claimIdle = try env.duration("TERN_SENDER_CLAIM_IDLE", default: .seconds(600))
+        guard claimIdle >= .seconds(1) else {
+            throw ConfigError("TERN_SENDER_CLAIM_IDLE", "must be at least 1s")
+        }
+        grace = try env.duration("TERN_SENDER_GRACE", default: .seconds(30))
+        var t = SMTPClientTimeouts()
+        t.connect = try env.duration("TERN_SMTP_TIMEOUT_CONNECT", default: t.connect)
+        t.greeting = try env.duration("TERN_SMTP_TIMEOUT_GREETING", default: t.greeting)
+        t.ehlo = try env.duration("TERN_SMTP_TIMEOUT_EHLO", default: t.ehlo)
+        t.mail = try env.duration("TERN_SMTP_TIMEOUT_MAIL", default: t.mail)
+        t.rcpt = try env.duration("TERN_SMTP_TIMEOUT_RCPT", default: t.rcpt)
+        t.dataInitiation = try env.duration("TERN_SMTP_TIMEOUT_DATA", default: t.dataInitiation)
+        t.dataBlock = try env.duration("TERN_SMTP_TIMEOUT_BLOCK", default: t.dataBlock)
+        t.dataTermination = try env.duration("TERN_SMTP_TIMEOUT_DOT", default: t.dataTermination)
+        t.quit = try env.duration("TERN_SMTP_TIMEOUT_QUIT", default: t.quit)
+        timeouts = t
+        hostname = env.string("TERN_HOSTNAME", default: ProcessInfo.processInfo.hostName)
+    }
+}

@@ -1,0 +1,120 @@
+// MXResolver over libunbound against the test world's DNS server, and against a "server"
+// that never answers, which must come back as a failure rather than hang.
+
+import Foundation
+import Testing
+import TernCore
+import TernMail
+@testable import TernSender
+
+@Suite(.serialized) struct SenderResolverTests {
+    @Test func answersFromTheWorld() async throws {
+        let world = try await SenderTestWorld.start()
+        defer { world.stop() }
+        let resolver = try MXResolver(forwarder: SocketAddress(host: "127.0.0.1",
+                                                               port: world.dnsPort)!,
+                                      timeout: .seconds(10))
+        guard case .records(let two) = await resolver.mx("twomx.example") else {
+            Issue.record("no MX for twomx.example")
+            return
+        }
+        #expect(Set(two) == [MXRecord(preference: 10, host: "mx1.twomx.example"),
+                             MXRecord(preference: 20, host: "mx2.twomx.example")])
+        guard case .records(let null) = await resolver.mx("nullmx.example") else {
+            Issue.record("no MX for nullmx.example")
+            return
+        }
+        #expect(MXOrdering.plan(for: "nullmx.example", records: null) == .nullMX)
+        if case .noData = await resolver.mx("nomx.example") {} else {
+            Issue.record("nomx.example should have no MX")
+        }
+        if case .nxDomain = await resolver.mx("nosuchdomain.example") {} else {
+            Issue.record("nosuchdomain.example should not exist")
+        }
+        if case .failure(let why) = await resolver.mx("servfail.example") {
+            #expect(why == "SERVFAIL")
+        } else {
+            Issue.record("servfail.example should fail")
+        }
+        guard case .records(let v4) = await resolver.addresses("mx1.inbox.example", ipv6: false)
+        else {
+            Issue.record("no A for mx1.inbox.example")
+            return
+        }
+        #expect(v4 == ["127.0.0.11"])
+        guard case .records(let v6) = await resolver.addresses("mx.dual.example", ipv6: true)
+        else {
+            Issue.record("no AAAA for mx.dual.example")
+            return
+        }
+        #expect(v6 == ["::1"])
+        if case .noData = await resolver.addresses("mx1.inbox.example", ipv6: true) {} else {
+            Issue.record("mx1.inbox.example has no AAAA")
+        }
+        // Many at once: each task gets its own answer back.
+        let hosts = (0..<50).map { $0 % 2 == 0 ? "mx1.inbox.example" : "mx2.twomx.example" }
+        let answers = await withTaskGroup(of: (String, [String]).self) { group in
+            for host in hosts {
+                group.addTask {
+                    if case .records(let a) = await resolver.addresses(host, ipv6: false) {
+                        return (host, a)
+                    }
+                    return (host, [])
+                }
+            }
+            var all: [(String, [String])] = []
+            for await pair in group { all.append(pair) }
+            return all
+        }
+        #expect(answers.count == 50)
+        for (host, a) in answers {
+            #expect(a == [host == "mx1.inbox.example" ? "127.0.0.11" : "127.0.0.15"])
+        }
+        await resolver.close()
+        if case .failure = await resolver.mx("inbox.example") {} else {
+            Issue.record("a closed resolver should refuse")
+        }
+    }
+
+    @Test func aSilentServerTimesOut() async throws {
+        // A UDP socket that is bound but never read: queries vanish into it.
+        let fd = socket(AF_INET, Int32(SOCK_DGRAM.rawValue), 0)
+        defer { close(fd) }
+        var sa = sockaddr_in()
+        sa.sin_family = sa_family_t(AF_INET)
+        inet_pton(AF_INET, "127.0.0.1", &sa.sin_addr)
+        _ = withUnsafePointer(to: &sa) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+                bind(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size))
+            }
+        }
+        var len = socklen_t(MemoryLayout<sockaddr_in>.size)
+        _ = withUnsafeMutablePointer(to: &sa) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(fd, $0, &len) }
+        }
+        let port = UInt16(bigEndian: sa.sin_port)
+        let resolver = try MXResolver(forwarder: SocketAddress(host: "127.0.0.1", port: port)!,
+                                      timeout: .milliseconds(300))
+        if case .failure(let why) = await resolver.mx("inbox.example") {
+            #expect(why.contains("timed out"))
+        } else {
+            Issue.record("a silent server should fail the lookup")
+        }
+        await resolver.close()
+    }
+
+    @Test func namesFromTheWireAreChecked() {
+        #expect(MXResolver.mxRecord([0, 10, 3] + Array("mx1".utf8) + [7] + Array("example".utf8)
+                                    + [0]) == MXRecord(preference: 10, host: "mx1.example"))
+        #expect(MXResolver.mxRecord([0, 0, 0]) == MXRecord(preference: 0, host: "."))
+        // A label with a space, a compression pointer, a truncated name.
+        #expect(MXResolver.mxRecord([0, 10, 3, 0x61, 0x20, 0x62, 0]) == nil)
+        #expect(MXResolver.mxRecord([0, 10, 0xC0, 0x0C]) == nil)
+        #expect(MXResolver.mxRecord([0, 10, 5, 0x61]) == nil)
+        #expect(MXResolver.addressText([127, 0, 0, 1], ipv6: false) == "127.0.0.1")
+        #expect(MXResolver.addressText([127, 0, 0], ipv6: false) == nil)
+        #expect(MXResolver.isPlausibleName("inbox.example."))
+        #expect(!MXResolver.isPlausibleName("in box.example"))
+        #expect(!MXResolver.isPlausibleName("a..example"))
+    }
+}

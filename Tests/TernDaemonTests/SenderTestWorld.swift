@@ -1,0 +1,186 @@
+// Test helpers for the sender: the python test world (DNS and MX hosts on loopback, see
+// testworld/README.md) started on free ports, and a SenderDaemon running in-process against
+// a private Redis, fed by hand the way the scheduler would feed it.
+
+import Foundation
+import Synchronization
+import Testing
+import TernCore
+import TernMail
+import TernSender
+import TernTestSupport
+
+/// One running `testworld/world.py`, stopped by its pid.
+final class SenderTestWorld: Sendable {
+    let pid: pid_t
+    let dir: String
+    let spool: String
+    let dnsPort: UInt16
+    let smtpPort: UInt16
+
+    /// A message the world accepted: its sidecar JSON and the exact bytes.
+    struct Spooled {
+        let meta: [String: Any]
+        let raw: [UInt8]
+        var rcpts: [String] { meta["rcpt_tos"] as? [String] ?? [] }
+        subscript(_ key: String) -> String? { meta[key] as? String }
+    }
+
+    static var root: String {
+        URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+            .deletingLastPathComponent().path
+    }
+
+    /// python3 as found on PATH (the one with aiosmtpd and dnslib installed).
+    static var python: String {
+        let path = ProcessInfo.processInfo.environment["PATH"] ?? "/usr/bin"
+        for dir in path.split(separator: ":") {
+            let candidate = String(dir) + "/python3"
+            if FileManager.default.isExecutableFile(atPath: candidate) { return candidate }
+        }
+        return "/usr/bin/python3"
+    }
+
+    private init(pid: pid_t, dir: String, spool: String, dnsPort: UInt16, smtpPort: UInt16) {
+        self.pid = pid
+        self.dir = dir
+        self.spool = spool
+        self.dnsPort = dnsPort
+        self.smtpPort = smtpPort
+    }
+
+    static func start() async throws -> SenderTestWorld {
+        let dir = NSTemporaryDirectory() + "tern-world-\(UUID().uuidString)"
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        let spool = dir + "/spool", describe = dir + "/world.json"
+        let pid = try spawn(python, [root + "/testworld/world.py", "--dns-port", "0",
+                                     "--smtp-port", "0", "--spool", spool,
+                                     "--describe", describe], log: dir + "/world.log")
+        for _ in 0..<300 {
+            if let data = FileManager.default.contents(atPath: describe),
+               let json = try? JSONSerialization.jsonObject(with: data) as? [String: Any],
+               let dns = json["dns"] as? [String: Any], let dnsPort = dns["port"] as? Int,
+               let smtpPort = json["smtp_port"] as? Int
+            {
+                return SenderTestWorld(pid: pid, dir: dir, spool: spool,
+                                       dnsPort: UInt16(dnsPort), smtpPort: UInt16(smtpPort))
+            }
+            var status: Int32 = 0
+            if waitpid(pid, &status, WNOHANG) == pid { break }
+            try await Task.sleep(for: .milliseconds(50))
+        }
+        stopProcess(pid)
+        let log = (try? String(contentsOfFile: dir + "/world.log", encoding: .utf8)) ?? ""
+        throw ConfigError("testworld", "did not start: \(log)")
+    }
+
+    func stop() {
+        stopProcess(pid)
+        try? FileManager.default.removeItem(atPath: dir)
+    }
+
+    /// Every message spooled so far.
+    func spooled() -> [Spooled] {
+        let names = (try? FileManager.default.contentsOfDirectory(atPath: spool)) ?? []
+        return names.filter { $0.hasSuffix(".json") && !$0.hasPrefix(".") }.sorted().compactMap {
+            guard let data = FileManager.default.contents(atPath: spool + "/" + $0),
+                  let meta = try? JSONSerialization.jsonObject(with: data) as? [String: Any],
+                  let file = meta["file"] as? String,
+                  let raw = FileManager.default.contents(atPath: spool + "/" + file)
+            else { return nil }
+            return Spooled(meta: meta, raw: Array(raw))
+        }
+    }
+
+    func spooled(for rcpt: String) -> [Spooled] { spooled().filter { $0.rcpts.contains(rcpt) } }
+}
+
+/// Redis, the world and a SenderDaemon running in-process.
+final class SenderHarness: Sendable {
+    let server: TestRedis
+    let redis: RedisClient
+    let world: SenderTestWorld
+    let keys = Keys()
+    let verp: VERP
+    let env: Environment
+    let logs = MemoryLogSink()
+    let shutdown = Shutdown()
+    private let task: Mutex<Task<Void, any Error>?> = Mutex(nil)
+
+    static let secret = "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff"
+
+    init(env extra: [String: String] = [:], start: Bool = true) async throws {
+        server = try TestRedis()
+        redis = try RedisClient(url: server.url)
+        world = try await SenderTestWorld.start()
+        var values = [
+            "TERN_REDIS_URL": server.url, "TERN_INSTANCE": "t",
+            "TERN_DNS_RESOLVER": "127.0.0.1:\(world.dnsPort)",
+            "TERN_SMTP_PORT": String(world.smtpPort),
+            "TERN_VERP_DOMAIN": "bounces.tern.example", "TERN_VERP_SECRET": Self.secret,
+            "TERN_DNS_TIMEOUT": "10s", "TERN_SMTP_TIMEOUT_CONNECT": "5s",
+        ]
+        values.merge(extra) { _, b in b }
+        env = Environment(values)
+        verp = VERP(secret: Crypto.bytes(hex: Self.secret)!, domain: "bounces.tern.example")
+        if start { try startDaemon() }
+    }
+
+    func startDaemon() throws {
+        let settings = try SenderSettings(env, common: CommonSettings(env, role: "sender"))
+        let daemon = try SenderDaemon(settings: settings,
+                                      logger: Logger(label: "sender", sink: logs))
+        let shutdown = self.shutdown
+        task.withLock { $0 = Task { try await daemon.run(shutdown: shutdown) { _ in } } }
+    }
+
+    /// Requests shutdown and waits for the daemon to return.
+    func stopDaemon() async throws {
+        shutdown.request()
+        if let t = task.withLock({ $0 }) { try await t.value }
+    }
+
+    func stop() async {
+        try? await stopDaemon()
+        world.stop()
+        server.stop()
+    }
+
+    /// Writes a message record as the API and scheduler leave it, then a `ready` entry.
+    func submit(to rcpt: String, body: String = "Subject: test\r\n\r\nHello.\r\n",
+                ip: String = "127.0.0.2", helo: String = "out1.tern.example",
+                state: String = "sending") async throws -> String {
+        let id = MessageID.generate()
+        let domain = String(rcpt.split(separator: "@").last!)
+        _ = try await redis.transaction([
+            ["HSET", .text(keys.message(id)), "id", .text(id), "org", "acme", "pool", "default",
+             "from", "sender@tern.example", "rcpt", .text(rcpt), "domain", .text(domain),
+             "body", .data(Array(body.utf8)), "metadata", "{}", "state", .text(state),
+             "attempts", "1"],
+            xadd(keys.stream(.ready), [("id", id), ("attempt", "1"), ("ip", ip),
+                                       ("helo", helo)]),
+        ])
+        return id
+    }
+
+    /// The results entries written so far for `id`.
+    func results(_ id: String) async throws -> [[String: String]] {
+        let all = try await redis.run("XRANGE", keys.stream(.results), "-", "+")
+        return (all.array ?? []).compactMap { $0.array?[1].fieldMap }.filter { $0["id"] == id }
+    }
+
+    /// Waits (up to 60 s) for the one results entry of `id`.
+    func result(_ id: String) async throws -> [String: String] {
+        for _ in 0..<1200 {
+            if let first = try await results(id).first { return first }
+            try await Task.sleep(for: .milliseconds(50))
+        }
+        throw ConfigError("results", "no result for \(id)")
+    }
+
+    /// Entries of `ready` read but not acknowledged.
+    func pendingCount() async throws -> Int {
+        let reply = try await redis.run("XPENDING", keys.stream(.ready), "sender")
+        return reply.array?.first?.int ?? -1
+    }
+}
