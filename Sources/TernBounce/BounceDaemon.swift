@@ -32,7 +32,7 @@ public struct BounceDaemon: Daemon {
         self.logger = logger
         self.redis = try RedisClient(url: settings.common.redisURL)
         self.keys = Keys(prefix: settings.common.redisPrefix)
-        self.verp = VERP(secret: settings.verpSecret, domain: settings.verpDomain)
+        self.verp = settings.verp
         if let fd = Systemd.listenDescriptor() {
             listener = try TCPListener(adopting: fd)
         } else {

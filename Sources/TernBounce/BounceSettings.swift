@@ -2,6 +2,7 @@
 
 import Foundation
 import TernCore
+import TernMail
 import TernSMTP
 
 public struct BounceSettings: Sendable {
@@ -9,11 +10,9 @@ public struct BounceSettings: Sendable {
     /// TERN_BOUNCE_LISTEN: where to listen for bounces (default 0.0.0.0:25, the port remote
     /// MTAs use). A socket passed by systemd (socket activation) wins over this.
     public let listen: SocketAddress
-    /// TERN_VERP_DOMAIN: the return-path domain whose VERP addresses are ours (required:
-    /// the sender signs with the same one).
-    public let verpDomain: String
-    /// TERN_VERP_SECRET: the HMAC key of VERP signatures, hex, at least 16 bytes (required).
-    public let verpSecret: [UInt8]
+    /// TERN_VERP_DOMAIN and TERN_VERP_SECRET: the return paths that are ours, and the key
+    /// that verifies them (required; the sender signs with the same ones).
+    public let verp: VERP
     /// TERN_HOSTNAME: the name in the greeting (default: the host name).
     public let hostname: String
     /// TERN_BOUNCE_MAX_SIZE: largest bounce taken, in octets (default 10 MB; a DSN is small,
@@ -36,17 +35,7 @@ public struct BounceSettings: Sendable {
     public init(_ env: Environment, common: CommonSettings) throws {
         self.common = common
         listen = try env.address("TERN_BOUNCE_LISTEN", default: "0.0.0.0:25")
-        let domain = env.string("TERN_VERP_DOMAIN", default: "")
-        guard !domain.isEmpty, !domain.contains("@"), !domain.contains(" ") else {
-            throw ConfigError("TERN_VERP_DOMAIN", "required: the return-path domain, like "
-                              + "bounces.example.com")
-        }
-        verpDomain = domain.lowercased()
-        let hex = env.string("TERN_VERP_SECRET", default: "")
-        guard let secret = Crypto.bytes(hex: hex), secret.count >= 16 else {
-            throw ConfigError("TERN_VERP_SECRET", "required: at least 32 hex digits")
-        }
-        verpSecret = secret
+        verp = try VERP(env)
         hostname = env.string("TERN_HOSTNAME", default: ProcessInfo.processInfo.hostName)
         maxMessageSize = try env.int("TERN_BOUNCE_MAX_SIZE", default: 10 * 1024 * 1024,
                                      range: 1024...(1 << 30))

@@ -38,15 +38,7 @@ public struct SenderSettings: Sendable {
         dnsResolver = try env.address("TERN_DNS_RESOLVER", default: "127.0.0.1:53")
         dnsTimeout = try env.duration("TERN_DNS_TIMEOUT", default: .seconds(30))
         smtpPort = UInt16(try env.int("TERN_SMTP_PORT", default: 25, range: 1...65535))
-        let domain = env.string("TERN_VERP_DOMAIN", default: "")
-        guard !domain.isEmpty else {
-            throw ConfigError("TERN_VERP_DOMAIN", "required: the domain of the return paths")
-        }
-        let secretText = env.string("TERN_VERP_SECRET", default: "")
-        guard let secret = Crypto.bytes(hex: secretText), secret.count >= 16 else {
-            throw ConfigError("TERN_VERP_SECRET", "required: at least 32 hex digits")
-        }
-        verp = VERP(secret: secret, domain: domain)
+        verp = try VERP(env)
         concurrency = try env.int("TERN_SENDER_CONCURRENCY", default: 500, range: 1...100_000)
         claimIdle = try env.duration("TERN_SENDER_CLAIM_IDLE", default: .seconds(600))
         guard claimIdle >= .seconds(1) else {

@@ -300,8 +300,9 @@ import TernTestSupport
         }
         let s = try make(base)
         #expect(s.listen.description == "0.0.0.0:25")
-        #expect(s.verpDomain == "bounces.example.com")
-        #expect(s.verpSecret == [UInt8](repeating: 0xAB, count: 16))
+        #expect(s.verp.domain == "bounces.example.com")
+        #expect(s.verp.address(for: "m") == VERP(secret: [UInt8](repeating: 0xAB, count: 16),
+                                                 domain: "bounces.example.com").address(for: "m"))
         #expect(s.maxMessageSize == 10 * 1024 * 1024)
         #expect(throws: ConfigError.self) {
             try make(base.merging(["TERN_VERP_SECRET": "abcd"]) { _, b in b })

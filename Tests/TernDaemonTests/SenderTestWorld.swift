@@ -123,6 +123,9 @@ final class SenderHarness: Sendable {
         values.merge(extra) { _, b in b }
         env = Environment(values)
         verp = VERP(secret: Crypto.bytes(hex: Self.secret)!, domain: "bounces.tern.example")
+        // The group exists before anything is submitted or counted, whether or not the
+        // daemon has got as far as creating it (it tolerates an existing group).
+        try await redis.ensureGroup(stream: keys.stream(.ready), group: "sender")
         if start { try startDaemon() }
     }
 

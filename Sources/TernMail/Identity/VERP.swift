@@ -82,3 +82,21 @@ public struct VERP: Sendable {
 
     private func signature(_ id: String) -> String { Base32.encode(signatureBytes(id)) }
 }
+
+extension VERP {
+    /// The VERP settings shared by the sender (which signs) and the bounce receiver (which
+    /// verifies): TERN_VERP_DOMAIN, the return-path domain, and TERN_VERP_SECRET, the HMAC
+    /// key as at least 32 hex digits. Both are required.
+    public init(_ env: Environment) throws {
+        let domain = env.string("TERN_VERP_DOMAIN", default: "")
+        guard !domain.isEmpty, !domain.contains("@"), !domain.contains(" ") else {
+            throw ConfigError("TERN_VERP_DOMAIN", "required: the return-path domain, like "
+                              + "bounces.example.com")
+        }
+        let hex = env.string("TERN_VERP_SECRET", default: "")
+        guard let secret = Crypto.bytes(hex: hex), secret.count >= 16 else {
+            throw ConfigError("TERN_VERP_SECRET", "required: at least 32 hex digits")
+        }
+        self.init(secret: secret, domain: domain)
+    }
+}
