@@ -14,7 +14,8 @@ public struct SocketAddress: Sendable, Hashable, CustomStringConvertible {
 
     /// Parses a numeric address (no names: resolving is the caller's business).
     public init?(host: String, port: UInt16) {
-        let h = host.hasPrefix("[") && host.hasSuffix("]") ? String(host.dropFirst().dropLast()) : host
+        let bracketed = host.hasPrefix("[") && host.hasSuffix("]")
+        let h = bracketed ? String(host.dropFirst().dropLast()) : host
         var v4 = in_addr(), v6 = in6_addr()
         if inet_pton(AF_INET, h, &v4) == 1 {
             family = .inet

@@ -79,7 +79,8 @@ public final class TCPConnection: ByteStream, @unchecked Sendable {
                 return buffer
             }
             switch errno {
-            case EAGAIN, EWOULDBLOCK: try await EventLoop.shared.waitReadable(fd, deadline: deadline)
+            case EAGAIN, EWOULDBLOCK:
+                try await EventLoop.shared.waitReadable(fd, deadline: deadline)
             case EINTR: continue
             case let code: throw IOError.system(call: "read", errno: code)
             }
@@ -98,7 +99,8 @@ public final class TCPConnection: ByteStream, @unchecked Sendable {
                 continue
             }
             switch errno {
-            case EAGAIN, EWOULDBLOCK: try await EventLoop.shared.waitWritable(fd, deadline: deadline)
+            case EAGAIN, EWOULDBLOCK:
+                try await EventLoop.shared.waitWritable(fd, deadline: deadline)
             case EINTR: continue
             case let code: throw IOError.system(call: "send", errno: code)
             }

@@ -16,7 +16,8 @@ public final class RedisClient: Sendable {
     /// `url`: `redis://[:password@]host:port[/db]`, numeric host only.
     public init(url: String, maxIdle: Int = 32, connectTimeout: Duration = .seconds(5)) throws {
         guard let u = URLComponents(string: url), u.scheme == "redis",
-              let host = u.host, let address = SocketAddress(host: host, port: UInt16(u.port ?? 6379))
+              let host = u.host,
+              let address = SocketAddress(host: host, port: UInt16(u.port ?? 6379))
         else { throw RedisError.badURL(url) }
         self.address = address
         self.password = u.password.flatMap { $0.isEmpty ? nil : $0 }

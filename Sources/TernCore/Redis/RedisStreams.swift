@@ -32,12 +32,13 @@ extension RedisClient {
         var args = ["XREADGROUP", "GROUP", group, consumer, "COUNT", String(count)]
         var deadline: ContinuousClock.Instant = .now + .seconds(10)
         if let block, !pending {
-            let ms = block.components.seconds * 1000 + block.components.attoseconds / 1_000_000_000_000_000
-            args += ["BLOCK", String(ms)]
+            args += ["BLOCK", String(block.milliseconds)]
             deadline = .now + block + .seconds(10)
         }
         args += ["STREAMS", stream, pending ? "0" : ">"]
-        let reply = try await withConnection { try await $0.command(args, deadline: deadline) }.get()
+        let reply = try await withConnection {
+            try await $0.command(args, deadline: deadline)
+        }.get()
         guard let streams = reply.array, let first = streams.first?.array, first.count == 2,
               let entries = first[1].array else { return [] }
         return entries.compactMap(Self.entry)

@@ -51,8 +51,10 @@ public struct Logger: Sendable {
         self.sink = sink ?? Logger.defaultSink
     }
 
+    /// The journal when systemd connected our stderr to it, else the terminal.
     static let defaultSink: any LogSink =
-        ProcessInfo.processInfo.environment["JOURNAL_STREAM"] != nil ? JournalSink() : TerminalSink()
+        ProcessInfo.processInfo.environment["JOURNAL_STREAM"] != nil
+        ? JournalSink() : TerminalSink()
 
     /// A logger that adds `fields` to every record (a message id, a peer address).
     public func with(_ more: (String, String)...) -> Logger {
@@ -67,16 +69,24 @@ public struct Logger: Sendable {
         sink.write(level: level, label: label, message: message(), fields: fields + more)
     }
 
-    public func trace(_ m: @autoclosure () -> String, _ f: (String, String)...) { log(.trace, m(), f) }
-    public func debug(_ m: @autoclosure () -> String, _ f: (String, String)...) { log(.debug, m(), f) }
-    public func info(_ m: @autoclosure () -> String, _ f: (String, String)...) { log(.info, m(), f) }
+    public func trace(_ m: @autoclosure () -> String, _ f: (String, String)...) {
+        log(.trace, m(), f)
+    }
+    public func debug(_ m: @autoclosure () -> String, _ f: (String, String)...) {
+        log(.debug, m(), f)
+    }
+    public func info(_ m: @autoclosure () -> String, _ f: (String, String)...) {
+        log(.info, m(), f)
+    }
     public func notice(_ m: @autoclosure () -> String, _ f: (String, String)...) {
         log(.notice, m(), f)
     }
     public func warning(_ m: @autoclosure () -> String, _ f: (String, String)...) {
         log(.warning, m(), f)
     }
-    public func error(_ m: @autoclosure () -> String, _ f: (String, String)...) { log(.error, m(), f) }
+    public func error(_ m: @autoclosure () -> String, _ f: (String, String)...) {
+        log(.error, m(), f)
+    }
     public func critical(_ m: @autoclosure () -> String, _ f: (String, String)...) {
         log(.critical, m(), f)
     }

@@ -100,7 +100,8 @@ public enum EntryField {
     public static let reply = "reply"           // full reply text, lines joined by "\n"
     public static let mxHost = "mx"
     public static let mxAddress = "addr"
-    public static let stage = "stage"           // dns, connect, greeting, ehlo, mail, rcpt, data, dot
+    /// Where the attempt ended: dns, connect, greeting, ehlo, mail, rcpt, data, dot.
+    public static let stage = "stage"
     public static let tls = "tls"               // "" or "TLSv1.3 TLS_AES_256_GCM_SHA384"
     public static let elapsedMs = "ms"
     // inbound
