@@ -210,9 +210,17 @@ class DnsService:
 
     def __init__(self, zone, address, port, log=None):
         self.resolver = ZoneResolver(zone, log)
-        udp = self._server(address, port, tcp=False)
-        self.port = udp.server.server_address[1]
-        self.servers = [udp, self._server(address, self.port, tcp=True)]
+        for tries_left in range(20, -1, -1):
+            udp = self._server(address, port, tcp=False)
+            self.port = udp.server.server_address[1]
+            try:
+                self.servers = [udp, self._server(address, self.port, tcp=True)]
+                return
+            except OSError:
+                # Port 0 and someone else holds that TCP port: take another pair.
+                udp.server.server_close()
+                if port != 0 or tries_left == 0:
+                    raise
 
     def _server(self, address, port, tcp):
         return DNSServer(self.resolver, address=address, port=port, tcp=tcp,

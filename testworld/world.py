@@ -22,6 +22,7 @@ win over the file. README.md beside this file lists the domains and the scripted
 
 import argparse
 import asyncio
+import errno
 import json
 import os
 import shutil
@@ -203,15 +204,29 @@ class World:
         scripts, spool = Scripts(), Spool(self.spool_dir)
         self.journal = Journal(self.settings["journal"],
                                echo=log if self.settings["verbose"] else None)
+        # Port 0: the first host picks a free port and every other one shares it. Another
+        # world running at the same time may hold that port on a later address: start over.
+        wanted = self.smtp_port
+        for tries_left in range(20, -1, -1):
+            try:
+                await self.listen_smtp(loop, scripts, spool, tls_context)
+                break
+            except OSError as error:
+                for server in self.servers:
+                    server.close()
+                self.servers, self.smtp_port = [], wanted
+                if wanted != 0 or error.errno != errno.EADDRINUSE or tries_left == 0:
+                    raise
+        self.dns.start()
+
+    async def listen_smtp(self, loop, scripts, spool, tls_context):
         for host in (h for h in self.hosts if h.listen):
             handler = MxHandler(host, scripts, spool, self.journal)
             for addr in filter(None, [host.addr, host.addr6]):
                 server = await loop.create_server(
                     smtp_factory(host, handler, tls_context, loop), addr, self.smtp_port)
                 self.servers.append(server)
-                # Port 0: the first host picks a free port and every other one shares it.
                 self.smtp_port = server.sockets[0].getsockname()[1]
-        self.dns.start()
 
     def description(self):
         return {
