@@ -17,7 +17,9 @@ public struct SchedulerDaemon: Daemon {
     let redis: RedisClient
     let keys: Keys
     let policy: RetryPolicy
-    let roundRobin = RoundRobin()
+    let throttles: Throttles
+    /// Providers of domains learned from their MX hosts (see `provider(of:)`).
+    let learnedProviders = LearnedProviders()
 
     public init(settings: SchedulerSettings, logger: Logger) throws {
         self.settings = settings
@@ -25,12 +27,14 @@ public struct SchedulerDaemon: Daemon {
         self.redis = try RedisClient(url: settings.common.redisURL)
         self.keys = Keys(prefix: settings.common.redisPrefix)
         self.policy = RetryPolicy(delays: settings.retryDelays)
+        self.throttles = Throttles(settings: settings.throttle)
     }
 
     public func run(shutdown: Shutdown, ready: @escaping @Sendable (String) -> Void) async throws {
         for stream in [StreamName.submit, .results, .inbound] {
             try await redis.ensureGroup(stream: keys.stream(stream), group: stream.group)
         }
+        try await restoreThrottles()
         ready("scheduling \(settings.pools.byName.count) pool(s)")
         await withTaskGroup(of: Void.self) { group in
             group.addTask { await consume(.submit, shutdown: shutdown, apply: intake) }
@@ -132,7 +136,12 @@ public struct SchedulerDaemon: Daemon {
         }
         let now = nowMs()
         var cmds: [[RedisArg]] = []
-        if record.state == .queued {
+        if record.state == .queued, try await isSuppressed(record) {
+            log.info("suppressed", ("org", record.org))
+            cmds += finalize(record, .suppressed, state: .suppressed,
+                             detail: ["reason": "the recipient is on the organisation's "
+                                      + "suppression list"])
+        } else if record.state == .queued {
             // The scheduler owns the retry policy, so it sets the deadline from its own
             // maximum age (a message's `expires_ms`, when the API gave one, may only shorten it).
             let limit = record.createdMs + settings.lifetime.maxAge.milliseconds
@@ -181,7 +190,16 @@ public struct SchedulerDaemon: Daemon {
                 try await redis.run("ZREM", keys.dueGroups, group)
                 continue
             }
-            let ip = ips[roundRobin.next(poolName) % ips.count]
+            let domain = String(group.dropFirst(poolName.count + 1))
+            let provider = Throttles.scope(provider(of: domain), domain: domain)
+            let (choice, retryAt) = throttles.pick(ips, pool: poolName, provider: provider,
+                                                   nowMs: now)
+            guard let ip = choice else {
+                // Every IP of the pool is at its rate or held for this provider: the group
+                // waits, and never earlier than its first message is due.
+                try await redis.run("ZADD", keys.dueGroups, "XX", "GT", String(retryAt), group)
+                continue
+            }
             let reply = try await redis.eval(
                 Scripts.release,
                 keys: [keys.groupQueue(group), keys.dueGroups, keys.groupPace(group),
@@ -192,8 +210,10 @@ public struct SchedulerDaemon: Daemon {
             let parts = reply.array?.compactMap(\.string) ?? []
             if parts.first == "released", parts.count == 3 {
                 released += 1
+                throttles.sent(ip: ip.address, provider: provider, nowMs: now)
                 logger.info("released", ("message_id", parts[1]), ("group", group),
-                            ("ip", ip.address), ("attempt", parts[2]))
+                            ("provider", provider.name), ("ip", ip.address),
+                            ("attempt", parts[2]))
             }
         }
         return released
@@ -226,9 +246,22 @@ public struct SchedulerDaemon: Daemon {
             "attempt": attempt.attempt, "code": attempt.code, "enhanced": attempt.enhanced,
             "reply": attempt.reply, "mx": attempt.mx, "ip": attempt.ip,
         ]
+        let provider = provider(of: record.domain, learningFrom: attempt.mx, into: &cmds)
+        let signal = ReplySignal.assess(code: attempt.code, enhanced: attempt.enhanced,
+                                        text: attempt.reply, stage: attempt.stage,
+                                        profile: provider)
+        detail["provider"] = provider.name
+        detail["signal"] = signal.rawValue
+        cmds += throttleChange(record, ip: attempt.ip,
+                               provider: Throttles.scope(provider, domain: record.domain),
+                               signal: signal,
+                               reply: attempt.reply, nowMs: now)
+        // A refusal of the sending IP is not the recipient's fault: the message waits for
+        // another try (from another IP, or after the pause) instead of bouncing.
+        let outcome = signal == .blocked ? AttemptOutcome.deferred : attempt.outcome
         let decision = record.state.isFinal
             ? nil
-            : policy.decide(outcome: attempt.outcome, attempt: attempt.attempt, nowMs: now,
+            : policy.decide(outcome: outcome, attempt: attempt.attempt, nowMs: now,
                             expiresMs: record.expiresMs)
         switch decision {
         case nil:
@@ -237,6 +270,10 @@ public struct SchedulerDaemon: Daemon {
             cmds += finalize(record, .delivered, state: .delivered, detail: detail)
         case .bounced:
             cmds += finalize(record, .bounced, state: .bounced, detail: detail)
+            if signal == .recipient {
+                cmds.append(["SADD", .text(keys.suppressions(record.org)),
+                             .text(record.to.lowercased())])
+            }
         case .expired:
             cmds += finalize(record, .expired, state: .expired, detail: detail)
         case .retry(let at):
@@ -335,14 +372,77 @@ public struct SchedulerDaemon: Daemon {
     }
 }
 
-/// Spreads a pool's messages over its IPs in turn.
-final class RoundRobin: Sendable {
-    private let counters = Mutex<[String: Int]>([:])
+// MARK: Providers, throttles and suppression
 
-    func next(_ pool: String) -> Int {
-        counters.withLock { c in
-            defer { c[pool, default: 0] &+= 1 }
-            return c[pool, default: 0]
+extension SchedulerDaemon {
+    /// The provider of a recipient domain: by its name, else as learned from the MX host that
+    /// answered for it, else the default profile.
+    func provider(of domain: String) -> ProviderProfile {
+        let catalog = settings.providers
+        if let known = catalog.provider(forDomain: domain) { return known }
+        let learned = learnedProviders.name(of: domain)
+        return learned.flatMap(catalog.profile(named:)) ?? catalog.fallback
+    }
+
+    /// As `provider(of:)`, first learning the domain's provider from `mx` when its name does
+    /// not tell; the learned name is saved with the result's other commands.
+    func provider(of domain: String, learningFrom mx: String, into cmds: inout [[RedisArg]])
+        -> ProviderProfile
+    {
+        let catalog = settings.providers
+        if let known = catalog.provider(forDomain: domain) { return known }
+        guard !mx.isEmpty else { return provider(of: domain) }
+        let found = catalog.provider(forMXHosts: [mx]) ?? catalog.fallback
+        if learnedProviders.learn(domain, found.name) {
+            cmds.append(["HSET", .text(keys.domainProviders), .text(domain), .text(found.name)])
         }
+        return found
+    }
+
+    func restoreThrottles() async throws {
+        let saved = try await redis.run("HGETALL", keys.throttles).fieldMap
+        throttles.restore(saved)
+        let providers = try await redis.run("HGETALL", keys.domainProviders).fieldMap
+        learnedProviders.restore(providers)
+        if !saved.isEmpty {
+            logger.info("throttles restored", ("count", String(saved.count)))
+        }
+    }
+
+    /// Commands that save a changed rate, with an `ip_paused` event when the provider
+    /// refused the IP.
+    func throttleChange(_ r: Record, ip: String, provider: ProviderProfile, signal: ReplySignal,
+                        reply: String, nowMs: Int64) -> [[RedisArg]] {
+        guard let rate = throttles.record(ip: ip, provider: provider, signal: signal,
+                                          reply: reply, nowMs: nowMs),
+              let json = try? JSONEncoder().encode(rate)
+        else { return [] }
+        let log = logger.with(("ip", ip), ("provider", provider.name),
+                              ("state", rate.state.rawValue),
+                              ("rate", String(format: "%.1f", rate.rate)), ("reason", rate.reason))
+        var cmds: [[RedisArg]] = [["HSET", .text(keys.throttles),
+                                   .text(Throttles.key(ip: ip, provider: provider.name)),
+                                   .text(String(decoding: json, as: UTF8.self))]]
+        if signal == .blocked {
+            log.warning("provider refuses the sending ip: paused")
+            let body: [String: Any] = [
+                "event": EventKind.ipPaused.rawValue, "ip": ip, "provider": provider.name,
+                "until": timestamp(ms: rate.holdUntilMs), "reason": rate.reason,
+                "message_id": r.id,
+            ]
+            let data = (try? JSONSerialization.data(withJSONObject: body, options: .sortedKeys))
+                ?? Data()
+            cmds.append(xadd(keys.stream(.events),
+                             [(EntryField.event, EventKind.ipPaused.rawValue),
+                              (EntryField.json, String(decoding: data, as: UTF8.self))],
+                             maxLen: 1_000_000))
+        } else {
+            log.notice("throttle changed")
+        }
+        return cmds
+    }
+
+    func isSuppressed(_ r: Record) async throws -> Bool {
+        try await redis.run("SISMEMBER", keys.suppressions(r.org), r.to.lowercased()).int == 1
     }
 }

@@ -15,8 +15,12 @@ public struct SchedulerSettings: Sendable {
     /// TERN_MAX_AGE and TERN_RECORD_TTL (see `MessageLifetime`).
     public let lifetime: MessageLifetime
     /// TERN_GROUP_INTERVAL: the least time between two releases of one group
-    /// (`{pool}:{domain}`); 100ms is ten messages a second per group.
+    /// (`{pool}:{domain}`) on top of the provider throttle; 0 leaves pacing to the throttle.
     public let groupInterval: Duration
+    /// TERN_PROVIDERS_FILE: the operator's provider profiles over the built-in ones.
+    public let providers: ProviderCatalog
+    /// TERN_THROTTLE_BACKOFF, TERN_THROTTLE_MAX_BACKOFF, TERN_THROTTLE_BLOCK_PAUSE.
+    public let throttle: ThrottleSettings
     /// TERN_SCHEDULER_CLAIM_IDLE: entries pending this long on a dead consumer are taken over.
     public let claimIdle: Duration
 
@@ -32,7 +36,15 @@ public struct SchedulerSettings: Sendable {
         retryDelays = try env.durations("TERN_RETRY_DELAYS", default: Self.defaultRetryDelays)
         guard !retryDelays.isEmpty else { throw ConfigError("TERN_RETRY_DELAYS", "empty") }
         lifetime = try MessageLifetime(env)
-        groupInterval = try env.duration("TERN_GROUP_INTERVAL", default: .milliseconds(100))
+        groupInterval = try env.duration("TERN_GROUP_INTERVAL", default: .zero)
+        providers = try ProviderCatalog.load(overrides: env.values["TERN_PROVIDERS_FILE"])
+        var throttle = ThrottleSettings()
+        throttle.backoff = try env.duration("TERN_THROTTLE_BACKOFF", default: throttle.backoff)
+        throttle.maxBackoff = try env.duration("TERN_THROTTLE_MAX_BACKOFF",
+                                               default: throttle.maxBackoff)
+        throttle.blockPause = try env.duration("TERN_THROTTLE_BLOCK_PAUSE",
+                                               default: throttle.blockPause)
+        self.throttle = throttle
         claimIdle = try env.duration("TERN_SCHEDULER_CLAIM_IDLE", default: .seconds(60))
     }
 }

@@ -41,12 +41,12 @@ import TernTestSupport
 
         /// Writes a message as the API does and submits it.
         func submit(to rcpt: String = "a@inbox.example", pool: String = "default",
-                    maxAge: Int64 = 600_000) async throws -> String {
+                    org: String = "acme", maxAge: Int64 = 600_000) async throws -> String {
             let id = MessageID.generate()
             let now = nowMs()
             let domain = String(rcpt.split(separator: "@").last!)
             _ = try await redis.transaction([
-                ["HSET", .text(keys.message(id)), "id", .text(id), "org", "acme",
+                ["HSET", .text(keys.message(id)), "id", .text(id), "org", .text(org),
                  "pool", .text(pool), "from", "s@tern.example", "rcpt", .text(rcpt),
                  "domain", .text(domain), "body", "Subject: x\r\n\r\nhi\r\n",
                  "metadata", #"{"k":"v"}"#, "created_ms", .text(String(now)),
@@ -67,12 +67,13 @@ import TernTestSupport
         }
 
         func result(_ id: String, attempt: String, outcome: String, code: String,
-                    reply: String) async throws {
+                    reply: String, enhanced: String = "", stage: String = "dot",
+                    mx: String = "mx1.inbox.example", ip: String = "127.0.0.2") async throws {
             try await redis.run(["XADD", keys.stream(.results), "*", "id", id,
                                  "attempt", attempt, "outcome", outcome, "code", code,
-                                 "enhanced", "", "reply", reply, "stage", "dot",
-                                 "mx", "mx1.inbox.example", "addr", "127.0.0.11",
-                                 "ip", "127.0.0.2", "tls", "", "ms", "12"])
+                                 "enhanced", enhanced, "reply", reply, "stage", stage,
+                                 "mx", mx, "addr", "127.0.0.11",
+                                 "ip", ip, "tls", "", "ms", "12"])
         }
 
         func events(_ id: String) async throws -> [String] {

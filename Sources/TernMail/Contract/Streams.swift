@@ -55,6 +55,14 @@ public struct Keys: Sendable {
     public func groupPace(_ group: String) -> String { prefix + "pace:" + group }
     /// Hash: counters a daemon keeps for operators (`bounce.forged`, ...).
     public var counters: String { prefix + "counters" }
+    /// Hash: `<ip>|<provider>` → the JSON of that IP's adaptive rate towards that provider
+    /// (rate, state, hold time, reason for the last change), written by the scheduler.
+    public var throttles: String { prefix + "throttles" }
+    /// Hash: recipient domain → provider name, learned from the MX host that answered, for
+    /// domains whose own name does not tell their provider.
+    public var domainProviders: String { prefix + "providers:domain" }
+    /// Set: the recipient addresses (lowercased) an organisation must not mail again.
+    public func suppressions(_ org: String) -> String { prefix + "supp:" + org }
 }
 
 /// Fields of the message record hash.
@@ -129,4 +137,6 @@ public enum AttemptOutcome: String, Sendable, Codable {
 /// Events a message produces, as appended to `events` and shown in its history.
 public enum EventKind: String, Sendable, Codable {
     case accepted, deferred, delivered, bounced, expired, complained, suppressed, cancelled
+    /// Not about one message: a provider refused a sending IP, which now waits out a pause.
+    case ipPaused = "ip_paused"
 }

@@ -2,6 +2,7 @@
 // reads an operator's overrides over the built-in profiles.
 
 import Foundation
+import Synchronization
 import TernCore
 
 public struct ProviderCatalog: Sendable {
@@ -144,4 +145,21 @@ extension ProviderCatalog {
         "messagesPerConnection", "poolMessagesPerMinute", "slowDownPatterns", "blockedPatterns",
         "source",
     ]
+}
+
+/// Providers of recipient domains learned from the MX host that answered for them.
+final class LearnedProviders: Sendable {
+    private let names = Mutex<[String: String]>([:])
+
+    func name(of domain: String) -> String? { names.withLock { $0[domain] } }
+
+    /// Records `provider` for `domain`; true when that is news worth saving.
+    func learn(_ domain: String, _ provider: String) -> Bool {
+        names.withLock { map in
+            defer { map[domain] = provider }
+            return map[domain] != provider
+        }
+    }
+
+    func restore(_ saved: [String: String]) { names.withLock { $0 = saved } }
 }

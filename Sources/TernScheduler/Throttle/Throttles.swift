@@ -1,0 +1,95 @@
+// Every source IP's rate towards every provider, held by the scheduler that releases messages
+// and saved to Redis whenever a rate changes, so a restarted scheduler resumes where the
+// last one left off instead of at full speed.
+
+import Foundation
+import Synchronization
+import TernCore
+
+final class Throttles: Sendable {
+    struct State: Sendable {
+        var rates: [String: AdaptiveRate] = [:]
+        /// The earliest time each IP may send its next message to each provider.
+        var nextAtMs: [String: Int64] = [:]
+        var turn: [String: Int] = [:]
+    }
+
+    let settings: ThrottleSettings
+    private let state = Mutex(State())
+
+    init(settings: ThrottleSettings) { self.settings = settings }
+
+    /// The field of one IP and provider in the `throttles` hash.
+    static func key(ip: String, provider: String) -> String { ip + "|" + provider }
+
+    /// What one rate is kept for: a named provider as a whole, but each domain that falls to
+    /// the default profile on its own, since those are unrelated servers.
+    static func scope(_ provider: ProviderProfile, domain: String) -> ProviderProfile {
+        guard provider.name == "default" else { return provider }
+        var own = provider
+        own.name = "default:" + domain
+        return own
+    }
+
+    /// Takes saved rates (the `throttles` hash) back after a restart.
+    func restore(_ saved: [String: String]) {
+        let decoder = JSONDecoder()
+        state.withLock { s in
+            for (key, json) in saved {
+                if let rate = try? decoder.decode(AdaptiveRate.self, from: Data(json.utf8)) {
+                    s.rates[key] = rate
+                }
+            }
+        }
+    }
+
+    /// An IP of `ips` that may send to `provider` now, taking the IPs in turn; or, when none
+    /// may, the time the first of them will.
+    func pick(_ ips: [SourceIP], pool: String, provider: ProviderProfile, nowMs: Int64)
+        -> (ip: SourceIP?, retryAtMs: Int64)
+    {
+        state.withLock { s in
+            var earliest = Int64.max
+            let start = s.turn[pool + "|" + provider.name, default: 0]
+            for offset in 0..<ips.count {
+                let ip = ips[(start + offset) % ips.count]
+                let key = Self.key(ip: ip.address, provider: provider.name)
+                let rate = s.rates[key] ?? AdaptiveRate(ceiling: provider.messagesPerMinute,
+                                                        nowMs: nowMs)
+                let at = max(rate.holdUntilMs, s.nextAtMs[key] ?? 0)
+                if at <= nowMs {
+                    s.turn[pool + "|" + provider.name] = (start + offset + 1) % ips.count
+                    return (ip, nowMs)
+                }
+                earliest = min(earliest, at)
+            }
+            return (nil, earliest)
+        }
+    }
+
+    /// Notes a message released from `ip` to `provider`: its next one waits one interval.
+    func sent(ip: String, provider: ProviderProfile, nowMs: Int64) {
+        state.withLock { s in
+            let key = Self.key(ip: ip, provider: provider.name)
+            let rate = s.rates[key] ?? AdaptiveRate(ceiling: provider.messagesPerMinute,
+                                                    nowMs: nowMs)
+            s.nextAtMs[key] = max(s.nextAtMs[key] ?? 0, nowMs) + rate.intervalMs
+        }
+    }
+
+    /// Applies one attempt's signal; returns the rate when it changed, to be saved.
+    func record(ip: String, provider: ProviderProfile, signal: ReplySignal, reply: String,
+                nowMs: Int64) -> AdaptiveRate? {
+        state.withLock { s in
+            let key = Self.key(ip: ip, provider: provider.name)
+            var rate = s.rates[key] ?? AdaptiveRate(ceiling: provider.messagesPerMinute,
+                                                    nowMs: nowMs)
+            rate.setCeiling(provider.messagesPerMinute, nowMs: nowMs)
+            let changed = rate.record(signal, reply: reply, nowMs: nowMs, settings: settings)
+            s.rates[key] = rate
+            return changed ? rate : nil
+        }
+    }
+
+    func snapshot() -> [String: AdaptiveRate] { state.withLock { $0.rates } }
+}

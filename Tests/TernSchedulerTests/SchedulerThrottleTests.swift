@@ -1,0 +1,99 @@
+// The scheduler's provider throttle and suppression against a real Redis.
+
+import Foundation
+import Testing
+import TernCore
+import TernMail
+import TernTestSupport
+@testable import TernScheduler
+
+extension SchedulerDaemonTests {
+    func savedRate(_ h: Harness, ip: String, provider: String) async throws -> AdaptiveRate? {
+        let json = try await h.redis.run("HGET", h.keys.throttles, ip + "|" + provider).string
+        return try json.map { try JSONDecoder().decode(AdaptiveRate.self, from: Data($0.utf8)) }
+    }
+
+    @Test func aHardBounceSuppressesTheRecipientForItsOrganisationOnly() async throws {
+        let h = try await Harness()
+        let first = try await h.submit(to: "gone@inbox.example")
+        _ = try await h.nextReady()
+        try await h.result(first, attempt: "1", outcome: "failed", code: "550",
+                           reply: "5.1.1 no such user", enhanced: "5.1.1", stage: "rcpt")
+        try await h.waitFor("bounced") { try await h.state(first) == "bounced" }
+        let members = try await h.redis.run("SMEMBERS", h.keys.suppressions("acme"))
+        #expect(members.array?.compactMap(\.string) == ["gone@inbox.example"])
+
+        let again = try await h.submit(to: "Gone@inbox.example")
+        try await h.waitFor("suppressed") { try await h.state(again) == "suppressed" }
+        #expect(try await h.events(again) == ["suppressed"])
+        // Another organisation may still mail the address.
+        let other = try await h.submit(to: "gone@inbox.example", org: "globex")
+        let ready = try await h.nextReady()
+        #expect(ready["id"] == other)
+        await h.stop()
+    }
+
+    @Test func aReplyThatBlocksTheIPDefersAndPausesThatIPOnlyForThatProvider() async throws {
+        let h = try await Harness()
+        let id = try await h.submit(to: "someone@company.example")
+        let ready = try await h.nextReady()
+        let blockedIP = try #require(ready["ip"])
+        try await h.result(id, attempt: "1", outcome: "failed", code: "554",
+                           reply: "5.7.1 Service unavailable; client host [x] blocked using "
+                               + "zen.spamhaus.org", enhanced: "5.7.1", stage: "rcpt",
+                           mx: "aspmx.l.google.com", ip: blockedIP)
+        // Not the recipient's fault: deferred, not bounced, and not suppressed.
+        try await h.waitFor("deferred") { try await h.state(id) == "deferred" }
+        #expect(try await h.redis.run("SCARD", h.keys.suppressions("acme")).int == 0)
+        // The domain is now known as Gmail's (by its MX), and the IP is paused there.
+        #expect(try await h.redis.run("HGET", h.keys.domainProviders, "company.example").string
+                == "gmail")
+        let rate = try #require(try await savedRate(h, ip: blockedIP, provider: "gmail"))
+        #expect(rate.state == .paused)
+        #expect(rate.reason.contains("blocked using zen.spamhaus.org"))
+        let events = try await h.redis.run("XRANGE", h.keys.stream(.events), "-", "+")
+        let paused = (events.array ?? []).compactMap { $0.array?[1].fieldMap }
+            .filter { $0["event"] == "ip_paused" }
+        #expect(paused.count == 1)
+        #expect(paused.first?["json"]?.contains(#""provider":"gmail""#) == true)
+
+        // The retry, and any other mail to Gmail, leaves from the other IP.
+        let second = try await h.submit(to: "x@gmail.com")
+        var ips: Set<String> = []
+        for _ in 0..<2 { ips.insert(try await h.nextReady()["ip"] ?? "") }
+        #expect(ips == Set(["127.0.0.2", "127.0.0.3"]).subtracting([blockedIP]))
+        _ = second
+        await h.stop()
+    }
+
+    @Test func slowDownHalvesTheRateAndTheRatePacesReleases() async throws {
+        let dir = NSTemporaryDirectory() + "tern-providers-\(UUID().uuidString).json"
+        try Data(#"{"providers": [{"name": "default", "messagesPerMinute": 2}]}"#.utf8)
+            .write(to: URL(fileURLWithPath: dir))
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let h = try await Harness(env: ["TERN_POOLS": "default=127.0.0.2/out1.example",
+                                        "TERN_PROVIDERS_FILE": dir])
+        let id = try await h.submit()
+        let waiting = try await h.submit()
+        let first = try await h.nextReady()
+        #expect(first["id"] == id)
+        // Two a minute from one IP: the second waits half a minute.
+        try await h.waitFor("group held") {
+            let score = try await h.redis.run("ZSCORE", h.keys.dueGroups, "default:inbox.example")
+            return (Int64(score.string ?? "") ?? 0) > nowMs() + 20_000
+        }
+        #expect(try await h.state(waiting) == "queued")
+
+        try await h.result(id, attempt: "1", outcome: "deferred", code: "421",
+                           reply: "4.7.0 Try again later, closing connection",
+                           enhanced: "4.7.0", stage: "mail")
+        try await h.waitFor("rate saved") {
+            try await savedRate(h, ip: "127.0.0.2", provider: "default:inbox.example") != nil
+        }
+        let rate = try #require(try await savedRate(h, ip: "127.0.0.2", provider: "default:inbox.example"))
+        #expect(rate.rate == 1)
+        #expect(rate.state == .backingOff)
+        #expect(rate.reason == "slow down: 4.7.0 Try again later, closing connection")
+        await h.stop()
+    }
+}
