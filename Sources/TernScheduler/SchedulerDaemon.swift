@@ -18,6 +18,7 @@ public struct SchedulerDaemon: Daemon {
     let keys: Keys
     let policy: RetryPolicy
     let throttles: Throttles
+    let breakers: Breakers
     /// Providers of domains learned from their MX hosts (see `provider(of:)`).
     let learnedProviders = LearnedProviders()
 
@@ -28,6 +29,7 @@ public struct SchedulerDaemon: Daemon {
         self.keys = Keys(prefix: settings.common.redisPrefix)
         self.policy = RetryPolicy(delays: settings.retryDelays)
         self.throttles = Throttles(settings: settings.throttle)
+        self.breakers = Breakers(settings: settings.breaker)
     }
 
     public func run(shutdown: Shutdown, ready: @escaping @Sendable (String) -> Void) async throws {
@@ -35,6 +37,8 @@ public struct SchedulerDaemon: Daemon {
             try await redis.ensureGroup(stream: keys.stream(stream), group: stream.group)
         }
         try await restoreThrottles()
+        let savedBreakers = try await redis.run("HGETALL", keys.breakers).fieldMap
+        breakers.restore(savedBreakers)
         ready("scheduling \(settings.pools.byName.count) pool(s)")
         await withTaskGroup(of: Void.self) { group in
             group.addTask { await consume(.submit, shutdown: shutdown, apply: intake) }
@@ -177,8 +181,13 @@ public struct SchedulerDaemon: Daemon {
         }
     }
 
+    /// How long a message held by its organisation's breaker waits before it is looked at
+    /// again; short enough that a trial starts soon after the cool-down.
+    var holdMs: Int64 { min(10_000, settings.breaker.coolDown.milliseconds) }
+
     func releaseDue() async throws -> Int {
         let now = nowMs()
+        try await startDueTrials(nowMs: now)
         let due = try await redis.run("ZRANGEBYSCORE", keys.dueGroups, "-inf", String(now),
                                       "LIMIT", "0", "500")
         var released = 0
@@ -203,11 +212,14 @@ public struct SchedulerDaemon: Daemon {
             let reply = try await redis.eval(
                 Scripts.release,
                 keys: [keys.groupQueue(group), keys.dueGroups, keys.groupPace(group),
-                       keys.stream(.ready)],
+                       keys.stream(.ready), keys.heldOrgs],
                 args: [.text(group), .text(String(now)),
                        .text(String(settings.groupInterval.milliseconds)), .text(ip.address),
-                       .text(ip.helo), .text(keys.message(""))])
+                       .text(ip.helo), .text(keys.message("")), .text(String(holdMs))])
             let parts = reply.array?.compactMap(\.string) ?? []
+            if parts.first == "held", parts.count == 4, parts[3] == "1" {
+                try await noteHeld(id: parts[1], org: parts[2])
+            }
             if parts.first == "released", parts.count == 3 {
                 released += 1
                 throttles.sent(ip: ip.address, provider: provider, nowMs: now)
@@ -268,8 +280,10 @@ public struct SchedulerDaemon: Daemon {
             log.notice("result for a message already final", ("state", record.state.rawValue))
         case .delivered:
             cmds += finalize(record, .delivered, state: .delivered, detail: detail)
+            cmds += breakerOutcome(org: record.org, .delivered, nowMs: now)
         case .bounced:
             cmds += finalize(record, .bounced, state: .bounced, detail: detail)
+            cmds += breakerOutcome(org: record.org, .bounced, nowMs: now)
             if signal == .recipient {
                 cmds.append(["SADD", .text(keys.suppressions(record.org)),
                              .text(record.to.lowercased())])
@@ -312,6 +326,7 @@ public struct SchedulerDaemon: Daemon {
                 "reporter": entry[EntryField.reporter] ?? "",
             ]
             cmds += finalize(record, .bounced, state: .bounced, detail: detail)
+            cmds += breakerOutcome(org: record.org, .bounced, nowMs: nowMs())
             logger.info("asynchronous bounce", ("message_id", id),
                         ("status", entry[EntryField.status] ?? ""))
         }
@@ -444,5 +459,67 @@ extension SchedulerDaemon {
 
     func isSuppressed(_ r: Record) async throws -> Bool {
         try await redis.run("SISMEMBER", keys.suppressions(r.org), r.to.lowercased()).int == 1
+    }
+}
+
+// MARK: Circuit breakers
+
+extension SchedulerDaemon {
+    /// Commands that save an organisation's breaker after an outcome and, when its state
+    /// changed, hold or free its messages and raise the event.
+    func breakerOutcome(org: String, _ outcome: CircuitBreaker.Outcome, nowMs: Int64)
+        -> [[RedisArg]]
+    {
+        breakerCommands(breakers.record(org: org, outcome, nowMs: nowMs))
+    }
+
+    func breakerCommands(_ change: Breakers.Change) -> [[RedisArg]] {
+        guard let json = try? JSONEncoder().encode(change.breaker) else { return [] }
+        var cmds: [[RedisArg]] = [["HSET", .text(keys.breakers), .text(change.org),
+                                   .text(String(decoding: json, as: UTF8.self))]]
+        guard let state = change.newState else { return cmds }
+        let log = logger.with(("org", change.org), ("state", state.rawValue),
+                              ("reason", change.breaker.reason))
+        switch state {
+        case .open:
+            log.warning("circuit breaker opened: the organisation's mail waits")
+            cmds.append(["HSET", .text(keys.heldOrgs), .text(change.org), "0"])
+        case .halfOpen:
+            log.notice("circuit breaker half-open: a trial goes out")
+            cmds.append(["HSET", .text(keys.heldOrgs), .text(change.org),
+                         .text(String(settings.breaker.trialSize))])
+        case .closed:
+            log.notice("circuit breaker closed")
+            cmds.append(["HDEL", .text(keys.heldOrgs), .text(change.org)])
+        }
+        if state != .halfOpen {
+            let kind: EventKind = state == .open ? .breakerOpened : .breakerClosed
+            let body: [String: Any] = [
+                "event": kind.rawValue, "org": change.org, "reason": change.breaker.reason,
+                "at": timestamp(ms: nowMs()),
+            ]
+            let data = (try? JSONSerialization.data(withJSONObject: body, options: .sortedKeys))
+                ?? Data()
+            cmds.append(xadd(keys.stream(.events),
+                             [(EntryField.event, kind.rawValue),
+                              (EntryField.json, String(decoding: data, as: UTF8.self))],
+                             maxLen: 1_000_000))
+        }
+        return cmds
+    }
+
+    func startDueTrials(nowMs: Int64) async throws {
+        for change in breakers.startDueTrials(nowMs: nowMs) {
+            _ = try await redis.transaction(breakerCommands(change))
+        }
+    }
+
+    /// The first time a breaker holds a message, its history says so.
+    func noteHeld(id: String, org: String) async throws {
+        let entry = MessageEvent(id: id, event: .held, atMs: nowMs(), org: org, from: "",
+                                 to: "", metadataJSON: "{}",
+                                 detail: ["reason": "circuit breaker of organisation \(org) is "
+                                          + "open: waiting"])
+        try await redis.run("RPUSH", keys.history(id), entry.historyJSON)
     }
 }

@@ -21,6 +21,8 @@ public struct SchedulerSettings: Sendable {
     public let providers: ProviderCatalog
     /// TERN_THROTTLE_BACKOFF, TERN_THROTTLE_MAX_BACKOFF, TERN_THROTTLE_BLOCK_PAUSE.
     public let throttle: ThrottleSettings
+    /// TERN_BREAKER_*: the organisations' circuit breakers (see `BreakerSettings`).
+    public let breaker: BreakerSettings
     /// TERN_SCHEDULER_CLAIM_IDLE: entries pending this long on a dead consumer are taken over.
     public let claimIdle: Duration
 
@@ -45,6 +47,35 @@ public struct SchedulerSettings: Sendable {
         throttle.blockPause = try env.duration("TERN_THROTTLE_BLOCK_PAUSE",
                                                default: throttle.blockPause)
         self.throttle = throttle
+        var breaker = BreakerSettings()
+        breaker.bounceThreshold = try env.fraction("TERN_BREAKER_BOUNCE_RATE",
+                                                   default: breaker.bounceThreshold)
+        breaker.complaintThreshold = try env.fraction("TERN_BREAKER_COMPLAINT_RATE",
+                                                      default: breaker.complaintThreshold)
+        breaker.minimumSample = try env.int("TERN_BREAKER_MIN_SAMPLE",
+                                            default: breaker.minimumSample, range: 1...1_000_000)
+        breaker.window = try env.duration("TERN_BREAKER_WINDOW", default: breaker.window)
+        breaker.coolDown = try env.duration("TERN_BREAKER_COOL_DOWN", default: breaker.coolDown)
+        breaker.trialSize = try env.int("TERN_BREAKER_TRIAL", default: breaker.trialSize,
+                                        range: 1...100_000)
+        guard breaker.window >= .seconds(60) else {
+            throw ConfigError("TERN_BREAKER_WINDOW", "must be at least 1m")
+        }
+        self.breaker = breaker
         claimIdle = try env.duration("TERN_SCHEDULER_CLAIM_IDLE", default: .seconds(60))
+    }
+}
+
+extension Environment {
+    /// A share between 0 and 1, written `0.05` or `5%`.
+    func fraction(_ name: String, default value: Double) throws -> Double {
+        guard let raw = values[name], !raw.isEmpty else { return value }
+        let percent = raw.hasSuffix("%")
+        guard let n = Double(percent ? String(raw.dropLast()) : raw) else {
+            throw ConfigError(name, "'\(raw)' is not a number or a percentage")
+        }
+        let share = percent ? n / 100 : n
+        guard share > 0, share <= 1 else { throw ConfigError(name, "'\(raw)' is not in (0, 1]") }
+        return share
     }
 }

@@ -10,9 +10,13 @@
 import TernCore
 
 enum Scripts {
-    /// KEYS: 1 group queue, 2 due index, 3 group pace, 4 ready stream.
-    /// ARGV: 1 group name, 2 now (ms), 3 interval (ms), 4 source ip, 5 helo, 6 message key prefix.
-    /// Returns {"paced"|"empty"|"released"|"dropped", id, attempt}.
+    /// KEYS: 1 group queue, 2 due index, 3 group pace, 4 ready stream, 5 held organisations.
+    /// ARGV: 1 group name, 2 now (ms), 3 interval (ms), 4 source ip, 5 helo, 6 message key prefix,
+    /// 7 how long a held message waits before it is looked at again (ms).
+    /// Returns {"paced"|"empty"|"released"|"dropped"|"held", id, attempt or org, first hold}.
+    ///
+    /// The held hash maps an organisation whose circuit breaker is not closed to the trial
+    /// messages it may still send: 0 while open, counted down while half-open.
     static let release = RedisScript("""
         local function reschedule(notBefore)
           local first = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
@@ -41,6 +45,18 @@ enum Scripts {
           reschedule(now)
           return {'dropped', id}
         end
+        local org = redis.call('HGET', key, 'org') or ''
+        local trial = redis.call('HGET', KEYS[5], org)
+        if trial then
+          if tonumber(trial) <= 0 then
+            redis.call('ZADD', KEYS[1], now + tonumber(ARGV[7]), id)
+            reschedule(now)
+            local first = redis.call('HSETNX', key, 'held', 'breaker')
+            return {'held', id, org, tostring(first)}
+          end
+          redis.call('HINCRBY', KEYS[5], org, -1)
+        end
+        redis.call('HDEL', key, 'held')
         local attempt = redis.call('HINCRBY', key, 'attempts', 1)
         redis.call('HSET', key, 'state', 'sending')
         redis.call('XADD', KEYS[4], '*', 'id', id, 'attempt', attempt, 'ip', ARGV[4],

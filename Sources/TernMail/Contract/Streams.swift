@@ -61,6 +61,11 @@ public struct Keys: Sendable {
     /// Hash: recipient domain → provider name, learned from the MX host that answered, for
     /// domains whose own name does not tell their provider.
     public var domainProviders: String { prefix + "providers:domain" }
+    /// Hash: JSON of each organisation's circuit breaker (state, window counts, reason).
+    public var breakers: String { prefix + "breakers" }
+    /// Hash: organisation → trial messages it may still send, present only while its breaker
+    /// is open (0) or half-open (counted down by the release script).
+    public var heldOrgs: String { prefix + "held" }
     /// Set: the recipient addresses (lowercased) an organisation must not mail again.
     public func suppressions(_ org: String) -> String { prefix + "supp:" + org }
 }
@@ -139,4 +144,9 @@ public enum EventKind: String, Sendable, Codable {
     case accepted, deferred, delivered, bounced, expired, complained, suppressed, cancelled
     /// Not about one message: a provider refused a sending IP, which now waits out a pause.
     case ipPaused = "ip_paused"
+    /// Not about one message: an organisation's circuit breaker opened or closed.
+    case breakerOpened = "breaker_opened"
+    case breakerClosed = "breaker_closed"
+    /// History only, never an event: a pre-send check holds the message back for now.
+    case held
 }

@@ -40,6 +40,7 @@ public struct CircuitBreaker: Sendable, Equatable, Codable {
 
     public private(set) var state: State = .closed
     public private(set) var openedMs: Int64 = 0
+    public private(set) var trialStartedMs: Int64 = 0
     public private(set) var reason = ""
     /// Trial messages released and their outcomes while half-open.
     public private(set) var trialReleased = 0
@@ -53,17 +54,33 @@ public struct CircuitBreaker: Sendable, Equatable, Codable {
         switch state {
         case .closed: return true
         case .open:
-            guard nowMs >= openedMs + settings.coolDown.milliseconds else { return false }
-            state = .halfOpen
-            trialReleased = 0
-            trialSent = 0; trialBounced = 0; trialComplained = 0
-            reason = "cool-down over: trying \(settings.trialSize) messages"
+            guard startTrialIfDue(nowMs: nowMs, settings: settings) else { return false }
             fallthrough
         case .halfOpen:
             guard trialReleased < settings.trialSize else { return false }
             trialReleased += 1
             return true
         }
+    }
+
+    /// Moves an open breaker whose cool-down is over to half-open; true when it did. The
+    /// caller then lets `trialSize` messages through (`mayRelease` counts them in memory; the
+    /// scheduler counts them in Redis, where its release script runs).
+    /// A trial whose messages all came back deferred decides nothing; after another
+    /// cool-down a new trial starts.
+    public mutating func startTrialIfDue(nowMs: Int64, settings: BreakerSettings) -> Bool {
+        let cool = settings.coolDown.milliseconds
+        switch state {
+        case .closed: return false
+        case .open: guard nowMs >= openedMs + cool else { return false }
+        case .halfOpen: guard nowMs >= trialStartedMs + cool else { return false }
+        }
+        state = .halfOpen
+        trialStartedMs = nowMs
+        trialReleased = 0
+        trialSent = 0; trialBounced = 0; trialComplained = 0
+        reason = "cool-down over: trying \(settings.trialSize) messages"
+        return true
     }
 
     public enum Outcome: Sendable { case delivered, bounced, complained }
