@@ -57,6 +57,7 @@ public struct APIDaemon: Daemon {
             guard request.method == "POST" else { return notAllowed("POST") }
             return await send(request)
         }
+        if let answer = await operatorRoute(request) { return answer }
         let prefix = "/v1/messages/"
         if path.hasPrefix(prefix) {
             let id = path.dropFirst(prefix.count)

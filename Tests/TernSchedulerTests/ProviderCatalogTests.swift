@@ -55,7 +55,8 @@ import TernCore
         let json = #"""
             {"providers": [
               {"name": "gmail", "messagesPerMinute": 20},
-              {"name": "fastmail", "domains": ["fastmail.com"], "mxPatterns": ["*.messagingengine.com"],
+              {"name": "fastmail", "domains": ["fastmail.com"],
+               "mxPatterns": ["*.messagingengine.com"],
                "messagesPerMinute": 30, "connectionsPerIP": 2, "messagesPerConnection": 10}
             ]}
             """#

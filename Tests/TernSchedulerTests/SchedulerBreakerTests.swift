@@ -40,7 +40,9 @@ extension SchedulerDaemonTests {
         #expect(ready["id"] == other)
         try await h.waitFor("held in history") {
             let history = try await h.redis.run("LRANGE", h.keys.history(held), "0", "-1")
-            return (history.array ?? []).contains { $0.string?.contains(#""event":"held""#) == true }
+            return (history.array ?? []).contains {
+                $0.string?.contains(#""event":"held""#) == true
+            }
         }
         #expect(try await h.state(held) == "queued")
 

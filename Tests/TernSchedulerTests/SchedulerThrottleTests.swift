@@ -90,7 +90,8 @@ extension SchedulerDaemonTests {
         try await h.waitFor("rate saved") {
             try await savedRate(h, ip: "127.0.0.2", provider: "default:inbox.example") != nil
         }
-        let rate = try #require(try await savedRate(h, ip: "127.0.0.2", provider: "default:inbox.example"))
+        let rate = try #require(try await savedRate(h, ip: "127.0.0.2",
+                                                    provider: "default:inbox.example"))
         #expect(rate.rate == 1)
         #expect(rate.state == .backingOff)
         #expect(rate.reason == "slow down: 4.7.0 Try again later, closing connection")

@@ -25,7 +25,9 @@ public struct ProviderCatalog: Sendable {
                 else if exact[domain] == nil { exact[domain] = index }
             }
             for pattern in profile.mxPatterns.map({ $0.lowercased() }) {
-                if pattern.hasPrefix("*.") { mxSuffix.append((String(pattern.dropFirst(1)), index)) }
+                if pattern.hasPrefix("*.") {
+                    mxSuffix.append((String(pattern.dropFirst(1)), index))
+                }
                 else if mx[pattern] == nil { mx[pattern] = index }
             }
         }
@@ -88,7 +90,9 @@ extension ProviderCatalog {
     }
 
     init(_ base: [ProviderProfile], overrides data: Data, file: String) throws {
-        func fail(_ text: String) -> ConfigError { ConfigError("TERN_PROVIDERS_FILE", "\(file): \(text)") }
+        func fail(_ text: String) -> ConfigError {
+            ConfigError("TERN_PROVIDERS_FILE", "\(file): \(text)")
+        }
         guard let root = try? JSONSerialization.jsonObject(with: data) as? [String: Any] else {
             throw fail("not a JSON object")
         }

@@ -34,7 +34,8 @@ public enum ReplySignal: String, Sendable, Equatable, Codable {
         }
         if code == 421 { return .slowDown }
         if (400..<500).contains(code) {
-            let slow = contains(ProviderProfile.genericSlowDown) || contains(profile.slowDownPatterns)
+            let slow = contains(ProviderProfile.genericSlowDown)
+                || contains(profile.slowDownPatterns)
             return slow ? .slowDown : .transient
         }
         if enhanced.hasPrefix("5.1.") || enhanced.hasPrefix("5.2.") { return .recipient }

@@ -1,0 +1,83 @@
+// The operators' endpoints against the running API and a real Redis: throttles, breakers and
+// suppressions, with the scope of organisation-bound keys.
+
+import Foundation
+import Testing
+import TernCore
+import TernMail
+import TernTestSupport
+@testable import TernAPI
+
+extension APIDaemonTests {
+    func call(_ h: Harness, _ method: String, _ path: String,
+              key: String = APIDaemonTests.key) async throws -> RawReply {
+        try await httpRequest(h.address, method, path,
+                              headers: [("Authorization", "Bearer \(key)")])
+    }
+
+    @Test func suppressionsCanBeAddedListedAndRemovedWithinTheKeysScope() async throws {
+        let h = try await Harness()
+        let added = try await call(h, "PUT", "/v1/suppressions/acme/Someone%2Btag@Inbox.example")
+        #expect(added.status == 201)
+        #expect(added.json["address"] as? String == "someone+tag@inbox.example")
+        #expect(try await call(h, "PUT", "/v1/suppressions/acme/someone+tag@inbox.example")
+                .status == 200)
+        let list = try await call(h, "GET", "/v1/suppressions/acme", key: APIDaemonTests.acmeKey)
+        #expect(list.status == 200)
+        #expect(list.json["addresses"] as? [String] == ["someone+tag@inbox.example"])
+        #expect(try await h.redis.run("SMEMBERS", h.keys.suppressions("acme"))
+                .array?.compactMap(\.string) == ["someone+tag@inbox.example"])
+
+        // An acme key cannot see or change another organisation's list.
+        let foreign = try await call(h, "GET", "/v1/suppressions/globex",
+                                     key: APIDaemonTests.acmeKey)
+        #expect(foreign.status == 404)
+        #expect(try await call(h, "PUT", "/v1/suppressions/globex/a@b.example",
+                               key: APIDaemonTests.acmeKey).status == 404)
+        let bad = try await call(h, "PUT", "/v1/suppressions/acme/not-an-address")
+        #expect(bad.status == 400 && bad.errorField == "address")
+        let badOrg = try await call(h, "GET", "/v1/suppressions/ACME!")
+        #expect(badOrg.status == 400 && badOrg.errorField == "org")
+        #expect(try await call(h, "POST", "/v1/suppressions/acme").status == 405)
+
+        #expect(try await call(h, "DELETE", "/v1/suppressions/acme/someone+tag@inbox.example")
+                .status == 200)
+        #expect(try await call(h, "DELETE", "/v1/suppressions/acme/someone+tag@inbox.example")
+                .status == 404)
+        #expect(try await h.redis.run("SCARD", h.keys.suppressions("acme")).int == 0)
+        await h.stop()
+    }
+
+    @Test func throttlesAndBreakersShowWhatTheSchedulerSaved() async throws {
+        let h = try await Harness()
+        try await h.redis.run("HSET", h.keys.throttles, "127.0.0.2|gmail",
+                              #"{"ceiling":100,"rate":50,"state":"backing_off","#
+                              + #""holdUntilMs":1700000060000,"successes":0,"slowDownsInARow":1,"#
+                              + #""reason":"slow down: 421 4.7.0","changedMs":1700000000000}"#)
+        try await h.redis.run("HSET", h.keys.breakers, "acme",
+                              #"{"state":"open","openedMs":1700000000000,"reason":"bounce"}"#,
+                              "globex", #"{"state":"closed","openedMs":0,"reason":""}"#)
+        let throttles = try await call(h, "GET", "/v1/throttles")
+        #expect(throttles.status == 200)
+        let first = try #require((throttles.json["throttles"] as? [[String: Any]])?.first)
+        #expect(first["ip"] as? String == "127.0.0.2")
+        #expect(first["provider"] as? String == "gmail")
+        #expect(first["rate"] as? Double == 50)
+        #expect(first["state"] as? String == "backing_off")
+        #expect(first["hold_until"] as? String == "2023-11-14T22:14:20.000Z")
+        #expect(first["reason"] as? String == "slow down: 421 4.7.0")
+        // The throttles are the whole system's: not for a key bound to one organisation.
+        #expect(try await call(h, "GET", "/v1/throttles", key: APIDaemonTests.acmeKey)
+                .status == 403)
+
+        let all = try await call(h, "GET", "/v1/breakers")
+        #expect((all.json["breakers"] as? [[String: Any]])?.map { $0["org"] as? String }
+                == ["acme", "globex"])
+        let own = try await call(h, "GET", "/v1/breakers", key: APIDaemonTests.acmeKey)
+        let mine = try #require((own.json["breakers"] as? [[String: Any]])?.first)
+        #expect((own.json["breakers"] as? [Any])?.count == 1)
+        #expect(mine["state"] as? String == "open")
+        #expect(mine["opened"] as? String == "2023-11-14T22:13:20.000Z")
+        await h.stop()
+    }
+}
