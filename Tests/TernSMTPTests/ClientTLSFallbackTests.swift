@@ -72,7 +72,8 @@ final class BrokenTLSPeer: Sendable {
 }
 
 @Suite struct ClientTLSFallbackTests {
-    static func tls(_ policy: TLSPolicy, cache: TLSFallbackCache = TLSFallbackCache(ttl: .seconds(3600)))
+    static func tls(_ policy: TLSPolicy,
+                    cache: TLSFallbackCache = TLSFallbackCache(ttl: .seconds(3600)))
         throws -> SMTPClientTLS
     {
         SMTPClientTLS(context: try TLSContext.client(caFile: nil),

@@ -56,7 +56,8 @@ import TernTestSupport
     @Test func pythonSmtplibSendsOverSTARTTLS() async throws {
         let certs = try await TestCertificates.make()
         defer { certs.remove() }
-        let h = try ServerHarness(tls: try await Self.serverTLS(certs)) { $0.maxMessageSize = 10000 }
+        let tls = try await Self.serverTLS(certs)
+        let h = try ServerHarness(tls: tls) { $0.maxMessageSize = 10000 }
         let script = certs.dir + "/client.py"
         try Self.smtplibClient.write(toFile: script, atomically: true, encoding: .utf8)
         let (status, output) = try await Self.run(
@@ -75,7 +76,8 @@ import TernTestSupport
     @Test func swaksWithTLSDelivers() async throws {
         let certs = try await TestCertificates.make()
         defer { certs.remove() }
-        let h = try ServerHarness(tls: try await Self.serverTLS(certs)) { $0.maxMessageSize = 10000 }
+        let tls = try await Self.serverTLS(certs)
+        let h = try ServerHarness(tls: tls) { $0.maxMessageSize = 10000 }
         let (status, output) = try await Self.run("/usr/bin/swaks", [
             "--server", "127.0.0.1:\(h.address.port)", "--tls", "--helo", "swaks.example",
             "--from", "a@swaks.example", "--to", "b@mx.test.example",

@@ -116,7 +116,9 @@ public final class TLSStream: ByteStream, @unchecked Sendable {
         }
         info = lock.withLock { _ in
             let version = String(cString: SSL_get_version(ssl))
-            let cipher = SSL_get_current_cipher(ssl).map { String(cString: SSL_CIPHER_get_name($0)) }
+            let cipher = SSL_get_current_cipher(ssl).map {
+                String(cString: SSL_CIPHER_get_name($0))
+            }
             let peer = SSL_get1_peer_certificate(ssl)
             defer { if let peer { X509_free(peer) } }
             let result = SSL_get_verify_result(ssl)
@@ -206,7 +208,9 @@ public final class TLSStream: ByteStream, @unchecked Sendable {
                 let count = Int(BIO_ctrl_pending(output))
                 guard count > 0 else { return [] }
                 var bytes = [UInt8](repeating: 0, count: count)
-                let n = bytes.withUnsafeMutableBytes { BIO_read(output, $0.baseAddress, Int32(count)) }
+                let n = bytes.withUnsafeMutableBytes {
+                    BIO_read(output, $0.baseAddress, Int32(count))
+                }
                 return n > 0 ? Array(bytes.prefix(Int(n))) : []
             }
             if pending.isEmpty { return }
