@@ -70,13 +70,13 @@ public enum DaemonMain {
         }
         logger.info("starting", ("instance", common.instance), ("redis", common.redisURL))
         let log = logger
-        let reloads = Task {
+        // Lives until the process exits; reloads run one at a time, never during start-up.
+        Task {
             for await _ in shutdown.reloadRequests {
                 log.info("reload requested (SIGHUP)")
                 await daemon.reload()
             }
         }
-        defer { reloads.cancel() }
         do {
             try await daemon.run(shutdown: shutdown) { status in
                 log.info("ready: \(status)")

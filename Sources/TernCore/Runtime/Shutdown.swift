@@ -15,7 +15,7 @@ public final class Shutdown: Sendable {
     // Dispatch sources are thread-safe; they are kept only so they stay alive.
     nonisolated(unsafe) private var sources: [DispatchSourceSignal] = []
     private let reloads: AsyncStream<Void>.Continuation
-    /// One element per SIGHUP (coalesced while a reload runs); ends never.
+    /// One element per SIGHUP; several before a reload starts count as one. Never ends.
     public let reloadRequests: AsyncStream<Void>
 
     public init() {
