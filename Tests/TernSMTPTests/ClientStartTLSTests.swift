@@ -82,7 +82,7 @@ import TernMail
         let r = C.result(s.tlsFailed("wrong version number"))
         #expect(r?.outcome == .deferred && r?.stage == .tls && r?.fallback == .withoutTLS)
         #expect(r?.enhanced == "4.7.5")
-        #expect(r?.detail == "TLS handshake with mx.example failed: wrong version number")
+        #expect(r?.detail == "STARTTLS with mx.example failed: wrong version number")
         #expect(s.phase == .closed)
 
         var (t, _) = Self.greeted(.required)

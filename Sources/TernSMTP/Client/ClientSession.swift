@@ -387,7 +387,7 @@ public struct SMTPClientSession: Sendable {
         phase = .closed
         let opportunistic = tlsPolicy == .opportunistic
         return .close(result(.deferred, .tls, status: .tlsFailure,
-                             detail: "TLS handshake with \(mxHost) failed: \(why)",
+                             detail: "STARTTLS with \(mxHost) failed: \(why)",
                              fallback: opportunistic ? .withoutTLS : .none))
     }
 
