@@ -69,7 +69,8 @@ let package = Package(
             name: "TernMailTests", dependencies: ["TernMail", "TernCore"],
             swiftSettings: strict),
         .testTarget(
-            name: "TernSMTPTests", dependencies: ["TernSMTP", "TernMail", "TernCore"],
+            name: "TernSMTPTests",
+            dependencies: ["TernSMTP", "TernMail", "TernCore", "TernTestSupport"],
             swiftSettings: strict),
         .testTarget(
             name: "TernSchedulerTests",

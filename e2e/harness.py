@@ -397,6 +397,9 @@ class TernStack:
             "TERN_VERP_DOMAIN": VERP_DOMAIN,
             "TERN_VERP_SECRET": secrets.token_hex(32),
             "TERN_BOUNCE_LISTEN": f"127.0.0.1:{self.bounce_port}",
+            # The world's STARTTLS host has a self-signed certificate: trusting it makes
+            # deliveries to tls.example verified.
+            "TERN_TLS_CA_FILE": world.describe["tls_cert"],
             "TERN_RETRY_DELAYS": "1s,2s,4s",
             "TERN_MAX_AGE": "60s",
             "TERN_LOG_LEVEL": "debug",

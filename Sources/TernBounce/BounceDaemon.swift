@@ -20,6 +20,8 @@ public struct BounceDaemon: Daemon {
     let verp: VERP
     /// Bound at init so that a busy port is a start-up error and tests learn the port.
     public let listener: TCPListener
+    /// The STARTTLS certificate, re-read by `reload` (SIGHUP); nil without one.
+    public let tls: ReloadableTLSContext?
 
     /// A Tern message has one recipient, so a genuine report about it names one; the rest of
     /// a report that names more is not turned into entries.
@@ -33,6 +35,7 @@ public struct BounceDaemon: Daemon {
         self.redis = try RedisClient(url: settings.common.redisURL)
         self.keys = Keys(prefix: settings.common.redisPrefix)
         self.verp = settings.verp
+        tls = try settings.loadTLS()
         if let fd = Systemd.listenDescriptor() {
             listener = try TCPListener(adopting: fd)
         } else {
@@ -48,13 +51,29 @@ public struct BounceDaemon: Daemon {
         // before the scheduler's first start is skipped, and Redis is checked before listening.
         try await redis.ensureGroup(stream: keys.stream(.inbound), group: StreamName.inbound.group)
         let server = SMTPServer(
-            listener: listener, config: settings.server, logger: logger,
+            listener: listener, config: settings.server, logger: logger, tls: tls,
             policy: { recipient, envelope in await decide(recipient, envelope) },
             handler: { envelope, message in await receive(envelope, message) })
         logger.info("contract version \(Contract.version)")
         ready("taking bounces for \(verp.domain) on \(listener.address)")
         Systemd.startWatchdog { await redis.ping() }
         await server.run(shutdown: shutdown)
+    }
+
+    /// SIGHUP: the certificate and key are read again; new sessions get them, open ones
+    /// keep theirs. A file that cannot be read leaves the old certificate in use.
+    public func reload() async {
+        guard let tls else {
+            logger.info("nothing to reload: no STARTTLS certificate configured")
+            return
+        }
+        do {
+            try tls.reload()
+            logger.notice("STARTTLS certificate reloaded", ("cert", tls.certificateFile))
+        } catch {
+            logger.error("STARTTLS certificate not reloaded, the old one stays: \(error)",
+                         ("cert", tls.certificateFile))
+        }
     }
 
     // MARK: - Recipients
@@ -169,7 +188,7 @@ public struct BounceDaemon: Daemon {
             for status in failed {
                 logger.info("bounce", ("message_id", id), ("status", clean(status.status)),
                             ("rcpt", clean(status.recipient)), ("reporter", reporter),
-                            ("peer", peer))
+                            ("peer", peer), ("tls", envelope.tls))
             }
         }
         return SMTPReply(250, "2.0.0", "bounce recorded")

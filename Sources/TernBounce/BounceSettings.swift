@@ -31,6 +31,10 @@ public struct BounceSettings: Sendable {
     /// TERN_BOUNCE_DRAIN_TIMEOUT: on shutdown, time given to open transactions (default 20s,
     /// under systemd's default stop timeout of 90s).
     public let drainTimeout: Duration
+    /// TERN_BOUNCE_TLS_CERT and TERN_BOUNCE_TLS_KEY: PEM certificate chain and private key
+    /// for STARTTLS; both or neither (then no STARTTLS). Re-read on SIGHUP.
+    public let tlsCertificate: String?
+    public let tlsKey: String?
 
     public init(_ env: Environment, common: CommonSettings) throws {
         self.common = common
@@ -44,6 +48,25 @@ public struct BounceSettings: Sendable {
         idleTimeout = try env.duration("TERN_BOUNCE_IDLE_TIMEOUT", default: .seconds(300))
         greetingDelay = try env.duration("TERN_BOUNCE_GREET_DELAY", default: .milliseconds(500))
         drainTimeout = try env.duration("TERN_BOUNCE_DRAIN_TIMEOUT", default: .seconds(20))
+        let cert = env.string("TERN_BOUNCE_TLS_CERT", default: "")
+        let key = env.string("TERN_BOUNCE_TLS_KEY", default: "")
+        if cert.isEmpty != key.isEmpty {
+            throw ConfigError(cert.isEmpty ? "TERN_BOUNCE_TLS_CERT" : "TERN_BOUNCE_TLS_KEY",
+                              "STARTTLS needs both TERN_BOUNCE_TLS_CERT and TERN_BOUNCE_TLS_KEY")
+        }
+        tlsCertificate = cert.isEmpty ? nil : cert
+        tlsKey = key.isEmpty ? nil : key
+    }
+
+    /// The STARTTLS certificate, loaded; nil when none is configured. A file that cannot be
+    /// read or a key that does not match is a configuration error.
+    public func loadTLS() throws -> ReloadableTLSContext? {
+        guard let tlsCertificate, let tlsKey else { return nil }
+        do {
+            return try ReloadableTLSContext(certificateFile: tlsCertificate, keyFile: tlsKey)
+        } catch {
+            throw ConfigError("TERN_BOUNCE_TLS_CERT", "\(error)")
+        }
     }
 
     /// The SMTP server's configuration from these settings.

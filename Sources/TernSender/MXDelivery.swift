@@ -17,13 +17,16 @@ public struct MXDelivery: Sendable {
     public let port: UInt16
     public let timeouts: SMTPClientTimeouts
     public let logger: Logger
+    /// STARTTLS settings; nil sends everything in clear text.
+    public let tls: SMTPClientTLS?
 
     public init(resolver: MXResolver, port: UInt16, timeouts: SMTPClientTimeouts,
-                logger: Logger) {
+                logger: Logger, tls: SMTPClientTLS? = nil) {
         self.resolver = resolver
         self.port = port
         self.timeouts = timeouts
         self.logger = logger
+        self.tls = tls
     }
 
     /// Delivers `message` to the MX hosts of `domain`, connecting from `source` (nil: the
@@ -80,9 +83,10 @@ public struct MXDelivery: Sendable {
                 }
                 let result = await SMTPClient.deliver(message, to: remote, mxHost: host,
                                                       from: source, helo: helo,
-                                                      timeouts: timeouts)
+                                                      timeouts: timeouts, tls: tls,
+                                                      domain: domain)
                 switch result.fallback {
-                case .none:
+                case .none, .withoutTLS:
                     return result
                 case .nextAddress:
                     logger.debug("no SMTP answer, trying on", ("mx", host),

@@ -36,7 +36,8 @@ public struct SenderDaemon: Daemon {
         let resolver = try MXResolver(forwarder: settings.dnsResolver,
                                       timeout: settings.dnsTimeout)
         let delivery = MXDelivery(resolver: resolver, port: settings.smtpPort,
-                                  timeouts: settings.timeouts, logger: logger)
+                                  timeouts: settings.timeouts, logger: logger,
+                                  tls: try settings.clientTLS())
         let slots = Slots(limit: settings.concurrency)
         logger.info("contract v\(Contract.version)", ("dns", settings.dnsResolver.description),
                     ("smtp_port", String(settings.smtpPort)))
@@ -203,6 +204,7 @@ public struct SenderDaemon: Daemon {
                  ("mx", result.mxHost), ("addr", result.address), ("ip", ip),
                  ("code", String(result.code)), ("outcome", result.outcome.rawValue),
                  ("stage", result.stage.rawValue), ("ms", String(ms)),
+                 ("tls", result.tlsSummary),
                  ("reply", Logger.printable(result.text)))
         let entryFields: [(String, String)] = [
             (EntryField.id, id), (EntryField.attempt, entry[EntryField.attempt] ?? "0"),
@@ -210,7 +212,10 @@ public struct SenderDaemon: Daemon {
             (EntryField.enhanced, result.enhanced), (EntryField.reply, result.text),
             (EntryField.stage, result.stage.rawValue), (EntryField.mxHost, result.mxHost),
             (EntryField.mxAddress, result.address), (EntryField.sourceIP, ip),
-            (EntryField.tls, result.tls), (EntryField.elapsedMs, String(ms)),
+            (EntryField.tls, result.tlsSummary), (EntryField.elapsedMs, String(ms)),
+            (EntryField.tlsVersion, result.tls?.version ?? ""),
+            (EntryField.tlsCipher, result.tls?.cipher ?? ""),
+            (EntryField.tlsVerified, result.tls.map { $0.verified ? "yes" : "no" } ?? ""),
         ]
         await commit(entry, result: entryFields, log: log)
     }

@@ -32,6 +32,15 @@ public struct SenderSettings: Sendable {
     public let timeouts: SMTPClientTimeouts
     /// TERN_HOSTNAME: the EHLO name when a `ready` entry carries none.
     public let hostname: String
+    /// TERN_TLS_POLICY (default opportunistic) and TERN_TLS_POLICY_DOMAINS
+    /// (`example.com=required,foo.example=disabled`): STARTTLS per recipient domain.
+    public let tlsPolicies: TLSPolicies
+    /// TERN_TLS_CA_FILE: the CAs certificates are checked against (PEM); nil uses the
+    /// system's trust store.
+    public let tlsCAFile: String?
+    /// TERN_TLS_FALLBACK_TTL: how long an MX host whose TLS handshake failed is sent to in
+    /// clear text without trying TLS (default 1h).
+    public let tlsFallbackTTL: Duration
 
     public init(_ env: Environment, common: CommonSettings) throws {
         self.common = common
@@ -57,5 +66,33 @@ public struct SenderSettings: Sendable {
         t.quit = try env.duration("TERN_SMTP_TIMEOUT_QUIT", default: t.quit)
         timeouts = t
         hostname = env.string("TERN_HOSTNAME", default: ProcessInfo.processInfo.hostName)
+        let policy = env.string("TERN_TLS_POLICY", default: "opportunistic")
+        guard let fallback = TLSPolicy(rawValue: policy) else {
+            throw ConfigError("TERN_TLS_POLICY",
+                              "'\(policy)' is not opportunistic, required or disabled")
+        }
+        switch TLSPolicies.parseDomains(env.string("TERN_TLS_POLICY_DOMAINS", default: "")) {
+        case .success(let domains):
+            tlsPolicies = TLSPolicies(default: fallback, domains: domains)
+        case .failure(let error):
+            throw ConfigError("TERN_TLS_POLICY_DOMAINS", "'\(error.entry)' is not "
+                + "domain=policy with a policy of opportunistic, required or disabled")
+        }
+        let ca = env.string("TERN_TLS_CA_FILE", default: "")
+        tlsCAFile = ca.isEmpty ? nil : ca
+        tlsFallbackTTL = try env.duration("TERN_TLS_FALLBACK_TTL", default: .seconds(3600))
+    }
+
+    /// The client TLS context and policies; a CA file that cannot be read is a
+    /// configuration error.
+    public func clientTLS() throws -> SMTPClientTLS {
+        let context: TLSContext
+        do {
+            context = try TLSContext.client(caFile: tlsCAFile)
+        } catch {
+            throw ConfigError("TERN_TLS_CA_FILE", "\(error)")
+        }
+        return SMTPClientTLS(context: context, policies: tlsPolicies,
+                             fallbacks: TLSFallbackCache(ttl: tlsFallbackTTL))
     }
 }

@@ -17,10 +17,14 @@
 // TERN_BOUNCE_LISTEN (default 0.0.0.0:25; a systemd socket wins), TERN_VERP_DOMAIN and
 // TERN_VERP_SECRET (required), TERN_HOSTNAME, TERN_BOUNCE_MAX_SIZE, TERN_BOUNCE_MAX_RECIPIENTS,
 // TERN_BOUNCE_MAX_SESSIONS, TERN_BOUNCE_IDLE_TIMEOUT, TERN_BOUNCE_GREET_DELAY,
-// TERN_BOUNCE_DRAIN_TIMEOUT; see BounceSettings for defaults.
+// TERN_BOUNCE_DRAIN_TIMEOUT, TERN_BOUNCE_TLS_CERT and TERN_BOUNCE_TLS_KEY (STARTTLS when both
+// are set; re-read on SIGHUP); see BounceSettings for defaults.
 //
-// Known limits: no STARTTLS; messages that are not reports (auto-replies, ARF complaints) are
-// taken and counted but not classified; a line ending in a bare LF is taken as a line end
+// STARTTLS (RFC 3207): commands pipelined behind it are dropped unread, and the session
+// starts afresh after the handshake; a failed handshake ends only that session.
+//
+// Known limits: messages that are not reports (auto-replies, ARF complaints) are taken and
+// counted but not classified; a line ending in a bare LF is taken as a line end
 // (no defence against SMTP smuggling is needed while nothing is relayed); Postmaster is
 // refused like any other address that is not a bounce address.
 

@@ -2,7 +2,8 @@
 //
 // Consumes `ready` (group "sender": one entry per attempt, with the source IP and EHLO name
 // the scheduler chose) and the message records it names; produces `results` (one entry per
-// attempt: outcome, reply code and text, stage, MX host and address, source IP, time taken),
+// attempt: outcome, reply code and text, stage, MX host and address, source IP, TLS version,
+// cipher and certificate check, time taken),
 // written in the same transaction that acknowledges the `ready` entry.
 //
 // Does not trust: DNS answers (names and record sizes are checked) and everything an SMTP
@@ -15,11 +16,14 @@
 // TERN_DNS_TIMEOUT, TERN_SMTP_PORT (default 25), TERN_VERP_DOMAIN and TERN_VERP_SECRET
 // (required), TERN_SENDER_CONCURRENCY (default 500), TERN_SENDER_CLAIM_IDLE (default 10m),
 // TERN_SENDER_GRACE (default 30s), TERN_SMTP_TIMEOUT_* (RFC 5321 §4.5.3.2 defaults),
-// TERN_HOSTNAME; see SenderSettings.
+// TERN_HOSTNAME, TERN_TLS_POLICY (default opportunistic), TERN_TLS_POLICY_DOMAINS,
+// TERN_TLS_CA_FILE (default the system's trust store), TERN_TLS_FALLBACK_TTL (default 1h);
+// see SenderSettings.
 //
-// Known limits: one message per connection (no reuse, no RSET), no PIPELINING, no STARTTLS
-// yet; 8-bit bodies go to servers without 8BITMIME unconverted; delivery is at least once
-// (a crash after the remote's acceptance sends the message again).
+// Known limits: one message per connection (no reuse, no RSET), no PIPELINING, no DANE or
+// MTA-STS (TLS is required only where configured); 8-bit bodies go to servers without
+// 8BITMIME unconverted; delivery is at least once (a crash after the remote's acceptance
+// sends the message again).
 
 import TernCore
 import TernSender

@@ -72,17 +72,17 @@ import TernTestSupport
             func set(_ s: String) { value.withLock { $0 = s } }
         }
 
-        init() async throws {
+        init(env extra: [String: String] = [:]) async throws {
             redisServer = try TestRedis()
             redis = try RedisClient(url: redisServer.url)
-            let env = Environment([
+            let env = Environment(extra.merging([
                 "TERN_REDIS_URL": redisServer.url, "TERN_INSTANCE": "t",
                 "TERN_BOUNCE_LISTEN": "127.0.0.1:0",
                 "TERN_VERP_DOMAIN": BounceDaemonTests.domain,
                 "TERN_VERP_SECRET": Crypto.hex(BounceDaemonTests.secret),
                 "TERN_HOSTNAME": "bounce.tern.example",
                 "TERN_BOUNCE_GREET_DELAY": "0ms",
-            ])
+            ]) { a, _ in a })
             let settings = try BounceSettings(
                 env, common: CommonSettings(env, role: "bounce-receiver"))
             let logs = MemoryLogSink()

@@ -17,6 +17,8 @@ final class SenderTestWorld: Sendable {
     let spool: String
     let dnsPort: UInt16
     let smtpPort: UInt16
+    /// The self-signed certificate of the STARTTLS host (mx.tls.example), as a CA file.
+    let tlsCert: String
 
     /// A message the world accepted: its sidecar JSON and the exact bytes.
     struct Spooled {
@@ -41,12 +43,14 @@ final class SenderTestWorld: Sendable {
         return "/usr/bin/python3"
     }
 
-    private init(pid: pid_t, dir: String, spool: String, dnsPort: UInt16, smtpPort: UInt16) {
+    private init(pid: pid_t, dir: String, spool: String, dnsPort: UInt16, smtpPort: UInt16,
+                 tlsCert: String) {
         self.pid = pid
         self.dir = dir
         self.spool = spool
         self.dnsPort = dnsPort
         self.smtpPort = smtpPort
+        self.tlsCert = tlsCert
     }
 
     static func start() async throws -> SenderTestWorld {
@@ -63,7 +67,8 @@ final class SenderTestWorld: Sendable {
                let smtpPort = json["smtp_port"] as? Int
             {
                 return SenderTestWorld(pid: pid, dir: dir, spool: spool,
-                                       dnsPort: UInt16(dnsPort), smtpPort: UInt16(smtpPort))
+                                       dnsPort: UInt16(dnsPort), smtpPort: UInt16(smtpPort),
+                                       tlsCert: json["tls_cert"] as? String ?? "")
             }
             var status: Int32 = 0
             if waitpid(pid, &status, WNOHANG) == pid { break }
@@ -109,7 +114,10 @@ final class SenderHarness: Sendable {
 
     static let secret = "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff"
 
-    init(env extra: [String: String] = [:], start: Bool = true) async throws {
+    /// `trustWorld`: the world's certificate is the sender's CA file (TERN_TLS_CA_FILE).
+    init(env extra: [String: String] = [:], trustWorld: Bool = false, start: Bool = true)
+        async throws
+    {
         server = try TestRedis()
         redis = try RedisClient(url: server.url)
         world = try await SenderTestWorld.start()
@@ -120,6 +128,7 @@ final class SenderHarness: Sendable {
             "TERN_VERP_DOMAIN": "bounces.tern.example", "TERN_VERP_SECRET": Self.secret,
             "TERN_DNS_TIMEOUT": "10s", "TERN_SMTP_TIMEOUT_CONNECT": "5s",
         ]
+        if trustWorld { values["TERN_TLS_CA_FILE"] = world.tlsCert }
         values.merge(extra) { _, b in b }
         env = Environment(values)
         verp = VERP(secret: Crypto.bytes(hex: Self.secret)!, domain: "bounces.tern.example")

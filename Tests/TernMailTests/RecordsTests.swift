@@ -1,3 +1,4 @@
+import Foundation
 import Testing
 import TernMail
 
@@ -19,5 +20,30 @@ import TernMail
                 + #""reply":"5.1.1 no","to":"t@y.example"}"#)
         #expect(e.historyJSON == #"{"at":"1970-01-01T00:00:00.000Z","code":550,"#
                 + #""event":"bounced","reply":"5.1.1 no"}"#)
+    }
+
+    @Test func attemptRecordsCarryTLSDetailsOnlyWhenTLSWasUsed() throws {
+        var fields = ["outcome": "delivered", "attempt": "1", "code": "250", "ms": "12",
+                      "tls": "TLSv1.3 TLS_AES_128_GCM_SHA256", "tls_version": "TLSv1.3",
+                      "tls_cipher": "TLS_AES_128_GCM_SHA256", "tls_verified": "no"]
+        let secure = try #require(AttemptRecord(result: fields, at: "t"))
+        #expect(secure.tlsVersion == "TLSv1.3" && secure.tlsVerified == false)
+        let json = try JSONSerialization.jsonObject(
+            with: JSONEncoder().encode(secure)) as? [String: Any]
+        #expect(json?["tls_version"] as? String == "TLSv1.3")
+        #expect(json?["tls_cipher"] as? String == "TLS_AES_128_GCM_SHA256")
+        #expect(json?["tls_verified"] as? Bool == false)
+
+        for key in ["tls_version", "tls_cipher", "tls_verified"] { fields[key] = "" }
+        fields["tls"] = ""
+        let clear = try #require(AttemptRecord(result: fields, at: "t"))
+        let plain = try JSONSerialization.jsonObject(
+            with: JSONEncoder().encode(clear)) as? [String: Any]
+        #expect(plain?["tls"] as? String == "")
+        #expect(plain?["tls_version"] == nil && plain?["tls_verified"] == nil)
+        // Records written before these fields existed still decode.
+        let old = #"{"at":"t","attempt":1,"outcome":"deferred","code":451,"enhanced":"","#
+            + #""reply":"","stage":"rcpt","mx":"","addr":"","ip":"","tls":"","ms":3}"#
+        #expect(try JSONDecoder().decode(AttemptRecord.self, from: Data(old.utf8)).code == 451)
     }
 }

@@ -15,6 +15,8 @@ struct Dialogue {
     var asked: [String] = []
     var lastReply: SMTPReply?
     var closed = false
+    /// Set by a `.startTLS` action: the shell would now make the handshake.
+    var tlsRequested = false
 
     init(_ config: SMTPServerConfig = Dialogue.config(), greet: Bool = true) {
         session = SMTPServerSession(config: config)
@@ -52,6 +54,10 @@ struct Dialogue {
             case .deliver(let envelope, let message):
                 delivered.append((envelope, message))
                 action = session.messageHandled(handlerReply)
+            case .startTLS(let r):
+                lastReply = r
+                tlsRequested = true
+                return r.code
             }
         }
     }

@@ -11,16 +11,29 @@ import TernMail
 final class LineClient: @unchecked Sendable {
     let connection: TCPConnection
     let reader: LineReader
+    /// The connection, or the TLS session over it after `startTLS`.
+    private(set) var stream: any ByteStream
 
     init(_ address: SocketAddress) async throws {
         connection = try await TCPConnection.connect(to: address, deadline: .now + .seconds(10))
         reader = LineReader(connection)
+        stream = connection
     }
 
     deinit { connection.close() }
 
     func send(_ text: String) async throws {
-        try await connection.write(Array(text.utf8), deadline: .now + .seconds(10))
+        try await stream.write(Array(text.utf8), deadline: .now + .seconds(10))
+    }
+
+    /// The client's handshake, after the server's 220 to STARTTLS.
+    func startTLS(_ context: TLSContext, host: String) async throws -> TLSSessionInfo {
+        reader.discardBuffered()
+        let tls = try await TLSStream.connect(over: connection, context: context, host: host,
+                                              deadline: .now + .seconds(10))
+        stream = tls
+        reader.stream = tls
+        return tls.info
     }
 
     /// The next reply, nil once the server has closed the connection (and then this side
@@ -59,14 +72,15 @@ final class ServerHarness: Sendable {
     let task: Task<Void, Never>
     let messages = Mutex<[(SMTPEnvelope, [UInt8])]>([])
 
-    init(_ change: (inout SMTPServerConfig) -> Void = { _ in }) throws {
+    init(tls: ReloadableTLSContext? = nil,
+         _ change: (inout SMTPServerConfig) -> Void = { _ in }) throws {
         var config = SMTPServerConfig(hostname: "mx.test.example", maxMessageSize: 1000)
         change(&config)
         let listener = try TCPListener(address: SocketAddress("127.0.0.1:0")!)
         let box = Box()
         let server = SMTPServer(
             listener: listener, config: config,
-            logger: Logger(label: "smtp-test", sink: MemoryLogSink()),
+            logger: Logger(label: "smtp-test", sink: MemoryLogSink()), tls: tls,
             policy: { rcpt, _ in
                 rcpt.hasPrefix("refuse") ? .refuse(SMTPReply(550, "5.7.1", "no")) : .accept
             },

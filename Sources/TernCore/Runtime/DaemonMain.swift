@@ -1,7 +1,7 @@
 // The skeleton every Tern daemon runs on: settings, logging, signals, systemd, exit codes.
 //
 // A daemon's `main.swift` only names the daemon and builds it from its settings; start-up,
-// readiness, the watchdog and a clean stop on SIGTERM live here, once.
+// readiness, the watchdog, a clean stop on SIGTERM and a reload on SIGHUP live here, once.
 
 import Foundation
 
@@ -10,6 +10,14 @@ public protocol Daemon: Sendable {
     /// Runs until `shutdown` is requested, then finishes or hands back the work it holds.
     /// Calls `ready` once it can do its work (connected, groups created, listening).
     func run(shutdown: Shutdown, ready: @escaping @Sendable (String) -> Void) async throws
+
+    /// SIGHUP (`systemctl reload`): re-reads what can change while running (certificates)
+    /// without dropping work. A failure is logged by the daemon and the old state stays.
+    func reload() async
+}
+
+extension Daemon {
+    public func reload() async {}
 }
 
 /// Settings every daemon reads.
@@ -62,6 +70,13 @@ public enum DaemonMain {
         }
         logger.info("starting", ("instance", common.instance), ("redis", common.redisURL))
         let log = logger
+        // Lives until the process exits; reloads run one at a time, never during start-up.
+        Task {
+            for await _ in shutdown.reloadRequests {
+                log.info("reload requested (SIGHUP)")
+                await daemon.reload()
+            }
+        }
         do {
             try await daemon.run(shutdown: shutdown) { status in
                 log.info("ready: \(status)")

@@ -1,4 +1,5 @@
-// SIGTERM and SIGINT become a shutdown the daemon's tasks can await or poll.
+// SIGTERM and SIGINT become a shutdown the daemon's tasks can await or poll; SIGHUP becomes
+// a reload request on `reloadRequests`.
 
 import Dispatch
 import Foundation
@@ -13,11 +14,16 @@ public final class Shutdown: Sendable {
         (false, []))
     // Dispatch sources are thread-safe; they are kept only so they stay alive.
     nonisolated(unsafe) private var sources: [DispatchSourceSignal] = []
+    private let reloads: AsyncStream<Void>.Continuation
+    /// One element per SIGHUP; several before a reload starts count as one. Never ends.
+    public let reloadRequests: AsyncStream<Void>
 
-    public init() {}
+    public init() {
+        (reloadRequests, reloads) = AsyncStream.makeStream(bufferingPolicy: .bufferingNewest(1))
+    }
 
-    /// Installs handlers for SIGTERM and SIGINT; SIGPIPE is ignored (send() uses MSG_NOSIGNAL,
-    /// but other writes should fail with EPIPE rather than kill the daemon).
+    /// Installs handlers for SIGTERM, SIGINT and SIGHUP; SIGPIPE is ignored (send() uses
+    /// MSG_NOSIGNAL, but other writes should fail with EPIPE rather than kill the daemon).
     /// Call once, at start-up, before any task runs.
     public func installSignalHandlers() {
         signal(SIGPIPE, SIG_IGN)
@@ -28,7 +34,16 @@ public final class Shutdown: Sendable {
             source.resume()
             sources.append(source)
         }
+        // Without a handler SIGHUP would kill the daemon; with one it asks for a reload.
+        signal(SIGHUP, SIG_IGN)
+        let hangup = DispatchSource.makeSignalSource(signal: SIGHUP, queue: .global())
+        hangup.setEventHandler { [self] in requestReload() }
+        hangup.resume()
+        sources.append(hangup)
     }
+
+    /// What SIGHUP does; tests call it directly.
+    public func requestReload() { reloads.yield() }
 
     public var isRequested: Bool { state.withLock { $0.requested } }
 

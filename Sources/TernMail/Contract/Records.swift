@@ -28,10 +28,21 @@ public struct AttemptRecord: Codable, Sendable, Equatable {
     public var ip: String
     public var tls: String
     public var ms: Int
+    /// The TLS session's details; absent (nil) for an attempt in clear text.
+    public var tlsVersion: String?
+    public var tlsCipher: String?
+    public var tlsVerified: Bool?
+
+    enum CodingKeys: String, CodingKey {
+        case at, attempt, outcome, code, enhanced, reply, stage, mx, addr, ip, tls, ms
+        case tlsVersion = "tls_version", tlsCipher = "tls_cipher"
+        case tlsVerified = "tls_verified"
+    }
 
     public init(at: String, attempt: Int, outcome: AttemptOutcome, code: Int, enhanced: String,
                 reply: String, stage: String, mx: String, addr: String, ip: String, tls: String,
-                ms: Int) {
+                ms: Int, tlsVersion: String? = nil, tlsCipher: String? = nil,
+                tlsVerified: Bool? = nil) {
         self.at = at
         self.attempt = attempt
         self.outcome = outcome
@@ -44,6 +55,9 @@ public struct AttemptRecord: Codable, Sendable, Equatable {
         self.ip = ip
         self.tls = tls
         self.ms = ms
+        self.tlsVersion = tlsVersion
+        self.tlsCipher = tlsCipher
+        self.tlsVerified = tlsVerified
     }
 
     /// Reads a `results` stream entry.
@@ -56,7 +70,11 @@ public struct AttemptRecord: Codable, Sendable, Equatable {
                   reply: e[EntryField.reply] ?? "", stage: e[EntryField.stage] ?? "",
                   mx: e[EntryField.mxHost] ?? "", addr: e[EntryField.mxAddress] ?? "",
                   ip: e[EntryField.sourceIP] ?? "", tls: e[EntryField.tls] ?? "",
-                  ms: Int(e[EntryField.elapsedMs] ?? "") ?? 0)
+                  ms: Int(e[EntryField.elapsedMs] ?? "") ?? 0,
+                  tlsVersion: e[EntryField.tlsVersion].flatMap { $0.isEmpty ? nil : $0 },
+                  tlsCipher: e[EntryField.tlsCipher].flatMap { $0.isEmpty ? nil : $0 },
+                  tlsVerified: e[EntryField.tlsVerified].flatMap {
+                      $0 == "yes" ? true : $0 == "no" ? false : nil })
     }
 }
 

@@ -113,9 +113,13 @@ public enum EntryField {
     public static let reply = "reply"           // full reply text, lines joined by "\n"
     public static let mxHost = "mx"
     public static let mxAddress = "addr"
-    /// Where the attempt ended: dns, connect, greeting, ehlo, mail, rcpt, data, dot.
+    /// Where the attempt ended: dns, connect, greeting, ehlo, tls, mail, rcpt, data, dot.
     public static let stage = "stage"
     public static let tls = "tls"               // "" or "TLSv1.3 TLS_AES_256_GCM_SHA384"
+    public static let tlsVersion = "tls_version" // "" or "TLSv1.3"
+    public static let tlsCipher = "tls_cipher"  // "" or "TLS_AES_256_GCM_SHA384"
+    /// "yes" when the MX host's certificate verified, "no" when not, "" in clear text.
+    public static let tlsVerified = "tls_verified"
     public static let elapsedMs = "ms"
     // inbound
     public static let kind = "kind"             // bounce, complaint

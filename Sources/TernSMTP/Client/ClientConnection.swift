@@ -24,31 +24,42 @@ public final class SMTPClientConnection: @unchecked Sendable {
     /// timeout (RFC 5321 §4.5.3.2.5 times each TCP send, not the whole text).
     public static let chunkSize = 65536
 
-    private let stream: any ByteStream
+    /// TCP, then the TLS session over it after STARTTLS.
+    private var stream: any ByteStream
     private let reader: LineReader
     private var session: SMTPClientSession
+    private let tlsContext: TLSContext?
     private var closed = false
 
-    /// Runs a session over a stream that is already connected.
+    /// Runs a session over a stream that is already connected. STARTTLS is used as
+    /// `tlsPolicy` says when `tlsContext` is given, never without it.
     public init(stream: any ByteStream, helo: String, mxHost: String, address: String,
-                timeouts: SMTPClientTimeouts = SMTPClientTimeouts()) {
+                timeouts: SMTPClientTimeouts = SMTPClientTimeouts(),
+                tlsContext: TLSContext? = nil, tlsPolicy: TLSPolicy = .disabled) {
         self.stream = stream
         reader = LineReader(stream)
+        self.tlsContext = tlsContext
         session = SMTPClientSession(helo: helo, mxHost: mxHost, address: address,
-                                    timeouts: timeouts)
+                                    timeouts: timeouts,
+                                    tlsPolicy: tlsContext == nil ? .disabled : tlsPolicy)
     }
 
     /// Opens a TCP connection to `address`, from `source` when given (the pool's IP).
     /// Throws `IOError` when no connection can be made.
     public static func connect(
         to address: SocketAddress, from source: SocketAddress?, helo: String, mxHost: String,
-        timeouts: SMTPClientTimeouts = SMTPClientTimeouts()
+        timeouts: SMTPClientTimeouts = SMTPClientTimeouts(),
+        tlsContext: TLSContext? = nil, tlsPolicy: TLSPolicy = .disabled
     ) async throws -> SMTPClientConnection {
         let tcp = try await TCPConnection.connect(to: address, from: source,
                                                   deadline: .now + timeouts.connect)
         return SMTPClientConnection(stream: tcp, helo: helo, mxHost: mxHost,
-                                    address: address.host, timeouts: timeouts)
+                                    address: address.host, timeouts: timeouts,
+                                    tlsContext: tlsContext, tlsPolicy: tlsPolicy)
     }
+
+    /// The TLS session, once STARTTLS succeeded.
+    public var tls: TLSSessionInfo? { session.tls }
 
     /// What the server offered to EHLO.
     public var extensions: ServiceExtensions { session.extensions }
@@ -63,7 +74,7 @@ public final class SMTPClientConnection: @unchecked Sendable {
         case .ready: return nil
         case .finished(let result): return result
         case .close(let result): return result ?? lostResult(.greeting)
-        case .receive, .send: return lostResult(.greeting)
+        case .receive, .send, .startTLS: return lostResult(.greeting)
         }
     }
 
@@ -72,7 +83,7 @@ public final class SMTPClientConnection: @unchecked Sendable {
         switch await run(session.send(message)) {
         case .finished(let result): return result
         case .close(let result): return result ?? lostResult(.mail)
-        case .ready, .receive, .send: return lostResult(.mail)
+        case .ready, .receive, .send, .startTLS: return lostResult(.mail)
         }
     }
 
@@ -103,12 +114,31 @@ public final class SMTPClientConnection: @unchecked Sendable {
                 } else {
                     action = await readReply(timeout: replyTimeout)
                 }
+            case .startTLS(let timeout):
+                action = await startTLS(timeout: timeout)
             case .ready, .finished:
                 return action
             case .close:
                 close()
                 return action
             }
+        }
+    }
+
+    /// The client's TLS handshake on the open connection (RFC 3207 §4). Anything the server
+    /// sent after its 220 is dropped unread: it came before TLS and cannot be trusted.
+    private func startTLS(timeout: Duration) async -> SMTPClientAction {
+        guard let tlsContext, !closed else { return session.tlsFailed("no TLS context") }
+        reader.discardBuffered()
+        do {
+            let tls = try await TLSStream.connect(over: stream, context: tlsContext,
+                                                  host: session.mxHost,
+                                                  deadline: .now + timeout)
+            stream = tls
+            reader.stream = tls
+            return session.tlsEstablished(tls.info)
+        } catch {
+            return session.tlsFailed("\(error)")
         }
     }
 
@@ -175,15 +205,44 @@ public final class SMTPClientConnection: @unchecked Sendable {
 public enum SMTPClient {
     /// Connects, opens the session, sends `message` and quits. A connection that cannot be
     /// made comes back deferred at stage `connect` with fallback `.nextAddress`.
+    ///
+    /// With `tls`, STARTTLS follows the policy for `domain` (the recipient's). Under the
+    /// opportunistic policy a failed handshake is followed at once by a clear-text attempt
+    /// at the same address, and the host is remembered so that the next deliveries to it
+    /// skip TLS until the memory expires.
     public static func deliver(
         _ message: OutboundMessage, to address: SocketAddress, mxHost: String,
         from source: SocketAddress?, helo: String,
-        timeouts: SMTPClientTimeouts = SMTPClientTimeouts()
+        timeouts: SMTPClientTimeouts = SMTPClientTimeouts(),
+        tls: SMTPClientTLS? = nil, domain: String = ""
+    ) async -> DeliveryResult {
+        var policy = tls?.policies.policy(for: domain) ?? .disabled
+        if policy == .opportunistic, tls?.fallbacks.avoidsTLS(mxHost) == true {
+            policy = .disabled
+        }
+        let first = await attempt(message, to: address, mxHost: mxHost, from: source,
+                                  helo: helo, timeouts: timeouts, tlsContext: tls?.context,
+                                  tlsPolicy: policy)
+        guard first.fallback == .withoutTLS, let tls else { return first }
+        tls.fallbacks.remember(mxHost)
+        var clear = await attempt(message, to: address, mxHost: mxHost, from: source,
+                                  helo: helo, timeouts: timeouts, tlsContext: nil,
+                                  tlsPolicy: .disabled)
+        let why = "sent without TLS: " + first.detail
+        clear.detail = clear.detail.isEmpty ? why : clear.detail + "; " + why
+        return clear
+    }
+
+    private static func attempt(
+        _ message: OutboundMessage, to address: SocketAddress, mxHost: String,
+        from source: SocketAddress?, helo: String, timeouts: SMTPClientTimeouts,
+        tlsContext: TLSContext?, tlsPolicy: TLSPolicy
     ) async -> DeliveryResult {
         let connection: SMTPClientConnection
         do {
             connection = try await SMTPClientConnection.connect(
-                to: address, from: source, helo: helo, mxHost: mxHost, timeouts: timeouts)
+                to: address, from: source, helo: helo, mxHost: mxHost, timeouts: timeouts,
+                tlsContext: tlsContext, tlsPolicy: tlsPolicy)
         } catch {
             let why = error as? IOError == .timedOut ? "connect timed out" : "\(error)"
             return DeliveryResult(outcome: .deferred, stage: .connect, mxHost: mxHost,

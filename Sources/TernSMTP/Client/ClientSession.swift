@@ -6,10 +6,15 @@
 // A session is opened once (greeting, EHLO) and then carries transactions; Tern sends one
 // transaction per connection for now, but the shape leaves room for reuse with RSET.
 //
+// STARTTLS (RFC 3207) follows the first EHLO when the server offers it and the policy allows:
+// after the handshake, which the shell performs when asked with `.startTLS`, the session
+// knows nothing the server said before (§4.2) and says EHLO again.
+//
 // Decisions (RFC 5321 §4.2.1 and §4.5.4.1): 4yz defers, 5yz at MAIL, RCPT, DATA or the final
 // dot fails the message, 421 anywhere defers and ends the session (§3.8). A lost connection
 // defers; lost after the final dot it is ambiguous, the message may have arrived.
 
+import Foundation
 import TernCore
 import TernMail
 
@@ -87,6 +92,9 @@ public enum SMTPClientAction: Sendable, Equatable {
     /// The connection is no use any more: close it without QUIT. Carries the result when
     /// one was being decided.
     case close(DeliveryResult?)
+    /// The server said 220 to STARTTLS: make the TLS handshake within `timeout`, then call
+    /// `tlsEstablished` or `tlsFailed`.
+    case startTLS(timeout: Duration)
 }
 
 public struct SMTPClientSession: Sendable {
@@ -94,6 +102,10 @@ public struct SMTPClientSession: Sendable {
         /// Connected, nothing read yet.
         case connected
         case greeting, ehlo, helo
+        /// STARTTLS sent, its reply awaited.
+        case startTLS
+        /// The shell is making the TLS handshake.
+        case handshake
         /// Open and idle: a message may be sent.
         case ready
         case mail, rcpt, data
@@ -113,8 +125,9 @@ public struct SMTPClientSession: Sendable {
     /// A RCPT or DATA failed, so the server may hold a half transaction: a later message on
     /// this connection needs RSET first (RFC 5321 §4.1.1.5).
     public private(set) var needsReset = false
-    /// "" until STARTTLS (a later change) makes it the TLS version and cipher.
-    public private(set) var tls = ""
+    /// The TLS session once STARTTLS succeeded; nil in clear text.
+    public private(set) var tls: TLSSessionInfo?
+    public let tlsPolicy: TLSPolicy
 
     public let helo: String
     public let mxHost: String
@@ -122,12 +135,16 @@ public struct SMTPClientSession: Sendable {
     public let timeouts: SMTPClientTimeouts
     private var message: OutboundMessage?
 
+    /// `tlsPolicy` is the one for this connection: `.disabled` when the shell has no TLS
+    /// context, or skips TLS for a host whose handshake failed lately.
     public init(helo: String, mxHost: String, address: String,
-                timeouts: SMTPClientTimeouts = SMTPClientTimeouts()) {
+                timeouts: SMTPClientTimeouts = SMTPClientTimeouts(),
+                tlsPolicy: TLSPolicy = .disabled) {
         self.helo = helo
         self.mxHost = mxHost
         self.address = address
         self.timeouts = timeouts
+        self.tlsPolicy = tlsPolicy
     }
 
     public var isReady: Bool { phase == .ready }
@@ -195,6 +212,7 @@ public struct SMTPClientSession: Sendable {
         switch phase {
         case .greeting: return greeted(reply)
         case .ehlo, .helo: return helloed(reply)
+        case .startTLS: return startTLSAnswered(reply)
         case .mail:
             guard reply.isPositive else { return refusedTransaction(reply, .mail) }
             phase = .rcpt
@@ -217,7 +235,7 @@ public struct SMTPClientSession: Sendable {
         case .quit:
             phase = .closed
             return .close(nil)
-        case .connected, .ready, .refused, .closed:
+        case .connected, .ready, .refused, .handshake, .closed:
             // Nothing was asked: a server that talks out of turn is out of step.
             phase = .closed
             return .close(nil)
@@ -243,6 +261,9 @@ public struct SMTPClientSession: Sendable {
         case .ehlo, .helo:
             return .close(result(.deferred, .ehlo, status: status,
                                  detail: "\(failure) waiting for the reply to EHLO"))
+        case .startTLS, .handshake:
+            return .close(result(.deferred, .tls, status: status,
+                                 detail: "\(failure) waiting for the reply to STARTTLS"))
         case .mail, .rcpt, .data:
             let stage: DeliveryStage = before == .mail ? .mail : before == .rcpt ? .rcpt : .data
             let command = stage == .data ? "DATA" : stage.rawValue.uppercased()
@@ -287,6 +308,20 @@ public struct SMTPClientSession: Sendable {
     private mutating func helloed(_ reply: SMTPReply) -> SMTPClientAction {
         if reply.isPositive {
             extensions = phase == .ehlo ? ServiceExtensions(ehlo: reply) : ServiceExtensions()
+            guard tls == nil, tlsPolicy != .disabled else {
+                phase = .ready
+                return .ready
+            }
+            if extensions.startTLS {
+                phase = .startTLS
+                return sendLine("STARTTLS", timeouts.ehlo)
+            }
+            if tlsPolicy == .required {
+                phase = .refused
+                return .finished(result(.deferred, .tls, status: .encryptionNeeded, detail:
+                    "TLS is required for this destination and \(mxHost) does not offer "
+                    + "STARTTLS"))
+            }
             phase = .ready
             return .ready
         }
@@ -303,6 +338,57 @@ public struct SMTPClientSession: Sendable {
         // recipient, so the message waits rather than bounces.
         phase = .refused
         return .finished(result(.deferred, .ehlo, reply: reply))
+    }
+
+    /// The reply to STARTTLS: 220 starts the handshake (RFC 3207 §4); 454 and the rest
+    /// leave the session in clear text as it was, which only a required policy refuses.
+    private mutating func startTLSAnswered(_ reply: SMTPReply) -> SMTPClientAction {
+        if reply.code == 220 {
+            phase = .handshake
+            return .startTLS(timeout: timeouts.ehlo)
+        }
+        if reply.code == 421 {
+            phase = .closed
+            return .close(result(.deferred, .tls, reply: reply))
+        }
+        guard tlsPolicy != .required else {
+            // The refusal is kept as text, not as the reply: its code may be 5yz, and a
+            // destination that will not encrypt is a reason to wait, not to bounce.
+            phase = .refused
+            return .finished(result(.deferred, .tls, status: .encryptionNeeded, detail:
+                "TLS is required for this destination and \(mxHost) refused STARTTLS: "
+                + "\(reply.code) " + reply.text.replacingOccurrences(of: "\n", with: " ")))
+        }
+        phase = .ready
+        return .ready
+    }
+
+    // MARK: TLS, as the shell reports it
+
+    /// The handshake succeeded: forget the first EHLO's answer and say EHLO again
+    /// (RFC 3207 §4.2), unless a required policy finds the certificate unverified.
+    public mutating func tlsEstablished(_ info: TLSSessionInfo) -> SMTPClientAction {
+        guard phase == .handshake else { return unusable("TLS established out of turn") }
+        tls = info
+        extensions = ServiceExtensions()
+        if tlsPolicy == .required && !info.verified {
+            phase = .refused
+            return .finished(result(.deferred, .tls, status: .tlsFailure, detail:
+                "TLS is required for this destination and the certificate of \(mxHost) "
+                + "did not verify: \(info.verifyError)"))
+        }
+        phase = .ehlo
+        return sendLine("EHLO \(helo)", timeouts.ehlo)
+    }
+
+    /// The handshake failed; the connection cannot carry SMTP any more. An opportunistic
+    /// session asks for a clear-text connection instead.
+    public mutating func tlsFailed(_ why: String) -> SMTPClientAction {
+        phase = .closed
+        let opportunistic = tlsPolicy == .opportunistic
+        return .close(result(.deferred, .tls, status: .tlsFailure,
+                             detail: "STARTTLS with \(mxHost) failed: \(why)",
+                             fallback: opportunistic ? .withoutTLS : .none))
     }
 
     private mutating func refusedTransaction(_ reply: SMTPReply, _ stage: DeliveryStage)

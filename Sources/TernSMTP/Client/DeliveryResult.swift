@@ -4,6 +4,7 @@
 // Every way an attempt can end, from DNS to the final dot, produces one of these; nothing
 // is thrown past the sender. Codes and statuses beside each case cite the RFC they follow.
 
+import TernCore
 import TernMail
 
 /// The step of the attempt at which the outcome was decided. The raw values are the `stage`
@@ -17,6 +18,8 @@ public enum DeliveryStage: String, Sendable, Equatable, CaseIterable {
     case greeting
     /// EHLO, or the HELO it fell back to (RFC 5321 §4.1.1.1).
     case ehlo
+    /// STARTTLS and the TLS handshake (RFC 3207), or a TLS policy that was not met.
+    case tls
     case mail
     case rcpt
     /// DATA and the message text up to the final dot (RFC 5321 §4.1.1.4).
@@ -35,6 +38,10 @@ public enum DeliveryFallback: Sendable, Equatable {
     /// The host turned the connection away with 554 in its greeting: treat it as a
     /// permanent failure for this host only and try the next MX (RFC 5321 §3.1).
     case nextHost
+    /// The TLS handshake failed under the opportunistic policy: the connection is unusable,
+    /// so connect to the same address again without STARTTLS (RFC 3207 §4.1 lets a client
+    /// go on in clear when it does not insist on TLS).
+    case withoutTLS
 }
 
 /// The result of one attempt, ready to be written to the `results` stream.
@@ -47,8 +54,8 @@ public struct DeliveryResult: Sendable, Equatable {
     public var mxHost: String
     /// The address of `mxHost` tried last ("" when none).
     public var address: String
-    /// "" or the TLS version and cipher ("TLSv1.3 TLS_AES_256_GCM_SHA384").
-    public var tls: String
+    /// The TLS session the outcome was decided over; nil in clear text.
+    public var tls: TLSSessionInfo?
     /// Why, in words, when no reply says it; also notes an ambiguous outcome.
     public var detail: String
     /// The RFC 3463 status for an outcome without a reply (4.4.1 for no answer, ...).
@@ -56,7 +63,7 @@ public struct DeliveryResult: Sendable, Equatable {
     public var fallback: DeliveryFallback
 
     public init(outcome: AttemptOutcome, reply: SMTPReply? = nil, stage: DeliveryStage,
-                mxHost: String = "", address: String = "", tls: String = "",
+                mxHost: String = "", address: String = "", tls: TLSSessionInfo? = nil,
                 detail: String = "", status: EnhancedStatus? = nil,
                 fallback: DeliveryFallback = .none) {
         self.outcome = outcome
@@ -69,6 +76,9 @@ public struct DeliveryResult: Sendable, Equatable {
         self.status = status
         self.fallback = fallback
     }
+
+    /// "" or the TLS version and cipher ("TLSv1.3 TLS_AES_256_GCM_SHA384"), the `tls` field.
+    public var tlsSummary: String { tls?.summary ?? "" }
 
     /// The reply code, 0 when no reply decided (the contract's "none was read").
     public var code: Int { reply?.code ?? 0 }
@@ -97,6 +107,10 @@ extension EnhancedStatus {
     static let badAddressSyntax = EnhancedStatus(statusClass: 5, subject: 1, detail: 3)
     /// 5.3.4: larger than the server's SIZE (RFC 3463 §3.4, RFC 1870 §6).
     static let tooBig = EnhancedStatus(statusClass: 5, subject: 3, detail: 4)
+    /// 4.7.5: cryptographic failure, here a TLS handshake or a certificate (RFC 3463 §3.8).
+    static let tlsFailure = EnhancedStatus(statusClass: 4, subject: 7, detail: 5)
+    /// 4.7.10: encryption needed and not available (the IANA registry of RFC 5248).
+    static let encryptionNeeded = EnhancedStatus(statusClass: 4, subject: 7, detail: 10)
     /// 5.6.7: a non-ASCII address and no SMTPUTF8 (RFC 6531 §3.2).
     static let needsUTF8 = EnhancedStatus(statusClass: 5, subject: 6, detail: 7)
 }

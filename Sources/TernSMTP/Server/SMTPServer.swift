@@ -2,6 +2,10 @@
 // task per session that reads lines with `LineReader`, feeds them to the state machine and
 // carries out what it asks (write a reply, ask the recipient policy, hand over a message).
 //
+// With a certificate it offers STARTTLS (RFC 3207): after the 220 the session's byte stream
+// becomes a `TLSStream` over the same TCP connection. The certificate can be swapped while
+// running (`ReloadableTLSContext`); a session keeps the one it started its handshake with.
+//
 // Shutdown is bounded: the listener closes, idle sessions are told 421 and closed, sessions in
 // the middle of a transaction get `drainTimeout` to finish, and whatever is left is closed.
 
@@ -28,6 +32,7 @@ public final class SMTPServer: Sendable {
     private let logger: Logger
     private let policy: SMTPRecipientPolicy
     private let handler: SMTPMessageHandler
+    private let tls: ReloadableTLSContext?
     private let registry = Mutex(Registry())
 
     private struct Registry {
@@ -40,10 +45,15 @@ public final class SMTPServer: Sendable {
         var draining = false
     }
 
+    /// `tls`: the certificate for STARTTLS; nil offers none.
     public init(listener: TCPListener, config: SMTPServerConfig, logger: Logger,
+                tls: ReloadableTLSContext? = nil,
                 policy: @escaping SMTPRecipientPolicy, handler: @escaping SMTPMessageHandler) {
         self.listener = listener
+        var config = config
+        config.startTLS = tls != nil
         self.config = config
+        self.tls = tls
         self.logger = logger
         self.policy = policy
         self.handler = handler
@@ -125,6 +135,7 @@ public final class SMTPServer: Sendable {
         let log = logger.with(("peer", peer?.description ?? "?"))
         var session = SMTPServerSession(config: config, peer: peer)
         let reader = LineReader(connection)
+        var stream: any ByteStream = connection
         log.debug("session opened")
         var action: SMTPServerAction
         if accepting, await spokeEarly(connection) {
@@ -137,8 +148,8 @@ public final class SMTPServer: Sendable {
             case .reply(let reply), .close(let reply):
                 if reply.code >= 400 { log.debug("replied \(reply.code)", ("reply", reply.text)) }
                 do {
-                    try await connection.write(Array(reply.render().utf8),
-                                               deadline: .now + config.idleTimeout)
+                    try await stream.write(Array(reply.render().utf8),
+                                           deadline: .now + config.idleTimeout)
                 } catch {
                     log.debug("session ended while writing: \(error)")
                     return
@@ -155,6 +166,28 @@ public final class SMTPServer: Sendable {
                 continue
             case .deliver(let envelope, let message):
                 action = session.messageHandled(await handler(envelope, message))
+                continue
+            case .startTLS(let reply):
+                guard let tls,
+                      let secure = try? TLSStream.server(over: connection, context: tls.context)
+                else {
+                    action = session.tlsUnavailable()
+                    continue
+                }
+                do {
+                    try await connection.write(Array(reply.render().utf8),
+                                               deadline: .now + config.idleTimeout)
+                    // RFC 3207 §4.2: commands pipelined behind STARTTLS came in clear text.
+                    reader.discardBuffered()
+                    try await secure.accept(deadline: .now + config.idleTimeout)
+                } catch {
+                    log.info("TLS handshake failed: \(error)")
+                    return
+                }
+                stream = secure
+                reader.stream = secure
+                log.debug("TLS started", ("tls", secure.info.summary))
+                action = session.tlsStarted(secure.info.summary)
                 continue
             }
             if markIdle(id, session.isIdle) {

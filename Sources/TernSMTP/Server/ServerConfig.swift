@@ -38,6 +38,8 @@ public struct SMTPServerConfig: Sendable {
     /// On shutdown, how long sessions in the middle of a transaction may take to finish
     /// before their connections are closed.
     public var drainTimeout: Duration
+    /// Offer STARTTLS (RFC 3207); `SMTPServer` sets it when it has a certificate.
+    public var startTLS: Bool
 
     public init(
         hostname: String,
@@ -51,7 +53,8 @@ public struct SMTPServerConfig: Sendable {
         idleTimeout: Duration = .seconds(300),
         maxSessions: Int = 200,
         greetingDelay: Duration = .zero,
-        drainTimeout: Duration = .seconds(30)
+        drainTimeout: Duration = .seconds(30),
+        startTLS: Bool = false
     ) {
         self.hostname = hostname
         self.maxMessageSize = maxMessageSize
@@ -65,5 +68,6 @@ public struct SMTPServerConfig: Sendable {
         self.maxSessions = maxSessions
         self.greetingDelay = greetingDelay
         self.drainTimeout = drainTimeout
+        self.startTLS = startTLS
     }
 }

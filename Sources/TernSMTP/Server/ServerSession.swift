@@ -33,6 +33,8 @@ public struct SMTPEnvelope: Sendable, Equatable {
     public var smtputf8 = false
     /// Recipients the policy accepted, as the client wrote them (brackets removed).
     public var recipients: [String] = []
+    /// The TLS version and cipher after STARTTLS ("TLSv1.3 TLS_AES_256_GCM_SHA384"), else "".
+    public var tls = ""
 
     public init(peer: SocketAddress? = nil) { self.peer = peer }
 }
@@ -57,6 +59,10 @@ public enum SMTPServerAction: Sendable, Equatable {
     /// A complete message, unstuffed: hand it to the message handler and give its reply to
     /// `messageHandled`. Nothing may be acknowledged before that reply is sent.
     case deliver(SMTPEnvelope, [UInt8])
+    /// STARTTLS was accepted: send the 220, drop any input already buffered (RFC 3207 §4.2:
+    /// it arrived before TLS, and obeying it would let a man in the middle inject commands),
+    /// make the handshake, then call `tlsStarted`; when the handshake fails, close.
+    case startTLS(SMTPReply)
 }
 
 extension SMTPReply {
@@ -86,6 +92,8 @@ public struct SMTPServerSession: Sendable {
         case checkingRecipient
         /// Waiting for `messageHandled`.
         case delivering
+        /// Waiting for `tlsStarted` or `tlsUnavailable`.
+        case startingTLS
         case closed
     }
 
@@ -157,8 +165,28 @@ public struct SMTPServerSession: Sendable {
         case .connected: return earlyTalker()
         case .data: return dataLine(line)
         case .greeted, .ready, .mail, .recipients: return command(line)
-        case .checkingRecipient, .delivering, .closed: return internalError()
+        case .checkingRecipient, .delivering, .startingTLS, .closed: return internalError()
         }
+    }
+
+    /// The handshake after STARTTLS succeeded: the session starts afresh, as if just
+    /// greeted, and the client must say EHLO again (RFC 3207 §4.2). Nothing to send.
+    public mutating func tlsStarted(_ summary: String) -> SMTPServerAction {
+        guard phase == .startingTLS else { return internalError() }
+        resetTransaction()
+        envelope.helo = ""
+        envelope.extended = false
+        envelope.tls = summary
+        phase = .greeted
+        return .none
+    }
+
+    /// TLS could not be set up before the 220 was sent (RFC 3207 §4: 454, try later); the
+    /// session goes on in clear text.
+    public mutating func tlsUnavailable() -> SMTPServerAction {
+        guard phase == .startingTLS else { return internalError() }
+        phase = .ready
+        return .reply(SMTPReply(454, "4.7.0", "TLS not available due to temporary reason"))
     }
 
     /// The policy's answer to `.checkRecipient`.
@@ -235,6 +263,10 @@ public struct SMTPServerSession: Sendable {
         // §4.2.4: 502 for a command known but not implemented.
         Command(verb: "EXPN", argument: .required, phases: anyTime, sequenceHint: "",
                 run: { s, _ in s.refuse(502, "5.5.1", "EXPN not available") }),
+        // RFC 3207 §4: no parameters (501); only between transactions, after EHLO.
+        Command(verb: "STARTTLS", argument: .none, phases: [.ready],
+                sequenceHint: "send EHLO first, and not during a mail transaction",
+                run: { s, _ in s.startTLS() }),
         Command(verb: "HELP", argument: .optional, phases: anyTime, sequenceHint: "",
                 run: { _, _ in .reply(SMTPReply(214, "2.0.0",
                     "commands: EHLO HELO MAIL RCPT DATA RSET NOOP QUIT VRFY HELP\n"
@@ -291,14 +323,24 @@ public struct SMTPServerSession: Sendable {
             return .reply(SMTPReply(code: 250, lines: ["\(config.hostname) hello \(name)"]))
         }
         // No enhanced status in the EHLO reply (RFC 2034 §3).
-        return .reply(SMTPReply(code: 250, lines: [
+        var lines = [
             "\(config.hostname) hello \(name)",
             "PIPELINING",                          // RFC 2920
             "SIZE \(config.maxMessageSize)",       // RFC 1870
             "8BITMIME",                            // RFC 6152
             "SMTPUTF8",                            // RFC 6531
             "ENHANCEDSTATUSCODES",                 // RFC 2034
-        ]))
+        ]
+        // RFC 3207 §4.2: not offered again once TLS is on.
+        if config.startTLS && envelope.tls.isEmpty { lines.append("STARTTLS") }
+        return .reply(SMTPReply(code: 250, lines: lines))
+    }
+
+    private mutating func startTLS() -> SMTPServerAction {
+        guard config.startTLS else { return refuse(502, "5.5.1", "STARTTLS not available") }
+        guard envelope.tls.isEmpty else { return refuse(503, "5.5.1", "TLS already active") }
+        phase = .startingTLS
+        return .startTLS(SMTPReply(220, "2.0.0", "ready to start TLS"))
     }
 
     private mutating func mail(_ argument: Substring) -> SMTPServerAction {
@@ -469,6 +511,7 @@ public struct SMTPServerSession: Sendable {
         envelope = SMTPEnvelope(peer: keep.peer)
         envelope.helo = keep.helo
         envelope.extended = keep.extended
+        envelope.tls = keep.tls
         data = []
         pendingRecipient = ""
     }
