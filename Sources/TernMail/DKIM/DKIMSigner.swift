@@ -172,8 +172,12 @@ public struct DKIMSigner: Sendable {
         }
         let mailbox = address.trimmingCharacters(in: .whitespaces)
         if let parsed = try? EmailAddress(mailbox) { return parsed.asciiDomain }
+        // Not a plain addr-spec (a comment after it, say): the domain runs to the first
+        // character that cannot be in one.
         guard let at = mailbox.lastIndex(of: "@") else { return nil }
-        let domain = mailbox[mailbox.index(after: at)...].lowercased()
+        let domain = mailbox[mailbox.index(after: at)...]
+            .prefix { !$0.isWhitespace && !"()<>,;\"".contains($0) }.lowercased()
+        if let parsed = try? EmailAddress("x@" + domain) { return parsed.asciiDomain }
         return domain.isEmpty ? nil : domain
     }
 }
