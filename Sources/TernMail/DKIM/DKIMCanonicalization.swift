@@ -57,47 +57,42 @@ public enum DKIMCanonicalization {
     /// unlike "simple" (§3.4.3), which makes it a single CRLF.
     public static func relaxedBody(_ body: ArraySlice<UInt8>) -> [UInt8] {
         var out = [UInt8]()
-        out.reserveCapacity(body.count)
-        var emptyLines = 0          // CRLFs of empty lines, written only if text follows
-        var line = [UInt8]()        // the current line, relaxed so far
-        var pendingSpace = false
-        line.reserveCapacity(1000)
-
-        func endLine() {
-            if line.isEmpty {
-                emptyLines += 1
-            } else {
-                for _ in 0..<emptyLines { out += [cr, lf] }
-                emptyLines = 0
-                out += line
-                out += [cr, lf]
-            }
-            line.removeAll(keepingCapacity: true)
-            pendingSpace = false
-        }
-
+        out.reserveCapacity(body.count + 2)
+        var lineStart = 0           // where the current line begins in `out`
+        var emptyLines = 0          // empty lines seen and not written: only text brings them
+        var pendingSpace = false    // a run of WSP, written as one SP if text follows it
         body.withUnsafeBufferPointer { input in
             var i = 0
             let n = input.count
             while i < n {
                 let b = input[i]
-                if b == cr && i + 1 < n && input[i + 1] == lf {
-                    endLine()       // pending WSP is dropped: it ended the line
-                    i += 2
-                    continue
-                }
-                if isWSP(b) {
+                i += 1
+                if b == cr && i < n && input[i] == lf {
+                    i += 1
+                    if out.count == lineStart {
+                        emptyLines += 1
+                    } else {
+                        out.append(cr)
+                        out.append(lf)
+                        lineStart = out.count
+                    }
+                    pendingSpace = false        // WSP at the end of a line is dropped
+                } else if isWSP(b) {
                     pendingSpace = true
                 } else {
-                    if pendingSpace { line.append(sp) }
+                    if out.count == lineStart && emptyLines > 0 {
+                        for _ in 0..<emptyLines { out.append(cr); out.append(lf) }
+                        emptyLines = 0
+                        lineStart = out.count
+                    }
+                    if pendingSpace { out.append(sp) }
                     pendingSpace = false
-                    line.append(b)
+                    out.append(b)
                 }
-                i += 1
             }
         }
         // A last line without CRLF counts as a line; the sender ends it with CRLF anyway.
-        if !line.isEmpty { endLine() }
+        if out.count != lineStart { out += [cr, lf] }
         return out
     }
 }

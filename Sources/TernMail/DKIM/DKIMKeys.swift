@@ -66,6 +66,13 @@ public struct DKIMKeyTable: Sendable {
 
     public static let empty = DKIMKeyTable()
 
+    private init() {}
+
+    /// A table of keys for their exact domains (benchmarks; the daemon reads a file).
+    public init(_ keys: [DKIMKey]) {
+        for key in keys { exact[key.domain, default: []].append(key) }
+    }
+
     public var isEmpty: Bool { exact.isEmpty && wildcard.isEmpty }
 
     /// Every key once, for logging at start.
