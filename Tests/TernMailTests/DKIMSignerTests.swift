@@ -93,7 +93,8 @@ import TernCore
     }
 
     @Test func longFoldedFieldsAndRepeatedFields() async throws {
-        let references = (1...40).map { "<ref\($0).\(String(repeating: "x", count: 20))@a.example>" }
+        let pad = String(repeating: "x", count: 20)
+        let references = (1...40).map { "<ref\($0).\(pad)@a.example>" }
         let message = raw("Received: from a by b; Thu, 4 Dec 2025 00:00:00 +0000\r\n"
             + "From: news@example.com\r\nTo: one@example.net\r\nTo: two@example.net\r\n"
             + "Cc: c@example.net\r\nIn-Reply-To: <ref40.x@a.example>\r\n"
