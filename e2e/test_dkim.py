@@ -5,9 +5,12 @@ The session's stack signs mail From tern.example with an RSA-2048 key (selector 
 Ed25519 key (e1), both made with `openssl genpkey` at the start (conftest.py).
 """
 
+import os
+import subprocess
 import uuid
+from pathlib import Path
 
-from harness import DKIM_DOMAIN, dkim_tags, dkim_verify
+from harness import REPO, DKIM_DOMAIN, dkim_tags, dkim_verify, free_port, make_dkim_keys
 
 
 def address(local, domain="inbox.example"):
@@ -31,11 +34,13 @@ def test_built_message_arrives_signed_with_both_keys(tern, world):
     message_id = tern.send(
         to=to, subject=f"Grüße {uuid.uuid4().hex[:6]} — long enough to be folded by Tern "
                        "when it writes the field",
-        text="Hällo,\n\tthis  line has   runs of spaces \nand trailing blank lines\n\n\n",
+        text="Hällo,\n\tthis  line has   runs of spaces \n.a dot-stuffed line\n"
+             "and trailing blank lines\n\n\n",
         html="<p>Hällo <b>wörld</b></p>",
         headers={"List-Unsubscribe": "<https://tern.example/u/1>",
                  "List-Unsubscribe-Post": "List-Unsubscribe=One-Click"})
     raw = delivered(tern, world, message_id, to)
+    assert b"\r\n.a dot-stuffed line" in raw.replace(b"=\r\n", b"")
 
     assert dkim_verify(raw, world) == ["pass", "pass"]
     tags = dkim_tags(raw)
@@ -79,3 +84,20 @@ def test_domain_without_key_is_sent_unsigned_and_counted(tern, world):
     raw = delivered(tern, world, message_id, to)
     assert b"DKIM-Signature" not in raw
     assert tern.counter("dkim.unsigned") == before + 1
+
+
+def test_a_bad_keys_file_stops_the_api_with_exit_78(tmp_path):
+    """A key the file names but that is not there: tern-api refuses to start (EX_CONFIG)
+    and says which file and line. Needs only the built binary."""
+    binary = Path(os.environ.get("TERN_BIN_DIR") or REPO / ".build" / "debug") / "tern-api"
+    keys, _ = make_dkim_keys(tmp_path, selectors={"r1": "rsa-sha256"})
+    keys.write_text(keys.read_text() + f"{DKIM_DOMAIN} e1 ed25519-sha256 missing.pem\n")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TERN_")}
+    env.update(TERN_API_KEYS="k", TERN_DKIM_KEYS=str(keys),
+               TERN_API_LISTEN=f"127.0.0.1:{free_port()}",
+               TERN_REDIS_URL=f"redis://127.0.0.1:{free_port()}")
+    result = subprocess.run([str(binary)], env=env, capture_output=True, text=True,
+                            timeout=30, stdin=subprocess.DEVNULL)
+    assert result.returncode == 78, result.stderr
+    assert f"TERN_DKIM_KEYS: {keys} line 3: {tmp_path}/missing.pem does not exist" \
+        in result.stderr, result.stderr
