@@ -59,6 +59,11 @@ let package = Package(
         daemon("tern-bounce-receiver", "bounce-receiver", "TernBounce"),
         daemon("tern-reputation", "reputation", "TernReputation"),
 
+        // Figures, not tests: bench/dkim builds and runs it.
+        .executableTarget(
+            name: "tern-bench-dkim", dependencies: ["TernCore", "TernMail"],
+            path: "bench/DKIMBench", swiftSettings: strict),
+
         .target(
             name: "TernTestSupport", dependencies: ["TernCore"], path: "Tests/TernTestSupport",
             swiftSettings: strict),

@@ -55,7 +55,12 @@ def world(e2e_dir):
 
 @pytest.fixture(scope="session")
 def tern(e2e_dir, redis_server, world):
-    stack = harness.TernStack(e2e_dir / "tern", redis_server, world)
+    # Every message From tern.example is DKIM-signed with an RSA and an Ed25519 key whose
+    # records the world serves.
+    keys, records = harness.make_dkim_keys(e2e_dir / "dkim")
+    world.set_records(records)
+    stack = harness.TernStack(e2e_dir / "tern", redis_server, world,
+                              extra_env={"TERN_DKIM_KEYS": str(keys)})
     start(stack)      # a failure's message holds the tail of every daemon's stderr
     for daemon in harness.DAEMONS:
         _LOGS[daemon] = stack.log_path(daemon)

@@ -10,6 +10,7 @@ conftest.py turns these into pytest fixtures; the tests use only what is listed 
 e2e/README.md, so the harness can change underneath them.
 """
 
+import base64
 import datetime
 import email
 import http.client
@@ -44,6 +45,10 @@ SENDER = "sender@tern.example"
 VERP_DOMAIN = "bounces.tern.example"
 POOL_IPS = {"127.0.0.2": "out1.tern.example", "127.0.0.3": "out2.tern.example"}
 POOLS = "default=" + ",".join(f"{ip}/{name}" for ip, name in POOL_IPS.items())
+
+# The session's DKIM keys: every message From tern.example is signed with both.
+DKIM_DOMAIN = "tern.example"
+DKIM_SELECTORS = {"r1": "rsa-sha256", "e1": "ed25519-sha256"}
 
 # A message id: 26 lowercase base32 characters (a ULID-style sortable id).
 MESSAGE_ID = re.compile(r"^[0-9a-z]{26}$")
@@ -581,6 +586,71 @@ class TernStack:
                             source_address=(source, 0), timeout=10)
         smtp.ehlo()
         return smtp
+
+
+# --- DKIM --------------------------------------------------------------------------------
+
+def make_dkim_keys(directory, domain=DKIM_DOMAIN, selectors=None):
+    """Makes a private key per selector with `openssl genpkey` (RSA-2048 or Ed25519) and
+    a TERN_DKIM_KEYS file naming them. Returns (keys file path, the TXT records in the
+    world's dict form), the records derived by openssl, not by Tern."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    lines, records = [], {}
+    for selector, algorithm in (selectors or DKIM_SELECTORS).items():
+        key = directory / f"{selector}.pem"
+        kind = ["-algorithm", "ED25519"] if algorithm.startswith("ed25519") else \
+            ["-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:2048"]
+        subprocess.run(["openssl", "genpkey", *kind, "-out", str(key)], check=True,
+                       capture_output=True)
+        der = subprocess.run(["openssl", "pkey", "-in", str(key), "-pubout", "-outform",
+                              "DER"], check=True, capture_output=True).stdout
+        if algorithm.startswith("ed25519"):
+            # RFC 8463 section 4.2: the raw key, the last 32 octets of its SPKI.
+            p, k = base64.b64encode(der[-32:]).decode(), "ed25519"
+        else:
+            p, k = base64.b64encode(der).decode(), "rsa"
+        lines.append(f"{domain} {selector} {algorithm} {key.name}")
+        records[f"{selector}._domainkey.{domain}"] = {"TXT": [f"v=DKIM1; k={k}; p={p}"]}
+    keys = directory / "keys"
+    keys.write_text("# domain selector algorithm key\n" + "\n".join(lines) + "\n")
+    return keys, records
+
+
+def dkim_verify(raw, world):
+    """dkimpy's verdict on each DKIM-Signature of `raw`, top first: "pass", "fail", or
+    the error's text. The public keys come from the test world's DNS server."""
+    import dkim
+    from dnslib import QTYPE
+
+    def dnsfunc(name, timeout=5):
+        reply = world.query(name.decode().rstrip("."), "TXT", tcp=True)
+        texts = [b"".join(rr.rdata.data) for rr in reply.rr if rr.rtype == QTYPE.TXT]
+        return texts[0] if texts else None
+
+    count = sum(1 for name, _ in dkim.DKIM(raw).headers if name.lower() == b"dkim-signature")
+    verdicts = []
+    for index in range(count):
+        try:
+            ok = dkim.DKIM(raw).verify(idx=index, dnsfunc=dnsfunc)
+            verdicts.append("pass" if ok else "fail")
+        except dkim.DKIMException as error:
+            verdicts.append(f"fail: {error}")
+    return verdicts
+
+
+def dkim_tags(raw):
+    """The tags of each DKIM-Signature field of `raw`, top first, whitespace removed."""
+    message = email.message_from_bytes(raw, policy=policy.compat32)
+    out = []
+    for value in message.get_all("DKIM-Signature") or []:
+        tags = {}
+        for part in re.sub(r"\s+", "", value).split(";"):
+            if "=" in part:
+                name, _, tag_value = part.partition("=")
+                tags[name] = tag_value
+        out.append(tags)
+    return out
 
 
 # --- Mail builders -----------------------------------------------------------------------

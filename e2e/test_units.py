@@ -64,3 +64,20 @@ def test_units_are_notify_with_watchdog_and_target():
         assert "WantedBy=tern.target" in text, service
     socket = (UNITS / "tern-bounce-receiver.socket").read_text()
     assert "ListenStream=25" in socket
+
+
+def test_api_with_the_dkim_drop_in(staged, tmp_path):
+    """The DKIM drop-in's credentials load without complaint and keep the sandbox score."""
+    drop_in = (UNITS / "tern-api.service.d" / "dkim.conf.example").read_text()
+    settings = [line for line in drop_in.splitlines()
+                if line and not line.startswith("#") and line != "[Service]"]
+    assert "Environment=TERN_DKIM_KEYS=%d/keys" in settings
+    assert any(line.startswith("LoadCredential=keys:/etc/tern/dkim/keys") for line in settings)
+    unit = (staged / "tern-api.service").read_text()
+    (tmp_path / "tern-api.service").write_text(
+        unit.replace("[Service]\n", "[Service]\n" + "\n".join(settings) + "\n", 1))
+    result = analyze("verify", "--man=no", "tern-api.service", cwd=tmp_path)
+    assert result.returncode == 0 and result.stderr.strip() == "", result.stderr
+    result = analyze("security", "--offline=true", "tern-api.service", cwd=tmp_path)
+    score = re.search(r"Overall exposure level for \S+: ([0-9.]+)", result.stdout)
+    assert score and float(score.group(1)) <= MAX_EXPOSURE, result.stdout

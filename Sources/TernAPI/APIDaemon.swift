@@ -16,12 +16,14 @@ public struct APIDaemon: Daemon {
     let logger: Logger
     let redis: RedisClient
     let keys: Keys
+    let signer: DKIMSigner
 
     public init(settings: APISettings, logger: Logger) throws {
         self.settings = settings
         self.logger = logger
         self.redis = try RedisClient(url: settings.common.redisURL)
         self.keys = Keys(prefix: settings.common.redisPrefix)
+        self.signer = DKIMSigner(keys: settings.dkimKeys)
     }
 
     public func run(shutdown: Shutdown, ready: @escaping @Sendable (String) -> Void) async throws {
@@ -36,8 +38,14 @@ public struct APIDaemon: Daemon {
             logger.warning("redis is not reachable; answering 503 until it is",
                            ("redis", redis.address.description))
         }
+        for key in settings.dkimKeys.allKeys {
+            logger.info("dkim key", ("domain", key.domain), ("selector", key.selector),
+                        ("algorithm", key.algorithm.rawValue), ("dns_name", key.dnsName),
+                        ("record", key.dnsRecord))
+        }
         logger.info("listening", ("listen", server.address.description),
                     ("keys", String(settings.keys.count)),
+                    ("dkim_keys", String(settings.dkimKeys.allKeys.count)),
                     ("contract", String(Contract.version)))
         ready("listening on \(server.address)")
         Systemd.startWatchdog { true }

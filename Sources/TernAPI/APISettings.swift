@@ -31,6 +31,10 @@ public struct APISettings: Sendable {
     public let maxConnections: Int
     /// TERN_API_SHUTDOWN_GRACE: at shutdown, how long requests in progress may take (10s).
     public let shutdownGrace: Duration
+    /// TERN_DKIM_KEYS: the file listing the DKIM keys, one `domain selector algorithm
+    /// keyfile` per line (DKIMKeys.swift). Unset: no message is signed. Read once at start;
+    /// a line that cannot be used stops the daemon naming the file and the line.
+    public let dkimKeys: DKIMKeyTable
 
     public init(_ env: Environment, common: CommonSettings) throws {
         self.common = common
@@ -43,6 +47,12 @@ public struct APISettings: Sendable {
         requestTimeout = try env.duration("TERN_API_REQUEST_TIMEOUT", default: .seconds(60))
         maxConnections = try env.int("TERN_API_MAX_CONNECTIONS", default: 1024, range: 1...65536)
         shutdownGrace = try env.duration("TERN_API_SHUTDOWN_GRACE", default: .seconds(10))
+        let dkimPath = env.string("TERN_DKIM_KEYS", default: "")
+        do throws(DKIMKeyFileError) {
+            dkimKeys = dkimPath.isEmpty ? .empty : try DKIMKeyTable.load(path: dkimPath)
+        } catch {
+            throw ConfigError("TERN_DKIM_KEYS", error.description)
+        }
     }
 
     var server: HTTPServerSettings {
