@@ -423,17 +423,8 @@ class TernStack:
             raise HarnessError(
                 f"not built: {', '.join(missing)} in {self.bin_dir} "
                 "(run `swift build`, or point TERN_BIN_DIR at the binaries)")
-        # The daemons see none of the runner's own Tern or systemd settings.
-        base = {k: v for k, v in os.environ.items()
-                if not k.startswith("TERN_") and k not in (
-                    "NOTIFY_SOCKET", "LISTEN_FDS", "LISTEN_PID", "LISTEN_FDNAMES",
-                    "WATCHDOG_USEC", "WATCHDOG_PID")}
         for daemon in DAEMONS:
-            with open(self.log_path(daemon, "stdout"), "ab") as out, \
-                    open(self.log_path(daemon), "ab") as err:
-                self.processes[daemon] = subprocess.Popen(
-                    [str(self.bin_dir / daemon)], env={**base, **self.env},
-                    cwd=self.directory, stdin=subprocess.DEVNULL, stdout=out, stderr=err)
+            self._spawn(daemon)
         self.redis = self.redis_server.client()
         try:
             self._wait_ready()
@@ -441,6 +432,26 @@ class TernStack:
             self.stop()
             raise
         return self
+
+    def _spawn(self, daemon):
+        # The daemons see none of the runner's own Tern or systemd settings.
+        base = {k: v for k, v in os.environ.items()
+                if not k.startswith("TERN_") and k not in (
+                    "NOTIFY_SOCKET", "LISTEN_FDS", "LISTEN_PID", "LISTEN_FDNAMES",
+                    "WATCHDOG_USEC", "WATCHDOG_PID")}
+        with open(self.log_path(daemon, "stdout"), "ab") as out, \
+                open(self.log_path(daemon), "ab") as err:
+            self.processes[daemon] = subprocess.Popen(
+                [str(self.bin_dir / daemon)], env={**base, **self.env},
+                cwd=self.directory, stdin=subprocess.DEVNULL, stdout=out, stderr=err)
+
+    def crash(self, daemon):
+        """SIGKILL one daemon, as a crash at any moment would, and start it again at once
+        with the same settings (and so the same consumer name)."""
+        process = self.processes[daemon]
+        process.kill()
+        process.wait()
+        self._spawn(daemon)
 
     def _wait_ready(self):
         """Ready means: every daemon runs, /health says 200, the bounce receiver greets,

@@ -223,8 +223,11 @@ class World:
         for host in (h for h in self.hosts if h.listen):
             handler = MxHandler(host, scripts, spool, self.journal)
             for addr in filter(None, [host.addr, host.addr6]):
+                # A deep accept queue: a sender that opens hundreds of sessions at once must
+                # not meet dropped handshakes, which look like a host that never greets.
                 server = await loop.create_server(
-                    smtp_factory(host, handler, tls_context, loop), addr, self.smtp_port)
+                    smtp_factory(host, handler, tls_context, loop), addr, self.smtp_port,
+                    backlog=4096)
                 self.servers.append(server)
                 self.smtp_port = server.sockets[0].getsockname()[1]
 
