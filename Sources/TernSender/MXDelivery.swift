@@ -10,15 +10,16 @@
 import TernCore
 import TernMail
 import TernSMTP
+import TernDNS
 
 public struct MXDelivery: Sendable {
-    public let resolver: MXResolver
+    public let resolver: DNSResolver
     /// The port every MX host is reached on (TERN_SMTP_PORT).
     public let port: UInt16
     public let timeouts: SMTPClientTimeouts
     public let logger: Logger
 
-    public init(resolver: MXResolver, port: UInt16, timeouts: SMTPClientTimeouts,
+    public init(resolver: DNSResolver, port: UInt16, timeouts: SMTPClientTimeouts,
                 logger: Logger) {
         self.resolver = resolver
         self.port = port
