@@ -45,14 +45,24 @@ private final class UnboundQuery: Sendable {
     private struct State {
         var continuation: CheckedContinuation<UnboundAnswer, Never>?
         var finished = false
+        /// The answer given before anyone waited (a task cancelled before it asked).
+        var early: UnboundAnswer?
         var asyncID: Int32?
         var timer: Task<Void, Never>?
     }
 
     private let state = Mutex(State())
 
-    func start(_ c: CheckedContinuation<UnboundAnswer, Never>) {
-        state.withLock { $0.continuation = c }
+    /// Registers the waiter; false (and the waiter resumed) when the query already finished.
+    func start(_ c: CheckedContinuation<UnboundAnswer, Never>) -> Bool {
+        let early = state.withLock { s -> UnboundAnswer? in
+            if s.finished { return s.early ?? UnboundAnswer(error: "cancelled") }
+            s.continuation = c
+            return nil
+        }
+        guard let early else { return true }
+        c.resume(returning: early)
+        return false
     }
 
     func started(id: Int32, timer: Task<Void, Never>) {
@@ -74,6 +84,7 @@ private final class UnboundQuery: Sendable {
                                                Task<Void, Never>?) in
             guard !s.finished else { return (nil, nil) }
             s.finished = true
+            if s.continuation == nil { s.early = answer }
             defer { s.continuation = nil; s.timer = nil }
             return (s.continuation, s.timer)
         }
@@ -269,7 +280,8 @@ public final class DNSResolver: Sendable {
         defer { _ = outstanding.withLock { $0.removeValue(forKey: key) } }
         return await withTaskCancellationHandler {
             await withCheckedContinuation { (c: CheckedContinuation<UnboundAnswer, Never>) in
-                q.start(c)
+                // Cancelled before this point: the handler already finished the query.
+                guard q.start(c) else { return }
                 if Task.isCancelled {
                     q.finish(UnboundAnswer(error: "cancelled"))
                     return

@@ -97,7 +97,9 @@ public struct StatsSample: Sendable, Equatable {
     /// "421 4.7.0 Try again in 300 seconds [abc123]" -> "421 4.7.0 try again in # seconds #":
     /// the first line, lowercased after the codes, tokens with digits masked, 120 characters.
     public static func replyText(code: Int, enhanced: String, reply: String) -> String {
-        let line = reply.split(whereSeparator: \.isNewline).first.map(String.init) ?? ""
+        var line = reply.split(whereSeparator: \.isNewline).first.map(String.init) ?? ""
+        // A reply line may repeat its code, "550-" on all but the last line (RFC 5321 §4.2.1).
+        if code > 0, line.hasPrefix("\(code)-") { line = String(line.dropFirst(4)) }
         var words = line.split(separator: " ").map(String.init)
         if words.first == String(code) { words.removeFirst() }
         if !enhanced.isEmpty, words.first == enhanced { words.removeFirst() }

@@ -103,6 +103,21 @@ import TernMail
         await resolver.close()
     }
 
+    @Test func aLookupFromACancelledTaskAnswersAtOnce() async throws {
+        // Nothing listens on port 9 of loopback, and nothing is asked: the task is cancelled
+        // before its lookup starts, which must answer rather than wait forever.
+        let resolver = try DNSResolver(forwarder: SocketAddress(host: "127.0.0.1", port: 9)!,
+                                       timeout: .seconds(60))
+        let task = Task { () -> String in
+            while !Task.isCancelled { await Task.yield() }
+            if case .failure(let why) = await resolver.mx("inbox.example") { return why }
+            return "answered"
+        }
+        task.cancel()
+        #expect(await task.value == "cancelled")
+        await resolver.close()
+    }
+
     @Test func namesFromTheWireAreChecked() {
         #expect(DNSResolver.mxRecord([0, 10, 3] + Array("mx1".utf8) + [7] + Array("example".utf8)
                                     + [0]) == MXRecord(preference: 10, host: "mx1.example"))
