@@ -394,6 +394,7 @@ class TernStack:
             "TERN_DNS_RESOLVER": f"127.0.0.1:{world.dns_port}",
             # Blocklist zones under .example, answered by the world (never the real lists).
             "TERN_DNSBL_FILE": str(REPO / "testworld" / "dnsbl.json"),
+            "TERN_DNSBL_INTERVAL": "2s",
             "TERN_SMTP_PORT": str(world.smtp_port),
             "TERN_POOLS": POOLS,
             "TERN_VERP_DOMAIN": VERP_DOMAIN,

@@ -51,7 +51,7 @@ public struct ReputationSettings: Sendable {
         let known = Set(pools.byName.values.joined().map(\.address))
         for item in env.string("TERN_WARMUP", default: "").split(separator: ",") {
             let parts = item.trimmingCharacters(in: .whitespaces).split(separator: "@")
-            let ip = String(parts[0])
+            let ip = parts.first.map(String.init) ?? ""
             guard known.contains(ip), !ip.isEmpty else {
                 throw ConfigError("TERN_WARMUP", "'\(ip)' is not an address of TERN_POOLS")
             }
