@@ -143,7 +143,9 @@ extension RedisClient {
         let (g, n) = w.buckets
         let last = g.bucket(nowMs)
         let buckets = (0..<Int64(n)).map { last - $0 * g.ms }
-        var cmds: [[RedisArg]] = buckets.map { ["HGETALL", .text(keys.stats(g.rawValue, scope, $0))] }
+        var cmds: [[RedisArg]] = buckets.map {
+            ["HGETALL", .text(keys.stats(g.rawValue, scope, $0))]
+        }
         var union: [RedisArg] = ["ZUNION", .text(String(n))]
         union += buckets.map { .text(keys.statsReplies(g.rawValue, scope, $0)) }
         cmds.append(union + ["WITHSCORES"])

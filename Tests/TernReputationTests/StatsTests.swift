@@ -10,7 +10,8 @@ import TernTestSupport
 
 @Suite struct StatsTextTests {
     @Test(arguments: [
-        (421, "4.7.0", "421 4.7.0 Try again in 300 seconds [AB12CD]", "421 4.7.0 try again in # seconds #"),
+        (421, "4.7.0", "421 4.7.0 Try again in 300 seconds [AB12CD]",
+         "421 4.7.0 try again in # seconds #"),
         (250, "2.0.0", "2.0.0 Ok: queued as 4F2A1B", "250 2.0.0 ok: queued as #"),
         (550, "5.1.1", "550-5.1.1 User unknown\n550 5.1.1 more", "550 5.1.1 user unknown"),
         (0, "", "", ""),
