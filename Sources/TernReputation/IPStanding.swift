@@ -50,7 +50,7 @@ public struct IPStanding: Sendable, Equatable {
         if listed {
             let names = listings.keys.sorted()
             return names.isEmpty
-                ? "waiting for \(cleanChecks) clean check(s) so far"
+                ? "no longer listed; \(cleanChecks) clean round(s) counted towards its return"
                 : "listed on " + names.map { "\($0) (\(listings[$0]!.code))" }
                     .joined(separator: ", ")
         }

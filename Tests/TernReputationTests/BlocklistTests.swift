@@ -106,6 +106,7 @@ import TernMail
         // One clean round is not enough; a flap back to listed starts the count again.
         #expect(s.apply(["a": .clean, "b": .clean], nowMs: 4, cleanChecksNeeded: 2) == nil)
         #expect(s.cleanChecks == 1 && !s.usable)
+        #expect(s.reason == "no longer listed; 1 clean round(s) counted towards its return")
         #expect(s.apply(["a": .clean, "b": listed], nowMs: 5, cleanChecksNeeded: 2) == nil)
         #expect(s.cleanChecks == 0)
         #expect(s.apply(["a": .clean, "b": .clean], nowMs: 6, cleanChecksNeeded: 2) == nil)
