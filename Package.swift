@@ -2,7 +2,8 @@
 //
 // Tern: five daemons over shared libraries. Layers, lowest first:
 //   C modules (Debian libraries) -> TernCore (I/O, Redis, runtime) -> TernMail (mail concepts,
-//   stream contracts) -> TernSMTP (protocol) -> one library per daemon -> thin executables.
+//   stream contracts, pools) -> TernSMTP (protocol), TernDNS (libunbound) -> one library per
+//   daemon -> thin executables.
 import PackageDescription
 
 let strict: [SwiftSetting] = [.swiftLanguageMode(.v6)]
@@ -38,19 +39,22 @@ let package = Package(
             swiftSettings: strict),
         .target(name: "TernMail", dependencies: ["TernCore"], swiftSettings: strict),
         .target(name: "TernSMTP", dependencies: ["TernCore", "TernMail"], swiftSettings: strict),
+        .target(
+            name: "TernDNS", dependencies: ["TernCore", "TernMail", "CUnbound"],
+            swiftSettings: strict),
 
         .target(name: "TernAPI", dependencies: ["TernCore", "TernMail"], swiftSettings: strict),
         .target(
             name: "TernScheduler", dependencies: ["TernCore", "TernMail"],
             swiftSettings: strict),
         .target(
-            name: "TernSender", dependencies: ["TernCore", "TernMail", "TernSMTP", "CUnbound"],
+            name: "TernSender", dependencies: ["TernCore", "TernMail", "TernSMTP", "TernDNS"],
             swiftSettings: strict),
         .target(
             name: "TernBounce", dependencies: ["TernCore", "TernMail", "TernSMTP"],
             swiftSettings: strict),
         .target(
-            name: "TernReputation", dependencies: ["TernCore", "TernMail"],
+            name: "TernReputation", dependencies: ["TernCore", "TernMail", "TernDNS"],
             swiftSettings: strict),
 
         daemon("tern-api", "api", "TernAPI"),
@@ -84,7 +88,12 @@ let package = Package(
         .testTarget(
             name: "TernDaemonTests",
             dependencies: ["TernAPI", "TernScheduler", "TernSender", "TernBounce", "TernCore",
-                           "TernMail", "TernTestSupport"],
+                           "TernMail", "TernDNS", "TernTestSupport"],
+            swiftSettings: strict),
+        .testTarget(
+            name: "TernReputationTests",
+            dependencies: ["TernReputation", "TernScheduler", "TernCore", "TernMail", "TernDNS",
+                           "TernTestSupport"],
             swiftSettings: strict),
     ]
 )

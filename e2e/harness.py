@@ -397,6 +397,9 @@ class TernStack:
             "TERN_API_KEYS": API_KEY,
             "TERN_API_MAX_BODY": str(API_MAX_BODY),
             "TERN_DNS_RESOLVER": f"127.0.0.1:{world.dns_port}",
+            # Blocklist zones under .example, answered by the world (never the real lists).
+            "TERN_DNSBL_FILE": str(REPO / "testworld" / "dnsbl.json"),
+            "TERN_DNSBL_INTERVAL": "2s",
             "TERN_SMTP_PORT": str(world.smtp_port),
             "TERN_POOLS": POOLS,
             "TERN_VERP_DOMAIN": VERP_DOMAIN,

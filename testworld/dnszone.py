@@ -9,7 +9,8 @@ so a test can add or replace records by merging a dict of its own (`merge_record
 Value shapes per type: A/AAAA an address string; MX `[preference, host]` (`[0, "."]` is
 the RFC 7505 null MX); TXT a string, or a list of strings for one record made of several
 character-strings; PTR/CNAME/NS a host name. A name may also carry `"_rcode": "SERVFAIL"`
-(or any RCODE name) to answer every query for it with that code.
+(or any RCODE name) to answer every query for it with that code, or `"_rcode": "DROP"`
+to answer nothing at all (the client times out).
 
 The server answers authoritatively: NOERROR with the records, NODATA (NOERROR, no answer,
 SOA in authority) for a name that exists without the asked type, NXDOMAIN with the SOA
@@ -22,7 +23,7 @@ import socket
 import threading
 
 from dnslib import (AAAA, CNAME, EDNS0, MX, NS, PTR, QTYPE, RCODE, RR, SOA, TXT, A,
-                    DNSRecord)
+                    DNSError, DNSRecord)
 from dnslib.server import DNSHandler, DNSLogger, DNSServer
 
 # RFC 1035 section 2.3.4 / 4.2.1: a UDP answer without EDNS fits in 512 octets.
@@ -90,9 +91,13 @@ class Zone:
         self.apexes = sorted((canonical(a) for a in apexes), key=len, reverse=True)
         self.rrsets = {}
         self.rcodes = {}
+        self.dropped = set()
         for name, types in records.items():
             owner = canonical(name)
             for rtype, values in types.items():
+                if rtype == "_rcode" and values.upper() == "DROP":
+                    self.dropped.add(owner)
+                    continue
                 if rtype == "_rcode":
                     self.rcodes[owner] = getattr(RCODE, values.upper())
                     continue
@@ -122,7 +127,9 @@ class Zone:
         return RR(apex + ".", QTYPE.SOA, rdata=rdata, ttl=5)
 
     def answer(self, request):
-        """Build the reply to one parsed query."""
+        """Build the reply to one parsed query; None for a name that answers nothing."""
+        if canonical(request.q.qname) in self.dropped:
+            return None
         reply = request.reply()
         # dnslib copies the query's flags; AD would claim DNSSEC-validated data that we
         # never sign (RFC 4035 section 3.2.3).
@@ -170,9 +177,10 @@ class ZoneResolver:
     def resolve(self, request, handler):
         reply = self.zone.answer(request)
         if self.log:
+            outcome = (f"{RCODE[reply.header.rcode]} {len(reply.rr)} answers" if reply
+                       else "dropped")
             self.log(f"dns {handler.protocol} {handler.client_address[0]} "
-                     f"{request.q.qname} {QTYPE[request.q.qtype]} -> "
-                     f"{RCODE[reply.header.rcode]} {len(reply.rr)} answers")
+                     f"{request.q.qname} {QTYPE[request.q.qtype]} -> {outcome}")
         return reply
 
 
@@ -183,6 +191,9 @@ class SizedHandler(DNSHandler):
     def get_reply(self, data):
         request = DNSRecord.parse(data)
         reply = self.server.resolver.resolve(request, self)
+        if reply is None:
+            # dnslib's handler sends nothing when get_reply raises DNSError.
+            raise DNSError("dropped on purpose")
         limit = CLASSIC_UDP_LIMIT
         if any(rr.rtype == QTYPE.OPT for rr in request.ar):
             # RFC 6891 section 7: answer an EDNS query with an OPT record of our own.

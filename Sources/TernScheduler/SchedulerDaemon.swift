@@ -88,6 +88,9 @@ public struct SchedulerDaemon: Daemon {
                         pendingFirst = true
                     }
                 }
+                if !entries.isEmpty && stream != .submit {
+                    try await redis.trimAcknowledged(stream: name)
+                }
             } catch is CancellationError {
                 return
             } catch IOError.cancelled {
@@ -115,10 +118,13 @@ public struct SchedulerDaemon: Daemon {
         _ = try await redis.transaction(ack(stream, entry))
     }
 
+    /// Acknowledges an entry. `submit` is read by this group alone, so its entry goes at
+    /// once; `results` and `inbound` are read by the reputation monitor too and are trimmed
+    /// after each batch below what every group has acknowledged.
     func ack(_ stream: StreamName, _ entry: StreamEntry) -> [[RedisArg]] {
         let name = keys.stream(stream)
-        return [["XACK", .text(name), .text(stream.group), .text(entry.id)],
-                ["XDEL", .text(name), .text(entry.id)]]
+        let ack: [RedisArg] = ["XACK", .text(name), .text(stream.group), .text(entry.id)]
+        return stream == .submit ? [ack, ["XDEL", .text(name), .text(entry.id)]] : [ack]
     }
 
     // MARK: Intake
@@ -190,13 +196,21 @@ public struct SchedulerDaemon: Daemon {
         try await startDueTrials(nowMs: now)
         let due = try await redis.run("ZRANGEBYSCORE", keys.dueGroups, "-inf", String(now),
                                       "LIMIT", "0", "500")
+        guard let groups = due.array, !groups.isEmpty else { return 0 }
+        let active = try await activeIPs()
         var released = 0
-        for value in due.array ?? [] {
+        for value in groups {
             guard let group = value.string else { continue }
             let poolName = String(group.prefix(while: { $0 != ":" }))
-            guard let ips = settings.pools.byName[poolName] else {
+            guard let ips = active[poolName] else {
                 logger.error("group of an unknown pool in the due index", ("group", group))
                 try await redis.run("ZREM", keys.dueGroups, group)
+                continue
+            }
+            guard !ips.isEmpty else {
+                // The reputation monitor took every IP of the pool out: its mail waits.
+                try await redis.run("ZADD", keys.dueGroups, "XX", String(now + 1000), group)
+                logger.debug("pool has no active IP; holding", ("group", group))
                 continue
             }
             let domain = String(group.dropFirst(poolName.count + 1))
@@ -229,6 +243,19 @@ public struct SchedulerDaemon: Daemon {
             }
         }
         return released
+    }
+
+    /// Each pool's IPs that the reputation monitor leaves active (all of them when it has
+    /// published nothing), read once per release pass.
+    func activeIPs() async throws -> [String: [SourceIP]] {
+        let names = Array(settings.pools.byName.keys)
+        let published = try await redis.run(["MGET"] + names.map(keys.poolActive)).array ?? []
+        var out: [String: [SourceIP]] = [:]
+        for (i, name) in names.enumerated() {
+            let value = i < published.count ? published[i].string : nil
+            out[name] = ActiveIPs.usable(settings.pools.byName[name] ?? [], published: value)
+        }
+        return out
     }
 
     // MARK: Results

@@ -33,8 +33,7 @@ public struct SchedulerSettings: Sendable {
 
     public init(_ env: Environment, common: CommonSettings) throws {
         self.common = common
-        let host = env.string("TERN_HOSTNAME", default: ProcessInfo.processInfo.hostName)
-        pools = try Pools(env.string("TERN_POOLS", default: "default=*/\(host)"))
+        pools = try Pools(env)
         retryDelays = try env.durations("TERN_RETRY_DELAYS", default: Self.defaultRetryDelays)
         guard !retryDelays.isEmpty else { throw ConfigError("TERN_RETRY_DELAYS", "empty") }
         lifetime = try MessageLifetime(env)

@@ -10,9 +10,10 @@
 import TernCore
 import TernMail
 import TernSMTP
+import TernDNS
 
 public struct MXDelivery: Sendable {
-    public let resolver: MXResolver
+    public let resolver: DNSResolver
     /// The port every MX host is reached on (TERN_SMTP_PORT).
     public let port: UInt16
     public let timeouts: SMTPClientTimeouts
@@ -20,7 +21,7 @@ public struct MXDelivery: Sendable {
     /// STARTTLS settings; nil sends everything in clear text.
     public let tls: SMTPClientTLS?
 
-    public init(resolver: MXResolver, port: UInt16, timeouts: SMTPClientTimeouts,
+    public init(resolver: DNSResolver, port: UInt16, timeouts: SMTPClientTimeouts,
                 logger: Logger, tls: SMTPClientTLS? = nil) {
         self.resolver = resolver
         self.port = port

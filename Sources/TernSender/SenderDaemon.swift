@@ -16,6 +16,7 @@ import Synchronization
 import TernCore
 import TernMail
 import TernSMTP
+import TernDNS
 
 public struct SenderDaemon: Daemon {
     let settings: SenderSettings
@@ -33,7 +34,7 @@ public struct SenderDaemon: Daemon {
     public func run(shutdown: Shutdown, ready: @escaping @Sendable (String) -> Void) async throws {
         let stream = keys.stream(.ready)
         try await redis.ensureGroup(stream: stream, group: StreamName.ready.group)
-        let resolver = try MXResolver(forwarder: settings.dnsResolver,
+        let resolver = try DNSResolver(forwarder: settings.dnsResolver,
                                       timeout: settings.dnsTimeout)
         let delivery = MXDelivery(resolver: resolver, port: settings.smtpPort,
                                   timeouts: settings.timeouts, logger: logger,

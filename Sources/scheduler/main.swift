@@ -9,6 +9,8 @@
 // TERN_POOLS, TERN_RETRY_DELAYS, TERN_MAX_AGE, TERN_GROUP_INTERVAL, TERN_RECORD_TTL,
 // TERN_SCHEDULER_CLAIM_IDLE; see SchedulerSettings for defaults.
 //
+// Source IPs come only from the pool's active set the reputation monitor publishes.
+//
 // Known limits: one fixed release interval per group; no provider profiles, throttles,
 // breakers, suppression or warm-up yet; run a single scheduler (two would both release).
 

@@ -50,3 +50,35 @@ import TernTestSupport
         #expect(empty.map { $0["id"] } == ["m2"])
     }
 }
+
+@Suite(.serialized) struct StreamTrimTests {
+    @Test func onlyWhatEveryGroupAcknowledgedIsTrimmed() async throws {
+        let server = try TestRedis()
+        defer { server.stop() }
+        let redis = try RedisClient(url: server.url)
+        for group in ["a", "b"] { try await redis.ensureGroup(stream: "s", group: group) }
+        var ids: [String] = []
+        for i in 0..<3 { ids.append(try await redis.run("XADD", "s", "*", "n", "\(i)").string!) }
+
+        let a = try await redis.readGroup(stream: "s", group: "a", consumer: "x", count: 10,
+                                          block: nil)
+        try await redis.run(["XACK", "s", "a"] + a.map(\.id))
+        // Group b has read nothing: nothing goes.
+        #expect(try await redis.trimAcknowledged(stream: "s") == 0)
+        #expect(try await redis.run("XLEN", "s").int == 3)
+
+        _ = try await redis.readGroup(stream: "s", group: "b", consumer: "y", count: 2,
+                                      block: nil)
+        try await redis.run("XACK", "s", "b", ids[0])
+        // b holds the second entry pending: only the first goes.
+        #expect(try await redis.trimAcknowledged(stream: "s") == 1)
+        #expect(try await redis.run("XRANGE", "s", "-", "+").array?.first?.array?[0].string
+                == ids[1])
+        try await redis.run("XACK", "s", "b", ids[1])
+        _ = try await redis.readGroup(stream: "s", group: "b", consumer: "y", count: 2,
+                                      block: nil)
+        try await redis.run("XACK", "s", "b", ids[2])
+        #expect(try await redis.trimAcknowledged(stream: "s") == 2)
+        #expect(try await redis.run("XLEN", "s").int == 0)
+    }
+}

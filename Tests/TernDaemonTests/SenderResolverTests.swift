@@ -1,17 +1,17 @@
-// MXResolver over libunbound against the test world's DNS server, and against a "server"
+// DNSResolver over libunbound against the test world's DNS server, and against a "server"
 // that never answers, which must come back as a failure rather than hang.
 
 import Foundation
 import Testing
 import TernCore
 import TernMail
-@testable import TernSender
+@testable import TernDNS
 
 @Suite(.serialized) struct SenderResolverTests {
     @Test func answersFromTheWorld() async throws {
         let world = try await SenderTestWorld.start()
         defer { world.stop() }
-        let resolver = try MXResolver(forwarder: SocketAddress(host: "127.0.0.1",
+        let resolver = try DNSResolver(forwarder: SocketAddress(host: "127.0.0.1",
                                                                port: world.dnsPort)!,
                                       timeout: .seconds(10))
         guard case .records(let two) = await resolver.mx("twomx.example") else {
@@ -93,7 +93,7 @@ import TernMail
             $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(fd, $0, &len) }
         }
         let port = UInt16(bigEndian: sa.sin_port)
-        let resolver = try MXResolver(forwarder: SocketAddress(host: "127.0.0.1", port: port)!,
+        let resolver = try DNSResolver(forwarder: SocketAddress(host: "127.0.0.1", port: port)!,
                                       timeout: .milliseconds(300))
         if case .failure(let why) = await resolver.mx("inbox.example") {
             #expect(why.contains("timed out"))
@@ -103,18 +103,33 @@ import TernMail
         await resolver.close()
     }
 
+    @Test func aLookupFromACancelledTaskAnswersAtOnce() async throws {
+        // Nothing listens on port 9 of loopback, and nothing is asked: the task is cancelled
+        // before its lookup starts, which must answer rather than wait forever.
+        let resolver = try DNSResolver(forwarder: SocketAddress(host: "127.0.0.1", port: 9)!,
+                                       timeout: .seconds(60))
+        let task = Task { () -> String in
+            while !Task.isCancelled { await Task.yield() }
+            if case .failure(let why) = await resolver.mx("inbox.example") { return why }
+            return "answered"
+        }
+        task.cancel()
+        #expect(await task.value == "cancelled")
+        await resolver.close()
+    }
+
     @Test func namesFromTheWireAreChecked() {
-        #expect(MXResolver.mxRecord([0, 10, 3] + Array("mx1".utf8) + [7] + Array("example".utf8)
+        #expect(DNSResolver.mxRecord([0, 10, 3] + Array("mx1".utf8) + [7] + Array("example".utf8)
                                     + [0]) == MXRecord(preference: 10, host: "mx1.example"))
-        #expect(MXResolver.mxRecord([0, 0, 0]) == MXRecord(preference: 0, host: "."))
+        #expect(DNSResolver.mxRecord([0, 0, 0]) == MXRecord(preference: 0, host: "."))
         // A label with a space, a compression pointer, a truncated name.
-        #expect(MXResolver.mxRecord([0, 10, 3, 0x61, 0x20, 0x62, 0]) == nil)
-        #expect(MXResolver.mxRecord([0, 10, 0xC0, 0x0C]) == nil)
-        #expect(MXResolver.mxRecord([0, 10, 5, 0x61]) == nil)
-        #expect(MXResolver.addressText([127, 0, 0, 1], ipv6: false) == "127.0.0.1")
-        #expect(MXResolver.addressText([127, 0, 0], ipv6: false) == nil)
-        #expect(MXResolver.isPlausibleName("inbox.example."))
-        #expect(!MXResolver.isPlausibleName("in box.example"))
-        #expect(!MXResolver.isPlausibleName("a..example"))
+        #expect(DNSResolver.mxRecord([0, 10, 3, 0x61, 0x20, 0x62, 0]) == nil)
+        #expect(DNSResolver.mxRecord([0, 10, 0xC0, 0x0C]) == nil)
+        #expect(DNSResolver.mxRecord([0, 10, 5, 0x61]) == nil)
+        #expect(DNSResolver.addressText([127, 0, 0, 1], ipv6: false) == "127.0.0.1")
+        #expect(DNSResolver.addressText([127, 0, 0], ipv6: false) == nil)
+        #expect(DNSResolver.isPlausibleName("inbox.example."))
+        #expect(!DNSResolver.isPlausibleName("in box.example"))
+        #expect(!DNSResolver.isPlausibleName("a..example"))
     }
 }

@@ -123,6 +123,42 @@ import TernTestSupport
         await h.stop()
     }
 
+    @Test func choosesOnlyTheActiveIPsAndHoldsAPoolWithNone() async throws {
+        let h = try await Harness()
+        try await h.redis.run("SET", h.keys.poolActive("default"), "127.0.0.3")
+        for _ in 0..<3 { _ = try await h.submit() }
+        for _ in 0..<3 {
+            let ready = try await h.nextReady()
+            #expect(ready["ip"] == "127.0.0.3" && ready["helo"] == "out2.example")
+        }
+        // The reputation monitor left the pool no IP: its mail waits.
+        try await h.redis.run("SET", h.keys.poolActive("default"), "")
+        let held = try await h.submit()
+        try await Task.sleep(for: .milliseconds(500))
+        #expect(try await h.state(held) == "queued")
+        try await h.redis.run("SET", h.keys.poolActive("default"), "127.0.0.2")
+        let ready = try await h.nextReady()
+        #expect(ready["id"] == held && ready["ip"] == "127.0.0.2")
+        await h.stop()
+    }
+
+    @Test func resultsStayUntilTheReputationGroupHasThem() async throws {
+        let h = try await Harness()
+        let results = h.keys.stream(.results)
+        try await h.redis.ensureGroup(stream: results, group: StreamName.reputationGroup)
+        let id = try await h.submit()
+        _ = try await h.nextReady()
+        try await h.result(id, attempt: "1", outcome: "delivered", code: "250", reply: "ok")
+        try await h.waitFor("delivered") { try await h.state(id) == "delivered" }
+        #expect(try await h.redis.run("XLEN", results).int == 1)
+        let theirs = try await h.redis.readGroup(stream: results, group: "reputation",
+                                                 consumer: "r", count: 10, block: nil)
+        #expect(theirs.map { $0["id"] } == [id])
+        try await h.redis.run(["XACK", results, "reputation"] + theirs.map(\.id))
+        #expect(try await h.redis.trimAcknowledged(stream: results) == 1)
+        await h.stop()
+    }
+
     @Test func deferralRetriesAfterTheDelayThenBounceIsFinal() async throws {
         let h = try await Harness()
         let id = try await h.submit()

@@ -74,3 +74,60 @@ public func xadd(_ stream: String, _ fields: [(String, String)], maxLen: Int? = 
     for (k, v) in fields { cmd += [.text(k), .text(v)] }
     return cmd
 }
+
+extension RedisClient {
+    /// Deletes the entries of `stream` that every consumer group has read and acknowledged:
+    /// everything below the lowest of each group's oldest pending entry (or, with nothing
+    /// pending, the entry after the last one it was given). A stream read by several groups
+    /// is trimmed this way instead of entry by entry, so no group loses what another has
+    /// finished with. Returns how many entries went.
+    @discardableResult
+    public func trimAcknowledged(stream: String) async throws -> Int {
+        let groups = (try await run("XINFO", "GROUPS", stream).array ?? []).map(\.fieldMap)
+        guard !groups.isEmpty else { return 0 }
+        var floor: StreamID?
+        for g in groups {
+            guard let name = g["name"], let last = g["last-delivered-id"].flatMap(StreamID.init)
+            else { return 0 }
+            var keep = last.successor
+            if Int(g["pending"] ?? "0") ?? 0 > 0 {
+                let summary = try await run("XPENDING", stream, name).array ?? []
+                guard summary.count >= 2, let oldest = summary[1].string.flatMap(StreamID.init)
+                else { return 0 }
+                keep = oldest
+            }
+            floor = floor.map { min($0, keep) } ?? keep
+        }
+        guard let floor else { return 0 }
+        return try await run("XTRIM", stream, "MINID", floor.description).int ?? 0
+    }
+}
+
+/// A stream entry id, `<ms>-<seq>`, ordered as Redis orders them.
+public struct StreamID: Comparable, Sendable, CustomStringConvertible {
+    public let ms: UInt64
+    public let seq: UInt64
+
+    public init(ms: UInt64, seq: UInt64) {
+        self.ms = ms
+        self.seq = seq
+    }
+
+    public init?(_ text: String) {
+        let parts = text.split(separator: "-")
+        guard parts.count == 2, let ms = UInt64(parts[0]), let seq = UInt64(parts[1]) else {
+            return nil
+        }
+        self.init(ms: ms, seq: seq)
+    }
+
+    public var successor: StreamID {
+        seq == UInt64.max ? StreamID(ms: ms + 1, seq: 0) : StreamID(ms: ms, seq: seq + 1)
+    }
+
+    public var description: String { "\(ms)-\(seq)" }
+
+    public static func < (a: StreamID, b: StreamID) -> Bool {
+        (a.ms, a.seq) < (b.ms, b.seq)
+    }
+}

@@ -29,6 +29,11 @@ public enum StreamName: String, Sendable, CaseIterable {
         case .events: return "webhooks"
         }
     }
+
+    /// The reputation monitor's own group on `results` and `inbound`: it reads every entry
+    /// too, so these two streams are trimmed only below what every group has acknowledged
+    /// (`RedisClient.trimAcknowledged`), never entry by entry.
+    public static let reputationGroup = "reputation"
 }
 
 /// Key names under a configurable prefix (`TERN_REDIS_PREFIX`, default `tern:`).
@@ -53,7 +58,7 @@ public struct Keys: Sendable {
     public var dueGroups: String { prefix + "due" }
     /// String: the time (ms) before which a group may not release its next message.
     public func groupPace(_ group: String) -> String { prefix + "pace:" + group }
-    /// Hash: counters a daemon keeps for operators (`bounce.forged`, ...).
+    /// Hash: counters a daemon keeps for operators (`bounce.forged`, `dnsbl.error`, ...).
     public var counters: String { prefix + "counters" }
     /// Hash: `<ip>|<provider>` → the JSON of that IP's adaptive rate towards that provider
     /// (rate, state, hold time, reason for the last change), written by the scheduler.
@@ -68,6 +73,77 @@ public struct Keys: Sendable {
     public var heldOrgs: String { prefix + "held" }
     /// Set: the recipient addresses (lowercased) an organisation must not mail again.
     public func suppressions(_ org: String) -> String { prefix + "supp:" + org }
+
+    // The reputation monitor's keys. It alone writes them; the scheduler reads the first.
+
+    /// String: the pool's IPs that may be used now (`ActiveIPs`), written by the reputation
+    /// monitor; missing means every configured IP, "" means none (the pool holds its mail).
+    public func poolActive(_ pool: String) -> String { prefix + "pool:" + pool + ":active" }
+    /// Hash: one IP's standing (`IPField`): whether it is active and why not, since when,
+    /// the clean checks counted towards its return, its identity (FCrDNS) check.
+    public func ipState(_ ip: String) -> String { prefix + "ip:" + ip }
+    /// Hash: the blocklists that list an IP now: list name -> JSON {code, meaning,
+    /// since_ms, checked_ms}. A field goes when its list answers clean.
+    public func ipListings(_ ip: String) -> String { prefix + "dnsbl:" + ip }
+    /// Hash: an IP's warm-up plan: `start_day` (yyyy-mm-dd, UTC), `last_day` decided, and
+    /// `steps`, JSON provider -> index into the schedule (`*` for providers not seen).
+    public func warmupPlan(_ ip: String) -> String { prefix + "warmup:" + ip }
+    /// Hash: an IP's daily caps for one UTC day (yyyy-mm-dd): provider -> messages, `*` for
+    /// any other provider; "none" for no cap. Expires two days after the day.
+    public func warmupCaps(_ ip: String, day: String) -> String {
+        prefix + "warmup:" + ip + ":caps:" + day
+    }
+    /// List of JSON warm-up decisions (day, provider, decision, reason, sample, rates, cap),
+    /// newest last, capped at 1000.
+    public func warmupDecisions(_ ip: String) -> String { prefix + "warmup:" + ip + ":log" }
+    /// Hash: counts of one scope in one time bucket (`StatsField`). `granularity` is `m`
+    /// (minute), `h` (hour) or `d` (UTC day); `scope` is `ip:<ip>`, `prov:<provider>` or
+    /// `ipprov:<ip>|<provider>`; `bucket` the bucket's start in ms.
+    public func stats(_ granularity: String, _ scope: String, _ bucket: Int64) -> String {
+        prefix + "stats:" + granularity + ":" + scope + ":" + String(bucket)
+    }
+    /// Set: the providers an IP sent to on one UTC day (`bucket`, ms), for the warm-up.
+    public func statsProviders(_ ip: String, _ bucket: Int64) -> String {
+        prefix + "stats:providers:" + ip + ":" + String(bucket)
+    }
+    /// Sorted set: reply texts of one scope in one bucket, scored by how often they came.
+    public func statsReplies(_ granularity: String, _ scope: String, _ bucket: Int64) -> String {
+        prefix + "replies:" + granularity + ":" + scope + ":" + String(bucket)
+    }
+}
+
+/// Fields of an IP's standing hash (`Keys.ipState`).
+public enum IPField {
+    /// `active`, `listed`, `identity` (failed its FCrDNS/EHLO check), `unchecked`.
+    public static let status = "status"
+    public static let reason = "reason"             // why it is not active, for operators
+    public static let since = "since_ms"            // when the status began
+    public static let cleanChecks = "clean_checks"  // clean rounds counted while listed
+    public static let checked = "checked_ms"        // last blocklist round
+    public static let identity = "identity"         // "ok" or why the FCrDNS check failed
+    public static let identityChecked = "identity_checked_ms"
+    public static let pools = "pools"               // the pools it belongs to, ","-joined
+    /// The last round's error answers (`list: answer meaning`, "; "-joined), "" for none:
+    /// a list refusing our resolver, a rate limit, an undocumented answer.
+    public static let errors = "errors"
+    /// The last round's lists that did not answer (timeout, SERVFAIL), "" for none.
+    public static let unknown = "unknown"
+}
+
+/// Fields of a statistics bucket (`Keys.stats`).
+public enum StatsField {
+    public static let delivered = "delivered"
+    public static let deferred = "deferred"
+    public static let bounced = "bounced"
+    public static let complained = "complained"
+    public static let all = [delivered, deferred, bounced, complained]
+}
+
+/// Events about sending IPs, appended to `events` beside message events. Their entries carry
+/// `event`, `ip`, `pool` and `json` instead of a message id.
+public enum IPEventKind: String, Sendable, Codable {
+    case ipListed = "ip_listed"
+    case ipDelisted = "ip_delisted"
 }
 
 /// Fields of the message record hash.
@@ -131,6 +207,7 @@ public enum EntryField {
     // events
     public static let event = "event"
     public static let json = "json"             // the whole event as JSON, as posted to webhooks
+    public static let pool = "pool"             // IP events: the pool of the IP
 }
 
 /// The outcome of one delivery attempt, as the sender reports it.

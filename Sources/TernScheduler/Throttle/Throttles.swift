@@ -5,6 +5,7 @@
 import Foundation
 import Synchronization
 import TernCore
+import TernMail
 
 final class Throttles: Sendable {
     struct State: Sendable {

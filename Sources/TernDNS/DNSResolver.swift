@@ -1,6 +1,7 @@
-// DNS for delivery: the MX records of a recipient domain and the addresses of each MX host,
-// through libunbound forwarding to the one resolver the operator names (TERN_DNS_RESOLVER).
-// The system resolver is never consulted: no resolv.conf, no hosts file, no root hints.
+// DNS for Tern's daemons: MX records and host addresses for delivery (sender), blocklist
+// lookups and reverse names for the reputation monitor, all through libunbound forwarding to
+// the one resolver the operator names (TERN_DNS_RESOLVER). The system resolver is never
+// consulted: no resolv.conf, no hosts file, no root hints.
 //
 // Queries use libunbound's asynchronous API with its own worker thread: a query is handed
 // over and the asking task suspends; a pump task waits on `ub_fd` through the event loop and
@@ -44,14 +45,24 @@ private final class UnboundQuery: Sendable {
     private struct State {
         var continuation: CheckedContinuation<UnboundAnswer, Never>?
         var finished = false
+        /// The answer given before anyone waited (a task cancelled before it asked).
+        var early: UnboundAnswer?
         var asyncID: Int32?
         var timer: Task<Void, Never>?
     }
 
     private let state = Mutex(State())
 
-    func start(_ c: CheckedContinuation<UnboundAnswer, Never>) {
-        state.withLock { $0.continuation = c }
+    /// Registers the waiter; false (and the waiter resumed) when the query already finished.
+    func start(_ c: CheckedContinuation<UnboundAnswer, Never>) -> Bool {
+        let early = state.withLock { s -> UnboundAnswer? in
+            if s.finished { return s.early ?? UnboundAnswer(error: "cancelled") }
+            s.continuation = c
+            return nil
+        }
+        guard let early else { return true }
+        c.resume(returning: early)
+        return false
     }
 
     func started(id: Int32, timer: Task<Void, Never>) {
@@ -73,6 +84,7 @@ private final class UnboundQuery: Sendable {
                                                Task<Void, Never>?) in
             guard !s.finished else { return (nil, nil) }
             s.finished = true
+            if s.continuation == nil { s.early = answer }
             defer { s.continuation = nil; s.timer = nil }
             return (s.continuation, s.timer)
         }
@@ -83,7 +95,7 @@ private final class UnboundQuery: Sendable {
 }
 
 /// libunbound's context pointer, shared with the pump task. The context locks internally
-/// (libunbound is documented thread-safe); `MXResolver` guards its creation and deletion.
+/// (libunbound is documented thread-safe); `DNSResolver` guards its creation and deletion.
 private struct UnboundContext: @unchecked Sendable {
     let pointer: OpaquePointer
 }
@@ -119,8 +131,8 @@ private func unboundCallback(_ data: UnsafeMutableRawPointer?, _ err: Int32,
     query.finish(answer)
 }
 
-public final class MXResolver: Sendable {
-    static let typeA: Int32 = 1, typeMX: Int32 = 15, typeAAAA: Int32 = 28
+public final class DNSResolver: Sendable {
+    static let typeA: Int32 = 1, typePTR: Int32 = 12, typeMX: Int32 = 15, typeAAAA: Int32 = 28
     static let classIN: Int32 = 1
 
     private let context: UnboundContext
@@ -134,7 +146,10 @@ public final class MXResolver: Sendable {
 
     /// A resolver that forwards every query to `forwarder` (never the system resolver).
     /// `timeout` bounds each lookup; a lookup that takes longer is a temporary failure.
-    public init(forwarder: SocketAddress, timeout: Duration = .seconds(30)) throws {
+    /// `cache: false` keeps no answer between lookups: a blocklist check must see a delisting
+    /// at the next check, and the forwarder caches anyway.
+    public init(forwarder: SocketAddress, timeout: Duration = .seconds(30),
+                cache: Bool = true) throws {
         guard let ctx = ub_ctx_create() else {
             throw ConfigError("TERN_DNS_RESOLVER", "libunbound: cannot create a context")
         }
@@ -147,6 +162,15 @@ public final class MXResolver: Sendable {
         }
         // "host@port" is libunbound's form; every name goes to this one server.
         try check(ub_ctx_set_fwd(ctx, "\(forwarder.host)@\(forwarder.port)"), "set_fwd")
+        // libunbound answers the loopback reverse zones itself; the forwarder must see them
+        // (the test world serves PTRs for 127.0.0.x sending addresses).
+        for zone in ["127.in-addr.arpa.", Self.reverseName("::1").map { $0 + "." } ?? ""] {
+            try check(ub_ctx_set_option(ctx, "local-zone:", "\(zone) transparent"), "local-zone")
+        }
+        if !cache {
+            try check(ub_ctx_set_option(ctx, "cache-max-ttl:", "0"), "cache-max-ttl")
+            try check(ub_ctx_set_option(ctx, "cache-max-negative-ttl:", "0"), "cache-max-ttl")
+        }
         // A thread, not a forked process, answers asynchronous queries.
         try check(ub_ctx_async(ctx, 1), "async")
         let fd = ub_fd(ctx)
@@ -220,6 +244,21 @@ public final class MXResolver: Sendable {
         }
     }
 
+    /// The names of `address`'s PTR records (RFC 1035 §3.5, RFC 3596 §2.5).
+    public func ptr(_ address: String) async -> DNSAnswer<[String]> {
+        guard let name = Self.reverseName(address) else {
+            return .failure("not an IP address: \(Logger.printable(address))")
+        }
+        switch classify(await query(name, type: Self.typePTR)) {
+        case .records(let raw):
+            let names = raw.compactMap { Self.wireName($0, from: 0) }
+            return names.isEmpty ? .noData : .records(names)
+        case .noData: return .noData
+        case .nxDomain: return .nxDomain
+        case .failure(let why): return .failure(why)
+        }
+    }
+
     private func classify(_ a: UnboundAnswer) -> DNSAnswer<[[UInt8]]> {
         if let error = a.error { return .failure(error) }
         if a.rcode == 3 || a.nxDomain { return .nxDomain }
@@ -241,7 +280,8 @@ public final class MXResolver: Sendable {
         defer { _ = outstanding.withLock { $0.removeValue(forKey: key) } }
         return await withTaskCancellationHandler {
             await withCheckedContinuation { (c: CheckedContinuation<UnboundAnswer, Never>) in
-                q.start(c)
+                // Cancelled before this point: the handler already finished the query.
+                guard q.start(c) else { return }
                 if Task.isCancelled {
                     q.finish(UnboundAnswer(error: "cancelled"))
                     return
@@ -289,7 +329,7 @@ public final class MXResolver: Sendable {
     // MARK: Parsing answers
 
     /// A name worth asking for: LDH labels (and "_"), 1-63 octets each, 253 in all.
-    static func isPlausibleName(_ name: String) -> Bool {
+    public static func isPlausibleName(_ name: String) -> Bool {
         var name = Substring(name)
         if name.hasSuffix(".") { name = name.dropLast() }
         guard !name.isEmpty, name.utf8.count <= 253 else { return false }
@@ -308,16 +348,19 @@ public final class MXResolver: Sendable {
     static func mxRecord(_ rdata: [UInt8]) -> MXRecord? {
         guard rdata.count >= 3 else { return nil }
         let preference = UInt16(rdata[0]) << 8 | UInt16(rdata[1])
+        // The root name alone is RFC 7505's null MX: "." is what MXOrdering expects.
+        return wireName(rdata, from: 2).map { MXRecord(preference: preference, host: $0) }
+    }
+
+    /// A name in uncompressed wire form starting at `from`, lowercased, "." for the root;
+    /// nil for a compression pointer, a bad label or a truncated name.
+    static func wireName(_ rdata: [UInt8], from start: Int) -> String? {
         var labels: [String] = []
-        var i = 2
+        var i = start
         while i < rdata.count {
             let n = Int(rdata[i])
             i += 1
-            if n == 0 {
-                // The root name alone is RFC 7505's null MX: "." is what MXOrdering expects.
-                return MXRecord(preference: preference,
-                                host: labels.isEmpty ? "." : labels.joined(separator: "."))
-            }
+            if n == 0 { return labels.isEmpty ? "." : labels.joined(separator: ".") }
             guard n <= 63, i + n <= rdata.count else { return nil }
             let label = rdata[i..<i + n]
             guard label.allSatisfy(isHostByte) else { return nil }
@@ -325,6 +368,23 @@ public final class MXResolver: Sendable {
             i += n
         }
         return nil
+    }
+
+    /// The reverse-lookup name of an address: reversed octets under in-addr.arpa, reversed
+    /// nibbles under ip6.arpa (RFC 3596 §2.5). `zone` replaces the arpa suffix, which is how
+    /// DNS blocklists are asked (RFC 5782 §2.1, §2.4).
+    public static func reverseName(_ address: String, zone: String? = nil) -> String? {
+        if address.contains(":") {
+            var raw = [UInt8](repeating: 0, count: 16)
+            guard inet_pton(AF_INET6, address, &raw) == 1 else { return nil }
+            let hex = Array("0123456789abcdef")
+            let nibbles = raw.reversed().flatMap { [hex[Int($0 & 0xF)], hex[Int($0 >> 4)]] }
+            return nibbles.map(String.init).joined(separator: ".") + "." + (zone ?? "ip6.arpa")
+        }
+        var raw = [UInt8](repeating: 0, count: 4)
+        guard inet_pton(AF_INET, address, &raw) == 1 else { return nil }
+        return raw.reversed().map { String($0) }.joined(separator: ".") + "."
+            + (zone ?? "in-addr.arpa")
     }
 
     static func addressText(_ rdata: [UInt8], ipv6: Bool) -> String? {

@@ -1,0 +1,101 @@
+// The reputation monitor's reading of `results` and `inbound`: each entry becomes a
+// statistics sample, counted and acknowledged in one transaction, so a crash neither loses
+// nor double-counts an outcome. The monitor has its own consumer group on both streams; the
+// scheduler's group is untouched and the streams are trimmed below what both acknowledged.
+//
+// Known limit: entries left pending by another reputation process are not claimed; run one.
+
+import Foundation
+import TernCore
+import TernMail
+
+extension ReputationDaemon {
+    func consume(_ stream: StreamName, shutdown: Shutdown) async {
+        let name = keys.stream(stream), group = StreamName.reputationGroup
+        var pendingFirst = true
+        var failures: [String: Int] = [:]
+        while !shutdown.isRequested && !Task.isCancelled {
+            do {
+                let entries = try await redis.readGroup(
+                    stream: name, group: group, consumer: settings.common.instance, count: 100,
+                    block: pendingFirst ? nil : .seconds(1), pending: pendingFirst)
+                if pendingFirst && entries.isEmpty {
+                    pendingFirst = false
+                    continue
+                }
+                for entry in entries {
+                    let ack: [RedisArg] = ["XACK", .text(name), .text(group), .text(entry.id)]
+                    do {
+                        let cmds = try await sample(stream, entry).map { $0.commands(keys) }
+                        _ = try await redis.transaction((cmds ?? []) + [ack])
+                        failures[entry.id] = nil
+                    } catch {
+                        failures[entry.id, default: 0] += 1
+                        pendingFirst = true
+                        guard failures[entry.id]! >= 5 else { continue }
+                        logger.critical("dropping \(stream.rawValue) entry: \(error)",
+                                        ("entry", entry.id), ("fields", "\(entry.fields)"))
+                        _ = try await redis.transaction([ack])
+                    }
+                }
+                if !entries.isEmpty { try await redis.trimAcknowledged(stream: name) }
+            } catch is CancellationError {
+                return
+            } catch IOError.cancelled {
+                return
+            } catch {
+                logger.error("reading \(stream.rawValue) failed: \(error)")
+                pendingFirst = true
+                try? await Task.sleep(for: .seconds(1))
+            }
+        }
+    }
+
+    /// What an entry counts as; nil for one that counts as nothing (logged).
+    func sample(_ stream: StreamName, _ e: StreamEntry) async throws -> StatsSample? {
+        let at = Int64(StreamID(e.id)?.ms ?? UInt64(nowMs()))
+        if stream == .results {
+            guard let outcome = e[EntryField.outcome].flatMap(AttemptOutcome.init(rawValue:))
+            else {
+                logger.critical("malformed results entry", ("entry", e.id))
+                return nil
+            }
+            let field = switch outcome {
+            case .delivered: StatsField.delivered
+            case .deferred: StatsField.deferred
+            case .failed: StatsField.bounced
+            }
+            let mx = e[EntryField.mxHost] ?? ""
+            let provider = mx.isEmpty ? try await recipientDomain(e[EntryField.id] ?? "")
+                                      : Provider.of(host: mx)
+            let code = Int(e[EntryField.code] ?? "") ?? 0
+            return StatsSample(atMs: at, ip: e[EntryField.sourceIP] ?? "", provider: provider,
+                               field: field,
+                               reply: StatsSample.replyText(code: code,
+                                                            enhanced: e[EntryField.enhanced] ?? "",
+                                                            reply: e[EntryField.reply] ?? ""))
+        }
+        // inbound: the IP and MX host are those of the message's last attempt.
+        let id = e[EntryField.id] ?? ""
+        let last = try await redis.run("LINDEX", keys.attempts(id), "-1").string
+        let attempt = last.flatMap {
+            try? JSONDecoder().decode(AttemptRecord.self, from: Data($0.utf8))
+        }
+        let rcptDomain = (e[EntryField.recipient] ?? "").split(separator: "@").last
+            .map(String.init) ?? ""
+        let provider = attempt.map { !$0.mx.isEmpty ? Provider.of(host: $0.mx) : "" }
+            .flatMap { $0.isEmpty ? nil : $0 }
+            ?? (rcptDomain.isEmpty ? "unknown" : Provider.of(host: rcptDomain))
+        let field = e[EntryField.kind] == "complaint" ? StatsField.complained
+            : e[EntryField.action] == "delayed" ? StatsField.deferred : StatsField.bounced
+        return StatsSample(atMs: at, ip: attempt?.ip ?? "", provider: provider, field: field,
+                           reply: StatsSample.replyText(code: 0,
+                                                        enhanced: e[EntryField.status] ?? "",
+                                                        reply: e[EntryField.diagnostic] ?? ""))
+    }
+
+    func recipientDomain(_ id: String) async throws -> String {
+        let d = try await redis.run("HGET", keys.message(id), MessageField.domain).string ?? ""
+        return d.isEmpty ? "unknown" : Provider.of(host: d)
+    }
+}

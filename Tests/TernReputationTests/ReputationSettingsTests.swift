@@ -1,0 +1,78 @@
+// The monitor's settings, and its warm-up loop publishing caps from yesterday's counts.
+
+import Foundation
+import Testing
+import TernCore
+import TernMail
+import TernTestSupport
+@testable import TernReputation
+
+@Suite(.serialized) struct ReputationSettingsTests {
+    static let base = ["TERN_POOLS": "default=127.0.0.2/out1.tern.example",
+                       "TERN_DNS_RESOLVER": "127.0.0.1:9",
+                       "TERN_DNSBL_FILE": BlocklistWorld.root + "/testworld/dnsbl.json"]
+
+    func settings(_ extra: [String: String]) throws -> ReputationSettings {
+        let env = Environment(Self.base.merging(extra) { _, b in b })
+        return try ReputationSettings(env, common: CommonSettings(env, role: "reputation"))
+    }
+
+    @Test func defaultsAndAWarmupWithAStartDay() throws {
+        let s = try settings(["TERN_WARMUP": "127.0.0.2@2026-11-01"])
+        #expect(s.interval == .seconds(900) && s.cleanChecks == 2)
+        #expect(s.allListed == ["default": .hold])
+        #expect(s.warmup == ["127.0.0.2": WarmupPlan.day(text: "2026-11-01")])
+        #expect(s.warmupPolicy.schedule == .standard && s.warmupPolicy.minSample == 100)
+        #expect(try settings(["TERN_WARMUP_SCHEDULE": "10, 20"]).warmupPolicy.schedule.caps
+                == [10, 20])
+    }
+
+    @Test(arguments: [
+        ["TERN_DNS_RESOLVER": ""],
+        ["TERN_DNS_RESOLVER": "resolver.example:53"],
+        ["TERN_DNSBL_FILE": "/nonexistent/dnsbl.json"],
+        ["TERN_DNSBL_INTERVAL": "0s"],
+        ["TERN_DNSBL_CLEAN_CHECKS": "0"],
+        ["TERN_POOL_ALL_LISTED": "drop"],
+        ["TERN_WARMUP": "192.0.2.1"],
+        ["TERN_WARMUP": " , "],
+        ["TERN_WARMUP": "127.0.0.2@tomorrow"],
+        ["TERN_WARMUP_SCHEDULE": "50,x"],
+    ])
+    func badSettingsStopTheDaemonAtStart(_ extra: [String: String]) {
+        #expect(throws: ConfigError.self) { try settings(extra) }
+    }
+
+    @Test func yesterdaysCountsMoveThePlanAndTodaysCapsArePublished() async throws {
+        let now = nowMs()
+        let today = WarmupPlan.day(ms: now)
+        let yesterday = Int64(today - 1) * 86_400_000
+        let server = try TestRedis()
+        defer { server.stop() }
+        let redis = try RedisClient(url: server.url)
+        let keys = Keys()
+        // Yesterday: 50 clean deliveries in all, 10 of them to inbox.example.
+        try await redis.run("HSET", keys.stats("d", "ip:127.0.0.2", yesterday), "delivered", "50")
+        try await redis.run("HSET", keys.stats("d", "ipprov:127.0.0.2|inbox.example", yesterday),
+                            "delivered", "10")
+        try await redis.run("SADD", keys.statsProviders("127.0.0.2", yesterday), "inbox.example")
+        let start = WarmupPlan.dayText(today - 3)
+        let h = try await ReputationHarness(env: Self.base.merging([
+            "TERN_REDIS_URL": server.url, "TERN_WARMUP": "127.0.0.2@\(start)"]) { _, b in b })
+        let caps = keys.warmupCaps("127.0.0.2", day: WarmupPlan.dayText(today))
+        try await h.waitFor("caps published") {
+            try await redis.run("EXISTS", caps).int == 1
+        }
+        #expect(try await redis.run("HGETALL", caps).fieldMap
+                == ["*": "200", "inbox.example": "50"])
+        let plan = try await redis.run("HGETALL", keys.warmupPlan("127.0.0.2")).fieldMap
+        #expect(plan["start_day"] == start && plan["last_day"] == WarmupPlan.dayText(today))
+        let log = try await redis.run("LRANGE", keys.warmupDecisions("127.0.0.2"), "0", "-1")
+        let decisions = (log.array ?? []).compactMap(\.string)
+        #expect(decisions.count == 2)
+        #expect(decisions.first?.contains("\"decision\":\"accelerate\"") == true)
+        #expect(decisions.last?.contains("\"decision\":\"hold\"") == true)
+        #expect(decisions.last?.contains("fewer than the 25 needed") == true)
+        await h.stop()
+    }
+}
