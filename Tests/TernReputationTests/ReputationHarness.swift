@@ -139,7 +139,9 @@ final class ReputationHarness: Sendable {
     }
 
     func waitFor(_ what: String, _ check: () async throws -> Bool) async throws {
-        for _ in 0..<400 {
+        // Generous: a loaded machine (CI) may take many times longer than a quiet one.
+        let deadline = ContinuousClock.now + .seconds(60)
+        while ContinuousClock.now < deadline {
             if try await check() { return }
             try await Task.sleep(for: .milliseconds(25))
         }

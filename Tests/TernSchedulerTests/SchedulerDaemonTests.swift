@@ -89,7 +89,8 @@ import TernTestSupport
         }
 
         func waitFor(_ what: String, _ check: () async throws -> Bool) async throws {
-            for _ in 0..<200 {
+            let deadline = ContinuousClock.now + .seconds(30)
+            while ContinuousClock.now < deadline {
                 if try await check() { return }
                 try await Task.sleep(for: .milliseconds(25))
             }
