@@ -2,8 +2,7 @@
 // statistics sample, counted and acknowledged in one transaction, so a crash neither loses
 // nor double-counts an outcome. The monitor has its own consumer group on both streams; the
 // scheduler's group is untouched and the streams are trimmed below what both acknowledged.
-//
-// Known limit: entries left pending by another reputation process are not claimed; run one.
+// Entries a dead reputation process left pending are taken over after a minute.
 
 import Foundation
 import TernCore
@@ -12,43 +11,18 @@ import TernMail
 extension ReputationDaemon {
     func consume(_ stream: StreamName, shutdown: Shutdown) async {
         let name = keys.stream(stream), group = StreamName.reputationGroup
-        var pendingFirst = true
-        var failures: [String: Int] = [:]
-        while !shutdown.isRequested && !Task.isCancelled {
-            do {
-                let entries = try await redis.readGroup(
-                    stream: name, group: group, consumer: settings.common.instance, count: 100,
-                    block: pendingFirst ? nil : .seconds(1), pending: pendingFirst)
-                if pendingFirst && entries.isEmpty {
-                    pendingFirst = false
-                    continue
-                }
-                for entry in entries {
-                    let ack: [RedisArg] = ["XACK", .text(name), .text(group), .text(entry.id)]
-                    do {
-                        let cmds = try await sample(stream, entry).map { $0.commands(keys) }
-                        _ = try await redis.transaction((cmds ?? []) + [ack])
-                        failures[entry.id] = nil
-                    } catch {
-                        failures[entry.id, default: 0] += 1
-                        pendingFirst = true
-                        guard failures[entry.id]! >= 5 else { continue }
-                        logger.critical("dropping \(stream.rawValue) entry: \(error)",
-                                        ("entry", entry.id), ("fields", "\(entry.fields)"))
-                        _ = try await redis.transaction([ack])
-                    }
-                }
-                if !entries.isEmpty { try await redis.trimAcknowledged(stream: name) }
-            } catch is CancellationError {
-                return
-            } catch IOError.cancelled {
-                return
-            } catch {
-                logger.error("reading \(stream.rawValue) failed: \(error)")
-                pendingFirst = true
-                try? await Task.sleep(for: .seconds(1))
-            }
-        }
+        var consumer = StreamConsumer(redis: redis, stream: name, group: group,
+                                      consumer: settings.common.instance, logger: logger)
+        consumer.claimIdle = .seconds(60)
+        consumer.trimAcknowledged = true
+        await consumer.run(shutdown: shutdown, apply: { entry in
+            let ack: [RedisArg] = ["XACK", .text(name), .text(group), .text(entry.id)]
+            let cmds = try await sample(stream, entry).map { $0.commands(keys) }
+            _ = try await redis.transaction((cmds ?? []) + [ack])
+        }, drop: { entry in
+            _ = try await redis.transaction([["XACK", .text(name), .text(group),
+                                              .text(entry.id)]])
+        })
     }
 
     /// What an entry counts as; nil for one that counts as nothing (logged).

@@ -52,70 +52,18 @@ public struct SchedulerDaemon: Daemon {
 
     // MARK: Consuming streams
 
-    /// Reads one stream through the consumer group until shutdown: first what this consumer
-    /// was given before (pending after a crash), then new entries, and from time to time the
-    /// entries a dead consumer left behind.
+    /// Reads one stream through the scheduler's consumer group until shutdown (see
+    /// `StreamConsumer`); each entry is applied and acknowledged in one transaction.
     func consume(_ stream: StreamName, shutdown: Shutdown,
                  apply: @escaping @Sendable (StreamEntry) async throws -> Void) async {
-        let name = keys.stream(stream)
-        let consumer = settings.common.instance
-        var failures: [String: Int] = [:]
-        var lastClaim = ContinuousClock.now
-        var pendingFirst = true
-        while !shutdown.isRequested && !Task.isCancelled {
-            do {
-                var entries = try await redis.readGroup(
-                    stream: name, group: stream.group, consumer: consumer, count: 100,
-                    block: pendingFirst ? nil : .seconds(1), pending: pendingFirst)
-                if pendingFirst && entries.isEmpty {
-                    pendingFirst = false
-                    continue
-                }
-                if ContinuousClock.now - lastClaim > settings.claimIdle / 2 {
-                    lastClaim = .now
-                    entries += try await redis.claimStale(
-                        stream: name, group: stream.group, consumer: consumer,
-                        minIdle: settings.claimIdle, count: 100)
-                }
-                for entry in entries {
-                    do {
-                        try await apply(entry)
-                        failures[entry.id] = nil
-                    } catch {
-                        failures[entry.id, default: 0] += 1
-                        try await giveUpIfPoisoned(entry, stream: stream, failures: failures,
-                                                   error: error)
-                        pendingFirst = true
-                    }
-                }
-                if !entries.isEmpty && stream != .submit {
-                    try await redis.trimAcknowledged(stream: name)
-                }
-            } catch is CancellationError {
-                return
-            } catch IOError.cancelled {
-                return
-            } catch {
-                logger.error("reading \(stream.rawValue) failed: \(error)")
-                pendingFirst = true
-                try? await Task.sleep(for: .seconds(1))
-            }
+        var consumer = StreamConsumer(redis: redis, stream: keys.stream(stream),
+                                      group: stream.group, consumer: settings.common.instance,
+                                      logger: logger)
+        consumer.claimIdle = settings.claimIdle
+        consumer.trimAcknowledged = stream != .submit
+        await consumer.run(shutdown: shutdown, apply: apply) { entry in
+            _ = try await redis.transaction(ack(stream, entry))
         }
-    }
-
-    /// An entry that fails again and again is a bug in whoever wrote it; it is logged whole
-    /// and acknowledged so that it cannot stop the stream behind it.
-    private func giveUpIfPoisoned(_ entry: StreamEntry, stream: StreamName, failures: [String: Int],
-                                  error: any Error) async throws {
-        let count = failures[entry.id] ?? 0
-        guard count >= 5 else {
-            logger.warning("applying \(stream.rawValue) entry failed, will retry: \(error)",
-                           ("entry", entry.id), ("message_id", entry[EntryField.id] ?? ""))
-            return
-        }
-        logger.critical("dropping \(stream.rawValue) entry after \(count) failures: \(error)",
-                        ("entry", entry.id), ("fields", "\(entry.fields)"))
-        _ = try await redis.transaction(ack(stream, entry))
     }
 
     /// Acknowledges an entry. `submit` is read by this group alone, so its entry goes at

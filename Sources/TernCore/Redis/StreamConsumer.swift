@@ -1,0 +1,91 @@
+// One consumer of a Redis stream through its consumer group: the loop every daemon runs on
+// the streams it reads.
+//
+// It reads this consumer's own pending entries first (what it held when it last died), then
+// new ones; from time to time it takes over entries another consumer of the group left idle
+// too long. An entry whose handling fails is tried again; one that fails five times is a bug
+// in whoever wrote it, so it is logged whole and dropped rather than stop the stream.
+
+import Foundation
+
+public struct StreamConsumer: Sendable {
+    public let redis: RedisClient
+    /// The stream's key.
+    public let stream: String
+    public let group: String
+    public let consumer: String
+    public let logger: Logger
+    /// Entries idle this long on another consumer are taken over; nil takes over none.
+    public var claimIdle: Duration?
+    /// After each batch, trim the stream below what every group has acknowledged (for
+    /// streams that several groups read, so no entry is deleted before all have seen it).
+    public var trimAcknowledged = false
+    public var batch = 100
+
+    public init(redis: RedisClient, stream: String, group: String, consumer: String,
+                logger: Logger) {
+        self.redis = redis
+        self.stream = stream
+        self.group = group
+        self.consumer = consumer
+        self.logger = logger
+    }
+
+    /// Runs until shutdown. `apply` handles and acknowledges one entry (in one transaction);
+    /// `drop` acknowledges a poisoned one.
+    public func run(shutdown: Shutdown,
+                    apply: @Sendable (StreamEntry) async throws -> Void,
+                    drop: @Sendable (StreamEntry) async throws -> Void) async {
+        var failures: [String: Int] = [:]
+        var lastClaim = ContinuousClock.now
+        var pendingFirst = true
+        while !shutdown.isRequested && !Task.isCancelled {
+            do {
+                var entries = try await redis.readGroup(
+                    stream: stream, group: group, consumer: consumer, count: batch,
+                    block: pendingFirst ? nil : .seconds(1), pending: pendingFirst)
+                if pendingFirst && entries.isEmpty {
+                    pendingFirst = false
+                    continue
+                }
+                if let claimIdle, ContinuousClock.now - lastClaim > claimIdle / 2 {
+                    lastClaim = .now
+                    entries += try await redis.claimStale(
+                        stream: stream, group: group, consumer: consumer, minIdle: claimIdle,
+                        count: batch)
+                }
+                for entry in entries {
+                    do {
+                        try await apply(entry)
+                        failures[entry.id] = nil
+                    } catch {
+                        let count = failures[entry.id, default: 0] + 1
+                        failures[entry.id] = count
+                        pendingFirst = true
+                        guard count >= 5 else {
+                            logger.warning("handling a \(stream) entry failed, will retry: \(error)",
+                                           ("entry", entry.id))
+                            continue
+                        }
+                        logger.critical("dropping a \(stream) entry after \(count) failures: "
+                                        + "\(error)", ("entry", entry.id),
+                                        ("fields", "\(entry.fields)"))
+                        try await drop(entry)
+                        failures[entry.id] = nil
+                    }
+                }
+                if trimAcknowledged && !entries.isEmpty {
+                    try await redis.trimAcknowledged(stream: stream)
+                }
+            } catch is CancellationError {
+                return
+            } catch IOError.cancelled {
+                return
+            } catch {
+                logger.error("reading \(stream) failed: \(error)")
+                pendingFirst = true
+                try? await Task.sleep(for: .seconds(1))
+            }
+        }
+    }
+}
