@@ -80,7 +80,7 @@ extension APIDaemon {
         guard let boundOrg else { return try SendRequest.decode(body) }
         let parsed: Any
         do {
-            parsed = try JSONSerialization.jsonObject(with: Data(body))
+            parsed = try JSONSerialization.jsonObject(with: Data(body), options: .fragmentsAllowed)
         } catch {
             throw ValidationError(field: "body", message: "is not valid JSON")
         }

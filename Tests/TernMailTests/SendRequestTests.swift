@@ -62,7 +62,11 @@ import TernMail
     /// (JSON body, field named by the error, part of its message).
     static let failures: [(String, String, String)] = [
         ("not json", "body", "not valid JSON"),
-        ("[1,2]", "body", "JSON object"),
+        ("[1,2]", "body", "must be a JSON object"),
+        (#""x""#, "body", "must be a JSON object"),
+        ("42", "body", "must be a JSON object"),
+        ("null", "body", "must be a JSON object"),
+        ("", "body", "not valid JSON"),
         (#"{"to":"b@example.net","text":"t"}"#, "from", "is required"),
         (#"{"from":"a@example.com","text":"t"}"#, "to", "is required"),
         (#"{"from":"a@example","to":"b@example.net","text":"t","bcc":"x","cc":"y"}"#,

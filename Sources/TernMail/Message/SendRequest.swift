@@ -68,7 +68,9 @@ public struct SendRequest: Sendable, Equatable {
     public static func decode(_ body: Data) throws(ValidationError) -> SendRequest {
         let parsed: Any
         do {
-            parsed = try JSONSerialization.jsonObject(with: body)
+            // Fragments allowed, so that a bare string or number is told it is not an object
+            // rather than that it is not JSON.
+            parsed = try JSONSerialization.jsonObject(with: body, options: .fragmentsAllowed)
         } catch {
             throw ValidationError(field: "body", message: "is not valid JSON")
         }
