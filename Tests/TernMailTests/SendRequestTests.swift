@@ -157,3 +157,28 @@ import TernMail
         #expect(withMetadata.metadataJSON.utf8.count == 4096)
     }
 }
+    @Test(arguments: ["alice@localhost.example", "alice@mylocalhost", "bob@localhost-x.net"])
+    func namesThatOnlyResembleLocalhostAreAccepted(_ recipient: String) throws {
+        let request = try decode(#"{"from":"a@example.com","to":"\#(recipient)","text":"t"}"#)
+        #expect(request.to.description == recipient)
+    }
+
+    @Test(arguments: ["Bcc", "bcc", "Delivered-To", "Resent-From", "Resent-Message-ID",
+                      "RESENT-TO", "Content-Length"])
+    func refusesEnvelopeAndTraceHeaders(_ name: String) {
+        #expect(throws: ValidationError(
+            field: "headers." + name,
+            message: "is an envelope or trace field and cannot be supplied; the recipient "
+                + "is the to field")) {
+            _ = try decode("{\(Self.base),\"text\":\"t\",\"headers\":{\"\(name)\":\"x@y\"}}")
+        }
+    }
+
+    @Test(arguments: ["Return-Path", "Received", "DKIM-Signature"])
+    func refusesTraceHeadersTernWrites(_ name: String) {
+        #expect(throws: ValidationError(field: "headers." + name,
+                                        message: "is set by Tern and cannot be supplied")) {
+            _ = try decode("{\(Self.base),\"text\":\"t\",\"headers\":{\"\(name)\":\"x@y\"}}")
+        }
+    }
+

@@ -57,6 +57,16 @@ public struct SendRequest: Sendable, Equatable {
         "dkim-signature", "content-type", "content-transfer-encoding", "mime-version",
         "reply-to",
     ]
+    /// Fields no submitter writes: Bcc would show the hidden recipient to every reader,
+    /// Delivered-To is trace written at delivery, Content-Length frames mailboxes, not mail,
+    /// and the Resent-* fields (RFC 5322 §3.6.6) record a re-sending, which a request is not.
+    public static let envelopeHeaders: Set<String> = ["bcc", "delivered-to", "content-length"]
+
+    static func isEnvelopeHeader(_ name: String) -> Bool {
+        let lower = name.lowercased()
+        return envelopeHeaders.contains(lower) || lower.hasPrefix("resent-")
+    }
+
     public static let maxMetadataBytes = 4096
     public static let maxHeaders = 50
     /// A subject must fit one line after "Subject: " (RFC 5322 §2.1.1's 998 octets).
@@ -214,6 +224,10 @@ public struct SendRequest: Sendable, Equatable {
             // folding is a nicety and never a necessity.
             if name.utf8.count + 2 + text.utf8.count > HeaderWriter.hardLimit {
                 throw ValidationError(field: field, message: "name and value exceed 998 octets")
+            guard !isEnvelopeHeader(name) else {
+                throw ValidationError(field: field, message: "is an envelope or trace field "
+                    + "and cannot be supplied; the recipient is the to field")
+            }
             }
             fields.append(HeaderField(name: name, value: text))
         }
