@@ -77,6 +77,16 @@ import TernMail
         (#"{"from":"a@example.com","to":["b@example.net","c@example.net"],"text":"t"}"#,
          "to", "one request per recipient"),
         (#"{"from":"a@example.com","to":5,"text":"t"}"#, "to", "must be a string"),
+        (#"{"from":"a@example.com","to":"alice@[127.0.0.1]","text":"t"}"#, "to",
+         "address literals such as [127.0.0.1] are not supported as recipients"),
+        (#"{"from":"a@example.com","to":"alice@[IPv6:::1]","text":"t"}"#, "to",
+         "address literals such as [ipv6:::1] are not supported as recipients"),
+        (#"{"from":"a@example.com","to":"alice@localhost","text":"t"}"#, "to",
+         "localhost names this machine"),
+        (#"{"from":"a@example.com","to":"alice@LocalHost","text":"t"}"#, "to",
+         "localhost names this machine"),
+        (#"{"from":"a@example.com","to":"alice@mx.dev.localhost","text":"t"}"#, "to",
+         "mx.dev.localhost names this machine"),
         ("{\(base),\"text\":\"t\",\"reply_to\":\"nobody\"}", "reply_to", "no @"),
         ("{\(base),\"text\":\"t\",\"subject\":\"a\\r\\nBcc: x@y\"}", "subject", "CR or LF"),
         ("{\(base),\"text\":\"t\",\"subject\":\"a\\nb\"}", "subject", "CR or LF"),
@@ -147,16 +157,6 @@ import TernMail
         }
     }
 
-    @Test func headersAtTheLimitAreAccepted() throws {
-        let value = String(repeating: "v", count: 998 - "X-A: ".utf8.count)
-        let request = try decode("{\(Self.base),\"text\":\"t\",\"headers\":{\"X-A\":\"\(value)\"}}")
-        #expect(request.headers.first?.value == value)
-        let metadataValue = String(repeating: "m", count: 4096 - #"{"a":""}"#.utf8.count)
-        let withMetadata = try decode(
-            "{\(Self.base),\"text\":\"t\",\"metadata\":{\"a\":\"\(metadataValue)\"}}")
-        #expect(withMetadata.metadataJSON.utf8.count == 4096)
-    }
-}
     @Test(arguments: ["alice@localhost.example", "alice@mylocalhost", "bob@localhost-x.net"])
     func namesThatOnlyResembleLocalhostAreAccepted(_ recipient: String) throws {
         let request = try decode(#"{"from":"a@example.com","to":"\#(recipient)","text":"t"}"#)
@@ -182,3 +182,13 @@ import TernMail
         }
     }
 
+    @Test func headersAtTheLimitAreAccepted() throws {
+        let value = String(repeating: "v", count: 998 - "X-A: ".utf8.count)
+        let request = try decode("{\(Self.base),\"text\":\"t\",\"headers\":{\"X-A\":\"\(value)\"}}")
+        #expect(request.headers.first?.value == value)
+        let metadataValue = String(repeating: "m", count: 4096 - #"{"a":""}"#.utf8.count)
+        let withMetadata = try decode(
+            "{\(Self.base),\"text\":\"t\",\"metadata\":{\"a\":\"\(metadataValue)\"}}")
+        #expect(withMetadata.metadataJSON.utf8.count == 4096)
+    }
+}

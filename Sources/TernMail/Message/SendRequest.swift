@@ -106,6 +106,7 @@ public struct SendRequest: Sendable, Equatable {
 
         from = try SendRequest.address(json, "from", required: true)!
         to = try SendRequest.address(json, "to", required: true)!
+        try SendRequest.checkDeliverable(to)
         replyTo = try SendRequest.address(json, "reply_to", required: false)
 
         subject = try SendRequest.string(json, "subject")
@@ -175,6 +176,22 @@ public struct SendRequest: Sendable, Equatable {
         }
     }
 
+    /// A recipient Tern could never deliver to is refused now rather than bounced later:
+    /// address literals (the sender resolves MX records, and an IP address in the envelope
+    /// would bypass every check on where mail may go) and `localhost` names, which RFC 6761
+    /// §6.3 reserves for the sending machine itself.
+    static func checkDeliverable(_ recipient: EmailAddress) throws(ValidationError) {
+        if recipient.isAddressLiteral {
+            throw ValidationError(field: "to", message: "address literals such as "
+                + "\(recipient.domain) are not supported as recipients; use a domain name")
+        }
+        let domain = recipient.asciiDomain
+        if domain == "localhost" || domain.hasSuffix(".localhost") {
+            throw ValidationError(field: "to", message: "\(domain) names this machine "
+                + "(RFC 6761); mail to it is not sent")
+        }
+    }
+
     /// Text and HTML bodies: any text but NUL, which RFC 2045 §2.7 keeps out of mail.
     private static func body(_ json: [String: Any], _ field: String)
         throws(ValidationError) -> String?
@@ -207,6 +224,10 @@ public struct SendRequest: Sendable, Equatable {
                 throw ValidationError(field: field, message: "is not a valid header field name "
                     + "(printable ASCII without spaces or colons, RFC 5322 §3.6.8)")
             }
+            guard !isEnvelopeHeader(name) else {
+                throw ValidationError(field: field, message: "is an envelope or trace field "
+                    + "and cannot be supplied; the recipient is the to field")
+            }
             guard !reservedHeaders.contains(name.lowercased()) else {
                 throw ValidationError(field: field, message: name.lowercased() == "reply-to"
                     ? "use the reply_to field" : "is set by Tern and cannot be supplied")
@@ -224,10 +245,6 @@ public struct SendRequest: Sendable, Equatable {
             // folding is a nicety and never a necessity.
             if name.utf8.count + 2 + text.utf8.count > HeaderWriter.hardLimit {
                 throw ValidationError(field: field, message: "name and value exceed 998 octets")
-            guard !isEnvelopeHeader(name) else {
-                throw ValidationError(field: field, message: "is an envelope or trace field "
-                    + "and cannot be supplied; the recipient is the to field")
-            }
             }
             fields.append(HeaderField(name: name, value: text))
         }
