@@ -320,6 +320,36 @@ import TernTestSupport
         }
     }
 
+    @Test func poolsOfTernPoolsAreTheOnlyOnesAccepted() async throws {
+        let h = try await Harness(env: ["TERN_POOLS": " default=127.0.0.2/a.example,"
+                                            + "127.0.0.3/b.example; bulk =*/c.example"])
+        for pool in ["default", "bulk"] {
+            let reply = try await h.post(APIDaemonTests.valid(["pool": pool]))
+            #expect(reply.status == 202, "\(pool): \(reply.text)")
+        }
+        let unknown = try await h.post(APIDaemonTests.valid(["pool": "transactional"]))
+        #expect(unknown.status == 422)
+        #expect(unknown.errorField == "pool")
+        #expect(unknown.error["message"] as? String
+                == "there is no pool named transactional; the pools are bulk, default")
+        #expect(try await h.redis.run("XLEN", h.keys.stream(.submit)).int == 2)
+        await h.stop()
+
+        // Without TERN_POOLS the API cannot know the scheduler's pools and takes any name.
+        let open = try await Harness()
+        let any = try await open.post(APIDaemonTests.valid(["pool": "transactional"]))
+        #expect(any.status == 202)
+        await open.stop()
+    }
+
+    @Test func ternPoolsIsReadForItsNamesAndRefusedWhenNameless() throws {
+        #expect(try APISettings.poolNames("a=1.2.3.4/x;b=*/y") == ["a", "b"])
+        #expect(try APISettings.poolNames("a=anything the scheduler checks") == ["a"])
+        for bad in ["=1.2.3.4/x", "nameonly", ";", "a=*/x;=*/y"] {
+            #expect(throws: ConfigError.self, "\(bad)") { _ = try APISettings.poolNames(bad) }
+        }
+    }
+
     @Test func keysAreCheckedWholeAndByScheme() throws {
         let keys = try APIKeys("alpha, beta:acme", variable: "K")
         #expect(keys.check("Bearer alpha") == .allowed(org: nil))
