@@ -1,6 +1,6 @@
 // POST /v1/send: a JSON request becomes a queued message.
 //
-// Order of checks: key (401/403), media type (415), JSON and fields (400 for a body that is
+// Order of checks: key (401/403), a length (411), media type (415), JSON and fields (400 for a body that is
 // not a JSON object, 422 naming the field otherwise, a pool TERN_POOLS does not list among
 // them), the org a bound key allows (403). Only then is an id made, the message built and
 // DKIM-signed, and the record, its first history entry, the `submit` entry, the `accepted`
@@ -18,6 +18,12 @@ extension APIDaemon {
         switch authorize(request) {
         case .success(let org): boundOrg = org
         case .failure(let refusal): return refusal.response
+        }
+        // RFC 9110 §15.5.12: a send has a body, and this server frames bodies by length only;
+        // without the field the body would be taken as empty and reported as bad JSON.
+        guard request.headers.contains("Content-Length") else {
+            return .error(411, "send the request body with a Content-Length",
+                          field: "Content-Length")
         }
         if let type = request.headers["Content-Type"] {
             let media = type.split(separator: ";").first.map {
