@@ -45,6 +45,9 @@ SENDER = "sender@tern.example"
 VERP_DOMAIN = "bounces.tern.example"
 POOL_IPS = {"127.0.0.2": "out1.tern.example", "127.0.0.3": "out2.tern.example"}
 POOLS = "default=" + ",".join(f"{ip}/{name}" for ip, name in POOL_IPS.items())
+# The daemons' own name (Message-ID right-hand side, the bounce receiver's greeting), so
+# that nothing shows the name of the machine the tests run on.
+HOSTNAME = "mta.tern.example"
 
 # The session's DKIM keys: every message From tern.example is signed with both.
 DKIM_DOMAIN = "tern.example"
@@ -402,6 +405,7 @@ class TernStack:
             "TERN_VERP_DOMAIN": VERP_DOMAIN,
             "TERN_VERP_SECRET": secrets.token_hex(32),
             "TERN_BOUNCE_LISTEN": f"127.0.0.1:{self.bounce_port}",
+            "TERN_HOSTNAME": HOSTNAME,
             # The world's STARTTLS host has a self-signed certificate: trusting it makes
             # deliveries to tls.example verified.
             "TERN_TLS_CA_FILE": world.describe["tls_cert"],

@@ -7,11 +7,12 @@ e2e/README.md; what the world does with each address is testworld/README.md.
 """
 
 import email.utils
+import smtplib
 import uuid
 
 import pytest
 
-from harness import (API_MAX_BODY, EVENT_KINDS, MESSAGE_ID, POOL_IPS, SENDER,
+from harness import (API_MAX_BODY, EVENT_KINDS, HOSTNAME, MESSAGE_ID, POOL_IPS, SENDER,
                      VERP_ADDRESS, build_dsn, forge_signature, header_block, wait_for)
 
 
@@ -83,7 +84,8 @@ def test_delivered(tern, world):
     assert email.utils.parseaddr(mail["From"])[1] == SENDER
     assert email.utils.parseaddr(mail["To"])[1] == to
     assert mail["X-Campaign"] == "spring"
-    assert mail["Date"] and mail["Message-ID"]            # RFC 5322 section 3.6
+    assert mail["Date"]                                    # RFC 5322 section 3.6
+    assert mail["Message-ID"] == f"<{message_id}@{HOSTNAME}>"  # TERN_HOSTNAME, not the machine's
     assert "this is Tern." in mail.get_body(("plain",)).get_content()
     assert "<b>Alice</b>" in mail.get_body(("html",)).get_content()
 
@@ -213,6 +215,15 @@ def test_dsn_to_forged_verp_address_is_refused(tern, world):
     inbound = tern.redis.xrange(tern.key("stream:inbound"))
     assert not [f for _, f in inbound if f.get("id") == message_id]
     assert "bounced" not in tern.event_names(message_id)
+
+
+def test_bounce_receiver_greets_with_tern_hostname(tern):
+    smtp = smtplib.SMTP(timeout=10)
+    try:
+        code, banner = smtp.connect("127.0.0.1", tern.bounce_port)
+    finally:
+        smtp.close()
+    assert code == 220 and banner.split()[0].decode() == HOSTNAME, banner
 
 
 def valid_send(**changes):
