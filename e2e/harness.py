@@ -102,6 +102,27 @@ def tail(path, lines=60):
     return "\n".join(text.splitlines()[-lines:])
 
 
+HELD_SIGNALS = {signal.SIGINT, signal.SIGTERM}
+
+
+def _unhold_signals():
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, HELD_SIGNALS)
+
+
+def spawn(track, argv, **popen_args):
+    """Starts `argv` and hands the process to `track` with SIGINT and SIGTERM held back, so
+    an interruption (say the demo's SIGTERM) cannot fall between the child's start and
+    its owner knowing about it: whoever cleans up afterwards finds every child. The child
+    itself starts with the signals unblocked."""
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, HELD_SIGNALS)
+    try:
+        process = subprocess.Popen(argv, preexec_fn=_unhold_signals, **popen_args)
+        track(process)
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+    return process
+
+
 def stop_process(process, timeout=STOP_TIMEOUT):
     """SIGTERM by pid, then SIGKILL after `timeout`; returns the exit status."""
     if process.poll() is None:
@@ -203,12 +224,12 @@ class RedisServer:
     def start(self):
         for _ in range(3):
             self.port = free_port()
-            self.process = subprocess.Popen(
-                ["redis-server", "--bind", "127.0.0.1", "--port", str(self.port),
-                 "--dir", str(self.directory), "--daemonize", "no", "--save", "",
-                 "--appendonly", "no", "--logfile", str(self.log)],
-                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                stderr=subprocess.STDOUT)
+            spawn(lambda p: setattr(self, "process", p),
+                  ["redis-server", "--bind", "127.0.0.1", "--port", str(self.port),
+                   "--dir", str(self.directory), "--daemonize", "no", "--save", "",
+                   "--appendonly", "no", "--logfile", str(self.log)],
+                  stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                  stderr=subprocess.STDOUT)
             if self._wait_ready():
                 return self
             stop_process(self.process)
@@ -287,9 +308,9 @@ class WorldProcess:
                 describe=str(self.describe_path), journal=str(self.journal_path))
             self._write_config()
             with open(self.stdout_path, "wb") as out, open(self.stderr_path, "ab") as err:
-                self.process = subprocess.Popen(
-                    [sys.executable, str(WORLD_SCRIPT), "--config", str(self.config_path)],
-                    stdin=subprocess.DEVNULL, stdout=out, stderr=err)
+                spawn(lambda p: setattr(self, "process", p),
+                      [sys.executable, str(WORLD_SCRIPT), "--config", str(self.config_path)],
+                      stdin=subprocess.DEVNULL, stdout=out, stderr=err)
             if self._wait_ready():
                 with open(self.describe_path, encoding="utf-8") as f:
                     self.describe = json.load(f)
@@ -435,9 +456,9 @@ class TernStack:
         for daemon in DAEMONS:
             with open(self.log_path(daemon, "stdout"), "ab") as out, \
                     open(self.log_path(daemon), "ab") as err:
-                self.processes[daemon] = subprocess.Popen(
-                    [str(self.bin_dir / daemon)], env={**base, **self.env},
-                    cwd=self.directory, stdin=subprocess.DEVNULL, stdout=out, stderr=err)
+                spawn(lambda p, d=daemon: self.processes.__setitem__(d, p),
+                      [str(self.bin_dir / daemon)], env={**base, **self.env},
+                      cwd=self.directory, stdin=subprocess.DEVNULL, stdout=out, stderr=err)
         self.redis = self.redis_server.client()
         try:
             self._wait_ready()
