@@ -43,7 +43,8 @@ def test_drops_xctest_banners_only_when_xctest_ran_nothing():
              "\t Executed 0 tests, with 0 failures (0 unexpected) in 0.0 (0.0) seconds\n"
              "Test Suite 'All tests' passed at 2026-12-04 15:53:53.195\n"
              "\t Executed 0 tests, with 0 failures (0 unexpected) in 0.0 (0.0) seconds\n")
-    assert quiet(empty + "✔ Test run with 1 test passed.\n") == "✔ Test run with 1 test passed.\n"
+    result = "✔ Test run with 1 test passed.\n"
+    assert quiet(empty + result) == result
     ran = ("Test Suite 'All tests' started at 2026-12-04 15:53:53.190\n"
            "Test Suite 'All tests' passed at 2026-12-04 15:53:53.195\n"
            "\t Executed 2 tests, with 0 failures (0 unexpected) in 0.1 (0.1) seconds\n")

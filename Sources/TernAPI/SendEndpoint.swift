@@ -1,12 +1,12 @@
 // POST /v1/send: a JSON request becomes a queued message.
 //
-// Order of checks: key (401/403), a length (411), media type (415), JSON and fields (400 for a body that is
-// not a JSON object, 422 naming the field otherwise, a pool TERN_POOLS does not list among
-// them), the org a bound key allows (403). Only then is an id made, the message built and
-// DKIM-signed, and the record, its first history entry, the `submit` entry, the `accepted`
-// event and the `dkim.signed` or `dkim.unsigned` counter written in one MULTI/EXEC: Redis
-// applies all of it or none, so a refusal or an outage leaves nothing behind for the
-// scheduler to find.
+// Order of checks: key (401/403), a Content-Length (411), media type (415), JSON and fields
+// (400 for a body that is not a JSON object, 422 naming the field otherwise, a pool
+// TERN_POOLS does not list among them), the org a bound key allows (403). Only then is an id
+// made, the message built and DKIM-signed, and the record, its first history entry, the
+// `submit` entry, the `accepted` event and the `dkim.signed` or `dkim.unsigned` counter
+// written in one MULTI/EXEC: Redis applies all of it or none, so a refusal or an outage
+// leaves nothing behind for the scheduler to find.
 
 import Foundation
 import TernCore
