@@ -45,6 +45,9 @@ SENDER = "sender@tern.example"
 VERP_DOMAIN = "bounces.tern.example"
 POOL_IPS = {"127.0.0.2": "out1.tern.example", "127.0.0.3": "out2.tern.example"}
 POOLS = "default=" + ",".join(f"{ip}/{name}" for ip, name in POOL_IPS.items())
+# The daemons' own name (Message-ID right-hand side, the bounce receiver's greeting), so
+# that nothing shows the name of the machine the tests run on.
+HOSTNAME = "mta.tern.example"
 
 # The session's DKIM keys: every message From tern.example is signed with both.
 DKIM_DOMAIN = "tern.example"
@@ -97,6 +100,27 @@ def tail(path, lines=60):
     except OSError as error:
         return f"({error})"
     return "\n".join(text.splitlines()[-lines:])
+
+
+HELD_SIGNALS = {signal.SIGINT, signal.SIGTERM}
+
+
+def _unhold_signals():
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, HELD_SIGNALS)
+
+
+def spawn(track, argv, **popen_args):
+    """Starts `argv` and hands the process to `track` with SIGINT and SIGTERM held back, so
+    an interruption (say the demo's SIGTERM) cannot fall between the child's start and
+    its owner knowing about it: whoever cleans up afterwards finds every child. The child
+    itself starts with the signals unblocked."""
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, HELD_SIGNALS)
+    try:
+        process = subprocess.Popen(argv, preexec_fn=_unhold_signals, **popen_args)
+        track(process)
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+    return process
 
 
 def stop_process(process, timeout=STOP_TIMEOUT):
@@ -200,12 +224,12 @@ class RedisServer:
     def start(self):
         for _ in range(3):
             self.port = free_port()
-            self.process = subprocess.Popen(
-                ["redis-server", "--bind", "127.0.0.1", "--port", str(self.port),
-                 "--dir", str(self.directory), "--daemonize", "no", "--save", "",
-                 "--appendonly", "no", "--logfile", str(self.log)],
-                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                stderr=subprocess.STDOUT)
+            spawn(lambda p: setattr(self, "process", p),
+                  ["redis-server", "--bind", "127.0.0.1", "--port", str(self.port),
+                   "--dir", str(self.directory), "--daemonize", "no", "--save", "",
+                   "--appendonly", "no", "--logfile", str(self.log)],
+                  stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                  stderr=subprocess.STDOUT)
             if self._wait_ready():
                 return self
             stop_process(self.process)
@@ -284,9 +308,9 @@ class WorldProcess:
                 describe=str(self.describe_path), journal=str(self.journal_path))
             self._write_config()
             with open(self.stdout_path, "wb") as out, open(self.stderr_path, "ab") as err:
-                self.process = subprocess.Popen(
-                    [sys.executable, str(WORLD_SCRIPT), "--config", str(self.config_path)],
-                    stdin=subprocess.DEVNULL, stdout=out, stderr=err)
+                spawn(lambda p: setattr(self, "process", p),
+                      [sys.executable, str(WORLD_SCRIPT), "--config", str(self.config_path)],
+                      stdin=subprocess.DEVNULL, stdout=out, stderr=err)
             if self._wait_ready():
                 with open(self.describe_path, encoding="utf-8") as f:
                     self.describe = json.load(f)
@@ -405,6 +429,7 @@ class TernStack:
             "TERN_VERP_DOMAIN": VERP_DOMAIN,
             "TERN_VERP_SECRET": secrets.token_hex(32),
             "TERN_BOUNCE_LISTEN": f"127.0.0.1:{self.bounce_port}",
+            "TERN_HOSTNAME": HOSTNAME,
             # The world's STARTTLS host has a self-signed certificate: trusting it makes
             # deliveries to tls.example verified.
             "TERN_TLS_CA_FILE": world.describe["tls_cert"],
@@ -444,9 +469,9 @@ class TernStack:
                     "WATCHDOG_USEC", "WATCHDOG_PID")}
         with open(self.log_path(daemon, "stdout"), "ab") as out, \
                 open(self.log_path(daemon), "ab") as err:
-            self.processes[daemon] = subprocess.Popen(
-                [str(self.bin_dir / daemon)], env={**base, **self.env},
-                cwd=self.directory, stdin=subprocess.DEVNULL, stdout=out, stderr=err)
+            spawn(lambda p, d=daemon: self.processes.__setitem__(d, p),
+                  [str(self.bin_dir / daemon)], env={**base, **self.env},
+                  cwd=self.directory, stdin=subprocess.DEVNULL, stdout=out, stderr=err)
 
     def crash(self, daemon):
         """SIGKILL one daemon, as a crash at any moment would, and start it again at once

@@ -7,11 +7,12 @@ e2e/README.md; what the world does with each address is testworld/README.md.
 """
 
 import email.utils
+import smtplib
 import uuid
 
 import pytest
 
-from harness import (API_MAX_BODY, EVENT_KINDS, MESSAGE_ID, POOL_IPS, SENDER,
+from harness import (API_MAX_BODY, EVENT_KINDS, HOSTNAME, MESSAGE_ID, POOL_IPS, SENDER,
                      VERP_ADDRESS, build_dsn, forge_signature, header_block, wait_for)
 
 
@@ -83,7 +84,8 @@ def test_delivered(tern, world):
     assert email.utils.parseaddr(mail["From"])[1] == SENDER
     assert email.utils.parseaddr(mail["To"])[1] == to
     assert mail["X-Campaign"] == "spring"
-    assert mail["Date"] and mail["Message-ID"]            # RFC 5322 section 3.6
+    assert mail["Date"]                                    # RFC 5322 section 3.6
+    assert mail["Message-ID"] == f"<{message_id}@{HOSTNAME}>"  # TERN_HOSTNAME, not the machine's
     assert "this is Tern." in mail.get_body(("plain",)).get_content()
     assert "<b>Alice</b>" in mail.get_body(("html",)).get_content()
 
@@ -215,6 +217,15 @@ def test_dsn_to_forged_verp_address_is_refused(tern, world):
     assert "bounced" not in tern.event_names(message_id)
 
 
+def test_bounce_receiver_greets_with_tern_hostname(tern):
+    smtp = smtplib.SMTP(timeout=10)
+    try:
+        code, banner = smtp.connect("127.0.0.1", tern.bounce_port)
+    finally:
+        smtp.close()
+    assert code == 220 and banner.split()[0].decode() == HOSTNAME, banner
+
+
 def valid_send(**changes):
     body = {"from": SENDER, "to": "alice@inbox.example", "subject": "s", "text": "t"}
     body.update(changes)
@@ -235,6 +246,18 @@ BAD_INPUT = [
      {400, 422}, "headers"),
     ("crlf-in-subject", {"json": valid_send(subject="hi\r\nBcc: eve@inbox.example")},
      {400, 422}, "subject"),
+    ("to-address-literal", {"json": valid_send(to="alice@[127.0.0.1]")}, {422}, "to"),
+    ("to-ipv6-literal", {"json": valid_send(to="alice@[IPv6:::1]")}, {422}, "to"),
+    ("to-localhost", {"json": valid_send(to="alice@localhost")}, {422}, "to"),
+    ("to-dot-localhost", {"json": valid_send(to="alice@box.localhost")}, {422}, "to"),
+    ("to-emoji-domain", {"json": valid_send(to="alice@i\u2764.example")}, {422}, "to"),
+    ("to-bad-a-label", {"json": valid_send(to="alice@xn--zz.example")}, {422}, "to"),
+    ("bidi-in-from", {"json": valid_send(**{"from": "ad\u202emin@tern.example"})}, {422},
+     "from"),
+    ("bcc-header", {"json": valid_send(headers={"Bcc": "eve@inbox.example"})}, {422},
+     "headers.Bcc"),
+    ("unknown-pool", {"json": valid_send(pool="transactional")}, {422}, "pool"),
+    ("json-string", {"body": b'"x"'}, {400}, "body"),
     ("body-over-max", {"json": valid_send(text="x" * (API_MAX_BODY + 50_000))}, {413}, None),
     ("no-api-key", {"json": valid_send(), "key": None}, {401}, None),
     ("wrong-api-key", {"json": valid_send(), "key": "not-the-key"}, {401, 403}, None),

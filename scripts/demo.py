@@ -29,30 +29,52 @@ def main():
 
     work = Path(args.dir or tempfile.mkdtemp(prefix="tern-demo-"))
     print(f"demo directory: {work} (daemon logs in tern/, delivered mail in world/spool/)")
-    redis = world = stack = None
+    # Each part is known to the cleanup below before it starts anything: a SIGTERM in the
+    # middle of a start still finds the processes it had begun (harness.spawn).
+    parts = []
     try:
-        redis = harness.RedisServer(work / "redis").start()
+        redis = harness.RedisServer(work / "redis")
+        parts.append(redis)
+        redis.start()
         print(f"redis        127.0.0.1:{redis.port}")
-        world = harness.WorldProcess(work / "world").start()
+        world = harness.WorldProcess(work / "world")
+        parts.append(world)
+        world.start()
         print(f"test world   DNS 127.0.0.1:{world.dns_port}, MX hosts 127.0.0.11-.19 "
               f"port {world.smtp_port}")
         stack = harness.TernStack(work / "tern", redis, world,
                                   extra_env={"TERN_RETRY_DELAYS": "3s", "TERN_LOG_LEVEL": "info"})
+        parts.append(stack)
         stack.start()
         print(f"tern         API http://127.0.0.1:{stack.api_port}, bounce receiver "
-              f"127.0.0.1:{stack.bounce_port}, senders from 127.0.0.2 and 127.0.0.3\n")
+              f"127.0.0.1:{stack.bounce_port}, senders from 127.0.0.2 and 127.0.0.3, "
+              f"host name {stack.env['TERN_HOSTNAME']}\n")
         run_demo(stack, world)
         if args.keep_running:
-            print("\nTern is running; press Ctrl-C to stop everything.")
+            print(try_it(stack), flush=True)
+            print("\nTern is running; press Ctrl-C to stop everything.", flush=True)
             while True:
                 time.sleep(3600)
     except KeyboardInterrupt:
         print("\ninterrupted")
     finally:
-        for part in (stack, world, redis):
-            if part is not None:
-                part.stop()
-        print("stopped everything the demo started")
+        for part in reversed(parts):
+            part.stop()
+        print("stopped everything the demo started", flush=True)
+
+
+def try_it(stack):
+    """What to paste into another terminal while the demo keeps running."""
+    api = f"http://127.0.0.1:{stack.api_port}"
+    body = json.dumps({"from": harness.SENDER, "to": "alice@inbox.example",
+                       "subject": "Hello", "text": "Hi Alice"})
+    return "\n".join([
+        f"\nAPI {api}, key {harness.API_KEY}. Try it:",
+        f"  curl -s {api}/v1/send -H 'Authorization: Bearer {harness.API_KEY}' "
+        f"-H 'Content-Type: application/json' -d '{body}'",
+        f"  curl -s {api}/v1/messages/ID -H 'Authorization: Bearer {harness.API_KEY}'",
+        f"Delivered mail lands in {stack.world.spool}/.",
+    ])
 
 
 def run_demo(stack, world):

@@ -35,6 +35,10 @@ public struct APISettings: Sendable {
     /// keyfile` per line (DKIMKeys.swift). Unset: no message is signed. Read once at start;
     /// a line that cannot be used stops the daemon naming the file and the line.
     public let dkimKeys: DKIMKeyTable
+    /// TERN_POOLS, the scheduler's setting, read here for its pool names only: all daemons
+    /// share one environment file, and a request naming a pool the scheduler does not know
+    /// is refused (422) rather than accepted and bounced. Unset: any pool name is accepted.
+    public let pools: Set<String>?
 
     public init(_ env: Environment, common: CommonSettings) throws {
         self.common = common
@@ -47,12 +51,30 @@ public struct APISettings: Sendable {
         requestTimeout = try env.duration("TERN_API_REQUEST_TIMEOUT", default: .seconds(60))
         maxConnections = try env.int("TERN_API_MAX_CONNECTIONS", default: 1024, range: 1...65536)
         shutdownGrace = try env.duration("TERN_API_SHUTDOWN_GRACE", default: .seconds(10))
+        let poolText = env.string("TERN_POOLS", default: "")
+        pools = poolText.isEmpty ? nil : try APISettings.poolNames(poolText)
         let dkimPath = env.string("TERN_DKIM_KEYS", default: "")
         do throws(DKIMKeyFileError) {
             dkimKeys = dkimPath.isEmpty ? .empty : try DKIMKeyTable.load(path: dkimPath)
         } catch {
             throw ConfigError("TERN_DKIM_KEYS", error.description)
         }
+    }
+
+    /// The names in `name=ip/helo,…;name2=…`. The addresses are the scheduler's business;
+    /// a part without a name is refused here as the scheduler refuses it.
+    static func poolNames(_ text: String) throws -> Set<String> {
+        var names: Set<String> = []
+        for part in text.split(separator: ";") {
+            let pair = part.split(separator: "=", maxSplits: 1)
+            let name = pair.first?.trimmingCharacters(in: .whitespaces) ?? ""
+            guard pair.count == 2, !name.isEmpty else {
+                throw ConfigError("TERN_POOLS", "'\(part)' is not name=ip/helo,…")
+            }
+            names.insert(name)
+        }
+        guard !names.isEmpty else { throw ConfigError("TERN_POOLS", "no pools") }
+        return names
     }
 
     var server: HTTPServerSettings {

@@ -1,11 +1,12 @@
 // POST /v1/send: a JSON request becomes a queued message.
 //
-// Order of checks: key (401/403), media type (415), JSON and fields (400 for a body that is
-// not a JSON object, 422 naming the field otherwise), the org a bound key allows (403). Only
-// then is an id made, the message built and DKIM-signed, and the record, its first history
-// entry, the `submit` entry, the `accepted` event and the `dkim.signed` or `dkim.unsigned`
-// counter written in one MULTI/EXEC: Redis applies all of it or none, so a refusal or an
-// outage leaves nothing behind for the scheduler to find.
+// Order of checks: key (401/403), a Content-Length (411), media type (415), JSON and fields
+// (400 for a body that is not a JSON object, 422 naming the field otherwise, a pool
+// TERN_POOLS does not list among them), the org a bound key allows (403). Only then is an id
+// made, the message built and DKIM-signed, and the record, its first history entry, the
+// `submit` entry, the `accepted` event and the `dkim.signed` or `dkim.unsigned` counter
+// written in one MULTI/EXEC: Redis applies all of it or none, so a refusal or an outage
+// leaves nothing behind for the scheduler to find.
 
 import Foundation
 import TernCore
@@ -17,6 +18,12 @@ extension APIDaemon {
         switch authorize(request) {
         case .success(let org): boundOrg = org
         case .failure(let refusal): return refusal.response
+        }
+        // RFC 9110 §15.5.12: a send has a body, and this server frames bodies by length only;
+        // without the field the body would be taken as empty and reported as bad JSON.
+        guard request.headers.contains("Content-Length") else {
+            return .error(411, "send the request body with a Content-Length",
+                          field: "Content-Length")
         }
         if let type = request.headers["Content-Type"] {
             let media = type.split(separator: ";").first.map {
@@ -31,6 +38,7 @@ extension APIDaemon {
         let message: SendRequest
         do throws(ValidationError) {
             message = try decode(request.body, boundOrg: boundOrg)
+            try checkPool(message.pool)
         } catch {
             logger.debug("refused a send request", ("field", error.field),
                          ("reason", error.message))
@@ -80,7 +88,7 @@ extension APIDaemon {
         guard let boundOrg else { return try SendRequest.decode(body) }
         let parsed: Any
         do {
-            parsed = try JSONSerialization.jsonObject(with: Data(body))
+            parsed = try JSONSerialization.jsonObject(with: Data(body), options: .fragmentsAllowed)
         } catch {
             throw ValidationError(field: "body", message: "is not valid JSON")
         }
@@ -95,6 +103,13 @@ extension APIDaemon {
         }
         object["org"] = boundOrg
         return try SendRequest(json: object)
+    }
+
+    /// A pool the scheduler would not know, when TERN_POOLS tells the API which it knows.
+    func checkPool(_ pool: String) throws(ValidationError) {
+        guard let pools = settings.pools, !pools.contains(pool) else { return }
+        throw ValidationError(field: "pool", message: "there is no pool named \(pool); the "
+            + "pools are " + pools.sorted().joined(separator: ", "))
     }
 
     /// The one transaction that accepts a message (the contract in Streams.swift).

@@ -153,6 +153,16 @@ import TernTestSupport
         ("malformed JSON", Array(#"{"from": "sender@tern.example", "to": "#.utf8), key, 400,
          "body"),
         ("JSON array", Array("[1,2]".utf8), key, 400, "body"),
+        ("JSON string", Array(#""x""#.utf8), key, 400, "body"),
+        ("JSON string, bound key", Array(#""x""#.utf8), acmeKey, 400, "body"),
+        ("address literal", json(valid(["to": "alice@[127.0.0.1]"])), key, 422, "to"),
+        ("IPv6 address literal", json(valid(["to": "alice@[IPv6:::1]"])), key, 422, "to"),
+        ("localhost", json(valid(["to": "alice@localhost"])), key, 422, "to"),
+        ("a .localhost name", json(valid(["to": "alice@box.localhost"])), key, 422, "to"),
+        ("Bcc header", json(valid(["headers": ["Bcc": "e@x.example"]])), key, 422,
+         "headers.Bcc"),
+        ("emoji domain", json(valid(["to": "alice@i❤.example"])), key, 422, "to"),
+        ("bad A-label", json(valid(["from": "news@xn--zz.example"])), key, 422, "from"),
         ("missing to", json(valid(["to": NSNull()])), key, 422, "to"),
         ("missing from", json(valid().filter { $0.key != "from" }), key, 422, "from"),
         ("to without domain", json(valid(["to": "alice@"])), key, 422, "to"),
@@ -184,6 +194,22 @@ import TernTestSupport
             #expect((reply.error["message"] as? String)?.isEmpty == false, "\(name)")
             if let field { #expect(reply.errorField == field, "\(name): \(reply.text)") }
         }
+        for body in [#""x""#, "[1]"] {
+            let reply = try await h.post(Array(body.utf8))
+            #expect(reply.error["message"] as? String == "must be a JSON object", "\(body)")
+        }
+        let unframed = try await httpRequest(
+            h.address, "POST", "/v1/send",
+            headers: [("Authorization", "Bearer \(APIDaemonTests.key)"),
+                      ("Content-Type", "application/json")])
+        #expect(unframed.status == 411)
+        #expect(unframed.errorField == "Content-Length")
+        let empty = try await httpRequest(
+            h.address, "POST", "/v1/send",
+            headers: [("Authorization", "Bearer \(APIDaemonTests.key)"),
+                      ("Content-Type", "application/json"), ("Content-Length", "0")])
+        #expect(empty.status == 400)
+        #expect(empty.error["message"] as? String == "is not valid JSON")
         let wrongType = try await h.post(Self.json(Self.valid()),
                                          headers: [("Content-Type", "text/plain")])
         #expect(wrongType.status == 415)
@@ -317,6 +343,36 @@ import TernTestSupport
             #expect(throws: ConfigError.self, "\(bad)") {
                 _ = try APISettings(e, common: CommonSettings(e, role: "api"))
             }
+        }
+    }
+
+    @Test func poolsOfTernPoolsAreTheOnlyOnesAccepted() async throws {
+        let h = try await Harness(env: ["TERN_POOLS": " default=127.0.0.2/a.example,"
+                                            + "127.0.0.3/b.example; bulk =*/c.example"])
+        for pool in ["default", "bulk"] {
+            let reply = try await h.post(APIDaemonTests.valid(["pool": pool]))
+            #expect(reply.status == 202, "\(pool): \(reply.text)")
+        }
+        let unknown = try await h.post(APIDaemonTests.valid(["pool": "transactional"]))
+        #expect(unknown.status == 422)
+        #expect(unknown.errorField == "pool")
+        #expect(unknown.error["message"] as? String
+                == "there is no pool named transactional; the pools are bulk, default")
+        #expect(try await h.redis.run("XLEN", h.keys.stream(.submit)).int == 2)
+        await h.stop()
+
+        // Without TERN_POOLS the API cannot know the scheduler's pools and takes any name.
+        let open = try await Harness()
+        let any = try await open.post(APIDaemonTests.valid(["pool": "transactional"]))
+        #expect(any.status == 202)
+        await open.stop()
+    }
+
+    @Test func ternPoolsIsReadForItsNamesAndRefusedWhenNameless() throws {
+        #expect(try APISettings.poolNames("a=1.2.3.4/x;b=*/y") == ["a", "b"])
+        #expect(try APISettings.poolNames("a=anything the scheduler checks") == ["a"])
+        for bad in ["=1.2.3.4/x", "nameonly", ";", "a=*/x;=*/y"] {
+            #expect(throws: ConfigError.self, "\(bad)") { _ = try APISettings.poolNames(bad) }
         }
     }
 

@@ -33,12 +33,30 @@ final class Gate: Sendable {
     }
 }
 
+/// Requests inside the /hold handler now, and the most there have been at once.
+final class HoldCount: Sendable {
+    private let state = Mutex((now: 0, peak: 0))
+
+    var now: Int { state.withLock { $0.now } }
+    var peak: Int { state.withLock { $0.peak } }
+
+    func enter() {
+        state.withLock { s in
+            s.now += 1
+            s.peak = max(s.peak, s.now)
+        }
+    }
+
+    func leave() { state.withLock { $0.now -= 1 } }
+}
+
 final class ServerHarness: Sendable {
     let server: HTTPServer
     let shutdown = Shutdown()
     let task: Task<Void, Never>
     let entered = Gate()
     let release = Gate()
+    let holding = HoldCount()
 
     var address: SocketAddress { server.address }
 
@@ -46,13 +64,15 @@ final class ServerHarness: Sendable {
         var settings = HTTPServerSettings(maxBody: 1000)
         configure(&settings)
         let listener = try TCPListener(address: SocketAddress("127.0.0.1:0")!)
-        let entered = self.entered, release = self.release
+        let entered = self.entered, release = self.release, holding = self.holding
         server = HTTPServer(listener: listener, settings: settings,
                             logger: Logger(label: "http-test", sink: MemoryLogSink())) { request in
             switch request.path {
             case "/hold":
+                holding.enter()
                 entered.open()
                 await release.wait()
+                holding.leave()
                 return .text(200, "released")
             case "/split":
                 return HTTPResponse(status: 200, headers: ["X-Evil": "a\r\nSet-Cookie: x=1",
@@ -325,6 +345,42 @@ func withServer(_ configure: (inout HTTPServerSettings) -> Void = { _ in },
             let after = try await httpRequest(h.address, "GET", "/still")
             #expect(after.status == 200)
             #expect(after.json["path"] as? String == "/still")
+        }
+    }
+
+    @Test func connectionLimitHoldsWhenClientsArriveInABurst() async throws {
+        try await withServer({ $0.maxConnections = 5 }) { h in
+            // Fifty clients connect at once (the kernel completes every handshake) and each
+            // asks for a request the handler holds; only five may be taken in.
+            var clients: [RawHTTP] = []
+            for _ in 0..<50 { clients.append(try await RawHTTP.connect(h.address)) }
+            for client in clients {
+                try await client.send("GET /hold HTTP/1.1\r\nHost: t\r\nConnection: close"
+                                      + "\r\n\r\n")
+            }
+            var polls = 0
+            while h.holding.now < 5 && polls < 500 {
+                try await Task.sleep(for: .milliseconds(10))
+                polls += 1
+            }
+            // Give an accept loop that ran ahead of its limit the time to show it.
+            try await Task.sleep(for: .milliseconds(300))
+            #expect(h.holding.now == 5)
+            #expect(h.server.connectionCount == 5)
+
+            h.release.open()
+            let statuses = try await withThrowingTaskGroup(of: Int.self) { group in
+                for client in clients {
+                    group.addTask {
+                        // Closing at once frees the slot the server's lingering close holds.
+                        defer { client.connection.close() }
+                        return try await client.response().status
+                    }
+                }
+                return try await group.reduce(into: [Int]()) { $0.append($1) }
+            }
+            #expect(statuses == Array(repeating: 200, count: 50))
+            #expect(h.holding.peak == 5)
         }
     }
 

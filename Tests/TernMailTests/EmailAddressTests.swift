@@ -145,5 +145,41 @@ import Testing
     ])
     func punycode(_ label: String, _ encoded: String) {
         #expect(Punycode.encode(label) == encoded)
+        #expect(Punycode.decode(encoded) == label)
+        #expect(Punycode.decode(encoded.uppercased())?.lowercased() == label)
+    }
+
+    @Test(arguments: ["zz", "99999999999", "bcher-kv", "ü", "b!", "-9"])
+    func punycodeThatDoesNotDecode(_ text: String) {
+        #expect(Punycode.decode(text) == nil, "\(Punycode.decode(text) ?? "")")
+    }
+
+    static let invalidIDNs: [(String, EmailAddressError)] = [
+        ("a@xn--zz.example", .invalidALabel("xn--zz")),
+        ("a@xn--a.example", .invalidALabel("xn--a")),  // U+0080, a control
+        ("a@xn--9a.example", .symbolInDomain("£")),
+        ("a@xn--bcher-kvb.example", .invalidALabel("xn--bcher-kvb")),  // not lowercase NFC
+        ("a@xn--ls8h.example", .symbolInDomain("💩")),
+        ("a@xn--n3h.example", .symbolInDomain("☃")),
+        ("a@☃.example", .symbolInDomain("☃")),
+        ("a@i❤.example", .symbolInDomain("❤")),
+        ("a@pay€.example", .symbolInDomain("€")),
+        ("a@a∑b.example", .symbolInDomain("∑")),
+        ("a@exa\u{202E}mple.com", .bidiControl("\u{202E}")),
+        ("ad\u{200F}min@example.com", .bidiControl("\u{200F}")),
+        ("a@b\u{2066}c.example", .bidiControl("\u{2066}")),
+        ("\"a\u{200E}b\"@example.com", .bidiControl("\u{200E}")),
+    ]
+
+    @Test func acceptsAValidALabel() throws {
+        let address = try EmailAddress("a@xn--4ca.example")
+        #expect(address.asciiDomain == "xn--4ca.example")
+        #expect(!address.needsSMTPUTF8)
+    }
+
+    @Test(arguments: invalidIDNs) func refusesInvalidIDNs(_ input: String,
+                                                          _ expected: EmailAddressError) {
+        #expect(throws: expected) { try EmailAddress(input) }
+        #expect(!expected.message.isEmpty)
     }
 }

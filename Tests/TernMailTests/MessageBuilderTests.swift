@@ -185,6 +185,18 @@ import Testing
         #expect(message.contains("\r\nTo: josé@bücher.de\r\n"))
     }
 
+    @Test func internationalDomainsOfASCIIMailboxesAreWrittenAsALabels() throws {
+        let message = try build(#"""
+            {"from":"news@bücher.example","reply_to":"help@Bücher.example",
+             "to":"reader@münchen.example","text":"x"}
+            """#)
+        let head = split(message).head
+        #expect(head.contains("\r\nFrom: news@xn--bcher-kva.example\r\n"))
+        #expect(head.contains("\r\nReply-To: help@xn--bcher-kva.example\r\n"))
+        #expect(head.contains("\r\nTo: reader@xn--mnchen-3ya.example\r\n"))
+        #expect(head.utf8.allSatisfy { $0 < 0x80 }, "\(head)")
+    }
+
     @Test func customHeaderValuesFoldOrEncode() throws {
         let value = (1...30).map { "token\($0)" }.joined(separator: " ")
         let message = try build("""

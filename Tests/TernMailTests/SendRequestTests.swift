@@ -62,7 +62,11 @@ import TernMail
     /// (JSON body, field named by the error, part of its message).
     static let failures: [(String, String, String)] = [
         ("not json", "body", "not valid JSON"),
-        ("[1,2]", "body", "JSON object"),
+        ("[1,2]", "body", "must be a JSON object"),
+        (#""x""#, "body", "must be a JSON object"),
+        ("42", "body", "must be a JSON object"),
+        ("null", "body", "must be a JSON object"),
+        ("", "body", "not valid JSON"),
         (#"{"to":"b@example.net","text":"t"}"#, "from", "is required"),
         (#"{"from":"a@example.com","text":"t"}"#, "to", "is required"),
         (#"{"from":"a@example","to":"b@example.net","text":"t","bcc":"x","cc":"y"}"#,
@@ -73,6 +77,16 @@ import TernMail
         (#"{"from":"a@example.com","to":["b@example.net","c@example.net"],"text":"t"}"#,
          "to", "one request per recipient"),
         (#"{"from":"a@example.com","to":5,"text":"t"}"#, "to", "must be a string"),
+        (#"{"from":"a@example.com","to":"alice@[127.0.0.1]","text":"t"}"#, "to",
+         "address literals such as [127.0.0.1] are not supported as recipients"),
+        (#"{"from":"a@example.com","to":"alice@[IPv6:::1]","text":"t"}"#, "to",
+         "address literals such as [ipv6:::1] are not supported as recipients"),
+        (#"{"from":"a@example.com","to":"alice@localhost","text":"t"}"#, "to",
+         "localhost names this machine"),
+        (#"{"from":"a@example.com","to":"alice@LocalHost","text":"t"}"#, "to",
+         "localhost names this machine"),
+        (#"{"from":"a@example.com","to":"alice@mx.dev.localhost","text":"t"}"#, "to",
+         "mx.dev.localhost names this machine"),
         ("{\(base),\"text\":\"t\",\"reply_to\":\"nobody\"}", "reply_to", "no @"),
         ("{\(base),\"text\":\"t\",\"subject\":\"a\\r\\nBcc: x@y\"}", "subject", "CR or LF"),
         ("{\(base),\"text\":\"t\",\"subject\":\"a\\nb\"}", "subject", "CR or LF"),
@@ -140,6 +154,31 @@ import TernMail
             #expect(error.field == field)
             #expect(error.message.contains(fragment), "\(error.message)")
             #expect(error.description == field + ": " + error.message)
+        }
+    }
+
+    @Test(arguments: ["alice@localhost.example", "alice@mylocalhost", "bob@localhost-x.net"])
+    func namesThatOnlyResembleLocalhostAreAccepted(_ recipient: String) throws {
+        let request = try decode(#"{"from":"a@example.com","to":"\#(recipient)","text":"t"}"#)
+        #expect(request.to.description == recipient)
+    }
+
+    @Test(arguments: ["Bcc", "bcc", "Delivered-To", "Resent-From", "Resent-Message-ID",
+                      "RESENT-TO", "Content-Length"])
+    func refusesEnvelopeAndTraceHeaders(_ name: String) {
+        #expect(throws: ValidationError(
+            field: "headers." + name,
+            message: "is an envelope or trace field and cannot be supplied; the recipient "
+                + "is the to field")) {
+            _ = try decode("{\(Self.base),\"text\":\"t\",\"headers\":{\"\(name)\":\"x@y\"}}")
+        }
+    }
+
+    @Test(arguments: ["Return-Path", "Received", "DKIM-Signature"])
+    func refusesTraceHeadersTernWrites(_ name: String) {
+        #expect(throws: ValidationError(field: "headers." + name,
+                                        message: "is set by Tern and cannot be supplied")) {
+            _ = try decode("{\(Self.base),\"text\":\"t\",\"headers\":{\"\(name)\":\"x@y\"}}")
         }
     }
 

@@ -74,7 +74,7 @@ public final class HTTPServer: Sendable {
     /// Accepts and serves until `shutdown` is requested; returns once every connection is
     /// done or the grace has run out.
     public func serve(until shutdown: Shutdown) async {
-        let (accepted, sink) = AsyncStream.makeStream(of: TCPConnection.self)
+        let (accepted, sink) = AsyncStream.makeStream(of: (TCPConnection, UInt64).self)
         await withDiscardingTaskGroup { group in
             group.addTask {
                 await withDiscardingTaskGroup { inner in
@@ -84,11 +84,7 @@ public final class HTTPServer: Sendable {
                 }
                 sink.finish()
             }
-            for await connection in accepted {
-                guard let id = register(connection) else {
-                    connection.close()
-                    continue
-                }
+            for await (connection, id) in accepted {
                 group.addTask { await self.serveConnection(connection, id: id) }
             }
             listener.close()
@@ -99,15 +95,24 @@ public final class HTTPServer: Sendable {
 
     // MARK: Accepting and draining
 
-    private func acceptLoop(into sink: AsyncStream<TCPConnection>.Continuation) async {
+    private func acceptLoop(into sink: AsyncStream<(TCPConnection, UInt64)>.Continuation)
+        async
+    {
         while !Task.isCancelled {
-            // Back-pressure: past the limit, clients wait in the listen backlog.
+            // Back-pressure: past the limit, clients wait in the listen backlog. A connection
+            // counts from the moment it is accepted, not when its task starts, so a burst
+            // queued between the two cannot go past the limit.
             if connectionCount >= settings.maxConnections {
                 try? await Task.sleep(for: .milliseconds(10))
                 continue
             }
             do {
-                sink.yield(try await listener.accept())
+                let connection = try await listener.accept()
+                guard let id = register(connection) else {
+                    connection.close()
+                    continue
+                }
+                sink.yield((connection, id))
             } catch IOError.cancelled {
                 return
             } catch {

@@ -35,6 +35,14 @@ public enum EmailAddressError: Error, Equatable, Sendable, CustomStringConvertib
     /// A domain label that starts or ends with a hyphen (RFC 5321 §4.1.2 Let-dig).
     case labelHyphen(String)
     case invalidDomainCharacter(Character)
+    /// A symbol (Unicode categories Sm, Sc, Sk, So: emoji among them) in a domain, which
+    /// IDNA2008 disallows (RFC 5892 §2.3).
+    case symbolInDomain(Character)
+    /// An "xn--" label that is not the Punycode of a valid U-label (RFC 5891 §5.4).
+    case invalidALabel(String)
+    /// An invisible control that reorders how text is shown (U+200E, U+200F, U+202A-U+202E,
+    /// U+2066-U+2069): it makes an address look like another (Trojan Source, CVE-2021-42574).
+    case bidiControl(Unicode.Scalar)
     case invalidAddressLiteral(String)
 
     /// A sentence for API clients and logs.
@@ -60,6 +68,14 @@ public enum EmailAddressError: Error, Equatable, Sendable, CustomStringConvertib
         case .labelTooLong(let l): return "domain label \"\(l)\" is longer than 63 octets"
         case .labelHyphen(let l): return "domain label \"\(l)\" starts or ends with a hyphen"
         case .invalidDomainCharacter(let c): return "domain contains \"\(c)\""
+        case .symbolInDomain(let c):
+            return "domain contains \"\(c)\", a symbol, which internationalised domain "
+                + "names do not allow (IDNA2008)"
+        case .invalidALabel(let l):
+            return "domain label \"\(l)\" is not valid Punycode for an internationalised name"
+        case .bidiControl(let s):
+            return "address contains the invisible bidirectional control U+"
+                + String(s.value, radix: 16, uppercase: true)
         case .invalidAddressLiteral(let l): return "\"\(l)\" is not an IPv4 or IPv6 literal"
         }
     }
@@ -102,6 +118,9 @@ public struct EmailAddress: Sendable, Hashable, CustomStringConvertible {
         if text.unicodeScalars.contains(where: EmailAddress.isControl) {
             throw .controlCharacter
         }
+        if let bidi = text.unicodeScalars.first(where: EmailAddress.isBidiControl) {
+            throw .bidiControl(bidi)
+        }
         let octets = text.utf8.count
         guard octets <= EmailAddress.maxMailbox else { throw .tooLong(octets: octets) }
 
@@ -143,6 +162,13 @@ public struct EmailAddress: Sendable, Hashable, CustomStringConvertible {
     /// C0 controls, DEL and C1 controls: none may appear anywhere in an address.
     static func isControl(_ s: Unicode.Scalar) -> Bool {
         s.value < 0x20 || (0x7F...0x9F).contains(s.value)
+    }
+
+    static func isBidiControl(_ s: Unicode.Scalar) -> Bool {
+        switch s.value {
+        case 0x200E, 0x200F, 0x202A...0x202E, 0x2066...0x2069: return true
+        default: return false
+        }
     }
 
     /// Non-ASCII characters allowed by RFC 6531's UTF8-non-ascii, minus separators and
@@ -232,16 +258,9 @@ public struct EmailAddress: Sendable, Hashable, CustomStringConvertible {
             if label.hasPrefix("-") || label.hasSuffix("-") {
                 throw .labelHyphen(String(label))
             }
-            for c in label.unicodeScalars {
-                switch c {
-                case "a"..."z", "0"..."9", "-": continue
-                case " ": throw .whitespace
-                default:
-                    if c.value >= 0x80 && isAllowedNonASCII(c) { continue }
-                    throw .invalidDomainCharacter(Character(c))
-                }
-            }
+            try checkLabelCharacters(label)
             let isASCII = label.utf8.allSatisfy { $0 < 0x80 }
+            if isASCII && label.hasPrefix("xn--") { try checkALabel(String(label)) }
             guard let ascii = isASCII ? String(label) : Punycode.encode(String(label))
                 .map({ "xn--" + $0 })
             else { throw .labelTooLong(String(label)) }
@@ -253,6 +272,46 @@ public struct EmailAddress: Sendable, Hashable, CustomStringConvertible {
             throw .domainTooLong(octets: ascii.utf8.count)
         }
         return ascii
+    }
+
+    private static func checkLabelCharacters(_ label: Substring) throws(EmailAddressError) {
+        for c in label.unicodeScalars {
+            switch c {
+            case "a"..."z", "0"..."9", "-": continue
+            case " ": throw .whitespace
+            default:
+                guard c.value >= 0x80 && isAllowedNonASCII(c) else {
+                    throw .invalidDomainCharacter(Character(c))
+                }
+                switch c.properties.generalCategory {
+                case .mathSymbol, .currencySymbol, .modifierSymbol, .otherSymbol:
+                    throw .symbolInDomain(Character(c))
+                default: continue
+                }
+            }
+        }
+    }
+
+    /// An A-label must decode to a lowercase NFC U-label with non-ASCII in it that encodes
+    /// back to the same text, and the U-label's characters must pass the checks above.
+    private static func checkALabel(_ label: String) throws(EmailAddressError) {
+        let encoded = String(label.dropFirst(4))
+        guard let unicode = Punycode.decode(encoded), !unicode.isEmpty,
+              !unicode.utf8.allSatisfy({ $0 < 0x80 }),
+              unicode == unicode.lowercased().precomposedStringWithCanonicalMapping,
+              Punycode.encode(unicode) == encoded,
+              !unicode.hasPrefix("-"), !unicode.hasSuffix("-")
+        else { throw .invalidALabel(label) }
+        if let bidi = unicode.unicodeScalars.first(where: isBidiControl) {
+            throw .bidiControl(bidi)
+        }
+        do throws(EmailAddressError) {
+            try checkLabelCharacters(Substring(unicode))
+        } catch .symbolInDomain(let c) {
+            throw .symbolInDomain(c)
+        } catch {
+            throw .invalidALabel(label)
+        }
     }
 
     /// RFC 5321 §4.1.3: "[" IPv4 "]" or "[IPv6:" IPv6 "]". General address literals are

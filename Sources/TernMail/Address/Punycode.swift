@@ -1,8 +1,8 @@
 // Punycode (RFC 3492) and the IDNA A-label form of domain names, so that an internationalised
 // recipient domain can be looked up in DNS and grouped under one spelling.
 //
-// Only encoding is needed: Tern receives U-labels from API clients and must produce the
-// "xn--" form for MX lookups and for servers that do not offer SMTPUTF8.
+// Encoding turns the U-labels API clients send into the "xn--" form for MX lookups and for
+// servers that do not offer SMTPUTF8; decoding checks the "xn--" labels clients send.
 
 enum Punycode {
     // Parameters from RFC 3492 §5.
@@ -46,6 +46,58 @@ enum Punycode {
             n += 1
         }
         return String(decoding: output, as: UTF8.self)
+    }
+
+    /// The label a Punycode string (without "xn--") stands for, or nil when it is not valid
+    /// Punycode: a character outside the alphabet, a truncated number, an overflow, or a code
+    /// point that is basic or not a Unicode scalar (RFC 3492 §6.2).
+    static func decode(_ text: String) -> String? {
+        let input = Array(text.utf8)
+        let delimiter = input.lastIndex(of: UInt8(ascii: "-"))
+        var output: [Unicode.Scalar] = []
+        for byte in input[..<(delimiter ?? 0)] {
+            guard byte < 0x80 else { return nil }
+            output.append(Unicode.Scalar(byte))
+        }
+        var n = initialN, i = 0, bias = initialBias
+        var position = delimiter.map { $0 + 1 } ?? 0
+        while position < input.count {
+            let oldI = i
+            var w = 1, k = base
+            while true {
+                guard position < input.count, let d = value(input[position]) else { return nil }
+                position += 1
+                let (step, o1) = d.multipliedReportingOverflow(by: w)
+                guard !o1, i <= Int(Int32.max) - step else { return nil }
+                i += step
+                let t = k <= bias ? tMin : (k >= bias + tMax ? tMax : k - bias)
+                if d < t { break }
+                let (next, o2) = w.multipliedReportingOverflow(by: base - t)
+                guard !o2, next <= Int(Int32.max) else { return nil }
+                w = next
+                k += base
+            }
+            let count = output.count + 1
+            bias = adapt(i - oldI, points: count, first: oldI == 0)
+            n += i / count
+            i %= count
+            guard n >= initialN, let scalar = Unicode.Scalar(UInt32(clamping: n)) else {
+                return nil
+            }
+            output.insert(scalar, at: i)
+            i += 1
+        }
+        return String(String.UnicodeScalarView(output))
+    }
+
+    /// A digit's value, either case (RFC 3492 §5).
+    private static func value(_ c: UInt8) -> Int? {
+        switch c {
+        case UInt8(ascii: "a")...UInt8(ascii: "z"): return Int(c - UInt8(ascii: "a"))
+        case UInt8(ascii: "A")...UInt8(ascii: "Z"): return Int(c - UInt8(ascii: "A"))
+        case UInt8(ascii: "0")...UInt8(ascii: "9"): return Int(c - UInt8(ascii: "0")) + 26
+        default: return nil
+        }
     }
 
     private static func digit(_ d: Int) -> UInt8 {

@@ -5,6 +5,13 @@
 import Foundation
 
 public enum MessageBuilder {
+    /// An address as a header field shows it: with an ASCII local part, the domain in
+    /// A-labels, which every reader understands (RFC 5890 §2.3.2.1); a UTF-8 local part can
+    /// only travel as RFC 6532 UTF-8, so its domain stays in U-labels beside it.
+    static func headerForm(_ address: EmailAddress) -> String {
+        address.asciiForm ?? address.description
+    }
+
     /// The complete message for `request`, accepted as message `id` at `now` by `hostname`.
     public static func build(_ request: SendRequest, id: String, now: Date, hostname: String)
         -> [UInt8]
@@ -16,9 +23,9 @@ public enum MessageBuilder {
         var head = ""
         head += "Date: " + MailDate.string(from: now) + "\r\n"
         head += "Message-ID: " + messageID + "\r\n"
-        head += "From: " + request.from.description + "\r\n"
-        if let replyTo = request.replyTo { head += "Reply-To: " + replyTo.description + "\r\n" }
-        head += "To: " + request.to.description + "\r\n"
+        head += "From: " + headerForm(request.from) + "\r\n"
+        if let replyTo = request.replyTo { head += "Reply-To: " + headerForm(replyTo) + "\r\n" }
+        head += "To: " + headerForm(request.to) + "\r\n"
         if let subject = request.subject { head += HeaderWriter.unstructured("Subject", subject) }
         head += "MIME-Version: 1.0\r\n"
 

@@ -57,6 +57,16 @@ public struct SendRequest: Sendable, Equatable {
         "dkim-signature", "content-type", "content-transfer-encoding", "mime-version",
         "reply-to",
     ]
+    /// Fields no submitter writes: Bcc would show the hidden recipient to every reader,
+    /// Delivered-To is trace written at delivery, Content-Length frames mailboxes, not mail,
+    /// and the Resent-* fields (RFC 5322 §3.6.6) record a re-sending, which a request is not.
+    public static let envelopeHeaders: Set<String> = ["bcc", "delivered-to", "content-length"]
+
+    static func isEnvelopeHeader(_ name: String) -> Bool {
+        let lower = name.lowercased()
+        return envelopeHeaders.contains(lower) || lower.hasPrefix("resent-")
+    }
+
     public static let maxMetadataBytes = 4096
     public static let maxHeaders = 50
     /// A subject must fit one line after "Subject: " (RFC 5322 §2.1.1's 998 octets).
@@ -68,7 +78,9 @@ public struct SendRequest: Sendable, Equatable {
     public static func decode(_ body: Data) throws(ValidationError) -> SendRequest {
         let parsed: Any
         do {
-            parsed = try JSONSerialization.jsonObject(with: body)
+            // Fragments allowed, so that a bare string or number is told it is not an object
+            // rather than that it is not JSON.
+            parsed = try JSONSerialization.jsonObject(with: body, options: .fragmentsAllowed)
         } catch {
             throw ValidationError(field: "body", message: "is not valid JSON")
         }
@@ -94,6 +106,7 @@ public struct SendRequest: Sendable, Equatable {
 
         from = try SendRequest.address(json, "from", required: true)!
         to = try SendRequest.address(json, "to", required: true)!
+        try SendRequest.checkDeliverable(to)
         replyTo = try SendRequest.address(json, "reply_to", required: false)
 
         subject = try SendRequest.string(json, "subject")
@@ -163,6 +176,22 @@ public struct SendRequest: Sendable, Equatable {
         }
     }
 
+    /// A recipient Tern could never deliver to is refused now rather than bounced later:
+    /// address literals (the sender resolves MX records, and an IP address in the envelope
+    /// would bypass every check on where mail may go) and `localhost` names, which RFC 6761
+    /// §6.3 reserves for the sending machine itself.
+    static func checkDeliverable(_ recipient: EmailAddress) throws(ValidationError) {
+        if recipient.isAddressLiteral {
+            throw ValidationError(field: "to", message: "address literals such as "
+                + "\(recipient.domain) are not supported as recipients; use a domain name")
+        }
+        let domain = recipient.asciiDomain
+        if domain == "localhost" || domain.hasSuffix(".localhost") {
+            throw ValidationError(field: "to", message: "\(domain) names this machine "
+                + "(RFC 6761); mail to it is not sent")
+        }
+    }
+
     /// Text and HTML bodies: any text but NUL, which RFC 2045 §2.7 keeps out of mail.
     private static func body(_ json: [String: Any], _ field: String)
         throws(ValidationError) -> String?
@@ -194,6 +223,10 @@ public struct SendRequest: Sendable, Equatable {
             guard HeaderField.isValidName(name) else {
                 throw ValidationError(field: field, message: "is not a valid header field name "
                     + "(printable ASCII without spaces or colons, RFC 5322 §3.6.8)")
+            }
+            guard !isEnvelopeHeader(name) else {
+                throw ValidationError(field: field, message: "is an envelope or trace field "
+                    + "and cannot be supplied; the recipient is the to field")
             }
             guard !reservedHeaders.contains(name.lowercased()) else {
                 throw ValidationError(field: field, message: name.lowercased() == "reply-to"
