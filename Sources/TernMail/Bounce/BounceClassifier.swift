@@ -96,6 +96,7 @@ public struct BounceClassifier: Sendable {
                 ?? original.first { $0.name.caseInsensitiveCompare("To") == .orderedSame }?.value
             recipients = [named.map(firstAddress) ?? ""]
         }
+        if recipients.isEmpty { recipients = [""] }
         let reporter = values("Reporting-MTA").first.map(Self.withoutType)
             ?? values("User-Agent").first ?? ""
         return recipients.map { rcpt in
@@ -371,7 +372,7 @@ public struct BounceClassifier: Sendable {
             }
         }
         // The returned original's Message-ID: a header line anywhere below the top header.
-        let bodyText = MIMEText.string(root.rawBody.prefix(limits.maxInput), charset: nil)
+        let bodyText = MIMEText.lines(MIMEText.string(root.rawBody, charset: nil))
         for line in bodyText.split(separator: "\n").prefix(100_000) {
             guard line.count < 2000, line.lowercased().hasPrefix("message-id:") else { continue }
             if let id = Self.ourID(String(line.dropFirst(11))) { return (id, "message-id") }

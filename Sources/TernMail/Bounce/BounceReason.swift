@@ -106,7 +106,7 @@ public enum ReasonRules {
                         "doesn't exist", "recipient unknown", "unknown recipient",
                         "no such recipient", "no such mailbox", "mailbox not found",
                         "mailbox unavailable", "invalid recipient", "invalid mailbox",
-                        "not a valid mailbox", "recipient address rejected",
+                        "not a valid mailbox", "recipient address rejected: access denied",
                         "recipnotfound", "user not found", "address not found",
                         "unknown local part", "no mailbox here", "not listed in",
                         "address couldn't be found", "address could not be found",

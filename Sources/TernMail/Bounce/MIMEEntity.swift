@@ -56,8 +56,10 @@ public struct MIMEEntity: Sendable {
     }
 
     /// The decoded body as text in its charset (UTF-8 unless it says Latin-1 or
-    /// windows-1252); undecodable bytes become U+FFFD.
-    public var text: String { MIMEText.string(decodedBody, charset: parameter("charset")) }
+    /// windows-1252), lines ending in LF; undecodable bytes become U+FFFD.
+    public var text: String {
+        MIMEText.lines(MIMEText.string(decodedBody, charset: parameter("charset")))
+    }
 
     /// Every entity of the tree, this one first, depth first.
     public var all: [MIMEEntity] { [self] + children.flatMap(\.all) }
@@ -146,6 +148,12 @@ public struct MIMEEntity: Sendable {
 public enum MIMEText {
     static func trim(_ bytes: ArraySlice<UInt8>) -> String {
         String(decoding: bytes, as: UTF8.self).trimmingCharacters(in: .whitespaces)
+    }
+
+    /// LF line ends only. Swift takes CR LF as one Character, so text is split on LF
+    /// only after this.
+    static func lines(_ text: String) -> String {
+        text.replacingOccurrences(of: "\r\n", with: "\n").replacingOccurrences(of: "\r", with: "\n")
     }
 
     /// Bytes as text in a charset: Latin-1 family byte for byte, anything else as UTF-8.

@@ -65,7 +65,10 @@ struct TextBounce {
         var starts: [(line: Int, address: String, rest: String)] = []
         for (n, line) in lines.enumerated() {
             // A Tern message has one recipient; a report naming more is cut short.
-            if starts.count < 50, let (address, rest) = leadingAddress(line), !ignored(address) {
+            // The same address again (a wrapped reply quoting it, Exchange's second list)
+            // continues the block it opened.
+            if starts.count < 50, let (address, rest) = leadingAddress(line), !ignored(address),
+               starts.last?.address.lowercased() != address.lowercased() {
                 starts.append((n, address, rest))
             }
         }
@@ -193,7 +196,7 @@ struct TextBounce {
                 var text = next.trimmingCharacters(in: .whitespaces)
                 let repeated = text.hasPrefix(code + "-") || text.hasPrefix(code + " ")
                 guard !text.isEmpty, repeated || nextIndent > 0 && nextIndent >= indent,
-                      leadingAddress(next) == nil
+                      nextIndent > indent || leadingAddress(next) == nil
                 else { break }
                 if repeated {
                     // "550-5.1.1 more text": the code and status were said on the first line.
