@@ -35,7 +35,7 @@ import TernMail
     @Test func randomBytesNeverCrash() {
         var generator = SystemRandomNumberGenerator()
         let classifier = BounceClassifier(verp: Self.verp)
-        for _ in 0..<300 {
+        for _ in 0..<100 {
             let count = Int.random(in: 0..<3000, using: &generator)
             let bytes = (0..<count).map { _ in UInt8.random(in: 0...255, using: &generator) }
             #expect(!classifier.classify(bytes).isEmpty)
@@ -53,7 +53,8 @@ import TernMail
         let b64 = MIMEEntity.parse(Array("Content-Transfer-Encoding: base64\r\n\r\naGVs\r\nbG8=\r\n".utf8))
         #expect(b64.text == "hello")
         let bad = MIMEEntity.parse(Array("Content-Transfer-Encoding: base64\r\n\r\n***\r\n".utf8))
-        #expect(bad.decodedBody == [])
+        // Base64 that cannot be decoded is kept as it came.
+        #expect(bad.decodedBody == Array("***\r\n".utf8))
     }
 
     @Test func encodedWords() {
