@@ -13,6 +13,10 @@ public struct BounceSettings: Sendable {
     /// TERN_VERP_DOMAIN and TERN_VERP_SECRET: the return paths that are ours, and the key
     /// that verifies them (required; the sender signs with the same ones).
     public let verp: VERP
+    /// TERN_FBL_ADDRESSES: comma list of feedback-loop addresses (the ones registered with
+    /// mailbox providers for complaint reports), lowercased; mail to them is taken and
+    /// classified too (default: none).
+    public let feedbackAddresses: Set<String>
     /// TERN_HOSTNAME: the name in the greeting (default: the host name).
     public let hostname: String
     /// TERN_BOUNCE_MAX_SIZE: largest bounce taken, in octets (default 10 MB; a DSN is small,
@@ -36,6 +40,15 @@ public struct BounceSettings: Sendable {
         self.common = common
         listen = try env.address("TERN_BOUNCE_LISTEN", default: "0.0.0.0:25")
         verp = try VERP(env)
+        var fbl: Set<String> = []
+        for item in env.string("TERN_FBL_ADDRESSES", default: "").split(separator: ",") {
+            let address = item.trimmingCharacters(in: .whitespaces).lowercased()
+            guard case .success = EmailAddress.parse(address), address.contains("@") else {
+                throw ConfigError("TERN_FBL_ADDRESSES", "'\(address)' is not an address")
+            }
+            fbl.insert(address)
+        }
+        feedbackAddresses = fbl
         hostname = env.string("TERN_HOSTNAME", default: ProcessInfo.processInfo.hostName)
         maxMessageSize = try env.int("TERN_BOUNCE_MAX_SIZE", default: 10 * 1024 * 1024,
                                      range: 1024...(1 << 30))
