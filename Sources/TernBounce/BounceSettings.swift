@@ -27,6 +27,14 @@ public struct BounceSettings: Sendable {
     public let maxRecipients: Int
     /// TERN_BOUNCE_MAX_SESSIONS: sessions at once (default 200).
     public let maxSessions: Int
+    /// TERN_BOUNCE_MAX_SESSIONS_PER_CLIENT: sessions at once from one address (default 20).
+    public let maxSessionsPerClient: Int
+    /// TERN_BOUNCE_MAX_COMMANDS: commands in one session before 421 (default 1000).
+    public let maxCommands: Int
+    /// TERN_BOUNCE_MAX_ERRORS: refused commands in one session before 421 (default 20).
+    public let maxErrors: Int
+    /// TERN_BOUNCE_SESSION_TIMEOUT: longest a session may last in all (default 30m).
+    public let sessionTimeout: Duration
     /// TERN_BOUNCE_IDLE_TIMEOUT: wait for each line (default 5m, RFC 5321 §4.5.3.2.7).
     public let idleTimeout: Duration
     /// TERN_BOUNCE_GREET_DELAY: pause before the greeting in which a client that speaks is
@@ -54,6 +62,11 @@ public struct BounceSettings: Sendable {
                                      range: 1024...(1 << 30))
         maxRecipients = try env.int("TERN_BOUNCE_MAX_RECIPIENTS", default: 100, range: 1...10_000)
         maxSessions = try env.int("TERN_BOUNCE_MAX_SESSIONS", default: 200, range: 1...100_000)
+        maxSessionsPerClient = try env.int("TERN_BOUNCE_MAX_SESSIONS_PER_CLIENT", default: 20,
+                                           range: 1...100_000)
+        maxCommands = try env.int("TERN_BOUNCE_MAX_COMMANDS", default: 1000, range: 10...1_000_000)
+        maxErrors = try env.int("TERN_BOUNCE_MAX_ERRORS", default: 20, range: 1...10_000)
+        sessionTimeout = try env.duration("TERN_BOUNCE_SESSION_TIMEOUT", default: .seconds(1800))
         idleTimeout = try env.duration("TERN_BOUNCE_IDLE_TIMEOUT", default: .seconds(300))
         greetingDelay = try env.duration("TERN_BOUNCE_GREET_DELAY", default: .milliseconds(500))
         drainTimeout = try env.duration("TERN_BOUNCE_DRAIN_TIMEOUT", default: .seconds(20))
@@ -62,8 +75,10 @@ public struct BounceSettings: Sendable {
     /// The SMTP server's configuration from these settings.
     public var server: SMTPServerConfig {
         SMTPServerConfig(hostname: hostname, maxMessageSize: maxMessageSize,
-                         maxRecipients: maxRecipients, idleTimeout: idleTimeout,
-                         maxSessions: maxSessions, greetingDelay: greetingDelay,
+                         maxRecipients: maxRecipients, maxCommands: maxCommands,
+                         maxErrors: maxErrors, idleTimeout: idleTimeout,
+                         maxSessions: maxSessions, maxSessionsPerClient: maxSessionsPerClient,
+                         sessionTimeout: sessionTimeout, greetingDelay: greetingDelay,
                          drainTimeout: drainTimeout)
     }
 }

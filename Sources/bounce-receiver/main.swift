@@ -13,7 +13,8 @@
 // TERN_VERP_DOMAIN whose HMAC signature verifies, or a configured feedback address; anything
 // else gets 550 5.7.1 at RCPT, and a bad signature is counted as a forgery. Every session is
 // bounded: line lengths (RFC 5321 §4.5.3.1), message size (SIZE, and what actually arrives),
-// recipients, commands, errors, idle time, sessions at once; early talkers are refused. The
+// recipients, commands, errors, idle time, session time, sessions at once in all and per
+// client address; early talkers are refused. The
 // classifier's work is bounded too (4 MiB read, MIME depth 8, 200 entities). Report text is
 // cleaned and capped before it is stored. A message is answered 250 only after its entries
 // are in Redis (451 otherwise).
@@ -21,8 +22,10 @@
 // Settings (environment): TERN_REDIS_URL, TERN_REDIS_PREFIX, TERN_LOG_LEVEL, TERN_INSTANCE,
 // TERN_BOUNCE_LISTEN (default 0.0.0.0:25; a systemd socket wins), TERN_VERP_DOMAIN and
 // TERN_VERP_SECRET (required), TERN_FBL_ADDRESSES, TERN_HOSTNAME, TERN_BOUNCE_MAX_SIZE,
-// TERN_BOUNCE_MAX_RECIPIENTS, TERN_BOUNCE_MAX_SESSIONS, TERN_BOUNCE_IDLE_TIMEOUT,
-// TERN_BOUNCE_GREET_DELAY, TERN_BOUNCE_DRAIN_TIMEOUT; see BounceSettings for defaults.
+// TERN_BOUNCE_MAX_RECIPIENTS, TERN_BOUNCE_MAX_SESSIONS, TERN_BOUNCE_MAX_SESSIONS_PER_CLIENT,
+// TERN_BOUNCE_MAX_COMMANDS, TERN_BOUNCE_MAX_ERRORS, TERN_BOUNCE_SESSION_TIMEOUT,
+// TERN_BOUNCE_IDLE_TIMEOUT, TERN_BOUNCE_GREET_DELAY, TERN_BOUNCE_DRAIN_TIMEOUT; see
+// BounceSettings for defaults.
 //
 // Known limits: no STARTTLS; a complaint that names its message only by Message-ID is not
 // signed; a line ending in a bare LF is taken as a line end (no defence against SMTP

@@ -411,6 +411,20 @@ import TernTestSupport
         #expect(s.verp.address(for: "m") == VERP(secret: [UInt8](repeating: 0xAB, count: 16),
                                                  domain: "bounces.example.com").address(for: "m"))
         #expect(s.maxMessageSize == 10 * 1024 * 1024)
+        #expect(s.server.maxSessionsPerClient == 20)
+        #expect(s.server.sessionTimeout == .seconds(1800))
+        #expect(s.server.maxCommands == 1000)
+        let tight = try make(base.merging([
+            "TERN_BOUNCE_MAX_SESSIONS_PER_CLIENT": "3", "TERN_BOUNCE_SESSION_TIMEOUT": "2m",
+            "TERN_BOUNCE_MAX_COMMANDS": "50", "TERN_BOUNCE_MAX_ERRORS": "5",
+        ]) { _, b in b })
+        #expect(tight.server.maxSessionsPerClient == 3)
+        #expect(tight.server.sessionTimeout == .seconds(120))
+        #expect(tight.server.maxCommands == 50)
+        #expect(tight.server.maxErrors == 5)
+        #expect(throws: ConfigError.self) {
+            try make(base.merging(["TERN_BOUNCE_MAX_SESSIONS_PER_CLIENT": "0"]) { _, b in b })
+        }
         #expect(throws: ConfigError.self) {
             try make(base.merging(["TERN_VERP_SECRET": "abcd"]) { _, b in b })
         }

@@ -11,7 +11,8 @@ import TernMail
     @Test func deepNestingStopsAtTheLimit() {
         var message = ""
         for level in 0..<5000 {
-            message += "Content-Type: multipart/mixed; boundary=\"b\(level)\"\r\n\r\n--b\(level)\r\n"
+            message += "Content-Type: multipart/mixed; boundary=\"b\(level)\"\r\n\r\n"
+                + "--b\(level)\r\n"
         }
         let root = MIMEEntity.parse(Array(message.utf8))
         #expect(root.all.count <= MIMEEntity.Limits().maxDepth + 1)
@@ -50,7 +51,8 @@ import TernMail
             break =ZZ end=
             """.utf8))
         #expect(qp.text == "café softbreak =ZZ end")
-        let b64 = MIMEEntity.parse(Array("Content-Transfer-Encoding: base64\r\n\r\naGVs\r\nbG8=\r\n".utf8))
+        let b64 = MIMEEntity.parse(
+            Array("Content-Transfer-Encoding: base64\r\n\r\naGVs\r\nbG8=\r\n".utf8))
         #expect(b64.text == "hello")
         let bad = MIMEEntity.parse(Array("Content-Transfer-Encoding: base64\r\n\r\n***\r\n".utf8))
         // Base64 that cannot be decoded is kept as it came.
