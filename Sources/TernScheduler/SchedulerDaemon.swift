@@ -3,8 +3,9 @@
 //
 // Four loops share one Redis client: intake (`submit`, where suppressed recipients end at
 // once), release (the due index), results (`results`) and inbound reports (`inbound`). Each
-// stream entry is applied and acknowledged in one MULTI/EXEC, so a crash at any point either applies an entry completely or leaves it pending
-// for this consumer's next start (or for another scheduler's claim).
+// stream entry is applied and acknowledged in one MULTI/EXEC, so a crash at any point either
+// applies an entry completely or leaves it pending for this consumer's next start (or for
+// another scheduler's claim).
 
 import Foundation
 import Synchronization
