@@ -26,6 +26,26 @@ import TernMail
         #expect(MIMEEntity.parse(Array(message.utf8)).all.count <= MIMEEntity.Limits().maxParts)
     }
 
+    @Test func recordsPerMessageAreCapped() {
+        var text = "Content-Type: multipart/report; report-type=delivery-status; boundary=b\r\n"
+            + "\r\n--b\r\nContent-Type: message/delivery-status\r\n\r\nReporting-MTA: dns; x\r\n"
+        for n in 0..<1000 {
+            text += "\r\nFinal-Recipient: rfc822; u\(n)@x.example\r\nAction: failed\r\n"
+                + "Status: 5.1.1\r\n"
+        }
+        let records = BounceClassifier().classify(Array((text + "\r\n--b--\r\n").utf8))
+        #expect(records.count == BounceClassifier.maxRecords)
+        #expect(records.first?.recipient == "u0@x.example")
+    }
+
+    @Test func messageIDLinesAreFoundInAnyCase() {
+        let id = MessageID.generate()
+        let message = "Subject: Re\r\n\r\nquoted text\r\nmessage-ID: <\(id)@api.example>\r\n"
+        let record = BounceClassifier().classify(Array(message.utf8)).first
+        #expect(record?.messageID == id)
+        #expect(record?.idSource == "message-id")
+    }
+
     @Test func inputIsCapped() {
         var limits = MIMEEntity.Limits()
         limits.maxInput = 1000

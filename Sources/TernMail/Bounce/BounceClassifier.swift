@@ -33,19 +33,20 @@ public struct BounceClassifier: Sendable {
             : message
         let root = MIMEEntity.parse(input, limits: limits)
         let all = root.all
+        let human = Self.humanText(root)
         var records: [ReportRecord]
         if let arf = all.first(where: { $0.mimeType == "message/feedback-report" }) {
             records = feedbackRecords(arf, all: all)
         } else if let dsn = all.first(where: { Self.statusTypes.contains($0.mimeType) }),
-                  let found = deliveryRecords(dsn, root: root), !found.isEmpty {
+                  let found = deliveryRecords(dsn, humanText: human), !found.isEmpty {
             records = found
         } else if let jmrp = jmrpRecord(all) {
             records = [jmrp]
-        } else if let reply = autoReply(root, strong: true) {
+        } else if let reply = autoReply(root, humanText: human, strong: true) {
             records = [reply]
-        } else if let text = textRecords(root, envelopeSender: envelopeSender) {
+        } else if let text = textRecords(root, humanText: human, envelopeSender: envelopeSender) {
             records = text
-        } else if let reply = autoReply(root, strong: false) {
+        } else if let reply = autoReply(root, humanText: human, strong: false) {
             records = [reply]
         } else {
             var r = ReportRecord(kind: .notAReport, severity: .none, reason: .other)
@@ -67,6 +68,10 @@ public struct BounceClassifier: Sendable {
         }
     }
 
+    /// Octets of a delivery-status or feedback-report part that are read: real ones are a
+    /// few hundred octets per recipient.
+    static let maxReportPart = 64 * 1024
+
     static let statusTypes: Set<String> = [
         "message/delivery-status", "message/global-delivery-status",
     ]
@@ -74,7 +79,8 @@ public struct BounceClassifier: Sendable {
     // MARK: - Feedback reports (RFC 5965, RFC 6591)
 
     func feedbackRecords(_ arf: MIMEEntity, all: [MIMEEntity]) -> [ReportRecord] {
-        let fields = DeliveryStatusReport.fieldGroups(arf.decodedBody).flatMap { $0 }
+        let part = Array(arf.decodedBody.prefix(Self.maxReportPart))
+        let fields = DeliveryStatusReport.fieldGroups(part).flatMap { $0 }
         func values(_ name: String) -> [String] {
             fields.filter { $0.name.caseInsensitiveCompare(name) == .orderedSame }.map(\.value)
         }
@@ -89,7 +95,7 @@ public struct BounceClassifier: Sendable {
         case "virus": (kind, reason) = (.feedback, .virus)
         default: (kind, reason) = (.feedback, .other)
         }
-        var recipients = values("Original-Rcpt-To").map(Self.withoutType)
+        var recipients = values("Original-Rcpt-To").prefix(Self.maxRecords).map(Self.withoutType)
         if recipients.isEmpty, let original = Self.originalHeaders(all) {
             let named = original.first { $0.name.caseInsensitiveCompare(
                 "X-HmXmrOriginalRecipient") == .orderedSame }?.value
@@ -141,12 +147,10 @@ public struct BounceClassifier: Sendable {
 
     // MARK: - Delivery status notifications (RFC 3464)
 
-    func deliveryRecords(_ part: MIMEEntity, root: MIMEEntity) -> [ReportRecord]? {
-        guard let report = try? DeliveryStatusReport.parseStatus(part.decodedBody) else {
-            return nil
-        }
-        let humanText = Self.humanText(root)
-        return report.recipients.map { s in
+    func deliveryRecords(_ part: MIMEEntity, humanText: String) -> [ReportRecord]? {
+        let body = Array(part.decodedBody.prefix(Self.maxReportPart))
+        guard let report = try? DeliveryStatusReport.parseStatus(body) else { return nil }
+        return report.recipients.prefix(Self.maxRecords).map { s in
             let diagnostic = s.diagnostic ?? ""
             let fromDiagnostic = TextBounce.enhancedStatus(in: diagnostic)
             var status = s.enhanced
@@ -220,13 +224,15 @@ public struct BounceClassifier: Sendable {
         "mail delivery", "mdaemon", "microsoftexchange",
     ]
 
-    func textRecords(_ root: MIMEEntity, envelopeSender: String?) -> [ReportRecord]? {
+    func textRecords(_ root: MIMEEntity, humanText: String, envelopeSender: String?)
+        -> [ReportRecord]?
+    {
         let from = MIMEText.decodeWords(root.value("From") ?? "").lowercased()
         let subject = MIMEText.decodeWords(root.value("Subject") ?? "").lowercased()
         let nullSender = envelopeSender == "" || root.value("Return-Path") == "<>"
         let byDaemon = Self.daemonSenders.contains { from.contains($0) }
         let bySubject = Self.bounceSubjects.contains { subject.contains($0) }
-        let text = TextBounce.report(of: Self.humanText(root))
+        let text = TextBounce.report(of: humanText)
         guard byDaemon || bySubject || nullSender && TextBounce.hasCode(String(text.prefix(4000)))
         else { return nil }
 
@@ -271,6 +277,8 @@ public struct BounceClassifier: Sendable {
 
     /// The text of the report itself: the first text part outside any returned message;
     /// HTML is reduced to its text when there is no plain part.
+    static let maxHumanText = 64 * 1024
+
     static func humanText(_ root: MIMEEntity) -> String {
         var html: MIMEEntity?
         var stack = [root]
@@ -278,11 +286,11 @@ public struct BounceClassifier: Sendable {
         while let e = stack.popLast(), visited < 200 {
             visited += 1
             let type = e.mimeType
-            if type == "text/plain" { return String(e.text.prefix(200_000)) }
+            if type == "text/plain" { return e.text(limit: maxHumanText) }
             if type == "text/html", html == nil { html = e }
             if type.hasPrefix("multipart/") { stack += e.children.reversed() }
         }
-        return html.map { stripTags(String($0.text.prefix(200_000))) } ?? ""
+        return html.map { stripTags($0.text(limit: maxHumanText)) } ?? ""
     }
 
     static func stripTags(_ html: String) -> String {
@@ -321,7 +329,7 @@ public struct BounceClassifier: Sendable {
 
     /// `strong`: only with clear signs (a vacation or challenge phrase, an auto-reply
     /// header); otherwise any `Auto-Submitted` message that reached us is taken as one.
-    func autoReply(_ root: MIMEEntity, strong: Bool) -> ReportRecord? {
+    func autoReply(_ root: MIMEEntity, humanText: String, strong: Bool) -> ReportRecord? {
         let subject = MIMEText.decodeWords(root.value("Subject") ?? "").lowercased()
         let from = MIMEText.decodeWords(root.value("From") ?? "").lowercased()
         if Self.daemonSenders.contains(where: { from.contains($0) }) { return nil }
@@ -331,7 +339,7 @@ public struct BounceClassifier: Sendable {
                 (root.value("Precedence") ?? root.value("X-Precedence") ?? "").lowercased())
         let submitted = (root.value("Auto-Submitted") ?? "no").lowercased()
         let autoSubmitted = !submitted.hasPrefix("no")
-        let body = String(Self.humanText(root).prefix(3000)).lowercased()
+        let body = String(humanText.prefix(3000)).lowercased()
         let headers = root.fields.map { $0.name.lowercased() }
         let challenge = Self.challengePhrases.contains { subject.contains($0) || body.contains($0) }
             || headers.contains { $0.hasPrefix("x-boxbe") || $0.hasPrefix("x-challenge") }
@@ -372,10 +380,8 @@ public struct BounceClassifier: Sendable {
             }
         }
         // The returned original's Message-ID: a header line anywhere below the top header.
-        let bodyText = MIMEText.lines(MIMEText.string(root.rawBody, charset: nil))
-        for line in bodyText.split(separator: "\n").prefix(100_000) {
-            guard line.count < 2000, line.lowercased().hasPrefix("message-id:") else { continue }
-            if let id = Self.ourID(String(line.dropFirst(11))) { return (id, "message-id") }
+        for value in Self.messageIDLines(root.rawBody) {
+            if let id = Self.ourID(value) { return (id, "message-id") }
         }
         for name in ["In-Reply-To", "References"] {
             for token in (root.value(name) ?? "").split(separator: " ") {
@@ -383,6 +389,28 @@ public struct BounceClassifier: Sendable {
             }
         }
         return ("", "")
+    }
+
+    /// The values of lines that start with "Message-ID:" (any case), read over the bytes so
+    /// a large body costs one pass and no copies; at most 20.
+    static func messageIDLines(_ body: ArraySlice<UInt8>) -> [String] {
+        let name = Array("message-id:".utf8)
+        var found: [String] = []
+        var i = body.startIndex
+        while i + name.count < body.endIndex, found.count < 20 {
+            let atLineStart = i == body.startIndex || body[i - 1] == 0x0A
+            if atLineStart,
+               zip(body[i..<(i + name.count)], name).allSatisfy({ $0 | 0x20 == $1 }) {
+                let start = i + name.count
+                let end = body[start...].prefix(998).firstIndex { $0 == 0x0D || $0 == 0x0A }
+                    ?? min(body.endIndex, start + 998)
+                found.append(String(decoding: body[start..<end], as: UTF8.self))
+                i = end
+                continue
+            }
+            i += 1
+        }
+        return found
     }
 
     /// "<01jn...@host>" -> the id, when the left side is one of our message ids.

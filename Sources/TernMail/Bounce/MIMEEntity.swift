@@ -61,6 +61,15 @@ public struct MIMEEntity: Sendable {
         MIMEText.lines(MIMEText.string(decodedBody, charset: parameter("charset")))
     }
 
+    /// The first `limit` octets of the decoded body as text, like `text`, without
+    /// converting the rest of a large body.
+    public func text(limit: Int) -> String {
+        let encoding = value("Content-Transfer-Encoding")?.lowercased() ?? ""
+        let bytes = encoding == "base64" || encoding == "quoted-printable"
+            ? decodedBody.prefix(limit) : rawBody.prefix(limit)
+        return MIMEText.lines(MIMEText.string(bytes, charset: parameter("charset")))
+    }
+
     /// Every entity of the tree, this one first, depth first.
     public var all: [MIMEEntity] { [self] + children.flatMap(\.all) }
 
