@@ -140,8 +140,10 @@ public struct BounceDaemon: Daemon {
             logger.error("message without a bounce or feedback address", ("peer", peer))
             return SMTPReply(451, "4.3.0", "internal error, try again later")
         }
+        // Bounded CPU work (see BounceClassifier), so it runs here, on the session's task.
         let records = classifier.classify(message, envelopeRecipients: envelope.recipients,
-                                          envelopeSender: envelope.mailFrom)
+                                          envelopeSender: envelope.mailFrom,
+                                          toFeedbackAddress: feedback && ids.isEmpty)
         let from = Logger.printable(envelope.mailFrom)
         if records.allSatisfy({ $0.kind == .notAReport }) {
             // Hand-written answers and spam reach return paths too. Taken, so the sender

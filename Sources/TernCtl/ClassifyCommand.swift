@@ -10,8 +10,8 @@ enum ClassifyCommand {
     static let command = CtlCommand(
         name: "classify", summary: "classify bounces, complaints and auto-replies (JSON lines)",
         help: """
-            usage: ternctl classify [--rcpt ADDRESS]... [--verp-domain D --verp-secret HEX]
-                                    [FILE...]
+            usage: ternctl classify [--rcpt ADDRESS]... [--feedback]
+                                    [--verp-domain D --verp-secret HEX] [FILE...]
 
             Reads each FILE (standard input when there is none, or for "-"), a whole message
             as received, and prints one JSON object per line for every recipient the message
@@ -21,6 +21,8 @@ enum ClassifyCommand {
 
               --rcpt ADDRESS        the envelope recipient the message came to (a VERP
                                     return path ties it to a message); may repeat
+              --feedback            the message came to a feedback-loop address, where a
+                                    plain forward of a message is a complaint
               --verp-domain DOMAIN  with --verp-secret, verify VERP signatures (default:
                                     TERN_VERP_DOMAIN); without a key, ids are read from the
                                     address's shape and marked "verp-unverified"
@@ -33,7 +35,7 @@ enum ClassifyCommand {
 
     static func run(_ arguments: [String], _ io: CtlOutput) throws -> Int32 {
         let args = try ArgumentReader(arguments, valued: ["rcpt", "verp-domain", "verp-secret"],
-                                      flags: [])
+                                      flags: ["feedback"])
         let env = ProcessInfo.processInfo.environment
         let domain = args.options["verp-domain"]?.last ?? env["TERN_VERP_DOMAIN"] ?? ""
         let secret = args.options["verp-secret"]?.last ?? env["TERN_VERP_SECRET"] ?? ""
@@ -58,7 +60,9 @@ enum ClassifyCommand {
                 status = 66
                 continue
             }
-            let records = classifier.classify(bytes, envelopeRecipients: args.options["rcpt"] ?? [])
+            let records = classifier.classify(
+                bytes, envelopeRecipients: args.options["rcpt"] ?? [],
+                toFeedbackAddress: args.flags.contains("feedback"))
             for record in records {
                 io.line(files.count > 1 ? withFile(record.json, file) : record.json)
             }

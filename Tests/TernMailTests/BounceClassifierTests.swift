@@ -155,6 +155,37 @@ import TernMail
         #expect(offline.first?.idSource == "verp-unverified")
     }
 
+    @Test func plainForwardIsAComplaintOnlyAtAFeedbackAddress() {
+        let id = MessageID.generate()
+        let message = Array("""
+            From: abuse@isp.example\r
+            Subject: Fwd: Sale\r
+            Content-Type: multipart/mixed; boundary=f\r
+            \r
+            --f\r
+            Content-Type: text/plain\r
+            \r
+            Spam from your customer.\r
+            --f\r
+            Content-Type: message/rfc822\r
+            \r
+            Return-Path: <\(Self.verp.address(for: id))>\r
+            To: Pat <pat@isp.example>\r
+            Subject: Sale\r
+            \r
+            Buy.\r
+            --f--\r
+
+            """.utf8)
+        let classifier = BounceClassifier(verp: Self.verp)
+        let atFBL = classifier.classify(message, toFeedbackAddress: true)
+        #expect(atFBL.map(\.kind) == [.complaint])
+        #expect(atFBL.first?.format == "forward")
+        #expect(atFBL.first?.recipient == "pat@isp.example")
+        #expect(atFBL.first?.messageID == id)
+        #expect(classifier.classify(message).map(\.kind) == [.notAReport])
+    }
+
     @Test func jsonHasEveryKeySorted() throws {
         let record = ReportRecord(kind: .bounce, severity: .hard, reason: .userUnknown)
         let json = record.json

@@ -26,9 +26,12 @@ public struct BounceClassifier: Sendable {
 
     /// Classifies one whole message (header and body). `envelopeRecipients` are the RCPT
     /// addresses it came with, `envelopeSender` its MAIL FROM ("" for the null path), when
-    /// known.
+    /// known. `toFeedbackAddress`: it came to a feedback-loop address, where a plain
+    /// forward of one of our messages is a complaint too.
     public func classify(_ message: [UInt8], envelopeRecipients: [String] = [],
-                         envelopeSender: String? = nil) -> [ReportRecord] {
+                         envelopeSender: String? = nil, toFeedbackAddress: Bool = false)
+        -> [ReportRecord]
+    {
         let input = message.count > limits.maxInput ? Array(message.prefix(limits.maxInput))
             : message
         let root = MIMEEntity.parse(input, limits: limits)
@@ -42,6 +45,8 @@ public struct BounceClassifier: Sendable {
             records = found
         } else if let jmrp = jmrpRecord(all) {
             records = [jmrp]
+        } else if toFeedbackAddress, let forward = forwardedComplaint(all) {
+            records = [forward]
         } else if let reply = autoReply(root, humanText: human, strong: true) {
             records = [reply]
         } else if let text = textRecords(root, humanText: human, envelopeSender: envelopeSender) {
@@ -126,6 +131,18 @@ public struct BounceClassifier: Sendable {
         r.format = "jmrp"
         r.feedbackType = "abuse"
         r.recipient = firstAddress(rcpt)
+        return r
+    }
+
+    /// A complaint sent to a feedback address as a plain forward of the message, without
+    /// ARF (some smaller providers and abuse desks do this).
+    func forwardedComplaint(_ all: [MIMEEntity]) -> ReportRecord? {
+        guard let original = Self.originalHeaders(all) else { return nil }
+        let to = original.first { $0.name.caseInsensitiveCompare("To") == .orderedSame }?.value
+        var r = ReportRecord(kind: .complaint, severity: .none, reason: .complaint)
+        r.format = "forward"
+        r.feedbackType = "abuse"
+        r.recipient = firstAddress(to ?? "")
         return r
     }
 
