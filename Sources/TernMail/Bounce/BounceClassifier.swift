@@ -169,12 +169,15 @@ public struct BounceClassifier: Sendable {
         guard let report = try? DeliveryStatusReport.parseStatus(body) else { return nil }
         return report.recipients.prefix(Self.maxRecords).map { s in
             let diagnostic = s.diagnostic ?? ""
-            let fromDiagnostic = TextBounce.enhancedStatus(in: diagnostic)
+            // A missing or generic Status (5.0.0) gives way to the code in the reply itself.
             var status = s.enhanced
-            if status == nil || status!.subject == 0 && status!.detail == 0,
-               let better = fromDiagnostic, status == nil || better.statusClass
-                == status!.statusClass || status!.statusClass == 5 {
-                status = better
+            if let said = TextBounce.enhancedStatus(in: diagnostic) {
+                if let given = status {
+                    if given.subject == 0 && given.detail == 0
+                        && said.statusClass == given.statusClass { status = said }
+                } else {
+                    status = said
+                }
             }
             let action = s.action
             let kind: ReportRecord.Kind
