@@ -237,7 +237,7 @@ public struct BounceClassifier: Sendable {
         "could not be delivered", "could not send message", "delayed mail", "delivery delayed",
         "message delayed", "nondeliverable", "non-delivery", "delivery problem",
         "mail delivery system", "delivery notification", "undelivered", "rejected:",
-        "delivery incomplete", "mail system error", "returned to sender",
+        "delivery incomplete", "mail system error", "returned to sender", "delivery status",
     ]
     static let daemonSenders = [
         "mailer-daemon", "mailer_daemon", "mail-daemon", "mailerdaemon", "postmaster@",
