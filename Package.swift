@@ -26,6 +26,7 @@ let package = Package(
         .executable(name: "tern-sender", targets: ["tern-sender"]),
         .executable(name: "tern-bounce-receiver", targets: ["tern-bounce-receiver"]),
         .executable(name: "tern-reputation", targets: ["tern-reputation"]),
+        .executable(name: "ternctl", targets: ["ternctl"]),
     ],
     targets: [
         system("CHiredis", "libhiredis-dev"),
@@ -57,6 +58,16 @@ let package = Package(
             name: "TernReputation", dependencies: ["TernCore", "TernMail", "TernDNS"],
             swiftSettings: strict),
 
+        .target(name: "TernCtl", dependencies: ["TernCore", "TernMail"], swiftSettings: strict),
+        .executableTarget(
+            name: "ternctl", dependencies: ["TernCtl"], path: "Sources/ternctl",
+            swiftSettings: strict),
+        // The classifier's libFuzzer target; scripts/fuzz-classify builds it with
+        // -sanitize=fuzzer. A plain build replays files through the classifier instead.
+        .executableTarget(
+            name: "tern-fuzz-classify", dependencies: ["TernMail"], path: "Sources/fuzz-classify",
+            swiftSettings: strict),
+
         daemon("tern-api", "api", "TernAPI"),
         daemon("tern-scheduler", "scheduler", "TernScheduler"),
         daemon("tern-sender", "sender", "TernSender"),
@@ -76,6 +87,9 @@ let package = Package(
             swiftSettings: strict),
         .testTarget(
             name: "TernMailTests", dependencies: ["TernMail", "TernCore"],
+            swiftSettings: strict),
+        .testTarget(
+            name: "TernCtlTests", dependencies: ["TernCtl", "TernMail", "TernCore"],
             swiftSettings: strict),
         .testTarget(
             name: "TernSMTPTests",

@@ -43,6 +43,7 @@ API_KEY = "testkey"
 API_MAX_BODY = 100_000
 SENDER = "sender@tern.example"
 VERP_DOMAIN = "bounces.tern.example"
+FBL_ADDRESS = "fbl@tern.example"
 POOL_IPS = {"127.0.0.2": "out1.tern.example", "127.0.0.3": "out2.tern.example"}
 POOLS = "default=" + ",".join(f"{ip}/{name}" for ip, name in POOL_IPS.items())
 # The daemons' own name (Message-ID right-hand side, the bounce receiver's greeting), so
@@ -433,6 +434,7 @@ class TernStack:
             # The world's STARTTLS host has a self-signed certificate: trusting it makes
             # deliveries to tls.example verified.
             "TERN_TLS_CA_FILE": world.describe["tls_cert"],
+            "TERN_FBL_ADDRESSES": FBL_ADDRESS,
             "TERN_RETRY_DELAYS": "1s,2s,4s",
             "TERN_MAX_AGE": "60s",
             "TERN_LOG_LEVEL": "debug",
@@ -729,6 +731,32 @@ def build_dsn(verp, recipient, original_headers, status="5.1.1",
     del headers["MIME-Version"]
     headers.set_payload(original_headers)
     report.attach(headers)
+    return report.as_bytes(policy=policy.SMTP)
+
+
+def build_arf(original, recipient, feedback_type="abuse", reporting_mta="fbl.inbox.example"):
+    """A feedback report as RFC 5965 defines it: multipart/report with a human part, a
+    message/feedback-report part (Feedback-Type, User-Agent, Version; section 3.1) and the
+    complained-of message whole (message/rfc822)."""
+    report = MIMEMultipart("report", report_type="feedback-report")
+    report["From"] = f"Feedback Loop <fbl@{reporting_mta}>"
+    report["To"] = FBL_ADDRESS
+    report["Subject"] = "FW: abuse report"
+    report["Date"] = rfc5322_now()
+    report["Message-ID"] = utils.make_msgid(domain=reporting_mta)
+    human = MIMEText("A recipient reported this message as spam.\n")
+    del human["MIME-Version"]
+    report.attach(human)
+    fields = MIMEBase("message", "feedback-report")
+    del fields["MIME-Version"]
+    fields.set_payload(f"Feedback-Type: {feedback_type}\r\nUser-Agent: TestFBL/1.0\r\n"
+                       f"Version: 1\r\nOriginal-Rcpt-To: <{recipient}>\r\n"
+                       f"Reporting-MTA: dns; {reporting_mta}\r\n")
+    report.attach(fields)
+    attached = MIMEBase("message", "rfc822")
+    del attached["MIME-Version"]
+    attached.set_payload(original.decode("utf-8", "replace"))
+    report.attach(attached)
     return report.as_bytes(policy=policy.SMTP)
 
 

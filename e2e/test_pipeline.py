@@ -12,8 +12,9 @@ import uuid
 
 import pytest
 
-from harness import (API_MAX_BODY, EVENT_KINDS, HOSTNAME, MESSAGE_ID, POOL_IPS, SENDER,
-                     VERP_ADDRESS, build_dsn, forge_signature, header_block, wait_for)
+from harness import (API_MAX_BODY, EVENT_KINDS, FBL_ADDRESS, HOSTNAME, MESSAGE_ID, POOL_IPS,
+                     SENDER, VERP_ADDRESS, build_arf, build_dsn, forge_signature,
+                     header_block, wait_for)
 
 
 def address(local, domain="inbox.example"):
@@ -224,6 +225,39 @@ def test_bounce_receiver_greets_with_tern_hostname(tern):
     finally:
         smtp.close()
     assert code == 220 and banner.split()[0].decode() == HOSTNAME, banner
+
+
+def test_dsn_bounce_suppresses_the_address(tern, world):
+    message_id, to, spooled = delivered_verp(tern, world, "gone")
+    dsn = build_dsn(spooled.mail_from, to, header_block(spooled.raw))
+    for _ in range(2):                                  # the same report twice counts once
+        with tern.bounce_smtp() as smtp:
+            assert smtp.mail("")[0] == 250
+            assert smtp.rcpt(spooled.mail_from)[0] == 250
+            assert smtp.data(dsn)[0] == 250
+    tern.wait_for_event(message_id, "bounced")
+    wait_for(lambda: tern.redis("XLEN", tern.key("stream:inbound")) == 0, timeout=10,
+             what="both reports applied")
+    assert tern.event_names(message_id).count("bounced") == 1
+    assert tern.redis("SISMEMBER", tern.key("supp:default"), to) == 1
+    again = tern.send(to=to, subject="again", text="after a hard bounce")
+    tern.wait_for_state(again, "suppressed")
+    assert len(world.spool_for(to)) == 1                 # the second was never sent
+
+
+def test_arf_complaint_to_the_feedback_address(tern, world):
+    message_id, to, spooled = delivered_verp(tern, world, "grumpy")
+    arf = build_arf(spooled.raw, to)
+    with tern.bounce_smtp() as smtp:
+        assert smtp.mail("fbl@fbl.inbox.example")[0] == 250
+        assert smtp.rcpt(FBL_ADDRESS)[0] == 250
+        assert smtp.data(arf)[0] == 250
+    complained = tern.wait_for_event(message_id, "complained")
+    assert "abuse" in complained.raw_json
+    assert tern.wait_for_state(message_id, "delivered")   # a complaint ends nothing
+    assert tern.redis("SISMEMBER", tern.key("supp:default"), to) == 1
+    again = tern.send(to=to, subject="again", text="after a complaint")
+    tern.wait_for_state(again, "suppressed")
 
 
 def valid_send(**changes):

@@ -1,12 +1,19 @@
-// The bounce receiver: an SMTP server that takes delivery status notifications addressed to
-// the VERP return paths Tern signs, and turns each failed recipient into an entry on the
+// The bounce receiver: an SMTP server that takes what comes back to the VERP return paths
+// Tern signs (bounces, delay notices, auto-replies) and to the feedback-loop addresses an
+// operator registered with mailbox providers (complaints), classifies each message
+// (`BounceClassifier`, docs/bounces.md) and writes one entry per reported recipient to the
 // `inbound` stream for the scheduler.
 //
-// Trust comes only from the RCPT address: a bounce is taken for a message only when the
-// address carries a valid signature of its id, so nobody can bounce a message they never
-// received. The report's content (status, diagnostic) is then believed as far as it goes, but
-// cleaned and capped before it is stored. A bounce is acknowledged with 250 only after its
-// entries are in Redis; if Redis fails, 451 makes the remote MTA try again later.
+// Trust comes only from addresses: mail is taken only for a VERP address that carries a valid
+// signature of its message id, or for a configured feedback address. A report to a feedback
+// address names its message by a signed VERP address quoted inside it (the original's
+// Return-Path) or by the original's Message-ID. The report's content (status, reply) is then
+// believed as far as it goes, but cleaned and capped before it is stored. A message is
+// acknowledged with 250 only after its entries are in Redis; if Redis fails, 451 makes the
+// remote MTA try again later.
+//
+// Known limit: a report that names its message only by Message-ID is not signed; anyone who
+// knows a message's id (its recipient) can send a complaint about it.
 
 import TernCore
 import TernMail
@@ -26,6 +33,7 @@ public struct BounceDaemon: Daemon {
     /// A Tern message has one recipient, so a genuine report about it names one; the rest of
     /// a report that names more is not turned into entries.
     static let maxStatusesPerReport = 10
+    let classifier: BounceClassifier
     /// Longest report text stored in a field; diagnostics are one SMTP reply in practice.
     static let maxFieldLength = 1000
 
@@ -36,6 +44,7 @@ public struct BounceDaemon: Daemon {
         self.keys = Keys(prefix: settings.common.redisPrefix)
         self.verp = settings.verp
         tls = try settings.loadTLS()
+        self.classifier = BounceClassifier(verp: settings.verp)
         if let fd = Systemd.listenDescriptor() {
             listener = try TCPListener(adopting: fd)
         } else {
@@ -55,7 +64,8 @@ public struct BounceDaemon: Daemon {
             policy: { recipient, envelope in await decide(recipient, envelope) },
             handler: { envelope, message in await receive(envelope, message) })
         logger.info("contract version \(Contract.version)")
-        ready("taking bounces for \(verp.domain) on \(listener.address)")
+        ready("taking bounces for \(verp.domain) and \(settings.feedbackAddresses.count) "
+              + "feedback address(es) on \(listener.address)")
         Systemd.startWatchdog { await redis.ping() }
         await server.run(shutdown: shutdown)
     }
@@ -81,6 +91,8 @@ public struct BounceDaemon: Daemon {
     enum Verdict: Equatable {
         /// A VERP address we signed, for this message id.
         case message(String)
+        /// A feedback-loop address from TERN_FBL_ADDRESSES.
+        case feedback
         /// Shaped like our VERP addresses, in our domain, but the signature does not verify.
         case forged
         /// Not one of our bounce addresses at all.
@@ -88,6 +100,9 @@ public struct BounceDaemon: Daemon {
     }
 
     func classify(_ recipient: String) -> Verdict {
+        var bare = recipient.lowercased()
+        if bare.hasPrefix("<") && bare.hasSuffix(">") { bare = String(bare.dropFirst().dropLast()) }
+        if settings.feedbackAddresses.contains(bare) { return .feedback }
         switch verp.decode(recipient) {
         case .success(let id): return .message(id)
         case .failure(.badSignature): return .forged
@@ -109,6 +124,10 @@ public struct BounceDaemon: Daemon {
         case .message(let id):
             logger.debug("bounce address accepted", ("message_id", id), ("peer", peer))
             return .accept
+        case .feedback:
+            logger.debug("feedback address accepted", ("rcpt", Logger.printable(recipient)),
+                         ("peer", peer))
+            return .accept
         case .forged:
             logger.warning("forged bounce address refused",
                            ("rcpt", Logger.printable(recipient)), ("peer", peer))
@@ -126,72 +145,84 @@ public struct BounceDaemon: Daemon {
 
     func receive(_ envelope: SMTPEnvelope, _ message: [UInt8]) async -> SMTPReply {
         var ids: [String] = []
+        var feedback = false
         for recipient in envelope.recipients {
-            if case .message(let id) = classify(recipient), !ids.contains(id) { ids.append(id) }
+            switch classify(recipient) {
+            case .message(let id): if !ids.contains(id) { ids.append(id) }
+            case .feedback: feedback = true
+            case .forged, .notOurs: break
+            }
         }
         let peer = envelope.peer?.description ?? "?"
-        guard !ids.isEmpty else {
+        guard !ids.isEmpty || feedback else {
             // The policy accepted only our addresses; this is a bug, and 451 loses nothing.
-            logger.error("message without a bounce address", ("peer", peer))
+            logger.error("message without a bounce or feedback address", ("peer", peer))
             return SMTPReply(451, "4.3.0", "internal error, try again later")
         }
-        let report: DeliveryStatusReport
-        do {
-            report = try DeliveryStatusReport.parse(message)
-        } catch {
-            // Auto-replies and hand-written answers reach return paths too. Taken, so the
-            // sender does not retry, and counted until classification of these comes.
-            logger.notice("message to a bounce address is not a delivery status report: \(error)",
+        // Bounded CPU work (see BounceClassifier), so it runs here, on the session's task.
+        let records = classifier.classify(message, envelopeRecipients: envelope.recipients,
+                                          envelopeSender: envelope.mailFrom,
+                                          toFeedbackAddress: feedback && ids.isEmpty)
+        let from = Logger.printable(envelope.mailFrom)
+        if records.allSatisfy({ $0.kind == .notAReport }) {
+            // Hand-written answers and spam reach return paths too. Taken, so the sender
+            // does not retry, and counted.
+            logger.notice("message to a bounce address is not a report",
                           ("message_id", ids.joined(separator: ",")), ("peer", peer),
-                          ("from", Logger.printable(envelope.mailFrom)),
-                          ("size", String(message.count)))
+                          ("from", from), ("size", String(message.count)))
             await count("bounce.unparsed")
             return SMTPReply(250, "2.0.0", "message taken")
         }
-        let failed = report.recipients.filter {
-            $0.action == "failed" || $0.enhanced?.statusClass == 5
-        }.prefix(Self.maxStatusesPerReport)
-        guard !failed.isEmpty else {
-            // Delayed, delivered, relayed or expanded (RFC 3464 §2.3.3): not a bounce.
-            logger.info("report without a failed recipient",
-                        ("message_id", ids.joined(separator: ",")), ("peer", peer),
-                        ("actions", report.recipients.map(\.action).joined(separator: ",")))
-            await count("bounce.nonfatal")
-            return SMTPReply(250, "2.0.0", "report taken")
-        }
-        let reporter = clean(report.reportingMTA ?? "")
-        var commands: [[RedisArg]] = []
-        for id in ids {
-            for status in failed {
-                commands.append(xadd(keys.stream(.inbound), [
-                    (EntryField.id, id),
-                    (EntryField.kind, "bounce"),
-                    (EntryField.status, clean(status.status)),
-                    (EntryField.action, clean(status.action)),
-                    (EntryField.diagnostic, clean(status.diagnostic ?? "")),
-                    (EntryField.recipient, clean(status.recipient)),
-                    (EntryField.reporter, reporter),
-                ]))
+        // A signed envelope address names the message; otherwise (a feedback address) the
+        // report does, through a signed VERP address or the original's Message-ID.
+        var entries: [(String, ReportRecord)] = []
+        for record in records.prefix(Self.maxStatusesPerReport) where record.kind != .notAReport {
+            if !ids.isEmpty {
+                entries += ids.map { ($0, record) }
+            } else if !record.messageID.isEmpty {
+                entries.append((record.messageID, record))
             }
         }
+        guard !entries.isEmpty else {
+            logger.notice("report names no message of ours", ("peer", peer), ("from", from),
+                          ("kind", records.first?.kind.rawValue ?? ""))
+            await count("bounce.unmatched")
+            return SMTPReply(250, "2.0.0", "report taken")
+        }
+        var commands: [[RedisArg]] = entries.map { id, r in
+            xadd(keys.stream(.inbound), [
+                (EntryField.id, id),
+                (EntryField.kind, r.kind.rawValue),
+                (EntryField.severity, r.severity.rawValue),
+                (EntryField.reason, r.reason.rawValue),
+                (EntryField.status, clean(r.status)),
+                (EntryField.action, clean(r.action)),
+                (EntryField.diagnostic, clean(r.remoteReply)),
+                (EntryField.recipient, clean(r.recipient)),
+                (EntryField.reporter, clean(r.reporter)),
+                (EntryField.remoteMTA, clean(r.remoteMTA)),
+                (EntryField.feedbackType, clean(r.feedbackType)),
+                (EntryField.idSource, ids.isEmpty ? r.idSource : "verp"),
+                (EntryField.format, r.format),
+            ])
+        }
         commands.append(["HINCRBY", .text(keys.counters), "bounce.accepted",
-                         .text(String(commands.count))])
+                         .text(String(entries.count))])
         do {
             // One MULTI/EXEC: every entry of the report is recorded, or none and 451.
             _ = try await redis.transaction(commands)
         } catch {
-            logger.error("could not record a bounce, answering 451: \(error)",
+            logger.error("could not record a report, answering 451: \(error)",
                          ("message_id", ids.joined(separator: ",")), ("peer", peer))
-            return SMTPReply(451, "4.3.0", "cannot record the bounce now, try again later")
+            return SMTPReply(451, "4.3.0", "cannot record the report now, try again later")
         }
-        for id in ids {
-            for status in failed {
-                logger.info("bounce", ("message_id", id), ("status", clean(status.status)),
-                            ("rcpt", clean(status.recipient)), ("reporter", reporter),
-                            ("peer", peer), ("tls", envelope.tls))
-            }
+        for (id, r) in entries {
+            logger.info(r.kind.rawValue, ("message_id", id), ("severity", r.severity.rawValue),
+                        ("reason", r.reason.rawValue), ("status", clean(r.status)),
+                        ("rcpt", clean(r.recipient)), ("reporter", clean(r.reporter)),
+                        ("peer", peer), ("tls", envelope.tls))
         }
-        return SMTPReply(250, "2.0.0", "bounce recorded")
+        return SMTPReply(250, "2.0.0", "report recorded")
     }
 
     // MARK: - Helpers

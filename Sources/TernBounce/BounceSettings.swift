@@ -13,6 +13,10 @@ public struct BounceSettings: Sendable {
     /// TERN_VERP_DOMAIN and TERN_VERP_SECRET: the return paths that are ours, and the key
     /// that verifies them (required; the sender signs with the same ones).
     public let verp: VERP
+    /// TERN_FBL_ADDRESSES: comma list of feedback-loop addresses (the ones registered with
+    /// mailbox providers for complaint reports), lowercased; mail to them is taken and
+    /// classified too (default: none).
+    public let feedbackAddresses: Set<String>
     /// TERN_HOSTNAME: the name in the greeting (default: the host name).
     public let hostname: String
     /// TERN_BOUNCE_MAX_SIZE: largest bounce taken, in octets (default 10 MB; a DSN is small,
@@ -23,6 +27,14 @@ public struct BounceSettings: Sendable {
     public let maxRecipients: Int
     /// TERN_BOUNCE_MAX_SESSIONS: sessions at once (default 200).
     public let maxSessions: Int
+    /// TERN_BOUNCE_MAX_SESSIONS_PER_CLIENT: sessions at once from one address (default 20).
+    public let maxSessionsPerClient: Int
+    /// TERN_BOUNCE_MAX_COMMANDS: commands in one session before 421 (default 1000).
+    public let maxCommands: Int
+    /// TERN_BOUNCE_MAX_ERRORS: refused commands in one session before 421 (default 20).
+    public let maxErrors: Int
+    /// TERN_BOUNCE_SESSION_TIMEOUT: longest a session may last in all (default 30m).
+    public let sessionTimeout: Duration
     /// TERN_BOUNCE_IDLE_TIMEOUT: wait for each line (default 5m, RFC 5321 §4.5.3.2.7).
     public let idleTimeout: Duration
     /// TERN_BOUNCE_GREET_DELAY: pause before the greeting in which a client that speaks is
@@ -40,11 +52,25 @@ public struct BounceSettings: Sendable {
         self.common = common
         listen = try env.address("TERN_BOUNCE_LISTEN", default: "0.0.0.0:25")
         verp = try VERP(env)
+        var fbl: Set<String> = []
+        for item in env.string("TERN_FBL_ADDRESSES", default: "").split(separator: ",") {
+            let address = item.trimmingCharacters(in: .whitespaces).lowercased()
+            guard case .success = EmailAddress.parse(address), address.contains("@") else {
+                throw ConfigError("TERN_FBL_ADDRESSES", "'\(address)' is not an address")
+            }
+            fbl.insert(address)
+        }
+        feedbackAddresses = fbl
         hostname = env.string("TERN_HOSTNAME", default: ProcessInfo.processInfo.hostName)
         maxMessageSize = try env.int("TERN_BOUNCE_MAX_SIZE", default: 10 * 1024 * 1024,
                                      range: 1024...(1 << 30))
         maxRecipients = try env.int("TERN_BOUNCE_MAX_RECIPIENTS", default: 100, range: 1...10_000)
         maxSessions = try env.int("TERN_BOUNCE_MAX_SESSIONS", default: 200, range: 1...100_000)
+        maxSessionsPerClient = try env.int("TERN_BOUNCE_MAX_SESSIONS_PER_CLIENT", default: 20,
+                                           range: 1...100_000)
+        maxCommands = try env.int("TERN_BOUNCE_MAX_COMMANDS", default: 1000, range: 10...1_000_000)
+        maxErrors = try env.int("TERN_BOUNCE_MAX_ERRORS", default: 20, range: 1...10_000)
+        sessionTimeout = try env.duration("TERN_BOUNCE_SESSION_TIMEOUT", default: .seconds(1800))
         idleTimeout = try env.duration("TERN_BOUNCE_IDLE_TIMEOUT", default: .seconds(300))
         greetingDelay = try env.duration("TERN_BOUNCE_GREET_DELAY", default: .milliseconds(500))
         drainTimeout = try env.duration("TERN_BOUNCE_DRAIN_TIMEOUT", default: .seconds(20))
@@ -72,8 +98,10 @@ public struct BounceSettings: Sendable {
     /// The SMTP server's configuration from these settings.
     public var server: SMTPServerConfig {
         SMTPServerConfig(hostname: hostname, maxMessageSize: maxMessageSize,
-                         maxRecipients: maxRecipients, idleTimeout: idleTimeout,
-                         maxSessions: maxSessions, greetingDelay: greetingDelay,
+                         maxRecipients: maxRecipients, maxCommands: maxCommands,
+                         maxErrors: maxErrors, idleTimeout: idleTimeout,
+                         maxSessions: maxSessions, maxSessionsPerClient: maxSessionsPerClient,
+                         sessionTimeout: sessionTimeout, greetingDelay: greetingDelay,
                          drainTimeout: drainTimeout)
     }
 }

@@ -1,10 +1,11 @@
 // The scheduler: files accepted messages under their group, releases each one when its group
 // allows, and turns attempt results and bounces into states, retries and events.
 //
-// Four loops share one Redis client: intake (`submit`), release (the due index), results
-// (`results`) and inbound (`inbound`). Each stream entry is applied and acknowledged in one
-// MULTI/EXEC, so a crash at any point either applies an entry completely or leaves it pending
-// for this consumer's next start (or for another scheduler's claim).
+// Four loops share one Redis client: intake (`submit`, where suppressed recipients end at
+// once), release (the due index), results (`results`) and inbound reports (`inbound`). Each
+// stream entry is applied and acknowledged in one MULTI/EXEC, so a crash at any point either
+// applies an entry completely or leaves it pending for this consumer's next start (or for
+// another scheduler's claim).
 
 import Foundation
 import Synchronization
@@ -95,7 +96,8 @@ public struct SchedulerDaemon: Daemon {
         let now = nowMs()
         var cmds: [[RedisArg]] = []
         if record.state == .queued, try await isSuppressed(record) {
-            log.info("suppressed", ("org", record.org))
+            // A hard bounce or a complaint put this address on the organisation's list.
+            log.info("suppressed", ("org", record.org), ("rcpt", record.to))
             cmds += finalize(record, .suppressed, state: .suppressed,
                              detail: ["reason": "the recipient is on the organisation's "
                                       + "suppression list"])
@@ -282,31 +284,77 @@ public struct SchedulerDaemon: Daemon {
                  ("decision", decision.map { "\($0)" } ?? "none"))
     }
 
-    // MARK: Inbound bounces
+    // MARK: Inbound reports
 
+    /// A classified report (docs/bounces.md): a hard bounce ends the message as `bounced`
+    /// (also one already delivered: the remote accepted, then failed it) and suppresses the
+    /// address; a complaint is a `complained` event and suppresses the address; everything
+    /// else (soft bounces, delays, feedback, auto-replies) only goes into the history. The
+    /// same report (message, kind, recipient) applied twice counts once.
     @Sendable func applyInbound(_ entry: StreamEntry) async throws {
         guard let id = entry[EntryField.id], let record = try await load(id) else {
-            logger.notice("bounce for an unknown message", ("entry", entry.id))
+            logger.notice("report for an unknown message", ("entry", entry.id))
             _ = try await redis.transaction(ack(.inbound, entry))
             return
         }
-        var cmds: [[RedisArg]] = []
-        // A message can bounce after it was delivered (the remote accepted, then failed
-        // it); a message that already ended otherwise keeps its first final state.
-        if !record.state.isFinal || record.state == .delivered {
-            let detail: [String: any Sendable] = [
-                "source": entry[EntryField.kind] ?? "bounce",
-                "status": entry[EntryField.status] ?? "",
-                "diagnostic": entry[EntryField.diagnostic] ?? "",
-                "reporter": entry[EntryField.reporter] ?? "",
-            ]
-            cmds += finalize(record, .bounced, state: .bounced, detail: detail)
+        let kind = entry[EntryField.kind] ?? "bounce"
+        // Entries from a contract-1 receiver carry only failed recipients and no severity.
+        let severity = entry[EntryField.severity] ?? (kind == "bounce" ? "hard" : "soft")
+        let rcpt = entry[EntryField.recipient] ?? ""
+        let seen = keys.inboundSeen(id: id, kind: kind, recipient: rcpt)
+        let log = logger.with(("message_id", id))
+        // Only one scheduler runs, so nothing applies the same report between this check
+        // and the transaction that marks it.
+        if try await redis.run("EXISTS", seen).int == 1 {
+            log.info("duplicate report ignored", ("kind", kind), ("rcpt", rcpt))
+            _ = try await redis.transaction(ack(.inbound, entry))
+            return
+        }
+        var detail: [String: any Sendable] = ["source": kind, "severity": severity]
+        for (key, field) in [("reason", EntryField.reason), ("status", EntryField.status),
+                             ("diagnostic", EntryField.diagnostic),
+                             ("reporter", EntryField.reporter), ("rcpt", EntryField.recipient),
+                             ("feedback_type", EntryField.feedbackType)] {
+            // status, diagnostic and reporter are always there, as in contract 1.
+            let always = ["status", "diagnostic", "reporter"].contains(key)
+            if let value = entry[field], !value.isEmpty || always { detail[key] = value }
+        }
+        let ttl = String(settings.lifetime.recordTTL.milliseconds / 1000)
+        var cmds: [[RedisArg]] = [["SET", .text(seen), "1", "EX", .text(ttl)]]
+        let suppress: [RedisArg] = ["SADD", .text(keys.suppressions(record.org)),
+                                    .text(record.to.lowercased())]
+        switch (kind, severity) {
+        case ("bounce", "hard"):
+            if !record.state.isFinal || record.state == .delivered {
+                cmds += finalize(record, .bounced, state: .bounced, detail: detail)
+            } else {
+                cmds.append(note(record, detail))
+            }
+            cmds.append(suppress)
             cmds += breakerOutcome(org: record.org, .bounced, nowMs: nowMs())
-            logger.info("asynchronous bounce", ("message_id", id),
-                        ("status", entry[EntryField.status] ?? ""))
+            log.info("hard bounce", ("status", entry[EntryField.status] ?? ""),
+                     ("reason", entry[EntryField.reason] ?? ""))
+        case ("complaint", _):
+            cmds += event(record, .complained, detail: detail)
+            cmds.append(suppress)
+            cmds += breakerOutcome(org: record.org, .complained, nowMs: nowMs())
+            log.info("complaint", ("feedback_type", entry[EntryField.feedbackType] ?? ""))
+        default:
+            cmds.append(note(record, detail))
+            log.debug("report noted", ("kind", kind), ("severity", severity))
         }
         cmds += ack(.inbound, entry)
         _ = try await redis.transaction(cmds)
+    }
+
+    /// A history entry that is not an event: a report worth showing in the message's story
+    /// but not worth a webhook (a soft bounce, a delay notice, an auto-reply).
+    func note(_ r: Record, _ detail: [String: any Sendable]) -> [RedisArg] {
+        var object: [String: Any] = ["event": "report", "at": timestamp(ms: nowMs())]
+        for (k, v) in detail { object[k] = v }
+        let data = (try? JSONSerialization.data(withJSONObject: object, options: [.sortedKeys]))
+        return ["RPUSH", .text(keys.history(r.id)),
+                .text(data.map { String(decoding: $0, as: UTF8.self) } ?? "{}")]
     }
 
     // MARK: Records and events

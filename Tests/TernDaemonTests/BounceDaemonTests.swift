@@ -82,6 +82,7 @@ import TernTestSupport
                 "TERN_VERP_SECRET": Crypto.hex(BounceDaemonTests.secret),
                 "TERN_HOSTNAME": "bounce.tern.example",
                 "TERN_BOUNCE_GREET_DELAY": "0ms",
+                "TERN_FBL_ADDRESSES": "fbl@tern.example, Complaints@Tern.Example",
             ]) { a, _ in a })
             let settings = try BounceSettings(
                 env, common: CommonSettings(env, role: "bounce-receiver"))
@@ -195,19 +196,29 @@ import TernTestSupport
         try await c.quit()
 
         let entries = try await h.inbound()
-        #expect(entries.count == 1)
+        #expect(entries.count == 2)
         let entry = try #require(entries.first)
         #expect(entry["id"] == id)
         #expect(entry["kind"] == "bounce")
+        #expect(entry["severity"] == "hard")
+        #expect(entry["reason"] == "user-unknown")
         #expect(entry["status"] == "5.1.1")
         #expect(entry["action"] == "failed")
         #expect(entry["rcpt"] == "erin@inbox.example")
         #expect(entry["reporter"] == "mx.inbox.example")
+        #expect(entry["remote_mta"] == "mx.inbox.example")
+        #expect(entry["id_source"] == "verp")
+        #expect(entry["format"] == "dsn")
         #expect(entry["diagnostic"]
                 == "550 5.1.1 <erin@inbox.example>: Recipient address rejected: user unknown")
-        #expect(try await h.counter("bounce.accepted") == 1)
+        // The delayed recipient of the same report is a soft delay entry.
+        #expect(entries.last?["kind"] == "delay")
+        #expect(entries.last?["severity"] == "soft")
+        #expect(entries.last?["rcpt"] == "slow@inbox.example")
+        #expect(try await h.counter("bounce.accepted") == 2)
         #expect(try await h.counter("bounce.forged") == 0)
         let logged = h.logs.records.filter { $0.message == "bounce" }
+        #expect(h.logs.records.filter { $0.message == "delay" }.count == 1)
         #expect(logged.map { $0.fields["message_id"] } == [id])
         #expect(logged.first?.level == .info)
         #expect(h.ready.status?.contains(Self.domain) == true)
@@ -258,18 +269,114 @@ import TernTestSupport
         try await h.stop()
     }
 
+    /// Sends one message over SMTP and returns the reply to its final dot.
+    func deliver(_ h: Harness, from: String, to rcpt: String, _ message: String) async throws
+        -> SMTPReply?
+    {
+        let c = try await h.client()
+        #expect(try await c.command("MAIL FROM:<\(from)>")?.code == 250)
+        #expect(try await c.command("RCPT TO:<\(rcpt)>")?.code == 250)
+        #expect(try await c.command("DATA")?.code == 354)
+        try await c.send(MessageBody.dataPayload(Array(message.utf8)))
+        let reply = try await c.reply()
+        try await c.quit()
+        return reply
+    }
+
+    @Test func autoReplyIsRecordedAsOne() async throws {
+        let h = try await Harness()
+        let id = MessageID.generate()
+        let reply = try await deliver(h, from: "auto@inbox.example", to: h.verp.address(for: id),
+                                      "From: auto@inbox.example\r\nSubject: Out of office\r\n"
+                                      + "Auto-Submitted: auto-replied\r\n\r\nBack on Monday.\r\n")
+        #expect(reply?.code == 250)
+        let entries = try await h.inbound()
+        #expect(entries.count == 1)
+        #expect(entries.first?["id"] == id)
+        #expect(entries.first?["kind"] == "auto-reply")
+        #expect(entries.first?["reason"] == "vacation")
+        #expect(entries.first?["severity"] == "none")
+        #expect(try await h.counter("bounce.unparsed") == 0)
+        try await h.stop()
+    }
+
     @Test func messageThatIsNotAReportIsTakenAndCounted() async throws {
         let h = try await Harness()
         let id = MessageID.generate()
-        let c = try await h.client()
-        #expect(try await c.command("MAIL FROM:<auto@inbox.example>")?.code == 250)
-        #expect(try await c.command("RCPT TO:<\(h.verp.address(for: id))>")?.code == 250)
-        #expect(try await c.command("DATA")?.code == 354)
-        try await c.send("Subject: Out of office\r\n\r\nBack on Monday.\r\n.\r\n")
-        #expect(try await c.reply()?.code == 250)
-        try await c.quit()
+        let reply = try await deliver(h, from: "someone@inbox.example",
+                                      to: h.verp.address(for: id),
+                                      "Subject: Re: hello\r\n\r\nThanks!\r\n")
+        #expect(reply?.code == 250)
         #expect(try await h.counter("bounce.unparsed") == 1)
         #expect(try await h.inbound().isEmpty)
+        try await h.stop()
+    }
+
+    /// An ARF complaint as a mailbox provider's feedback loop sends it: to the configured
+    /// address, naming the message by the signed return path of the original inside.
+    static func complaint(about verpAddress: String, rcpt: String) -> String {
+        """
+        From: feedback@isp.example\r
+        To: fbl@tern.example\r
+        Subject: FW: complaint\r
+        MIME-Version: 1.0\r
+        Content-Type: multipart/report; report-type=feedback-report; boundary="arf"\r
+        \r
+        --arf\r
+        Content-Type: text/plain\r
+        \r
+        This is an abuse report.\r
+        --arf\r
+        Content-Type: message/feedback-report\r
+        \r
+        Feedback-Type: abuse\r
+        User-Agent: ISP-FBL/1.0\r
+        Version: 1\r
+        Original-Rcpt-To: <\(rcpt)>\r
+        Reporting-MTA: dns; fbl.isp.example\r
+        \r
+        --arf\r
+        Content-Type: message/rfc822\r
+        \r
+        Return-Path: <\(verpAddress)>\r
+        From: news@shop.example\r
+        To: \(rcpt)\r
+        Subject: Sale\r
+        \r
+        Buy.\r
+        --arf--\r
+
+        """
+    }
+
+    @Test func complaintToAFeedbackAddressNamesItsMessage() async throws {
+        let h = try await Harness()
+        let id = MessageID.generate()
+        // The configured address matches without regard to case.
+        let reply = try await deliver(
+            h, from: "feedback@isp.example", to: "COMPLAINTS@tern.example",
+            Self.complaint(about: h.verp.address(for: id), rcpt: "reader@isp.example"))
+        #expect(reply?.code == 250)
+        let entries = try await h.inbound()
+        #expect(entries.count == 1)
+        #expect(entries.first?["id"] == id)
+        #expect(entries.first?["kind"] == "complaint")
+        #expect(entries.first?["feedback_type"] == "abuse")
+        #expect(entries.first?["rcpt"] == "reader@isp.example")
+        #expect(entries.first?["reporter"] == "fbl.isp.example")
+        #expect(entries.first?["id_source"] == "verp")
+        try await h.stop()
+    }
+
+    @Test func complaintWithAForgedReturnPathIsDropped() async throws {
+        let h = try await Harness()
+        let id = MessageID.generate()
+        let forged = Self.forged(h.verp.address(for: id), replacement: "z")
+        let reply = try await deliver(h, from: "feedback@isp.example", to: "fbl@tern.example",
+                                      Self.complaint(about: forged, rcpt: "reader@isp.example"))
+        #expect(reply?.code == 250)
+        #expect(try await h.inbound().isEmpty)
+        #expect(try await h.counter("bounce.unmatched") == 1)
         try await h.stop()
     }
 
@@ -304,6 +411,20 @@ import TernTestSupport
         #expect(s.verp.address(for: "m") == VERP(secret: [UInt8](repeating: 0xAB, count: 16),
                                                  domain: "bounces.example.com").address(for: "m"))
         #expect(s.maxMessageSize == 10 * 1024 * 1024)
+        #expect(s.server.maxSessionsPerClient == 20)
+        #expect(s.server.sessionTimeout == .seconds(1800))
+        #expect(s.server.maxCommands == 1000)
+        let tight = try make(base.merging([
+            "TERN_BOUNCE_MAX_SESSIONS_PER_CLIENT": "3", "TERN_BOUNCE_SESSION_TIMEOUT": "2m",
+            "TERN_BOUNCE_MAX_COMMANDS": "50", "TERN_BOUNCE_MAX_ERRORS": "5",
+        ]) { _, b in b })
+        #expect(tight.server.maxSessionsPerClient == 3)
+        #expect(tight.server.sessionTimeout == .seconds(120))
+        #expect(tight.server.maxCommands == 50)
+        #expect(tight.server.maxErrors == 5)
+        #expect(throws: ConfigError.self) {
+            try make(base.merging(["TERN_BOUNCE_MAX_SESSIONS_PER_CLIENT": "0"]) { _, b in b })
+        }
         #expect(throws: ConfigError.self) {
             try make(base.merging(["TERN_VERP_SECRET": "abcd"]) { _, b in b })
         }
@@ -315,6 +436,13 @@ import TernTestSupport
         }
         #expect(throws: ConfigError.self) {
             try make(base.merging(["TERN_BOUNCE_LISTEN": "localhost:25"]) { _, b in b })
+        }
+        #expect(s.feedbackAddresses.isEmpty)
+        let fbl = try make(base.merging(["TERN_FBL_ADDRESSES": " FBL@Tern.example,x@y.example"])
+                           { _, b in b })
+        #expect(fbl.feedbackAddresses == ["fbl@tern.example", "x@y.example"])
+        #expect(throws: ConfigError.self) {
+            try make(base.merging(["TERN_FBL_ADDRESSES": "not-an-address"]) { _, b in b })
         }
     }
 }

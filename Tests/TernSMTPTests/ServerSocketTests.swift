@@ -97,6 +97,15 @@ final class ServerHarness: Sendable {
 
     var address: SocketAddress { server.address }
 
+    /// Waits until the server holds `count` sessions (a closed one is removed a moment
+    /// after the client sees the close).
+    func waitForSessions(_ count: Int) async throws {
+        for _ in 0..<200 where server.sessionCount != count {
+            try await Task.sleep(for: .milliseconds(10))
+        }
+        #expect(server.sessionCount == count)
+    }
+
     func client() async throws -> LineClient { try await LineClient(address) }
 
     func stop() async {
@@ -218,6 +227,50 @@ final class ServerHarness: Sendable {
         try await first.send("NOOP\r\n")
         #expect(try await first.code() == 250)
         try await first.quit()
+        await h.stop()
+    }
+
+    @Test func sessionsPerClientAddress() async throws {
+        let h = try ServerHarness { $0.maxSessionsPerClient = 2 }
+        let first = try await h.client()
+        let second = try await h.client()
+        #expect(try await first.code() == 220)
+        #expect(try await second.code() == 220)
+        let third = try await h.client()
+        let busy = try await third.reply()
+        #expect(busy?.code == 421)
+        #expect(busy?.enhanced?.description == "4.7.0")
+        #expect(busy?.text.contains("too many connections from your address") == true)
+        #expect(try await third.reply() == nil)
+        // When one of them leaves, the address may connect again.
+        try await first.quit()
+        try await h.waitForSessions(1)
+        let fourth = try await h.client()
+        #expect(try await fourth.code() == 220)
+        try await fourth.quit()
+        try await second.quit()
+        await h.stop()
+    }
+
+    @Test func sessionTimeLimitEndsABusySession() async throws {
+        let h = try ServerHarness {
+            $0.sessionTimeout = .milliseconds(400)
+            $0.idleTimeout = .seconds(30)
+        }
+        let c = try await h.client()
+        #expect(try await c.code() == 220)
+        // A client that keeps talking is still cut off once the session's time is over.
+        var last: SMTPReply?
+        for _ in 0..<100 {
+            try await c.send("NOOP\r\n")
+            last = try await c.reply()
+            if last?.code != 250 { break }
+            try await Task.sleep(for: .milliseconds(20))
+        }
+        #expect(last?.code == 421)
+        #expect(last?.enhanced?.description == "4.4.2")
+        #expect(last?.text.contains("session too long") == true)
+        #expect(try await c.reply() == nil)
         await h.stop()
     }
 

@@ -209,6 +209,93 @@ import TernTestSupport
         await h.stop()
     }
 
+    /// Delivers a message and returns its id.
+    func delivered(_ h: Harness, to rcpt: String = "a@inbox.example") async throws -> String {
+        let id = try await h.submit(to: rcpt)
+        _ = try await h.nextReady()
+        try await h.result(id, attempt: "1", outcome: "delivered", code: "250", reply: "ok")
+        try await h.waitFor("delivered") { try await h.state(id) == "delivered" }
+        return id
+    }
+
+    func report(_ h: Harness, _ id: String, kind: String, severity: String, reason: String,
+                rcpt: String = "A@inbox.example") async throws {
+        try await h.redis.run(["XADD", h.keys.stream(.inbound), "*", "id", id, "kind", kind,
+                               "severity", severity, "reason", reason, "status", "5.1.1",
+                               "action", "failed", "diagnostic", "550 5.1.1 unknown",
+                               "rcpt", rcpt, "reporter", "mx1.inbox.example",
+                               "remote_mta", "", "feedback_type", "", "id_source", "verp",
+                               "format", "dsn"])
+    }
+
+    func history(_ h: Harness, _ id: String) async throws -> [[String: Any]] {
+        let all = try await h.redis.run("LRANGE", h.keys.history(id), "0", "-1")
+        return (all.array ?? []).compactMap {
+            try? JSONSerialization.jsonObject(with: Data(($0.string ?? "").utf8))
+                as? [String: Any]
+        }
+    }
+
+    @Test func hardBounceSuppressesTheAddressAndCountsOnce() async throws {
+        let h = try await Harness()
+        let id = try await delivered(h)
+        // The same report twice (a remote MTA that sent it again), then the queue is empty.
+        try await report(h, id, kind: "bounce", severity: "hard", reason: "user-unknown")
+        try await report(h, id, kind: "bounce", severity: "hard", reason: "user-unknown")
+        try await h.waitFor("both applied") {
+            try await h.redis.run("XLEN", h.keys.stream(.inbound)).int == 0
+        }
+        #expect(try await h.state(id) == "bounced")
+        #expect(try await h.events(id) == ["delivered", "bounced"])
+        let members = try await h.redis.run("SMEMBERS", h.keys.suppressions("acme"))
+        #expect(members.array?.compactMap(\.string) == ["a@inbox.example"])
+        let bounced = try await history(h, id).filter { $0["event"] as? String == "bounced" }
+        #expect(bounced.count == 1)
+        #expect(bounced.first?["reason"] as? String == "user-unknown")
+        #expect(bounced.first?["severity"] as? String == "hard")
+
+        // The next message to that address ends at intake, never released.
+        let next = try await h.submit(to: "a@inbox.example")
+        try await h.waitFor("suppressed") { try await h.state(next) == "suppressed" }
+        #expect(try await h.events(next) == ["suppressed"])
+        #expect(try await h.redis.run("XLEN", h.keys.stream(.ready)).int == 1)
+        await h.stop()
+    }
+
+    @Test func complaintIsAnEventAndSuppresses() async throws {
+        let h = try await Harness()
+        let id = try await delivered(h, to: "b@inbox.example")
+        try await report(h, id, kind: "complaint", severity: "none", reason: "complaint",
+                         rcpt: "b@inbox.example")
+        try await h.waitFor("complained") { try await h.events(id).count == 2 }
+        #expect(try await h.events(id) == ["delivered", "complained"])
+        #expect(try await h.state(id) == "delivered")
+        let member = try await h.redis.run("SISMEMBER", h.keys.suppressions("acme"),
+                                           "b@inbox.example")
+        #expect(member.int == 1)
+        await h.stop()
+    }
+
+    @Test func softBouncesDelaysAndAutoRepliesOnlyGoToHistory() async throws {
+        let h = try await Harness()
+        let id = try await delivered(h, to: "c@inbox.example")
+        try await report(h, id, kind: "bounce", severity: "soft", reason: "mailbox-full")
+        try await report(h, id, kind: "delay", severity: "soft", reason: "network-error")
+        try await report(h, id, kind: "auto-reply", severity: "none", reason: "vacation")
+        try await h.waitFor("noted") {
+            try await h.redis.run("XLEN", h.keys.stream(.inbound)).int == 0
+        }
+        #expect(try await h.state(id) == "delivered")
+        #expect(try await h.events(id) == ["delivered"])
+        let notes = try await history(h, id).filter { $0["event"] as? String == "report" }
+        #expect(notes.compactMap { $0["source"] as? String } == ["bounce", "delay", "auto-reply"])
+        #expect(notes.compactMap { $0["reason"] as? String }
+                == ["mailbox-full", "network-error", "vacation"])
+        let members = try await h.redis.run("SCARD", h.keys.suppressions("acme"))
+        #expect(members.int == 0)
+        await h.stop()
+    }
+
     @Test func unknownPoolBouncesAtIntake() async throws {
         let h = try await Harness()
         let id = try await h.submit(pool: "nosuch")

@@ -184,7 +184,7 @@ public struct DeliveryStatusReport: Sendable, Hashable {
         return groups
     }
 
-    private static func parseStatus(_ text: [UInt8]) throws(DeliveryStatusError)
+    static func parseStatus(_ text: [UInt8]) throws(DeliveryStatusError)
         -> DeliveryStatusReport
     {
         var report = DeliveryStatusReport(reportingMTA: nil, recipients: [])

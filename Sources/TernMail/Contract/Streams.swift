@@ -1,11 +1,12 @@
 // The contract between Tern's daemons: every Redis stream, key and field name lives here.
 //
-// Daemons never call each other; they share only what this file names. Version 1 of the
-// contract: a change to a field's meaning bumps `Contract.version`, which each daemon logs at
-// start so that mixed versions in one deployment are visible.
+// Daemons never call each other; they share only what this file names. Version 2 of the
+// contract (2: `inbound` carries classified reports of every kind, not only failed DSN
+// recipients): a change to a field's meaning bumps `Contract.version`, which each daemon logs
+// at start so that mixed versions in one deployment are visible.
 
 public enum Contract {
-    public static let version = 1
+    public static let version = 2
 }
 
 /// The five streams and their consumer groups.
@@ -73,6 +74,11 @@ public struct Keys: Sendable {
     public var heldOrgs: String { prefix + "held" }
     /// Set: the recipient addresses (lowercased) an organisation must not mail again.
     public func suppressions(_ org: String) -> String { prefix + "supp:" + org }
+    /// String: marks one report (message id, kind, recipient) as applied, so a report that
+    /// arrives twice counts once. Lives as long as the message's record.
+    public func inboundSeen(id: String, kind: String, recipient: String) -> String {
+        prefix + "seen:" + id + ":" + kind + ":" + recipient.lowercased()
+    }
 
     // The reputation monitor's keys. It alone writes them; the scheduler reads the first.
 
@@ -197,13 +203,19 @@ public enum EntryField {
     /// "yes" when the MX host's certificate verified, "no" when not, "" in clear text.
     public static let tlsVerified = "tls_verified"
     public static let elapsedMs = "ms"
-    // inbound
-    public static let kind = "kind"             // bounce, complaint
+    // inbound: one classified report about one recipient (`ReportRecord`, docs/bounces.md)
+    public static let kind = "kind"             // bounce, delay, complaint, feedback, ...
+    public static let severity = "severity"     // hard, soft, none
+    public static let reason = "reason"         // one of `BounceReason`
     public static let action = "action"         // RFC 3464 Action: failed, delayed, ...
     public static let recipient = "rcpt"        // the recipient the report is about
     public static let status = "status"         // RFC 3463 status from the report
-    public static let diagnostic = "diagnostic"
-    public static let reporter = "reporter"     // reporting MTA
+    public static let diagnostic = "diagnostic" // the remote server's reply
+    public static let reporter = "reporter"     // reporting MTA or feedback agent
+    public static let remoteMTA = "remote_mta"
+    public static let feedbackType = "feedback_type"
+    public static let idSource = "id_source"    // verp, message-id
+    public static let format = "format"         // dsn, arf, jmrp, text, auto-reply
     // events
     public static let event = "event"
     public static let json = "json"             // the whole event as JSON, as posted to webhooks

@@ -88,12 +88,12 @@ public final class SMTPServer: Sendable {
                     try? await Task.sleep(for: .milliseconds(100))
                     continue
                 }
-                guard let (id, accepting) = register(connection) else {
+                guard let (id, admission) = register(connection) else {
                     connection.close()
                     break
                 }
                 group.addTask {
-                    await self.serve(connection, id: id, accepting: accepting)
+                    await self.serve(connection, id: id, admission: admission)
                     connection.close()
                     self.registry.withLock { _ = $0.sessions.removeValue(forKey: id) }
                 }
@@ -110,15 +110,27 @@ public final class SMTPServer: Sendable {
 
     // MARK: - Sessions
 
-    /// Records a new connection; nil once draining. `accepting` is false over the limit.
-    private func register(_ connection: TCPConnection) -> (UInt64, Bool)? {
+    /// Whether a new connection gets a session.
+    enum Admission {
+        case accepted
+        /// Over `maxSessions`.
+        case serverFull
+        /// Over `maxSessionsPerClient` for its address.
+        case clientFull
+    }
+
+    /// Records a new connection; nil once draining.
+    private func register(_ connection: TCPConnection) -> (UInt64, Admission)? {
         registry.withLock { r in
             guard !r.draining else { return nil }
             let id = r.nextID
             r.nextID += 1
-            let accepting = r.sessions.count < config.maxSessions
+            let host = connection.remote?.host
+            let fromClient = r.sessions.values.count { $0.connection.remote?.host == host }
+            let admission: Admission = r.sessions.count >= config.maxSessions ? .serverFull
+                : fromClient >= config.maxSessionsPerClient ? .clientFull : .accepted
             r.sessions[id] = Registry.Entry(connection: connection, idle: false)
-            return (id, accepting)
+            return (id, admission)
         }
     }
 
@@ -130,18 +142,23 @@ public final class SMTPServer: Sendable {
         }
     }
 
-    private func serve(_ connection: TCPConnection, id: UInt64, accepting: Bool) async {
+    private func serve(_ connection: TCPConnection, id: UInt64, admission: Admission) async {
         let peer = connection.remote
         let log = logger.with(("peer", peer?.description ?? "?"))
         var session = SMTPServerSession(config: config, peer: peer)
         let reader = LineReader(connection)
         var stream: any ByteStream = connection
+        let sessionDeadline = ContinuousClock.now + config.sessionTimeout
         log.debug("session opened")
         var action: SMTPServerAction
-        if accepting, await spokeEarly(connection) {
-            action = session.earlyTalker()
-        } else {
-            action = session.greet(accepting: accepting)
+        switch admission {
+        case .serverFull:
+            action = session.greet(accepting: false)
+        case .clientFull:
+            action = session.tooManyFromClient()
+        case .accepted:
+            action = await spokeEarly(connection) ? session.earlyTalker()
+                : session.greet(accepting: true)
         }
         while true {
             switch action {
@@ -194,9 +211,14 @@ public final class SMTPServer: Sendable {
                 action = session.shuttingDown()
                 continue
             }
+            if ContinuousClock.now >= sessionDeadline {
+                action = session.sessionTooLong()
+                continue
+            }
             do {
                 guard let line = try await reader.readLine(
-                    limit: config.lineBufferCap, deadline: .now + config.idleTimeout)
+                    limit: config.lineBufferCap,
+                    deadline: min(.now + config.idleTimeout, sessionDeadline))
                 else {
                     if let stop = stopAfterEndOfInput(&session, id: id) {
                         action = stop
@@ -209,7 +231,8 @@ public final class SMTPServer: Sendable {
             } catch LineError.tooLong {
                 action = session.lineOverflow()
             } catch IOError.timedOut {
-                action = session.timedOut()
+                action = ContinuousClock.now >= sessionDeadline ? session.sessionTooLong()
+                    : session.timedOut()
             } catch LineError.endOfStream {
                 if let stop = stopAfterEndOfInput(&session, id: id) {
                     action = stop

@@ -31,6 +31,12 @@ public struct SMTPServerConfig: Sendable {
     public var idleTimeout: Duration
     /// Sessions at once; a connection beyond this is greeted with 421 4.3.2 and closed.
     public var maxSessions: Int
+    /// Sessions at once from one client address; beyond this, 421 4.7.0 and closed, so one
+    /// peer cannot take every slot.
+    public var maxSessionsPerClient: Int
+    /// Longest a session may last, however busy; past it the server answers 421 4.4.2 at
+    /// the next line and closes (a slow drip of commands would otherwise hold a slot forever).
+    public var sessionTimeout: Duration
     /// Time between accepting and greeting during which a client that speaks first is an
     /// early talker (RFC 5321 §3.1: the client waits for the greeting) and is refused with 554.
     /// Zero checks only what has already arrived.
@@ -52,6 +58,8 @@ public struct SMTPServerConfig: Sendable {
         maxErrors: Int = 20,
         idleTimeout: Duration = .seconds(300),
         maxSessions: Int = 200,
+        maxSessionsPerClient: Int = 20,
+        sessionTimeout: Duration = .seconds(1800),
         greetingDelay: Duration = .zero,
         drainTimeout: Duration = .seconds(30),
         startTLS: Bool = false
@@ -66,6 +74,8 @@ public struct SMTPServerConfig: Sendable {
         self.maxErrors = maxErrors
         self.idleTimeout = idleTimeout
         self.maxSessions = maxSessions
+        self.maxSessionsPerClient = maxSessionsPerClient
+        self.sessionTimeout = sessionTimeout
         self.greetingDelay = greetingDelay
         self.drainTimeout = drainTimeout
         self.startTLS = startTLS

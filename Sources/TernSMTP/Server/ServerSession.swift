@@ -134,6 +134,19 @@ public struct SMTPServerSession: Sendable {
         return .reply(SMTPReply(code: 220, lines: ["\(config.hostname) ESMTP Tern"]))
     }
 
+    /// The client's address already has `maxSessionsPerClient` sessions open.
+    public mutating func tooManyFromClient() -> SMTPServerAction {
+        phase = .closed
+        return .close(SMTPReply(421, "4.7.0",
+                                "\(config.hostname) too many connections from your address"))
+    }
+
+    /// The session has lasted `sessionTimeout`.
+    public mutating func sessionTooLong() -> SMTPServerAction {
+        phase = .closed
+        return .close(SMTPReply(421, "4.4.2", "\(config.hostname) session too long, closing"))
+    }
+
     /// The client spoke before the greeting (RFC 5321 §3.1: it must wait for it).
     public mutating func earlyTalker() -> SMTPServerAction {
         phase = .closed

@@ -1,0 +1,135 @@
+// ternctl, the operators' tool: a table of subcommands, each with its own help, and a
+// small hand-written argument reader (no outside packages can be fetched).
+//
+// A subcommand is a `CtlCommand` value in `TernCtl.commands`; adding one is adding a row.
+// Exit codes follow sysexits: 0 done, 64 bad usage, 66 an input that cannot be read,
+// 1 when the command ran and found something wrong.
+
+import Foundation
+
+/// Where a command writes; tests capture it in memory.
+public final class CtlOutput: @unchecked Sendable {
+    public private(set) var out = ""
+    public private(set) var err = ""
+    private let echo: Bool
+
+    /// `echo`: also write to the process's standard output and error as text arrives.
+    public init(echo: Bool) { self.echo = echo }
+
+    public func line(_ text: String) {
+        if echo { FileHandle.standardOutput.write(Data((text + "\n").utf8)) } else {
+            out += text + "\n"
+        }
+    }
+
+    public func error(_ text: String) {
+        if echo { FileHandle.standardError.write(Data(("ternctl: " + text + "\n").utf8)) } else {
+            err += "ternctl: " + text + "\n"
+        }
+    }
+}
+
+/// A usage error: printed with a pointer to --help, exit 64.
+public struct UsageError: Error, CustomStringConvertible {
+    public let description: String
+    public init(_ text: String) { description = text }
+}
+
+public struct CtlCommand: Sendable {
+    public let name: String
+    /// One line for the command list.
+    public let summary: String
+    /// The full `--help` text.
+    public let help: String
+    /// Runs with the arguments after the command's name; returns the exit code.
+    public let run: @Sendable (_ arguments: [String], _ io: CtlOutput) throws -> Int32
+}
+
+public enum TernCtl {
+    public static let commands: [CtlCommand] = [ClassifyCommand.command]
+
+    public static var help: String {
+        var text = """
+            usage: ternctl COMMAND [OPTIONS] [ARGUMENTS]
+
+            Tern's operators' tool. Commands:
+
+            """
+        for c in commands { text += "  " + c.name.padding(toLength: 12, withPad: " ",
+                                                           startingAt: 0) + c.summary + "\n" }
+        text += "\n`ternctl COMMAND --help` describes a command."
+        return text
+    }
+
+    /// Runs a whole command line (without the program name).
+    public static func main(_ arguments: [String], io: CtlOutput) -> Int32 {
+        guard let first = arguments.first else {
+            io.error("no command given\n" + help)
+            return 64
+        }
+        if first == "--help" || first == "-h" || first == "help" {
+            io.line(help)
+            return 0
+        }
+        guard let command = commands.first(where: { $0.name == first }) else {
+            io.error("unknown command '\(first)'; `ternctl --help` lists them")
+            return 64
+        }
+        let rest = Array(arguments.dropFirst())
+        if rest.contains("--help") || rest.contains("-h") {
+            io.line(command.help)
+            return 0
+        }
+        do {
+            return try command.run(rest, io)
+        } catch let e as UsageError {
+            io.error("\(command.name): \(e.description); `ternctl \(command.name) --help`")
+            return 64
+        } catch {
+            io.error("\(command.name): \(error)")
+            return 1
+        }
+    }
+}
+
+/// Reads options of the form `--name value` and `--flag`; the rest are operands.
+/// `--` ends the options.
+struct ArgumentReader {
+    var options: [String: [String]] = [:]
+    var flags: Set<String> = []
+    var operands: [String] = []
+
+    init(_ arguments: [String], valued: Set<String>, flags known: Set<String>) throws {
+        var i = 0
+        var onlyOperands = false
+        while i < arguments.count {
+            let a = arguments[i]
+            i += 1
+            if onlyOperands || !a.hasPrefix("--") || a == "-" {
+                operands.append(a)
+                continue
+            }
+            if a == "--" {
+                onlyOperands = true
+                continue
+            }
+            var name = String(a.dropFirst(2))
+            var inline: String?
+            if let eq = name.firstIndex(of: "=") {
+                inline = String(name[name.index(after: eq)...])
+                name = String(name[..<eq])
+            }
+            if valued.contains(name) {
+                guard let value = inline ?? (i < arguments.count ? arguments[i] : nil) else {
+                    throw UsageError("--\(name) needs a value")
+                }
+                if inline == nil { i += 1 }
+                options[name, default: []].append(value)
+            } else if known.contains(name), inline == nil {
+                flags.insert(name)
+            } else {
+                throw UsageError("unknown option --\(name)")
+            }
+        }
+    }
+}
