@@ -40,7 +40,8 @@ final class RawHTTP: @unchecked Sendable {
 
     deinit { connection.close() }
 
-    private var deadline: ContinuousClock.Instant { .now + .seconds(10) }
+    // Generous: tests run side by side on a loaded machine; a healthy answer takes ms.
+    private var deadline: ContinuousClock.Instant { .now + .seconds(30) }
 
     func send(_ bytes: [UInt8]) async throws {
         try await connection.write(bytes, deadline: deadline)
