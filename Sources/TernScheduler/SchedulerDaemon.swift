@@ -37,17 +37,32 @@ public struct SchedulerDaemon: Daemon {
         for stream in [StreamName.submit, .results, .inbound] {
             try await redis.ensureGroup(stream: keys.stream(stream), group: stream.group)
         }
-        try await restoreThrottles()
-        let savedBreakers = try await redis.run("HGETALL", keys.breakers).fieldMap
-        breakers.restore(savedBreakers)
-        ready("scheduling \(settings.pools.byName.count) pool(s)")
-        await withTaskGroup(of: Void.self) { group in
-            group.addTask { await consume(.submit, shutdown: shutdown, apply: intake) }
-            group.addTask { await consume(.results, shutdown: shutdown, apply: applyResult) }
-            group.addTask { await consume(.inbound, shutdown: shutdown, apply: applyInbound) }
-            group.addTask { await releaseLoop(shutdown: shutdown) }
-            await shutdown.wait()
-            group.cancelAll()
+        ready("scheduling \(settings.pools.byName.count) pool(s) when leading")
+        // One scheduler leads; others stand by, so the throttles and breakers it keeps in
+        // memory have one writer. Each new leader starts from what the last one saved.
+        let lease = LeaderLease(redis: redis, key: keys.schedulerLeader,
+                                instance: settings.common.instance, ttl: settings.leaderTTL)
+        await lease.lead(shutdown: shutdown, logger: logger) {
+            do {
+                try await restoreThrottles()
+                breakers.restore(try await redis.run("HGETALL", keys.breakers).fieldMap)
+            } catch {
+                logger.error("cannot read the saved throttles and breakers: \(error)")
+                try? await Task.sleep(for: .seconds(1))
+                return
+            }
+            await withTaskGroup(of: Void.self) { group in
+                group.addTask { await consume(.submit, shutdown: shutdown, apply: intake) }
+                group.addTask {
+                    await consume(.results, shutdown: shutdown, apply: applyResult)
+                }
+                group.addTask {
+                    await consume(.inbound, shutdown: shutdown, apply: applyInbound)
+                }
+                group.addTask { await releaseLoop(shutdown: shutdown) }
+                await shutdown.wait()
+                group.cancelAll()
+            }
         }
     }
 

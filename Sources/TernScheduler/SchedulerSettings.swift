@@ -25,6 +25,9 @@ public struct SchedulerSettings: Sendable {
     public let breaker: BreakerSettings
     /// TERN_SCHEDULER_CLAIM_IDLE: entries pending this long on a dead consumer are taken over.
     public let claimIdle: Duration
+    /// TERN_SCHEDULER_LEASE: how long the leader's lease lives unless renewed; a standby
+    /// scheduler takes over within this time of the leader's death.
+    public let leaderTTL: Duration
 
     public static let defaultRetryDelays: [Duration] = [
         .seconds(300), .seconds(600), .seconds(1200), .seconds(3600), .seconds(7200),
@@ -62,6 +65,10 @@ public struct SchedulerSettings: Sendable {
         }
         self.breaker = breaker
         claimIdle = try env.duration("TERN_SCHEDULER_CLAIM_IDLE", default: .seconds(60))
+        leaderTTL = try env.duration("TERN_SCHEDULER_LEASE", default: .seconds(15))
+        guard leaderTTL >= .seconds(3) else {
+            throw ConfigError("TERN_SCHEDULER_LEASE", "must be at least 3s")
+        }
     }
 }
 

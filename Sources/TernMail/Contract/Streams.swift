@@ -64,6 +64,9 @@ public struct Keys: Sendable {
     /// Hash: `<ip>|<provider>` → the JSON of that IP's adaptive rate towards that provider
     /// (rate, state, hold time, reason for the last change), written by the scheduler.
     public var throttles: String { prefix + "throttles" }
+    /// String: the owner of the scheduler's leader lease (`LeaderLease`), expiring unless
+    /// renewed; only the holder schedules.
+    public var schedulerLeader: String { prefix + "leader:scheduler" }
     /// Hash: recipient domain → provider name, learned from the MX host that answered, for
     /// domains whose own name does not tell their provider.
     public var domainProviders: String { prefix + "providers:domain" }
