@@ -9,6 +9,11 @@
 // - hold (0): too few messages to judge, or rates in the warning band;
 // - step back (-1): bounces, complaints or deferrals past the limits.
 // Every decision is recorded with its reason. Past the schedule's end there is no cap.
+//
+// A paused plan (an operator's POST /v1/ips/{ip}/warmup) does not grow: each day it is
+// paused, every provider keeps its step (recorded as `paused`), so the caps stay those of the
+// day it was paused; the days are not judged. Resumed, the plan is judged again from the
+// next day on, on that day's own numbers.
 
 import Foundation
 
@@ -65,7 +70,7 @@ public struct WarmupPolicy: Sendable, Equatable {
     public init() {}
 
     public enum Decision: String, Sendable, Codable {
-        case accelerate, advance, hold
+        case accelerate, advance, hold, paused
         case stepBack = "step_back"
     }
 
@@ -129,11 +134,11 @@ public struct WarmupPlan: Sendable, Equatable {
         }
     }
 
-    /// Moves the plan to `today`, judging the day before with `counts` (`*` gets the IP's
-    /// totals, each provider its own). Days missed while the daemon was down are not judged:
+    /// Moves the plan to `today`, judging the day before with `counts` (each provider its
+    /// own, `*` those of every provider without a profile). Days missed while the daemon was down are not judged:
     /// only yesterday's numbers say how the providers see the IP now.
     public mutating func roll(to today: Int, policy: WarmupPolicy,
-                              counts: [String: DayCounts]) -> [Record] {
+                              counts: [String: DayCounts], paused: Bool = false) -> [Record] {
         guard today > lastDay else { return [] }
         var records: [Record] = []
         let judged = today - 1 >= startDay && today - 1 >= lastDay
@@ -141,8 +146,9 @@ public struct WarmupPlan: Sendable, Equatable {
         let base = steps["*"] ?? 0
         for provider in Set(steps.keys).union(counts.keys).sorted() where judged {
             let from = steps[provider] ?? base
-            let (to, decision, reason) = policy.decide(step: from, counts: counts[provider]
-                                                       ?? DayCounts())
+            let (to, decision, reason) = paused
+                ? (from, .paused, "plan paused by an operator: the caps do not grow")
+                : policy.decide(step: from, counts: counts[provider] ?? DayCounts())
             steps[provider] = to
             records.append(Record(day: Self.dayText(today), provider: provider,
                                   decision: decision, reason: reason, fromStep: from, toStep: to,

@@ -51,11 +51,13 @@ import TernTestSupport
         defer { server.stop() }
         let redis = try RedisClient(url: server.url)
         let keys = Keys()
-        // Yesterday: 50 clean deliveries in all, 10 of them to inbox.example.
-        try await redis.run("HSET", keys.stats("d", "ip:127.0.0.2", yesterday), "delivered", "50")
-        try await redis.run("HSET", keys.stats("d", "ipprov:127.0.0.2|inbox.example", yesterday),
+        // Yesterday: 50 clean deliveries to providers without a profile, 10 to gmail.
+        try await redis.run("HSET", keys.stats("d", "ip:127.0.0.2", yesterday), "delivered", "60")
+        try await redis.run("HSET", keys.stats("d", "ipprov:127.0.0.2|*", yesterday),
+                            "delivered", "50")
+        try await redis.run("HSET", keys.stats("d", "ipprov:127.0.0.2|gmail", yesterday),
                             "delivered", "10")
-        try await redis.run("SADD", keys.statsProviders("127.0.0.2", yesterday), "inbox.example")
+        try await redis.run("SADD", keys.statsProviders("127.0.0.2", yesterday), "*", "gmail")
         let start = WarmupPlan.dayText(today - 3)
         let h = try await ReputationHarness(env: Self.base.merging([
             "TERN_REDIS_URL": server.url, "TERN_WARMUP": "127.0.0.2@\(start)"]) { _, b in b })
@@ -64,7 +66,7 @@ import TernTestSupport
             try await redis.run("EXISTS", caps).int == 1
         }
         #expect(try await redis.run("HGETALL", caps).fieldMap
-                == ["*": "200", "inbox.example": "50"])
+                == ["*": "200", "gmail": "50"])
         let plan = try await redis.run("HGETALL", keys.warmupPlan("127.0.0.2")).fieldMap
         #expect(plan["start_day"] == start && plan["last_day"] == WarmupPlan.dayText(today))
         let log = try await redis.run("LRANGE", keys.warmupDecisions("127.0.0.2"), "0", "-1")
