@@ -35,6 +35,8 @@ public struct APISettings: Sendable {
     /// keyfile` per line (DKIMKeys.swift). Unset: no message is signed. Read once at start;
     /// a line that cannot be used stops the daemon naming the file and the line.
     public let dkimKeys: DKIMKeyTable
+    /// TERN_POOLS: the source IPs the operator endpoints list (the scheduler's setting).
+    public let pools: Pools
 
     public init(_ env: Environment, common: CommonSettings) throws {
         self.common = common
@@ -47,6 +49,7 @@ public struct APISettings: Sendable {
         requestTimeout = try env.duration("TERN_API_REQUEST_TIMEOUT", default: .seconds(60))
         maxConnections = try env.int("TERN_API_MAX_CONNECTIONS", default: 1024, range: 1...65536)
         shutdownGrace = try env.duration("TERN_API_SHUTDOWN_GRACE", default: .seconds(10))
+        pools = try Pools(env)
         let dkimPath = env.string("TERN_DKIM_KEYS", default: "")
         do throws(DKIMKeyFileError) {
             dkimKeys = dkimPath.isEmpty ? .empty : try DKIMKeyTable.load(path: dkimPath)

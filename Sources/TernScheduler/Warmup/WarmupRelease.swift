@@ -91,8 +91,5 @@ extension SchedulerDaemon {
 
 /// UTC days as the warm-up keys name them (yyyy-mm-dd).
 enum WarmupDay {
-    static func text(ms: Int64) -> String {
-        let d = Date(timeIntervalSince1970: Double(ms / 86_400_000) * 86_400)
-        return String(d.formatted(.iso8601.year().month().day().dateSeparator(.dash)).prefix(10))
-    }
+    static func text(ms: Int64) -> String { UTCDay.text(ms: ms) }
 }
