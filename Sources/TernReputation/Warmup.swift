@@ -16,6 +16,7 @@
 // next day on, on that day's own numbers.
 
 import Foundation
+import TernMail
 
 /// Daily caps, one per step; the step after the last has no cap.
 public struct WarmupSchedule: Sendable, Equatable {
@@ -164,21 +165,9 @@ public struct WarmupPlan: Sendable, Equatable {
         steps.mapValues { policy.schedule.cap($0) }
     }
 
-    public static func day(ms: Int64) -> Int { Int(ms / 86_400_000) }
+    public static func day(ms: Int64) -> Int { UTCDay.day(ms: ms) }
 
-    public static func dayText(_ day: Int) -> String {
-        let d = Date(timeIntervalSince1970: Double(day) * 86_400)
-        return String(d.formatted(.iso8601.year().month().day().dateSeparator(.dash)).prefix(10))
-    }
+    public static func dayText(_ day: Int) -> String { UTCDay.text(day: day) }
 
-    public static func day(text: String) -> Int? {
-        let parts = text.split(separator: "-").compactMap { Int($0) }
-        guard parts.count == 3 else { return nil }
-        var c = DateComponents()
-        (c.year, c.month, c.day) = (parts[0], parts[1], parts[2])
-        var calendar = Calendar(identifier: .gregorian)
-        calendar.timeZone = TimeZone(identifier: "UTC")!
-        guard let date = calendar.date(from: c) else { return nil }
-        return Int(date.timeIntervalSince1970 / 86_400)
-    }
+    public static func day(text: String) -> Int? { UTCDay.day(text: text) }
 }
