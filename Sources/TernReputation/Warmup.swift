@@ -136,8 +136,9 @@ public struct WarmupPlan: Sendable, Equatable {
     }
 
     /// Moves the plan to `today`, judging the day before with `counts` (each provider its
-    /// own, `*` those of every provider without a profile). Days missed while the daemon was down are not judged:
-    /// only yesterday's numbers say how the providers see the IP now.
+    /// own, `*` those of every provider without a profile). Days missed while the daemon was
+    /// down are not judged: only yesterday's numbers say how the providers see the IP now.
+    /// A `paused` plan keeps every step and records why.
     public mutating func roll(to today: Int, policy: WarmupPolicy,
                               counts: [String: DayCounts], paused: Bool = false) -> [Record] {
         guard today > lastDay else { return [] }

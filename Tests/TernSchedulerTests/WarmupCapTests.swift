@@ -29,7 +29,7 @@ import TernTestSupport
 
     @Test func roomComesBackWithThePaceOrTheNextDay() {
         let p = WarmupPacing()
-        // 50 sent at midnight of 1000: the 51st is allowed once 1000 × t ≥ 1 message, t = 1/1000.
+        // 50 of 1000 sent at midnight: the 51st may go once 1000 × t ≥ 1, t = 1/1000 of a day.
         #expect(p.nextRoomMs(cap: 1000, sent: 50, nowMs: midnight) == midnight + day / 1000)
         #expect(p.allowance(cap: 1000, nowMs: midnight + day / 1000) == 51)
         #expect(p.allowance(cap: 1000, nowMs: midnight + day / 1000 - 1) == 50)
