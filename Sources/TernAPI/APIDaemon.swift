@@ -66,6 +66,7 @@ public struct APIDaemon: Daemon {
             return await send(request)
         }
         if let answer = await operatorRoute(request) { return answer }
+        if let answer = await ipRoute(request) { return answer }
         let prefix = "/v1/messages/"
         if path.hasPrefix(prefix) {
             let id = path.dropFirst(prefix.count)

@@ -39,6 +39,8 @@ public struct APISettings: Sendable {
     /// share one environment file, and a request naming a pool the scheduler does not know
     /// is refused (422) rather than accepted and bounced. Unset: any pool name is accepted.
     public let pools: Set<String>?
+    /// TERN_POOLS as a whole: the source IPs the operator endpoints list.
+    public let ipPools: Pools
 
     public init(_ env: Environment, common: CommonSettings) throws {
         self.common = common
@@ -53,6 +55,7 @@ public struct APISettings: Sendable {
         shutdownGrace = try env.duration("TERN_API_SHUTDOWN_GRACE", default: .seconds(10))
         let poolText = env.string("TERN_POOLS", default: "")
         pools = poolText.isEmpty ? nil : try APISettings.poolNames(poolText)
+        ipPools = try Pools(env)
         let dkimPath = env.string("TERN_DKIM_KEYS", default: "")
         do throws(DKIMKeyFileError) {
             dkimKeys = dkimPath.isEmpty ? .empty : try DKIMKeyTable.load(path: dkimPath)

@@ -7,9 +7,9 @@
 // A bucket is chosen by the time the stream entry was written (its id), not by when it is
 // read, so a backlog read late still lands where it happened.
 //
-// Known limit: the provider is the registrable domain of the MX host (or the recipient
-// domain when there was no MX), guessed from the last labels without the Public Suffix List;
-// provider profiles will replace it.
+// The provider is the scheduler's profile name (`gmail`, `microsoft`, …) found from the
+// recipient domain or the MX host, and `*` for every domain without a profile of its own,
+// so statistics, warm-up caps and throttles speak of the same providers.
 
 import Foundation
 import TernCore
@@ -109,18 +109,12 @@ public struct StatsSample: Sendable, Equatable {
     }
 }
 
-/// The provider a host or domain belongs to: its registrable domain, guessed.
-public enum Provider {
-    /// Second-level labels under which registrations sit one level deeper (co.uk, com.au).
-    static let secondLevel: Set<String> = ["co", "com", "net", "org", "ac", "gov", "edu", "ne",
-                                           "or", "go"]
-
-    public static func of(host: String) -> String {
-        let labels = host.lowercased().trimmingSuffix(".").split(separator: ".")
-        guard labels.count > 2 else { return labels.joined(separator: ".") }
-        let keep = labels[labels.count - 1].count == 2
-            && secondLevel.contains(String(labels[labels.count - 2])) ? 3 : 2
-        return labels.suffix(keep).joined(separator: ".")
+extension ProviderCatalog {
+    /// The provider statistics and warm-up caps count a recipient domain under: its profile
+    /// by the domain's name, else by the MX host that answered, else `*`.
+    public func statsName(domain: String, mx: String) -> String {
+        let profile = provider(forDomain: domain) ?? provider(forMXHosts: mx.isEmpty ? [] : [mx])
+        return profile.map(Self.warmupName) ?? "*"
     }
 }
 

@@ -27,6 +27,9 @@ public struct ReputationSettings: Sendable {
     /// TERN_WARMUP_SCHEDULE and TERN_WARMUP_MIN_SAMPLE: the daily caps and the smallest
     /// day worth judging.
     public let warmupPolicy: WarmupPolicy
+    /// TERN_PROVIDERS_FILE: the provider profiles, read as the scheduler reads them, so
+    /// statistics and warm-up caps are kept under the names the scheduler throttles by.
+    public let providers: ProviderCatalog
 
     public init(_ env: Environment, common: CommonSettings) throws {
         self.common = common
@@ -80,5 +83,6 @@ public struct ReputationSettings: Sendable {
         policy.minSample = try env.int("TERN_WARMUP_MIN_SAMPLE", default: 100,
                                        range: 1...1_000_000)
         warmupPolicy = policy
+        providers = try ProviderCatalog.load(overrides: env.values["TERN_PROVIDERS_FILE"])
     }
 }

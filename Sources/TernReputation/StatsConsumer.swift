@@ -39,9 +39,9 @@ extension ReputationDaemon {
             case .deferred: StatsField.deferred
             case .failed: StatsField.bounced
             }
-            let mx = e[EntryField.mxHost] ?? ""
-            let provider = mx.isEmpty ? try await recipientDomain(e[EntryField.id] ?? "")
-                                      : Provider.of(host: mx)
+            let domain = try await recipientDomain(e[EntryField.id] ?? "")
+            let provider = settings.providers.statsName(domain: domain,
+                                                        mx: e[EntryField.mxHost] ?? "")
             let code = Int(e[EntryField.code] ?? "") ?? 0
             return StatsSample(atMs: at, ip: e[EntryField.sourceIP] ?? "", provider: provider,
                                field: field,
@@ -57,9 +57,7 @@ extension ReputationDaemon {
         }
         let rcptDomain = (e[EntryField.recipient] ?? "").split(separator: "@").last
             .map(String.init) ?? ""
-        let provider = attempt.map { !$0.mx.isEmpty ? Provider.of(host: $0.mx) : "" }
-            .flatMap { $0.isEmpty ? nil : $0 }
-            ?? (rcptDomain.isEmpty ? "unknown" : Provider.of(host: rcptDomain))
+        let provider = settings.providers.statsName(domain: rcptDomain, mx: attempt?.mx ?? "")
         let field = e[EntryField.kind] == "complaint" ? StatsField.complained
             : e[EntryField.action] == "delayed" ? StatsField.deferred : StatsField.bounced
         return StatsSample(atMs: at, ip: attempt?.ip ?? "", provider: provider, field: field,
@@ -69,7 +67,6 @@ extension ReputationDaemon {
     }
 
     func recipientDomain(_ id: String) async throws -> String {
-        let d = try await redis.run("HGET", keys.message(id), MessageField.domain).string ?? ""
-        return d.isEmpty ? "unknown" : Provider.of(host: d)
+        try await redis.run("HGET", keys.message(id), MessageField.domain).string ?? ""
     }
 }

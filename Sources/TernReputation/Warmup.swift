@@ -9,8 +9,14 @@
 // - hold (0): too few messages to judge, or rates in the warning band;
 // - step back (-1): bounces, complaints or deferrals past the limits.
 // Every decision is recorded with its reason. Past the schedule's end there is no cap.
+//
+// A paused plan (an operator's POST /v1/ips/{ip}/warmup) does not grow: each day it is
+// paused, every provider keeps its step (recorded as `paused`), so the caps stay those of the
+// day it was paused; the days are not judged. Resumed, the plan is judged again from the
+// next day on, on that day's own numbers.
 
 import Foundation
+import TernMail
 
 /// Daily caps, one per step; the step after the last has no cap.
 public struct WarmupSchedule: Sendable, Equatable {
@@ -65,7 +71,7 @@ public struct WarmupPolicy: Sendable, Equatable {
     public init() {}
 
     public enum Decision: String, Sendable, Codable {
-        case accelerate, advance, hold
+        case accelerate, advance, hold, paused
         case stepBack = "step_back"
     }
 
@@ -129,11 +135,12 @@ public struct WarmupPlan: Sendable, Equatable {
         }
     }
 
-    /// Moves the plan to `today`, judging the day before with `counts` (`*` gets the IP's
-    /// totals, each provider its own). Days missed while the daemon was down are not judged:
-    /// only yesterday's numbers say how the providers see the IP now.
+    /// Moves the plan to `today`, judging the day before with `counts` (each provider its
+    /// own, `*` those of every provider without a profile). Days missed while the daemon was
+    /// down are not judged: only yesterday's numbers say how the providers see the IP now.
+    /// A `paused` plan keeps every step and records why.
     public mutating func roll(to today: Int, policy: WarmupPolicy,
-                              counts: [String: DayCounts]) -> [Record] {
+                              counts: [String: DayCounts], paused: Bool = false) -> [Record] {
         guard today > lastDay else { return [] }
         var records: [Record] = []
         let judged = today - 1 >= startDay && today - 1 >= lastDay
@@ -141,8 +148,9 @@ public struct WarmupPlan: Sendable, Equatable {
         let base = steps["*"] ?? 0
         for provider in Set(steps.keys).union(counts.keys).sorted() where judged {
             let from = steps[provider] ?? base
-            let (to, decision, reason) = policy.decide(step: from, counts: counts[provider]
-                                                       ?? DayCounts())
+            let (to, decision, reason) = paused
+                ? (from, .paused, "plan paused by an operator: the caps do not grow")
+                : policy.decide(step: from, counts: counts[provider] ?? DayCounts())
             steps[provider] = to
             records.append(Record(day: Self.dayText(today), provider: provider,
                                   decision: decision, reason: reason, fromStep: from, toStep: to,
@@ -158,21 +166,9 @@ public struct WarmupPlan: Sendable, Equatable {
         steps.mapValues { policy.schedule.cap($0) }
     }
 
-    public static func day(ms: Int64) -> Int { Int(ms / 86_400_000) }
+    public static func day(ms: Int64) -> Int { UTCDay.day(ms: ms) }
 
-    public static func dayText(_ day: Int) -> String {
-        let d = Date(timeIntervalSince1970: Double(day) * 86_400)
-        return String(d.formatted(.iso8601.year().month().day().dateSeparator(.dash)).prefix(10))
-    }
+    public static func dayText(_ day: Int) -> String { UTCDay.text(day: day) }
 
-    public static func day(text: String) -> Int? {
-        let parts = text.split(separator: "-").compactMap { Int($0) }
-        guard parts.count == 3 else { return nil }
-        var c = DateComponents()
-        (c.year, c.month, c.day) = (parts[0], parts[1], parts[2])
-        var calendar = Calendar(identifier: .gregorian)
-        calendar.timeZone = TimeZone(identifier: "UTC")!
-        guard let date = calendar.date(from: c) else { return nil }
-        return Int(date.timeIntervalSince1970 / 86_400)
-    }
+    public static func day(text: String) -> Int? { UTCDay.day(text: text) }
 }

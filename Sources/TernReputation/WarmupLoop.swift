@@ -1,5 +1,11 @@
 // The warm-up's daily roll: once a minute, each IP on a plan is moved to the current UTC day
 // (judging yesterday by its statistics) and today's caps are published for the scheduler.
+// The IPs on a plan are those of TERN_WARMUP and those an operator added through the API
+// (`Keys.warmupIPs`); the API's start, pause, resume and restart are fields of the plan hash
+// that the roll honours (see `WarmupPlanField`).
+//
+// Known limit: a restart written by the API while a roll of the same IP is in flight can be
+// overwritten by that roll's steps; the operator sees the old curve and restarts again.
 
 import Foundation
 import TernCore
@@ -7,9 +13,17 @@ import TernMail
 
 extension ReputationDaemon {
     func warmupLoop(shutdown: Shutdown) async {
-        guard !settings.warmup.isEmpty else { return }
         while !shutdown.isRequested && !Task.isCancelled {
-            for (ip, start) in settings.warmup.sorted(by: { $0.key < $1.key }) {
+            var plans = settings.warmup
+            do {
+                let added = try await redis.run("SMEMBERS", keys.warmupIPs).array ?? []
+                for ip in added.compactMap(\.string) where plans[ip] == nil {
+                    plans[ip] = .some(nil)
+                }
+            } catch {
+                logger.error("reading the warm-up IPs failed: \(error)")
+            }
+            for (ip, start) in plans.sorted(by: { $0.key < $1.key }) {
                 do {
                     try await rollWarmup(ip: ip, configuredStart: start,
                                          today: WarmupPlan.day(ms: nowMs()))
@@ -23,10 +37,12 @@ extension ReputationDaemon {
 
     func rollWarmup(ip: String, configuredStart: Int?, today: Int) async throws {
         let stored = try await redis.run("HGETALL", keys.warmupPlan(ip)).fieldMap
+        let storedStart = stored[WarmupPlanField.startDay].flatMap(WarmupPlan.day(text:))
+        let paused = stored[WarmupPlanField.state] == "paused"
         var plan: WarmupPlan
-        if let start = stored["start_day"].flatMap(WarmupPlan.day(text:)),
-           let last = stored["last_day"].flatMap(WarmupPlan.day(text:)),
-           let steps = stored["steps"].flatMap({
+        if let start = storedStart,
+           let last = stored[WarmupPlanField.lastDay].flatMap(WarmupPlan.day(text:)),
+           let steps = stored[WarmupPlanField.steps].flatMap({
                try? JSONDecoder().decode([String: Int].self, from: Data($0.utf8))
            })
         {
@@ -34,7 +50,8 @@ extension ReputationDaemon {
             plan.lastDay = last
             plan.steps = steps
         } else {
-            let start = configuredStart ?? today
+            // A new plan, or one the API started or restarted (start day without steps).
+            let start = storedStart ?? configuredStart ?? today
             plan = WarmupPlan(startDay: start)
             // A plan that started in the past begins its first judged day today.
             plan.lastDay = max(start, today - 1)
@@ -43,7 +60,6 @@ extension ReputationDaemon {
         var counts: [String: DayCounts] = [:]
         if today > plan.lastDay {
             let yesterday = today - 1
-            counts["*"] = try await redis.dayCounts(scope: "ip:" + ip, day: yesterday, keys: keys)
             let seen = try await redis.run(
                 "SMEMBERS", keys.statsProviders(ip, Int64(yesterday) * 86_400_000))
             for p in (seen.array ?? []).compactMap(\.string) {
@@ -51,15 +67,16 @@ extension ReputationDaemon {
                                                       keys: keys)
             }
         }
-        let records = plan.roll(to: today, policy: settings.warmupPolicy, counts: counts)
+        let records = plan.roll(to: today, policy: settings.warmupPolicy, counts: counts,
+                                paused: paused)
 
         let encoder = JSONEncoder()
         encoder.outputFormatting = .sortedKeys
         let steps = String(decoding: try encoder.encode(plan.steps), as: UTF8.self)
         var cmds: [[RedisArg]] = [
-            ["HSET", .text(keys.warmupPlan(ip)), "start_day",
-             .text(WarmupPlan.dayText(plan.startDay)), "last_day",
-             .text(WarmupPlan.dayText(plan.lastDay)), "steps", .text(steps)],
+            ["HSET", .text(keys.warmupPlan(ip)), .text(WarmupPlanField.startDay),
+             .text(WarmupPlan.dayText(plan.startDay)), .text(WarmupPlanField.lastDay),
+             .text(WarmupPlan.dayText(plan.lastDay)), .text(WarmupPlanField.steps), .text(steps)],
         ]
         for r in records {
             let json = String(decoding: try encoder.encode(r), as: UTF8.self)

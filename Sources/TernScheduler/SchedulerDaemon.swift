@@ -22,8 +22,12 @@ public struct SchedulerDaemon: Daemon {
     let breakers: Breakers
     /// Providers of domains learned from their MX hosts (see `provider(of:)`).
     let learnedProviders = LearnedProviders()
+    /// The release path's clock (ms since the epoch); tests move it to another UTC day.
+    let clock: @Sendable () -> Int64
 
-    public init(settings: SchedulerSettings, logger: Logger) throws {
+    public init(settings: SchedulerSettings, logger: Logger,
+                clock: @escaping @Sendable () -> Int64 = { nowMs() }) throws {
+        self.clock = clock
         self.settings = settings
         self.logger = logger
         self.redis = try RedisClient(url: settings.common.redisURL)
@@ -157,12 +161,13 @@ public struct SchedulerDaemon: Daemon {
     var holdMs: Int64 { min(10_000, settings.breaker.coolDown.milliseconds) }
 
     func releaseDue() async throws -> Int {
-        let now = nowMs()
+        let now = clock()
         try await startDueTrials(nowMs: now)
         let due = try await redis.run("ZRANGEBYSCORE", keys.dueGroups, "-inf", String(now),
                                       "LIMIT", "0", "500")
         guard let groups = due.array, !groups.isEmpty else { return 0 }
         let active = try await activeIPs()
+        var caps = try await warmupCaps(active, nowMs: now)
         var released = 0
         for value in groups {
             guard let group = value.string else { continue }
@@ -180,21 +185,33 @@ public struct SchedulerDaemon: Daemon {
             }
             let domain = String(group.dropFirst(poolName.count + 1))
             let provider = Throttles.scope(provider(of: domain), domain: domain)
+            let allowed: Set<String>?, rooms: [String: WarmupRoom]
+            switch warmupChoice(ips, pool: poolName, provider: provider, caps: caps, nowMs: now) {
+            case .send(let open, let r): (allowed, rooms) = (open, r)
+            case .wait(let until, let reason):
+                try await noteWarmupHold(group: group, reason: reason, nowMs: now)
+                try await redis.run("ZADD", keys.dueGroups, "XX", "GT", String(until), group)
+                continue
+            }
             let (choice, retryAt) = throttles.pick(ips, pool: poolName, provider: provider,
-                                                   nowMs: now)
+                                                   nowMs: now, allowed: allowed)
             guard let ip = choice else {
                 // Every IP of the pool is at its rate or held for this provider: the group
                 // waits, and never earlier than its first message is due.
                 try await redis.run("ZADD", keys.dueGroups, "XX", "GT", String(retryAt), group)
                 continue
             }
+            var capName = "", limit = ""
+            if case .room(let l, let n) = rooms[ip.address] { (limit, capName) = (l, n) }
             let reply = try await redis.eval(
                 Scripts.release,
                 keys: [keys.groupQueue(group), keys.dueGroups, keys.groupPace(group),
-                       keys.stream(.ready), keys.heldOrgs],
+                       keys.stream(.ready), keys.heldOrgs,
+                       keys.warmupSent(ip.address, day: WarmupDay.text(ms: now))],
                 args: [.text(group), .text(String(now)),
                        .text(String(settings.groupInterval.milliseconds)), .text(ip.address),
-                       .text(ip.helo), .text(keys.message("")), .text(String(holdMs))])
+                       .text(ip.helo), .text(keys.message("")), .text(String(holdMs)),
+                       .text(capName), .text(limit)])
             let parts = reply.array?.compactMap(\.string) ?? []
             if parts.first == "held", parts.count == 4, parts[3] == "1" {
                 try await noteHeld(id: parts[1], org: parts[2])
@@ -202,6 +219,7 @@ public struct SchedulerDaemon: Daemon {
             if parts.first == "released", parts.count == 3 {
                 released += 1
                 throttles.sent(ip: ip.address, provider: provider, nowMs: now)
+                if !capName.isEmpty { caps[ip.address]?.sent[capName, default: 0] += 1 }
                 logger.info("released", ("message_id", parts[1]), ("group", group),
                             ("provider", provider.name), ("ip", ip.address),
                             ("attempt", parts[2]))

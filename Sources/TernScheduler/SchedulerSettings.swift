@@ -23,6 +23,10 @@ public struct SchedulerSettings: Sendable {
     public let throttle: ThrottleSettings
     /// TERN_BREAKER_*: the organisations' circuit breakers (see `BreakerSettings`).
     public let breaker: BreakerSettings
+    /// TERN_POOL_WARMUP_FULL: per pool, what happens when its warm-up IPs are all capped.
+    public let warmupFull: [String: WarmupFullBehaviour]
+    /// TERN_WARMUP_PACING, TERN_WARMUP_BURST: how a warm-up IP's cap is spread over the day.
+    public let warmupPacing: WarmupPacing
     /// TERN_SCHEDULER_CLAIM_IDLE: entries pending this long on a dead consumer are taken over.
     public let claimIdle: Duration
     /// TERN_SCHEDULER_LEASE: how long the leader's lease lives unless renewed; a standby
@@ -69,6 +73,16 @@ public struct SchedulerSettings: Sendable {
         guard leaderTTL >= .seconds(3) else {
             throw ConfigError("TERN_SCHEDULER_LEASE", "must be at least 3s")
         }
+        warmupFull = try WarmupFullBehaviour.parse(env.string("TERN_POOL_WARMUP_FULL",
+                                                              default: "wait"), pools: pools)
+        var pacing = WarmupPacing()
+        switch env.string("TERN_WARMUP_PACING", default: "on") {
+        case "on": pacing.enabled = true
+        case "off": pacing.enabled = false
+        case let other: throw ConfigError("TERN_WARMUP_PACING", "'\(other)' is not on or off")
+        }
+        pacing.burst = try env.fraction("TERN_WARMUP_BURST", default: pacing.burst)
+        warmupPacing = pacing
     }
 }
 

@@ -10,10 +10,16 @@
 import TernCore
 
 enum Scripts {
-    /// KEYS: 1 group queue, 2 due index, 3 group pace, 4 ready stream, 5 held organisations.
+    /// KEYS: 1 group queue, 2 due index, 3 group pace, 4 ready stream, 5 held organisations,
+    /// 6 the source IP's warm-up counts today.
     /// ARGV: 1 group name, 2 now (ms), 3 interval (ms), 4 source ip, 5 helo, 6 message key prefix,
-    /// 7 how long a held message waits before it is looked at again (ms).
-    /// Returns {"paced"|"empty"|"released"|"dropped"|"held", id, attempt or org, first hold}.
+    /// 7 how long a held message waits before it is looked at again (ms), 8 the warm-up cap
+    /// name, 9 the IP's allowance under it now ("" not in warm-up, "none" counted uncapped).
+    /// Returns {"paced"|"empty"|"capped"|"released"|"dropped"|"held", id, attempt or org,
+    /// first hold}.
+    ///
+    /// The warm-up check comes before the count, both here, so two schedulers can never
+    /// release past an IP's cap together; only a message actually released is counted.
     ///
     /// The held hash maps an organisation whose circuit breaker is not closed to the trial
     /// messages it may still send: 0 while open, counted down while half-open.
@@ -36,6 +42,14 @@ enum Scripts {
         if #due == 0 then
           reschedule(now)
           return {'empty'}
+        end
+        local limit = ARGV[9]
+        if limit ~= '' and limit ~= 'none' then
+          local sent = tonumber(redis.call('HGET', KEYS[6], ARGV[8]) or '0')
+          if sent >= tonumber(limit) then
+            reschedule(now + 1000)
+            return {'capped'}
+          end
         end
         local id = due[1]
         redis.call('ZREM', KEYS[1], id)
@@ -61,6 +75,10 @@ enum Scripts {
         redis.call('HSET', key, 'state', 'sending')
         redis.call('XADD', KEYS[4], '*', 'id', id, 'attempt', attempt, 'ip', ARGV[4],
                    'helo', ARGV[5])
+        if limit ~= '' then
+          redis.call('HINCRBY', KEYS[6], ARGV[8], 1)
+          redis.call('EXPIRE', KEYS[6], 259200)
+        end
         local interval = tonumber(ARGV[3])
         if interval > 0 then
           redis.call('SET', KEYS[3], now + interval, 'PX', interval + 1000)

@@ -7,12 +7,15 @@
 //
 // Settings (environment): TERN_REDIS_URL, TERN_REDIS_PREFIX, TERN_LOG_LEVEL, TERN_INSTANCE,
 // TERN_POOLS, TERN_RETRY_DELAYS, TERN_MAX_AGE, TERN_GROUP_INTERVAL, TERN_RECORD_TTL,
-// TERN_SCHEDULER_CLAIM_IDLE; see SchedulerSettings for defaults.
+// TERN_SCHEDULER_CLAIM_IDLE, TERN_PROVIDERS_FILE, TERN_THROTTLE_*, TERN_BREAKER_*,
+// TERN_POOL_WARMUP_FULL, TERN_WARMUP_PACING, TERN_WARMUP_BURST; see SchedulerSettings for
+// defaults.
 //
-// Source IPs come only from the pool's active set the reputation monitor publishes.
+// Source IPs come only from the pool's active set the reputation monitor publishes, and an
+// IP in warm-up only while it has room under its daily cap for the provider.
 //
-// Known limits: one fixed release interval per group; no provider profiles, throttles,
-// breakers, suppression or warm-up yet; run a single scheduler (two would both release).
+// Known limits: one fixed release interval per group; run a single scheduler (two would
+// both release).
 
 import TernCore
 import TernScheduler

@@ -22,11 +22,15 @@ import TernTestSupport
         #expect(StatsSample.replyText(code: code, enhanced: enhanced, reply: reply) == expected)
     }
 
-    @Test func providersAreRegistrableDomains() {
-        #expect(Provider.of(host: "alt1.gmail-smtp-in.l.google.com.") == "google.com")
-        #expect(Provider.of(host: "mx1.inbox.example") == "inbox.example")
-        #expect(Provider.of(host: "mx.mail.example.co.uk") == "example.co.uk")
-        #expect(Provider.of(host: "Example.NET") == "example.net")
+    @Test func providersAreTheSchedulersProfileNames() {
+        let c = ProviderCatalog.builtin
+        // By the recipient domain, else by the MX host, else `*` for every other provider.
+        #expect(c.statsName(domain: "gmail.com", mx: "") == "gmail")
+        #expect(c.statsName(domain: "company.example",
+                            mx: "alt1.gmail-smtp-in.l.google.com.") == "gmail")
+        #expect(c.statsName(domain: "Hotmail.com", mx: "mx1.inbox.example") == "microsoft")
+        #expect(c.statsName(domain: "inbox.example", mx: "mx1.inbox.example") == "*")
+        #expect(c.statsName(domain: "", mx: "") == "*")
     }
 }
 
@@ -89,9 +93,9 @@ import TernTestSupport
         #expect(hour.topReplies.count == 4)
         #expect(try await window(.day, "ip:127.0.0.2").counts
                 == DayCounts(delivered: 3, deferred: 1, bounced: 1, complained: 1))
-        #expect(try await window(.quarterHour, "prov:inbox.example").counts
+        #expect(try await window(.quarterHour, "prov:*").counts
                 == DayCounts(delivered: 2, deferred: 1, bounced: 1, complained: 1))
-        let third = try await window(.hour, "ipprov:127.0.0.3|inbox.example")
+        let third = try await window(.hour, "ipprov:127.0.0.3|*")
         #expect(third.counts == DayCounts(deferred: 1))
         #expect(third.topReplies.map(\.0) == ["451 4.3.0 try again later"])
         #expect(try await window(.day, "ip:127.0.0.9").counts == DayCounts())

@@ -54,7 +54,7 @@ import Testing
             let cap = policy.schedule.cap(plan.steps["*"]!)
             let yesterday = counts(day: day - 1, cap: cap)
             var byProvider = ["*": yesterday]
-            if day >= 10 { byProvider["inbox.example"] = DayCounts(delivered: 10) }
+            if day >= 10 { byProvider["gmail"] = DayCounts(delivered: 10) }
             decisions += plan.roll(to: today, policy: policy, counts: day == 0 ? [:] : byProvider)
             caps.append(plan.caps(policy)["*"] ?? nil)
             // Asking again the same day changes nothing.
@@ -74,10 +74,27 @@ import Testing
         #expect(caps.last! == nil)
         // A provider seen later starts from where `*` stood and is judged on its own
         // numbers: ten messages a day are too few to move it.
-        let inbox = decisions.filter { $0.provider == "inbox.example" }
-        #expect(inbox.first?.day == "2026-11-11")
-        #expect(inbox.allSatisfy { $0.decision == .hold })
-        #expect(plan.steps["inbox.example"] == inbox.first?.fromStep)
+        let gmail = decisions.filter { $0.provider == "gmail" }
+        #expect(gmail.first?.day == "2026-11-11")
+        #expect(gmail.allSatisfy { $0.decision == .hold })
+        #expect(plan.steps["gmail"] == gmail.first?.fromStep)
+    }
+
+    @Test func aPausedPlanKeepsItsStepsAndResumesOnTheNextDaysNumbers() {
+        let policy = WarmupPolicy()
+        let start = WarmupPlan.day(text: "2026-11-01")!
+        var plan = WarmupPlan(startDay: start)
+        plan.steps = ["*": 3, "gmail": 2]
+        let full = ["*": DayCounts(delivered: 400), "gmail": DayCounts(delivered: 200)]
+        let paused = plan.roll(to: start + 1, policy: policy, counts: full, paused: true)
+        #expect(paused.map(\.decision) == [.paused, .paused])
+        #expect(paused.allSatisfy { $0.fromStep == $0.toStep && $0.reason.contains("paused") })
+        #expect(plan.steps == ["*": 3, "gmail": 2] && plan.lastDay == start + 1)
+        #expect(plan.caps(policy) == ["*": 400, "gmail": 200])
+        // Resumed: the next day is judged on its own numbers again.
+        let resumed = plan.roll(to: start + 2, policy: policy, counts: full)
+        #expect(resumed.map(\.decision) == [.accelerate, .accelerate])
+        #expect(plan.steps == ["*": 5, "gmail": 4])
     }
 
     @Test func daysAreUTCCalendarDays() {

@@ -1,5 +1,6 @@
 import Testing
 import TernCore
+import TernMail
 @testable import TernScheduler
 
 @Suite struct ReplySignalTests {

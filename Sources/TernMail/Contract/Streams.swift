@@ -94,13 +94,23 @@ public struct Keys: Sendable {
     /// Hash: the blocklists that list an IP now: list name -> JSON {code, meaning,
     /// since_ms, checked_ms}. A field goes when its list answers clean.
     public func ipListings(_ ip: String) -> String { prefix + "dnsbl:" + ip }
-    /// Hash: an IP's warm-up plan: `start_day` (yyyy-mm-dd, UTC), `last_day` decided, and
-    /// `steps`, JSON provider -> index into the schedule (`*` for providers not seen).
+    /// Hash: an IP's warm-up plan: `start_day` (yyyy-mm-dd, UTC), `last_day` decided,
+    /// `steps`, JSON provider -> index into the schedule (`*` for providers not seen), and
+    /// `state`, `active` or `paused` (`WarmupPlanField`). The API writes `start_day` and
+    /// `state` (and deletes `steps` and `last_day` to restart); the monitor writes the rest.
     public func warmupPlan(_ ip: String) -> String { prefix + "warmup:" + ip }
-    /// Hash: an IP's daily caps for one UTC day (yyyy-mm-dd): provider -> messages, `*` for
-    /// any other provider; "none" for no cap. Expires two days after the day.
+    /// Set: IPs put on a warm-up plan through the API, besides those of TERN_WARMUP.
+    public var warmupIPs: String { prefix + "warmup:ips" }
+    /// Hash: an IP's daily caps for one UTC day (yyyy-mm-dd): provider profile name ->
+    /// messages, `*` for every provider without an entry; "none" for no cap. Expires three
+    /// days after it is written. An IP with no caps hash is not in warm-up.
     public func warmupCaps(_ ip: String, day: String) -> String {
         prefix + "warmup:" + ip + ":caps:" + day
+    }
+    /// Hash: messages an IP released on one UTC day (yyyy-mm-dd) under each cap of
+    /// `warmupCaps` (the same field names), counted by the scheduler's release script.
+    public func warmupSent(_ ip: String, day: String) -> String {
+        prefix + "warmup:" + ip + ":sent:" + day
     }
     /// List of JSON warm-up decisions (day, provider, decision, reason, sample, rates, cap),
     /// newest last, capped at 1000.
@@ -137,6 +147,15 @@ public enum IPField {
     public static let errors = "errors"
     /// The last round's lists that did not answer (timeout, SERVFAIL), "" for none.
     public static let unknown = "unknown"
+}
+
+/// Fields of a warm-up plan hash (`Keys.warmupPlan`).
+public enum WarmupPlanField {
+    public static let startDay = "start_day"
+    public static let lastDay = "last_day"
+    public static let steps = "steps"
+    /// `active` (or missing) grows the caps day by day; `paused` keeps today's caps.
+    public static let state = "state"
 }
 
 /// Fields of a statistics bucket (`Keys.stats`).

@@ -45,15 +45,17 @@ final class Throttles: Sendable {
     }
 
     /// An IP of `ips` that may send to `provider` now, taking the IPs in turn; or, when none
-    /// may, the time the first of them will.
-    func pick(_ ips: [SourceIP], pool: String, provider: ProviderProfile, nowMs: Int64)
-        -> (ip: SourceIP?, retryAtMs: Int64)
+    /// may, the time the first of them will. IPs outside `allowed` (at a warm-up cap) are
+    /// passed over without losing the rotation's place.
+    func pick(_ ips: [SourceIP], pool: String, provider: ProviderProfile, nowMs: Int64,
+              allowed: Set<String>? = nil) -> (ip: SourceIP?, retryAtMs: Int64)
     {
         state.withLock { s in
             var earliest = Int64.max
             let start = s.turn[pool + "|" + provider.name, default: 0]
             for offset in 0..<ips.count {
                 let ip = ips[(start + offset) % ips.count]
+                if let allowed, !allowed.contains(ip.address) { continue }
                 let key = Self.key(ip: ip.address, provider: provider.name)
                 let rate = s.rates[key] ?? AdaptiveRate(ceiling: provider.messagesPerMinute,
                                                         nowMs: nowMs)

@@ -1,8 +1,9 @@
 // Finds the provider of a recipient domain, by the domain itself or by its MX hosts, and
-// reads an operator's overrides over the built-in profiles.
+// reads an operator's overrides over the built-in profiles. The scheduler throttles by these
+// profiles and the reputation monitor counts and warms IPs up by the same names, so both
+// daemons load the catalog from TERN_PROVIDERS_FILE.
 
 import Foundation
-import Synchronization
 import TernCore
 
 public struct ProviderCatalog: Sendable {
@@ -66,6 +67,12 @@ public struct ProviderCatalog: Sendable {
     /// The domain's provider: its own name first, then its MX hosts, then the default.
     public func provider(forDomain domain: String, mxHosts: [String]) -> ProviderProfile {
         provider(forDomain: domain) ?? provider(forMXHosts: mxHosts) ?? fallback
+    }
+
+    /// The name statistics and warm-up caps use for a profile: its own, or `*` for the
+    /// default profile, which stands for every provider without one.
+    public static func warmupName(_ profile: ProviderProfile) -> String {
+        profile.name == "default" || profile.name.hasPrefix("default:") ? "*" : profile.name
     }
 
     static func normalize(_ host: String) -> String {
@@ -149,21 +156,4 @@ extension ProviderCatalog {
         "messagesPerConnection", "poolMessagesPerMinute", "slowDownPatterns", "blockedPatterns",
         "source",
     ]
-}
-
-/// Providers of recipient domains learned from the MX host that answered for them.
-final class LearnedProviders: Sendable {
-    private let names = Mutex<[String: String]>([:])
-
-    func name(of domain: String) -> String? { names.withLock { $0[domain] } }
-
-    /// Records `provider` for `domain`; true when that is news worth saving.
-    func learn(_ domain: String, _ provider: String) -> Bool {
-        names.withLock { map in
-            defer { map[domain] = provider }
-            return map[domain] != provider
-        }
-    }
-
-    func restore(_ saved: [String: String]) { names.withLock { $0 = saved } }
 }

@@ -1,7 +1,7 @@
 import Foundation
 import Testing
 import TernCore
-@testable import TernScheduler
+@testable import TernMail
 
 @Suite struct ProviderCatalogTests {
     let catalog = ProviderCatalog.builtin
