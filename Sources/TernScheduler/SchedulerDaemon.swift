@@ -21,6 +21,7 @@ public struct SchedulerDaemon: Daemon {
     let breakers: Breakers
     /// Providers of domains learned from their MX hosts (see `provider(of:)`).
     let learnedProviders = LearnedProviders()
+    let metrics: SchedulerMetrics
 
     public init(settings: SchedulerSettings, logger: Logger) throws {
         self.settings = settings
@@ -30,6 +31,8 @@ public struct SchedulerDaemon: Daemon {
         self.policy = RetryPolicy(delays: settings.retryDelays)
         self.throttles = Throttles(settings: settings.throttle)
         self.breakers = Breakers(settings: settings.breaker)
+        self.metrics = SchedulerMetrics(throttles: throttles, breakers: breakers)
+        metrics.registry.streamMetrics(redis: redis, streams: consumedStreams)
     }
 
     public func run(shutdown: Shutdown, ready: @escaping @Sendable (String) -> Void) async throws {
@@ -45,6 +48,7 @@ public struct SchedulerDaemon: Daemon {
             group.addTask { await consume(.results, shutdown: shutdown, apply: applyResult) }
             group.addTask { await consume(.inbound, shutdown: shutdown, apply: applyInbound) }
             group.addTask { await releaseLoop(shutdown: shutdown) }
+            group.addTask { await serveMetrics(shutdown: shutdown) }
             await shutdown.wait()
             group.cancelAll()
         }
@@ -236,6 +240,7 @@ public struct SchedulerDaemon: Daemon {
             }
             if parts.first == "released", parts.count == 3 {
                 released += 1
+                metrics.releases.inc()
                 throttles.sent(ip: ip.address, provider: provider, nowMs: now)
                 logger.info("released", ("message_id", parts[1]), ("group", group),
                             ("provider", provider.name), ("ip", ip.address),
@@ -329,6 +334,7 @@ public struct SchedulerDaemon: Daemon {
         }
         cmds += ack(.results, entry)
         _ = try await redis.transaction(cmds)
+        metrics.attempt(attempt, outcome: attempt.outcome, provider: provider.name)
         log.info("attempt \(attempt.outcome.rawValue)", ("domain", record.domain),
                  ("mx", attempt.mx), ("ip", attempt.ip), ("code", String(attempt.code)),
                  ("decision", decision.map { "\($0)" } ?? "none"))
@@ -359,6 +365,20 @@ public struct SchedulerDaemon: Daemon {
         }
         cmds += ack(.inbound, entry)
         _ = try await redis.transaction(cmds)
+        metrics.inboundBounces.inc()
+    }
+
+    var consumedStreams: [ConsumedStream] {
+        [StreamName.submit, .results, .inbound].map {
+            ConsumedStream(name: $0.rawValue, key: keys.stream($0), group: $0.group)
+        }
+    }
+
+    /// /metrics and /health on TERN_METRICS_LISTEN, with the scheduler's three streams.
+    func serveMetrics(shutdown: Shutdown) async {
+        let endpoint = MetricsEndpoint(registry: metrics.registry, redis: redis,
+                                       streams: consumedStreams)
+        await endpoint.serve(listen: settings.metricsListen, shutdown: shutdown, logger: logger)
     }
 
     // MARK: Records and events

@@ -25,6 +25,8 @@ public struct SchedulerSettings: Sendable {
     public let breaker: BreakerSettings
     /// TERN_SCHEDULER_CLAIM_IDLE: entries pending this long on a dead consumer are taken over.
     public let claimIdle: Duration
+    /// TERN_METRICS_LISTEN: /metrics and /health (default 127.0.0.1:9101; `off` for none).
+    public let metricsListen: SocketAddress?
 
     public static let defaultRetryDelays: [Duration] = [
         .seconds(300), .seconds(600), .seconds(1200), .seconds(3600), .seconds(7200),
@@ -33,6 +35,7 @@ public struct SchedulerSettings: Sendable {
 
     public init(_ env: Environment, common: CommonSettings) throws {
         self.common = common
+        metricsListen = try MetricsListen.parse(env, default: "127.0.0.1:9101")
         pools = try Pools(env)
         retryDelays = try env.durations("TERN_RETRY_DELAYS", default: Self.defaultRetryDelays)
         guard !retryDelays.isEmpty else { throw ConfigError("TERN_RETRY_DELAYS", "empty") }
