@@ -22,6 +22,7 @@ public struct BounceDaemon: Daemon {
     public let listener: TCPListener
     /// The STARTTLS certificate, re-read by `reload` (SIGHUP); nil without one.
     public let tls: ReloadableTLSContext?
+    let metrics: BounceMetrics
 
     /// A Tern message has one recipient, so a genuine report about it names one; the rest of
     /// a report that names more is not turned into entries.
@@ -35,6 +36,7 @@ public struct BounceDaemon: Daemon {
         self.redis = try RedisClient(url: settings.common.redisURL)
         self.keys = Keys(prefix: settings.common.redisPrefix)
         self.verp = settings.verp
+        self.metrics = BounceMetrics(redis: redis, keys: keys)
         tls = try settings.loadTLS()
         if let fd = Systemd.listenDescriptor() {
             listener = try TCPListener(adopting: fd)
@@ -57,7 +59,15 @@ public struct BounceDaemon: Daemon {
         logger.info("contract version \(Contract.version)")
         ready("taking bounces for \(verp.domain) on \(listener.address)")
         Systemd.startWatchdog { await redis.ping() }
+        metrics.registry.addCollector { [metrics] in
+            metrics.sessions.set(Double(server.sessionCount))
+        }
+        let endpoint = MetricsEndpoint(registry: metrics.registry, redis: redis,
+                                       streams: [BounceMetrics.stream(keys)])
+        async let served: Void = endpoint.serve(listen: settings.metricsListen,
+                                                shutdown: shutdown, logger: logger)
         await server.run(shutdown: shutdown)
+        await served
     }
 
     /// SIGHUP: the certificate and key are read again; new sessions get them, open ones
@@ -184,6 +194,7 @@ public struct BounceDaemon: Daemon {
                          ("message_id", ids.joined(separator: ",")), ("peer", peer))
             return SMTPReply(451, "4.3.0", "cannot record the bounce now, try again later")
         }
+        metrics.reports.inc("bounce", by: Double(ids.count * failed.count))
         for id in ids {
             for status in failed {
                 logger.info("bounce", ("message_id", id), ("status", clean(status.status)),
@@ -207,6 +218,7 @@ public struct BounceDaemon: Daemon {
 
     /// Adds one to an operator counter; a failure is logged, never passed to the peer.
     func count(_ name: String) async {
+        metrics.reports.inc(String(name.dropFirst("bounce.".count)))
         do {
             try await redis.run("HINCRBY", keys.counters, name, "1")
         } catch {

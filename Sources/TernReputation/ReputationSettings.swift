@@ -28,8 +28,12 @@ public struct ReputationSettings: Sendable {
     /// day worth judging.
     public let warmupPolicy: WarmupPolicy
 
+    /// TERN_METRICS_LISTEN: /metrics and /health (default 127.0.0.1:9104; `off` for none).
+    public let metricsListen: SocketAddress?
+
     public init(_ env: Environment, common: CommonSettings) throws {
         self.common = common
+        metricsListen = try MetricsListen.parse(env, default: "127.0.0.1:9104")
         pools = try Pools(env)
         allListed = try AllListedBehaviour.parse(env.string("TERN_POOL_ALL_LISTED",
                                                             default: "hold"), pools: pools)
