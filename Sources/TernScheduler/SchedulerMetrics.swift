@@ -25,6 +25,8 @@ struct SchedulerMetrics: Sendable {
                                     "Messages released to the ready stream.")
         inboundBounces = registry.counter("tern_scheduler_inbound_bounces_total",
                                           "Asynchronous bounces (DSNs) applied.")
+        // A domain of no known provider is its own throttle scope (`default:<domain>`), so
+        // it gets its own series here; nothing caps their number yet.
         let rate = registry.gauge(
             "tern_throttle_rate_per_minute",
             "Messages a minute the adaptive throttle allows from an IP to a provider.",

@@ -96,7 +96,9 @@ import Testing
         let registry = MetricsRegistry()
         ProcessMetrics.register(in: registry)
         let text = await registry.scrape()
-        let rss = text.split(separator: "\n").first { $0.hasPrefix("process_resident_memory_bytes ") }
+        let rss = text.split(separator: "\n").first {
+            $0.hasPrefix("process_resident_memory_bytes ")
+        }
         let bytes = rss.flatMap { Double($0.split(separator: " ")[1]) } ?? 0
         // A Swift test process holds at least a megabyte resident.
         #expect(bytes > 1_000_000)

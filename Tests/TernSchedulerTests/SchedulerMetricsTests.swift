@@ -59,7 +59,8 @@ import TernTestSupport
         try await h.redis.run("XGROUP", "DESTROY", h.keys.stream(.results), "scheduler")
         let health = try await scrape(port: port, path: "/health")
         #expect(health.status == 503)
-        #expect(health.body.contains("consumer group scheduler of stream tern:stream:results is missing"))
+        #expect(health.body.contains(
+            "consumer group scheduler of stream tern:stream:results is missing"))
         h.server.stop()
         let down = try await scrape(port: port, path: "/health")
         #expect(down.status == 503)

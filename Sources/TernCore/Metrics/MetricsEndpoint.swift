@@ -41,7 +41,8 @@ public struct MetricsEndpoint: Sendable {
     public func handle(_ request: HTTPRequest) async -> HTTPResponse? {
         guard request.path == "/metrics" || request.path == "/health" else { return nil }
         guard request.method == "GET" || request.method == "HEAD" else {
-            return .error(405, "method not allowed; use GET, HEAD", headers: ["Allow": "GET, HEAD"])
+            return .error(405, "method not allowed; use GET, HEAD",
+                          headers: ["Allow": "GET, HEAD"])
         }
         if request.path == "/health" {
             if let reason = await problem() {
