@@ -111,4 +111,20 @@ import Testing
         #expect(fields?.first == "S")
         #expect(fields?[14 - 3] == "11")
     }
+
+    @Test func metricsListenDefaultsOffAndSenderInstances() throws {
+        let none = Environment([:])
+        #expect(try MetricsListen.parse(none, default: "127.0.0.1:9101")?.description
+            == "127.0.0.1:9101")
+        let off = Environment(["TERN_METRICS_LISTEN": "off"])
+        #expect(try MetricsListen.parse(off, default: "127.0.0.1:9101") == nil)
+        #expect(MetricsListen.senderDefault(Environment(["TERN_INSTANCE": "3"]))
+            == "127.0.0.1:9113")
+        #expect(MetricsListen.senderDefault(Environment(["TERN_INSTANCE": "eu"]))
+            == "127.0.0.1:9102")
+        #expect(throws: ConfigError.self) {
+            try MetricsListen.parse(Environment(["TERN_METRICS_LISTEN": "9101"]),
+                                    default: "127.0.0.1:9101")
+        }
+    }
 }
