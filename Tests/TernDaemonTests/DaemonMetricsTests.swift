@@ -53,4 +53,26 @@ import TernTestSupport
         #expect(other.status == 404)
         try await h.stop()
     }
+
+    @Test func senderCountsItsDeliveryAndTimesItsDNSLookups() async throws {
+        let port = freePort()
+        let h = try await SenderHarness(env: ["TERN_METRICS_LISTEN": "127.0.0.1:\(port)"])
+        let before = try await scrapeWhenUp(port: port)
+        #expect(before.sample("tern_sender_deliveries_total") == 0)
+        let id = try await h.submit(to: "counted@inbox.example")
+        #expect(try await h.result(id)["outcome"] == "delivered")
+
+        // The gauge goes down just after the result is written: wait for it.
+        let m = try await scrapeUntil(port: port, "tern_sender_deliveries_in_flight", is: 0)
+        #expect(m.sample("tern_sender_deliveries_total") == 1)
+        #expect(m.sample("tern_sender_deliveries_in_flight") == 0)
+        // One MX lookup for inbox.example, then the address of its first MX host.
+        #expect(m.sample(#"tern_dns_lookups_total{type="MX",result="ok"}"#) == 1)
+        #expect(m.sample(#"tern_dns_lookup_duration_seconds_count{type="MX"}"#) == 1)
+        #expect(m.sample(#"tern_dns_lookup_duration_seconds_bucket{type="MX",le="+Inf"}"#) == 1)
+        #expect(m.sample(#"tern_stream_pending{stream="ready",group="sender"}"#) == 0)
+        let health = try await scrape(port: port, path: "/health")
+        #expect(health.status == 200)
+        await h.stop()
+    }
 }

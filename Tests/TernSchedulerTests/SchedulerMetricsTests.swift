@@ -11,14 +11,6 @@ import TernTestSupport
 @Suite(.serialized) struct SchedulerMetricsTests {
     typealias Harness = SchedulerDaemonTests.Harness
 
-    func waitForSample(_ port: Int, _ series: String, _ value: Double) async throws -> Bool {
-        for _ in 0..<200 {
-            if try await scrape(port: port).sample(series) == value { return true }
-            try await Task.sleep(for: .milliseconds(25))
-        }
-        return false
-    }
-
     @Test func oneDeliveredResultCountsOnce() async throws {
         let port = freePort()
         let h = try await Harness(env: ["TERN_METRICS_LISTEN": "127.0.0.1:\(port)"])
@@ -33,9 +25,9 @@ import TernTestSupport
                            reply: "2.0.0 queued as X", ip: ip)
         let delivered = #"tern_scheduler_attempts_total{outcome="delivered",reply_class="2xx","#
             + #"provider="default"}"#
-        #expect(try await waitForSample(port, delivered, 1))
+        #expect(try await scrapeUntil(port: port, delivered, is: 1).sample(delivered) == 1)
 
-        let m = try await scrape(port: port)
+        let m = try await scrapeUntil(port: port, "tern_scheduler_releases_total", is: 1)
         #expect(m.status == 200)
         #expect(m.head.contains("Content-Type: text/plain; version=0.0.4"))
         #expect(m.sample("tern_scheduler_releases_total") == 1)

@@ -49,3 +49,16 @@ public func scrapeWhenUp(port: Int, path: String = "/metrics") async throws -> S
     }
     return try await scrape(port: port, path: path)
 }
+
+/// Scrapes until `series` has `value` (work finishing in another task), for up to five
+/// seconds; returns the last scrape either way, for the test's own expectations.
+public func scrapeUntil(port: Int, _ series: String, is value: Double) async throws
+    -> ScrapeReply
+{
+    var reply = try await scrape(port: port)
+    for _ in 0..<200 where reply.sample(series) != value {
+        try await Task.sleep(for: .milliseconds(25))
+        reply = try await scrape(port: port)
+    }
+    return reply
+}
