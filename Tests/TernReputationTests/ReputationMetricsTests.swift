@@ -1,6 +1,7 @@
 // The reputation monitor's /metrics over a real socket: an IP one list lists shows as listed
 // on that list and clean on the other, its pool counts one active IP, and every blocklist
-// answer is counted.
+// answer is counted. Part of ReputationDaemonTests' serialized suite: two blocklist worlds
+// and monitors at once slow each other's rounds past the other tests' waits on two cores.
 
 import Testing
 import TernCore
@@ -8,7 +9,7 @@ import TernMail
 import TernTestSupport
 @testable import TernReputation
 
-@Suite(.serialized) struct ReputationMetricsTests {
+extension ReputationDaemonTests {
     @Test func listingsActiveIPsAndLookupsAreExposed() async throws {
         let listed: [String: Any] = ["2.0.0.127.zen.dnsbl.example": ["A": ["127.0.0.4"]]]
         let world = try await BlocklistWorld.start(records: listed)
