@@ -40,6 +40,14 @@ public struct ReputationDaemon: Daemon {
     }
 
     public func run(shutdown: Shutdown, ready: @escaping @Sendable (String) -> Void) async throws {
+        // Served from the start, so that /health says why while Redis is still missing.
+        let endpoint = MetricsEndpoint(registry: metrics.registry, redis: redis,
+                                       streams: ReputationMetrics.streams(keys))
+        let metricsServer = Task {
+            await endpoint.serve(listen: settings.metricsListen, shutdown: shutdown,
+                                 logger: logger)
+        }
+        defer { metricsServer.cancel() }
         // Wait for Redis rather than exit: systemd would only restart us into the same state.
         while !(await redis.ping()) {
             if shutdown.isRequested { return }
@@ -57,15 +65,10 @@ public struct ReputationDaemon: Daemon {
             group.addTask { await consume(.results, shutdown: shutdown) }
             group.addTask { await consume(.inbound, shutdown: shutdown) }
             group.addTask { await warmupLoop(shutdown: shutdown) }
-            group.addTask {
-                let endpoint = MetricsEndpoint(registry: metrics.registry, redis: redis,
-                                               streams: ReputationMetrics.streams(keys))
-                await endpoint.serve(listen: settings.metricsListen, shutdown: shutdown,
-                                     logger: logger)
-            }
             await shutdown.wait()
             group.cancelAll()
         }
+        await metricsServer.value
         await resolver.close()
     }
 

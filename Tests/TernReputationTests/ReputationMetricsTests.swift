@@ -39,3 +39,19 @@ extension ReputationDaemonTests {
         await h.stop()
     }
 }
+
+extension ReputationDaemonTests {
+    @Test func healthSaysRedisIsMissingWhileTheMonitorWaitsForIt() async throws {
+        let port = freePort()
+        let h = try await ReputationHarness(env: [
+            "TERN_REDIS_URL": "redis://127.0.0.1:\(freePort())",
+            // Nothing is looked up before Redis answers; a port where nothing listens.
+            "TERN_DNS_RESOLVER": "127.0.0.1:\(freePort())",
+            "TERN_POOLS": "default=127.0.0.2/out1.example",
+            "TERN_METRICS_LISTEN": "127.0.0.1:\(port)"])
+        let health = try await scrapeWhenUp(port: port, path: "/health")
+        #expect(health.status == 503)
+        #expect(health.body.contains("is not reachable"))
+        await h.stop()
+    }
+}
