@@ -415,6 +415,10 @@ class TernStack:
         self.world = world
         self.api_port = free_port()
         self.bounce_port = free_port()
+        # Each daemon serves /metrics and /health on a port of its own (TERN_METRICS_LISTEN,
+        # set per daemon in _spawn); the API serves them on its own port.
+        self.metrics_ports = {d: free_port() for d in DAEMONS if d != "tern-api"}
+        self.metrics_ports["tern-api"] = self.api_port
         self.env = {
             "TERN_REDIS_URL": redis.url,
             "TERN_REDIS_PREFIX": PREFIX,
@@ -471,8 +475,10 @@ class TernStack:
                     "WATCHDOG_USEC", "WATCHDOG_PID")}
         with open(self.log_path(daemon, "stdout"), "ab") as out, \
                 open(self.log_path(daemon), "ab") as err:
+            own = {} if daemon == "tern-api" else {
+                "TERN_METRICS_LISTEN": f"127.0.0.1:{self.metrics_ports[daemon]}"}
             spawn(lambda p, d=daemon: self.processes.__setitem__(d, p),
-                  [str(self.bin_dir / daemon)], env={**base, **self.env},
+                  [str(self.bin_dir / daemon)], env={**base, **self.env, **own},
                   cwd=self.directory, stdin=subprocess.DEVNULL, stdout=out, stderr=err)
 
     def crash(self, daemon):
@@ -564,6 +570,17 @@ class TernStack:
                 # A server may answer an over-large body (413) and close before reading
                 # it all (RFC 9110 section 15.5.14); its answer is still there to read.
                 pass
+            reply = conn.getresponse()
+            return Response(reply.status, dict(reply.getheaders()), reply.read())
+        finally:
+            conn.close()
+
+    def scrape(self, daemon, path="/metrics", timeout=5.0):
+        """GET `path` from `daemon`'s metrics port; returns a Response."""
+        conn = http.client.HTTPConnection("127.0.0.1", self.metrics_ports[daemon],
+                                          timeout=timeout)
+        try:
+            conn.request("GET", path)
             reply = conn.getresponse()
             return Response(reply.status, dict(reply.getheaders()), reply.read())
         finally:

@@ -3,9 +3,9 @@
 // MULTI/EXEC, so a message is either wholly accepted or not at all. It also answers what
 // became of a message and whether Redis is reachable.
 //
-// Routes: POST /v1/send, GET /v1/messages/{id}, GET /health. Everything the client sends is
-// untrusted: the HTTP server bounds sizes and times, `SendRequest` validates every field,
-// and only what passed both reaches Redis.
+// Routes: POST /v1/send, GET /v1/messages/{id}, GET /health, GET /metrics. Everything the
+// client sends is untrusted: the HTTP server bounds sizes and times, `SendRequest` validates
+// every field, and only what passed both reaches Redis.
 
 import Foundation
 import TernCore
@@ -17,6 +17,7 @@ public struct APIDaemon: Daemon {
     let redis: RedisClient
     let keys: Keys
     let signer: DKIMSigner
+    let metrics: APIMetrics
 
     public init(settings: APISettings, logger: Logger) throws {
         self.settings = settings
@@ -24,6 +25,7 @@ public struct APIDaemon: Daemon {
         self.redis = try RedisClient(url: settings.common.redisURL)
         self.keys = Keys(prefix: settings.common.redisPrefix)
         self.signer = DKIMSigner(keys: settings.dkimKeys)
+        self.metrics = APIMetrics(redis: redis, keys: keys)
     }
 
     public func run(shutdown: Shutdown, ready: @escaping @Sendable (String) -> Void) async throws {
@@ -61,9 +63,16 @@ public struct APIDaemon: Daemon {
             guard readOnly else { return notAllowed("GET, HEAD") }
             return await health()
         }
+        if path == "/metrics" {
+            guard readOnly else { return notAllowed("GET, HEAD") }
+            return .text(200, await metrics.registry.scrape(),
+                         contentType: "text/plain; version=0.0.4")
+        }
         if path == "/v1/send" {
             guard request.method == "POST" else { return notAllowed("POST") }
-            return await send(request)
+            let response = await send(request)
+            metrics.answered(response)
+            return response
         }
         if let answer = await operatorRoute(request) { return answer }
         if let answer = await ipRoute(request) { return answer }

@@ -71,6 +71,7 @@ extension APIDaemon {
             commands.append(["HINCRBY", .text(keys.counters),
                              .text(dkim.isSigned ? "dkim.signed" : "dkim.unsigned"), "1"])
             _ = try await redis.transaction(commands)
+            metrics.dkim.inc(dkim.isSigned ? "signed" : "unsigned")
         } catch {
             logger.error("could not queue a message: \(error)", ("message_id", id))
             return .error(503, "the queue is unavailable; nothing was accepted, try again",

@@ -29,6 +29,7 @@ public struct BounceDaemon: Daemon {
     public let listener: TCPListener
     /// The STARTTLS certificate, re-read by `reload` (SIGHUP); nil without one.
     public let tls: ReloadableTLSContext?
+    let metrics: BounceMetrics
 
     /// A Tern message has one recipient, so a genuine report about it names one; the rest of
     /// a report that names more is not turned into entries.
@@ -43,6 +44,7 @@ public struct BounceDaemon: Daemon {
         self.redis = try RedisClient(url: settings.common.redisURL)
         self.keys = Keys(prefix: settings.common.redisPrefix)
         self.verp = settings.verp
+        self.metrics = BounceMetrics(redis: redis, keys: keys)
         tls = try settings.loadTLS()
         self.classifier = BounceClassifier(verp: settings.verp)
         if let fd = Systemd.listenDescriptor() {
@@ -67,7 +69,15 @@ public struct BounceDaemon: Daemon {
         ready("taking bounces for \(verp.domain) and \(settings.feedbackAddresses.count) "
               + "feedback address(es) on \(listener.address)")
         Systemd.startWatchdog { await redis.ping() }
+        metrics.registry.addCollector { [metrics] in
+            metrics.sessions.set(Double(server.sessionCount))
+        }
+        let endpoint = MetricsEndpoint(registry: metrics.registry, redis: redis,
+                                       streams: [BounceMetrics.stream(keys)])
+        async let served: Void = endpoint.serve(listen: settings.metricsListen,
+                                                shutdown: shutdown, logger: logger)
         await server.run(shutdown: shutdown)
+        await served
     }
 
     /// SIGHUP: the certificate and key are read again; new sessions get them, open ones
@@ -217,6 +227,7 @@ public struct BounceDaemon: Daemon {
             return SMTPReply(451, "4.3.0", "cannot record the report now, try again later")
         }
         for (id, r) in entries {
+            metrics.reports.inc(r.kind.rawValue)
             logger.info(r.kind.rawValue, ("message_id", id), ("severity", r.severity.rawValue),
                         ("reason", r.reason.rawValue), ("status", clean(r.status)),
                         ("rcpt", clean(r.recipient)), ("reporter", clean(r.reporter)),
@@ -238,6 +249,7 @@ public struct BounceDaemon: Daemon {
 
     /// Adds one to an operator counter; a failure is logged, never passed to the peer.
     func count(_ name: String) async {
+        metrics.reports.inc(String(name.dropFirst("bounce.".count)))
         do {
             try await redis.run("HINCRBY", keys.counters, name, "1")
         } catch {

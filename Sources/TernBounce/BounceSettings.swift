@@ -10,6 +10,8 @@ public struct BounceSettings: Sendable {
     /// TERN_BOUNCE_LISTEN: where to listen for bounces (default 0.0.0.0:25, the port remote
     /// MTAs use). A socket passed by systemd (socket activation) wins over this.
     public let listen: SocketAddress
+    /// TERN_METRICS_LISTEN: /metrics and /health (default 127.0.0.1:9103; `off` for none).
+    public let metricsListen: SocketAddress?
     /// TERN_VERP_DOMAIN and TERN_VERP_SECRET: the return paths that are ours, and the key
     /// that verifies them (required; the sender signs with the same ones).
     public let verp: VERP
@@ -51,6 +53,7 @@ public struct BounceSettings: Sendable {
     public init(_ env: Environment, common: CommonSettings) throws {
         self.common = common
         listen = try env.address("TERN_BOUNCE_LISTEN", default: "0.0.0.0:25")
+        metricsListen = try MetricsListen.parse(env, default: "127.0.0.1:9103")
         verp = try VERP(env)
         var fbl: Set<String> = []
         for item in env.string("TERN_FBL_ADDRESSES", default: "").split(separator: ",") {

@@ -143,13 +143,14 @@ public final class DNSResolver: Sendable {
     private let open = Mutex(true)
     private let outstanding = Mutex<[ObjectIdentifier: UnboundQuery]>([:])
     private let pump: Task<Void, Never>
+    private let metrics: DNSMetrics?
 
     /// A resolver that forwards every query to `forwarder` (never the system resolver).
     /// `timeout` bounds each lookup; a lookup that takes longer is a temporary failure.
     /// `cache: false` keeps no answer between lookups: a blocklist check must see a delisting
     /// at the next check, and the forwarder caches anyway.
     public init(forwarder: SocketAddress, timeout: Duration = .seconds(30),
-                cache: Bool = true) throws {
+                cache: Bool = true, metrics: DNSMetrics? = nil) throws {
         guard let ctx = ub_ctx_create() else {
             throw ConfigError("TERN_DNS_RESOLVER", "libunbound: cannot create a context")
         }
@@ -182,6 +183,7 @@ public final class DNSResolver: Sendable {
         self.context = context
         self.fd = fd
         self.timeout = timeout
+        self.metrics = metrics
         pump = Task.detached {
             while !Task.isCancelled {
                 do {
@@ -271,6 +273,14 @@ public final class DNSResolver: Sendable {
     }
 
     private func query(_ name: String, type: Int32) async -> UnboundAnswer {
+        guard let metrics else { return await lookup(name, type: type) }
+        let started = ContinuousClock.now
+        let answer = await lookup(name, type: type)
+        metrics.record(type: type, answer: answer, took: ContinuousClock.now - started)
+        return answer
+    }
+
+    private func lookup(_ name: String, type: Int32) async -> UnboundAnswer {
         guard Self.isPlausibleName(name) else {
             return UnboundAnswer(error: "not a domain name: \(Logger.printable(name))")
         }

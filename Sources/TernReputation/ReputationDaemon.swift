@@ -18,6 +18,7 @@ public struct ReputationDaemon: Daemon {
     let redis: RedisClient
     let keys: Keys
     let resolver: DNSResolver
+    let metrics: ReputationMetrics
 
     /// One watched address: the EHLO names it announces and the pools it is in.
     struct Watched: Sendable {
@@ -31,11 +32,22 @@ public struct ReputationDaemon: Daemon {
         self.logger = logger
         self.redis = try RedisClient(url: settings.common.redisURL)
         self.keys = Keys(prefix: settings.common.redisPrefix)
+        let metrics = ReputationMetrics(redis: redis, keys: keys, pools: settings.pools)
+        self.metrics = metrics
         self.resolver = try DNSResolver(forwarder: settings.dnsResolver,
-                                        timeout: settings.dnsTimeout, cache: false)
+                                        timeout: settings.dnsTimeout, cache: false,
+                                        metrics: metrics.dns)
     }
 
     public func run(shutdown: Shutdown, ready: @escaping @Sendable (String) -> Void) async throws {
+        // Served from the start, so that /health says why while Redis is still missing.
+        let endpoint = MetricsEndpoint(registry: metrics.registry, redis: redis,
+                                       streams: ReputationMetrics.streams(keys))
+        let metricsServer = Task {
+            await endpoint.serve(listen: settings.metricsListen, shutdown: shutdown,
+                                 logger: logger)
+        }
+        defer { metricsServer.cancel() }
         // Wait for Redis rather than exit: systemd would only restart us into the same state.
         while !(await redis.ping()) {
             if shutdown.isRequested { return }
@@ -56,6 +68,7 @@ public struct ReputationDaemon: Daemon {
             await shutdown.wait()
             group.cancelAll()
         }
+        await metricsServer.value
         await resolver.close()
     }
 
@@ -141,6 +154,10 @@ public struct ReputationDaemon: Daemon {
             log.warning("identity check did not finish: \(why)")
         }
         standings[ip.address] = standing
+        for list in settings.blocklists.lists {
+            let isListed: Double = standing.listings[list.name] == nil ? 0 : 1
+            metrics.listed.set(isListed, ip.address, list.name)
+        }
 
         var cmds = stateCommands(ip, standing, errors: errors, unknown: unknown, nowMs: now)
         if !errors.isEmpty {
@@ -171,7 +188,9 @@ public struct ReputationDaemon: Daemon {
                 guard let name = list.queryName(ip) else { continue }
                 group.addTask {
                     // Lists answer with A records, for IPv6 addresses too (RFC 5782 §2.4).
-                    (list.name, list.classify(await resolver.addresses(name, ipv6: false)))
+                    let answer = list.classify(await resolver.addresses(name, ipv6: false))
+                    metrics.dnsblLookups.inc(list.name, ReputationMetrics.result(answer))
+                    return (list.name, answer)
                 }
             }
             var out: [String: BlocklistAnswer] = [:]

@@ -31,8 +31,12 @@ public struct ReputationSettings: Sendable {
     /// statistics and warm-up caps are kept under the names the scheduler throttles by.
     public let providers: ProviderCatalog
 
+    /// TERN_METRICS_LISTEN: /metrics and /health (default 127.0.0.1:9104; `off` for none).
+    public let metricsListen: SocketAddress?
+
     public init(_ env: Environment, common: CommonSettings) throws {
         self.common = common
+        metricsListen = try MetricsListen.parse(env, default: "127.0.0.1:9104")
         pools = try Pools(env)
         allListed = try AllListedBehaviour.parse(env.string("TERN_POOL_ALL_LISTED",
                                                             default: "hold"), pools: pools)

@@ -24,6 +24,7 @@ public struct SchedulerDaemon: Daemon {
     let learnedProviders = LearnedProviders()
     /// The release path's clock (ms since the epoch); tests move it to another UTC day.
     let clock: @Sendable () -> Int64
+    let metrics: SchedulerMetrics
 
     public init(settings: SchedulerSettings, logger: Logger,
                 clock: @escaping @Sendable () -> Int64 = { nowMs() }) throws {
@@ -35,6 +36,8 @@ public struct SchedulerDaemon: Daemon {
         self.policy = RetryPolicy(delays: settings.retryDelays)
         self.throttles = Throttles(settings: settings.throttle)
         self.breakers = Breakers(settings: settings.breaker)
+        self.metrics = SchedulerMetrics(throttles: throttles, breakers: breakers)
+        metrics.registry.streamMetrics(redis: redis, streams: consumedStreams)
     }
 
     public func run(shutdown: Shutdown, ready: @escaping @Sendable (String) -> Void) async throws {
@@ -43,9 +46,17 @@ public struct SchedulerDaemon: Daemon {
         }
         ready("scheduling \(settings.pools.byName.count) pool(s) when leading")
         // One scheduler leads; others stand by, so the throttles and breakers it keeps in
-        // memory have one writer. Each new leader starts from what the last one saved.
+        // memory have one writer. Each new leader starts from what the last one saved. The
+        // metrics and health endpoint answers whether this one leads or not.
         let lease = LeaderLease(redis: redis, key: keys.schedulerLeader,
                                 instance: settings.common.instance, ttl: settings.leaderTTL)
+        await withTaskGroup(of: Void.self) { outer in
+            outer.addTask { await serveMetrics(shutdown: shutdown) }
+            outer.addTask { await lead(lease, shutdown: shutdown) }
+        }
+    }
+
+    private func lead(_ lease: LeaderLease, shutdown: Shutdown) async {
         await lease.lead(shutdown: shutdown, logger: logger) {
             do {
                 try await restoreThrottles()
@@ -218,6 +229,7 @@ public struct SchedulerDaemon: Daemon {
             }
             if parts.first == "released", parts.count == 3 {
                 released += 1
+                metrics.releases.inc()
                 throttles.sent(ip: ip.address, provider: provider, nowMs: now)
                 if !capName.isEmpty { caps[ip.address]?.sent[capName, default: 0] += 1 }
                 logger.info("released", ("message_id", parts[1]), ("group", group),
@@ -312,6 +324,7 @@ public struct SchedulerDaemon: Daemon {
         }
         cmds += ack(.results, entry)
         _ = try await redis.transaction(cmds)
+        metrics.attempt(attempt, outcome: attempt.outcome, provider: provider.name)
         log.info("attempt \(attempt.outcome.rawValue)", ("domain", record.domain),
                  ("mx", attempt.mx), ("ip", attempt.ip), ("code", String(attempt.code)),
                  ("decision", decision.map { "\($0)" } ?? "none"))
@@ -378,6 +391,20 @@ public struct SchedulerDaemon: Daemon {
         }
         cmds += ack(.inbound, entry)
         _ = try await redis.transaction(cmds)
+        metrics.inboundBounces.inc()
+    }
+
+    var consumedStreams: [ConsumedStream] {
+        [StreamName.submit, .results, .inbound].map {
+            ConsumedStream(name: $0.rawValue, key: keys.stream($0), group: $0.group)
+        }
+    }
+
+    /// /metrics and /health on TERN_METRICS_LISTEN, with the scheduler's three streams.
+    func serveMetrics(shutdown: Shutdown) async {
+        let endpoint = MetricsEndpoint(registry: metrics.registry, redis: redis,
+                                       streams: consumedStreams)
+        await endpoint.serve(listen: settings.metricsListen, shutdown: shutdown, logger: logger)
     }
 
     /// A history entry that is not an event: a report worth showing in the message's story

@@ -32,6 +32,8 @@ public struct SchedulerSettings: Sendable {
     /// TERN_SCHEDULER_LEASE: how long the leader's lease lives unless renewed; a standby
     /// scheduler takes over within this time of the leader's death.
     public let leaderTTL: Duration
+    /// TERN_METRICS_LISTEN: /metrics and /health (default 127.0.0.1:9101; `off` for none).
+    public let metricsListen: SocketAddress?
 
     public static let defaultRetryDelays: [Duration] = [
         .seconds(300), .seconds(600), .seconds(1200), .seconds(3600), .seconds(7200),
@@ -40,6 +42,7 @@ public struct SchedulerSettings: Sendable {
 
     public init(_ env: Environment, common: CommonSettings) throws {
         self.common = common
+        metricsListen = try MetricsListen.parse(env, default: "127.0.0.1:9101")
         pools = try Pools(env)
         retryDelays = try env.durations("TERN_RETRY_DELAYS", default: Self.defaultRetryDelays)
         guard !retryDelays.isEmpty else { throw ConfigError("TERN_RETRY_DELAYS", "empty") }

@@ -23,19 +23,21 @@ public struct SenderDaemon: Daemon {
     let logger: Logger
     let redis: RedisClient
     let keys: Keys
+    let metrics: SenderMetrics
 
     public init(settings: SenderSettings, logger: Logger) throws {
         self.settings = settings
         self.logger = logger
         self.redis = try RedisClient(url: settings.common.redisURL)
         self.keys = Keys(prefix: settings.common.redisPrefix)
+        self.metrics = SenderMetrics(redis: redis, keys: keys)
     }
 
     public func run(shutdown: Shutdown, ready: @escaping @Sendable (String) -> Void) async throws {
         let stream = keys.stream(.ready)
         try await redis.ensureGroup(stream: stream, group: StreamName.ready.group)
         let resolver = try DNSResolver(forwarder: settings.dnsResolver,
-                                      timeout: settings.dnsTimeout)
+                                      timeout: settings.dnsTimeout, metrics: metrics.dns)
         let delivery = MXDelivery(resolver: resolver, port: settings.smtpPort,
                                   timeouts: settings.timeouts, logger: logger,
                                   tls: try settings.clientTLS())
@@ -49,10 +51,19 @@ public struct SenderDaemon: Daemon {
             slots.stop()
         }
         let heartbeat = Task { await keepFresh(slots) }
+        let endpoint = MetricsEndpoint(registry: metrics.registry, redis: redis,
+                                       streams: [SenderMetrics.stream(keys)])
+        let metricsServer = Task {
+            await endpoint.serve(listen: settings.metricsListen, shutdown: shutdown,
+                                 logger: logger)
+        }
         await withDiscardingTaskGroup { group in
             await readLoop(shutdown: shutdown, slots: slots) { entry in
                 group.addTask {
+                    metrics.started.inc()
+                    metrics.inFlight.add(1)
                     await handle(entry, delivery: delivery)
+                    metrics.inFlight.add(-1)
                     slots.finish(entry.id)
                 }
             }
@@ -64,6 +75,7 @@ public struct SenderDaemon: Daemon {
         }
         heartbeat.cancel()
         stopWaiting.cancel()
+        await metricsServer.value
         await resolver.close()
     }
 

@@ -42,7 +42,12 @@ public struct SenderSettings: Sendable {
     /// clear text without trying TLS (default 1h).
     public let tlsFallbackTTL: Duration
 
+    /// TERN_METRICS_LISTEN: /metrics and /health (default 127.0.0.1:9102, or 9110 + N for
+    /// a numeric TERN_INSTANCE N, as `tern-sender@N` sets it; `off` for none).
+    public let metricsListen: SocketAddress?
+
     public init(_ env: Environment, common: CommonSettings) throws {
+        metricsListen = try MetricsListen.parse(env, default: MetricsListen.senderDefault(env))
         self.common = common
         dnsResolver = try env.address("TERN_DNS_RESOLVER", default: "127.0.0.1:53")
         dnsTimeout = try env.duration("TERN_DNS_TIMEOUT", default: .seconds(30))

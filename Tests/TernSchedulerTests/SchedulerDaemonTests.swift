@@ -21,7 +21,8 @@ import TernTestSupport
             redis = try RedisClient(url: server.url)
             var values = ["TERN_REDIS_URL": server.url, "TERN_INSTANCE": "t",
                           "TERN_POOLS": "default=127.0.0.2/out1.example,127.0.0.3/out2.example",
-                          "TERN_RETRY_DELAYS": "1s", "TERN_GROUP_INTERVAL": "0ms"]
+                          "TERN_RETRY_DELAYS": "1s", "TERN_GROUP_INTERVAL": "0ms",
+                          "TERN_METRICS_LISTEN": "off"]
             values.merge(env) { _, b in b }
             let environment = Environment(values)
             let settings = try SchedulerSettings(

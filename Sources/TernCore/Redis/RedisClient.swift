@@ -59,6 +59,15 @@ public final class RedisClient: Sendable {
         return try await withConnection { try await $0.send(encoded, deadline: self.deadline()) }
     }
 
+    /// Pipelined commands that must answer within `timeout` (scrapes, health checks), so a
+    /// slow Redis makes a scrape fail fast instead of hanging it.
+    public func pipeline(_ commands: [[RedisArg]], within timeout: Duration) async throws
+        -> [RedisValue]
+    {
+        let encoded = commands.map { $0.map(\.bytes) }
+        return try await withConnection { try await $0.send(encoded, deadline: .now + timeout) }
+    }
+
     /// MULTI … EXEC: every command or none. Returns EXEC's replies.
     public func transaction(_ commands: [[RedisArg]]) async throws -> [RedisValue] {
         var all: [[RedisArg]] = [["MULTI"]]
