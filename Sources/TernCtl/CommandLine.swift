@@ -46,7 +46,7 @@ public struct CtlCommand: Sendable {
 }
 
 public enum TernCtl {
-    public static let commands: [CtlCommand] = [ClassifyCommand.command]
+    public static let commands: [CtlCommand] = [ClassifyCommand.command, ProvidersCommand.command]
 
     public static var help: String {
         var text = """
