@@ -230,7 +230,7 @@ public struct SchedulerDaemon: Daemon {
             if parts.first == "released", parts.count == 3 {
                 released += 1
                 metrics.releases.inc()
-                throttles.sent(ip: ip.address, provider: provider, nowMs: now)
+                throttles.sent(ip: ip.address, pool: poolName, provider: provider, nowMs: now)
                 if !capName.isEmpty { caps[ip.address]?.sent[capName, default: 0] += 1 }
                 logger.info("released", ("message_id", parts[1]), ("group", group),
                             ("provider", provider.name), ("ip", ip.address),

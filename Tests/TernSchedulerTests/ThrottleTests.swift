@@ -103,3 +103,23 @@ import TernMail
         #expect(rate.changedMs == 9)
     }
 }
+
+@Suite struct PoolCeilingTests {
+    @Test func aProviderLimitForThePoolHoldsAcrossItsIPs() {
+        var gmail = ProviderCatalog.builtin.profile(named: "gmail")!
+        gmail.poolMessagesPerMinute = 60                 // one a second for the whole pool
+        let ips = [SourceIP(address: "192.0.2.1", helo: "a"), SourceIP(address: "192.0.2.2",
+                                                                       helo: "b")]
+        let throttles = Throttles(settings: ThrottleSettings())
+        let first = throttles.pick(ips, pool: "p", provider: gmail, nowMs: 0)
+        #expect(first.ip?.address == "192.0.2.1")
+        throttles.sent(ip: "192.0.2.1", pool: "p", provider: gmail, nowMs: 0)
+        // The second IP has room of its own, but the pool has used its second.
+        let second = throttles.pick(ips, pool: "p", provider: gmail, nowMs: 500)
+        #expect(second.ip == nil && second.retryAtMs == 1_000)
+        #expect(throttles.pick(ips, pool: "p", provider: gmail, nowMs: 1_000).ip?.address
+                == "192.0.2.2")
+        // Another pool is not held by this one.
+        #expect(throttles.pick(ips, pool: "q", provider: gmail, nowMs: 500).ip != nil)
+    }
+}

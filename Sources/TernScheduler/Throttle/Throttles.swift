@@ -12,6 +12,9 @@ final class Throttles: Sendable {
         var rates: [String: AdaptiveRate] = [:]
         /// The earliest time each IP may send its next message to each provider.
         var nextAtMs: [String: Int64] = [:]
+        /// The earliest time a pool may send its next message to a provider that limits the
+        /// pool as a whole (`poolMessagesPerMinute`).
+        var poolNextAtMs: [String: Int64] = [:]
         var turn: [String: Int] = [:]
     }
 
@@ -51,6 +54,10 @@ final class Throttles: Sendable {
               allowed: Set<String>? = nil) -> (ip: SourceIP?, retryAtMs: Int64)
     {
         state.withLock { s in
+            if provider.poolMessagesPerMinute > 0,
+               let poolAt = s.poolNextAtMs[pool + "|" + provider.name], poolAt > nowMs {
+                return (nil, poolAt)
+            }
             var earliest = Int64.max
             let start = s.turn[pool + "|" + provider.name, default: 0]
             for offset in 0..<ips.count {
@@ -70,9 +77,16 @@ final class Throttles: Sendable {
         }
     }
 
-    /// Notes a message released from `ip` to `provider`: its next one waits one interval.
-    func sent(ip: String, provider: ProviderProfile, nowMs: Int64) {
+    /// Notes a message released from `ip` of `pool` to `provider`: the IP's next one waits
+    /// one interval at its rate, and the pool's one interval at the pool's ceiling, if any.
+    func sent(ip: String, pool: String, provider: ProviderProfile, nowMs: Int64) {
         state.withLock { s in
+            if provider.poolMessagesPerMinute > 0 {
+                let key = pool + "|" + provider.name
+                let interval = Int64((60_000 / Double(provider.poolMessagesPerMinute))
+                    .rounded(.up))
+                s.poolNextAtMs[key] = max(s.poolNextAtMs[key] ?? 0, nowMs) + interval
+            }
             let key = Self.key(ip: ip, provider: provider.name)
             let rate = s.rates[key] ?? AdaptiveRate(ceiling: provider.messagesPerMinute,
                                                     nowMs: nowMs)
