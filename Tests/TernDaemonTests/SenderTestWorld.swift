@@ -28,20 +28,9 @@ final class SenderTestWorld: Sendable {
         subscript(_ key: String) -> String? { meta[key] as? String }
     }
 
-    static var root: String {
-        URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
-            .deletingLastPathComponent().path
-    }
+    static var root: String { repositoryRoot }
 
-    /// python3 as found on PATH (the one with aiosmtpd and dnslib installed).
-    static var python: String {
-        let path = ProcessInfo.processInfo.environment["PATH"] ?? "/usr/bin"
-        for dir in path.split(separator: ":") {
-            let candidate = String(dir) + "/python3"
-            if FileManager.default.isExecutableFile(atPath: candidate) { return candidate }
-        }
-        return "/usr/bin/python3"
-    }
+    static var python: String { python3 }
 
     private init(pid: pid_t, dir: String, spool: String, dnsPort: UInt16, smtpPort: UInt16,
                  tlsCert: String) {

@@ -16,19 +16,9 @@ final class BlocklistWorld: Sendable {
     let dir: String
     let dnsPort: UInt16
 
-    static var root: String {
-        URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
-            .deletingLastPathComponent().path
-    }
+    static var root: String { repositoryRoot }
 
-    static var python: String {
-        let path = ProcessInfo.processInfo.environment["PATH"] ?? "/usr/bin"
-        for dir in path.split(separator: ":") {
-            let candidate = String(dir) + "/python3"
-            if FileManager.default.isExecutableFile(atPath: candidate) { return candidate }
-        }
-        return "/usr/bin/python3"
-    }
+    static var python: String { python3 }
 
     var config: String { dir + "/config.json" }
     var describe: String { dir + "/world.json" }
