@@ -166,7 +166,7 @@ class MxHandler:
         return reply
 
     async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
-        reply = self.rcpt_reply(address)
+        reply = self.rcpt_reply(address, session.peer[0] if session.peer else "")
         if reply is None:
             # drop-once: the connection goes away mid-transaction, no reply at all.
             self.note(server, session, "rcpt", address, "(connection dropped)")
@@ -178,7 +178,7 @@ class MxHandler:
         self.note(server, session, "rcpt", address, reply)
         return reply
 
-    def rcpt_reply(self, address):
+    def rcpt_reply(self, address, peer=""):
         base = local_base(address)
         if self.host.reject_all:
             return "550 5.7.1 Delivery not authorized, message refused by policy"
@@ -192,6 +192,11 @@ class MxHandler:
             return "451 4.3.0 Temporary failure, please try again"
         if base == "drop-once" and self.scripts.first_time("drop-once", address):
             return None
+        if base == "rate-once" and self.scripts.first_time("rate-once", address):
+            return "421 4.7.0 Try again later, closing connection (rate limited)"
+        if base.startswith("block-") and peer == base[len("block-"):].replace("-", "."):
+            return (f"554 5.7.1 Service unavailable; client host [{peer}] blocked using "
+                    "zen.dnsbl.example")
         return "250 2.1.5 Recipient OK"
 
     async def handle_DATA(self, server, session, envelope):

@@ -19,7 +19,8 @@ public struct SchedulerSettings: Sendable {
     public let groupInterval: Duration
     /// TERN_PROVIDERS_FILE: the operator's provider profiles over the built-in ones.
     public let providers: ProviderCatalog
-    /// TERN_THROTTLE_BACKOFF, TERN_THROTTLE_MAX_BACKOFF, TERN_THROTTLE_BLOCK_PAUSE.
+    /// TERN_THROTTLE_BACKOFF, TERN_THROTTLE_MAX_BACKOFF, TERN_THROTTLE_BLOCK_PAUSE,
+    /// TERN_THROTTLE_STEP.
     public let throttle: ThrottleSettings
     /// TERN_BREAKER_*: the organisations' circuit breakers (see `BreakerSettings`).
     public let breaker: BreakerSettings
@@ -55,6 +56,9 @@ public struct SchedulerSettings: Sendable {
                                                default: throttle.maxBackoff)
         throttle.blockPause = try env.duration("TERN_THROTTLE_BLOCK_PAUSE",
                                                default: throttle.blockPause)
+        throttle.successesPerStep = try env.int("TERN_THROTTLE_STEP",
+                                                default: throttle.successesPerStep,
+                                                range: 1...100_000)
         self.throttle = throttle
         var breaker = BreakerSettings()
         breaker.bounceThreshold = try env.fraction("TERN_BREAKER_BOUNCE_RATE",
