@@ -6,6 +6,11 @@
 // silent connection moves on to the next address and host, a 554 greeting to the next host
 // (RFC 5321 §3.1), and any other SMTP answer ends the attempt. When every host is exhausted
 // the attempt defers, unless every host answered with a permanent refusal.
+//
+// Connections come from the `SessionPool`: an idle session to the same address from the same
+// source IP is reused. A reused session that fails before the first reply of the transaction
+// (the server closed it while idle, or says 421 to MAIL) costs nothing: the message is
+// offered once more on a fresh connection.
 
 import TernCore
 import TernMail
@@ -16,20 +21,25 @@ public struct MXDelivery: Sendable {
     /// The port every MX host is reached on (TERN_SMTP_PORT).
     public let port: UInt16
     public let timeouts: SMTPClientTimeouts
+    public let pool: SessionPool
+    /// TERN_GROUP_CONNECTION_WAIT: how long a message waits for a connection of its group.
+    public let groupWait: Duration
     public let logger: Logger
 
     public init(resolver: MXResolver, port: UInt16, timeouts: SMTPClientTimeouts,
-                logger: Logger) {
+                pool: SessionPool, groupWait: Duration, logger: Logger) {
         self.resolver = resolver
         self.port = port
         self.timeouts = timeouts
+        self.pool = pool
+        self.groupWait = groupWait
         self.logger = logger
     }
 
     /// Delivers `message` to the MX hosts of `domain`, connecting from `source` (nil: the
-    /// kernel picks) and announcing `helo`.
-    public func deliver(_ message: OutboundMessage, domain: String, source: SocketAddress?,
-                        helo: String) async -> DeliveryResult {
+    /// kernel picks) and announcing `helo`; a new connection takes a lease on `group`.
+    public func deliver(_ message: OutboundMessage, domain: String, group: String,
+                        source: SocketAddress?, helo: String) async -> DeliveryResult {
         let plan: MXPlan
         switch await resolver.mx(domain) {
         case .records(let records): plan = MXOrdering.plan(for: domain, records: records)
@@ -59,11 +69,11 @@ public struct MXDelivery: Sendable {
         case .hosts(let list): hosts = list
         }
         return await tryHosts(hosts, implicit: implicit, message: message,
-                              domain: domain, source: source, helo: helo)
+                              domain: domain, group: group, source: source, helo: helo)
     }
 
     private func tryHosts(_ hosts: [String], implicit: Bool, message: OutboundMessage,
-                          domain: String, source: SocketAddress?, helo: String)
+                          domain: String, group: String, source: SocketAddress?, helo: String)
         async -> DeliveryResult
     {
         var unreachable: DeliveryResult?
@@ -78,9 +88,8 @@ public struct MXDelivery: Sendable {
                     return DeliveryResult(outcome: .deferred, stage: .connect, mxHost: host,
                                           address: address, detail: "cancelled")
                 }
-                let result = await SMTPClient.deliver(message, to: remote, mxHost: host,
-                                                      from: source, helo: helo,
-                                                      timeouts: timeouts)
+                let result = await attempt(message, to: remote, mxHost: host, group: group,
+                                           source: source, helo: helo)
                 switch result.fallback {
                 case .none:
                     return result
@@ -120,6 +129,70 @@ public struct MXDelivery: Sendable {
             : "no MX host of \(domain) has an address record"
         return DeliveryResult(outcome: .failed, stage: .dns, detail: what,
                               status: Self.status(5, 4, 4))
+    }
+
+    /// One address: a pooled session or a new one, the message, the session given back.
+    private func attempt(_ message: OutboundMessage, to remote: SocketAddress, mxHost: String,
+                         group: String, source: SocketAddress?, helo: String)
+        async -> DeliveryResult
+    {
+        let key = SessionKey(source: source?.host ?? "", address: remote.host, port: remote.port)
+        for _ in 0..<2 {
+            let session: PooledSession
+            var reused = false
+            switch await pool.session(for: key, group: group, wait: groupWait, connect: {
+                await open(remote, mxHost: mxHost, source: source, helo: helo)
+            }) {
+            case .failed(let result): return result
+            case .busy:
+                // RFC 3463 §3.5: 4.4.5, system congestion (our own limit for the group).
+                return DeliveryResult(outcome: .deferred, stage: .connect, mxHost: mxHost,
+                                      address: remote.host, detail: "the group \(group) "
+                                          + "had all its connections busy for \(groupWait)",
+                                      status: Self.status(4, 4, 5))
+            case .opened(let s): session = s
+            case .reused(let s):
+                session = s
+                reused = true
+            }
+            let result = await session.connection.send(message)
+            await pool.giveBack(session)
+            if reused, Self.isStale(result) {
+                logger.debug("reused session was gone; opening a new one",
+                             ("mx", mxHost), ("addr", remote.host), ("why", result.text))
+                continue
+            }
+            return result
+        }
+        return DeliveryResult(outcome: .deferred, stage: .connect, mxHost: mxHost,
+                              address: remote.host, detail: "no usable session",
+                              status: Self.status(4, 4, 2))
+    }
+
+    /// A reused session that ended before the transaction got a real answer: the server
+    /// dropped it while idle (closed, or a 421 waiting in the buffer).
+    static func isStale(_ r: DeliveryResult) -> Bool {
+        r.outcome == .deferred && r.stage == .mail && (r.reply == nil || r.code == 421)
+    }
+
+    private func open(_ remote: SocketAddress, mxHost: String, source: SocketAddress?,
+                      helo: String) async -> SessionPool.Opening {
+        let connection: SMTPClientConnection
+        do {
+            connection = try await SMTPClientConnection.connect(
+                to: remote, from: source, helo: helo, mxHost: mxHost, timeouts: timeouts)
+        } catch {
+            let why = error as? IOError == .timedOut ? "connect timed out" : "\(error)"
+            return .failed(DeliveryResult(outcome: .deferred, stage: .connect, mxHost: mxHost,
+                                          address: remote.host, detail: why,
+                                          status: Self.status(4, 4, 1),
+                                          fallback: .nextAddress))
+        }
+        if let refused = await connection.open() {
+            await connection.quit()
+            return .failed(refused)
+        }
+        return .open(connection)
     }
 
     /// The addresses to try for `host`: A records for an IPv4 source, AAAA for an IPv6

@@ -35,8 +35,14 @@ public struct SenderDaemon: Daemon {
         try await redis.ensureGroup(stream: stream, group: StreamName.ready.group)
         let resolver = try MXResolver(forwarder: settings.dnsResolver,
                                       timeout: settings.dnsTimeout)
+        let leases = GroupLeases(redis: redis, keys: keys, limit: settings.groupMaxConnections,
+                                 instance: settings.common.instance)
+        let pool = SessionPool(leases: leases, maxMessages: settings.maxMessagesPerConnection,
+                               idleTimeout: settings.connectionIdle,
+                               maxIdle: settings.concurrency, logger: logger)
         let delivery = MXDelivery(resolver: resolver, port: settings.smtpPort,
-                                  timeouts: settings.timeouts, logger: logger)
+                                  timeouts: settings.timeouts, pool: pool,
+                                  groupWait: settings.groupConnectionWait, logger: logger)
         let slots = Slots(limit: settings.concurrency)
         logger.info("contract v\(Contract.version)", ("dns", settings.dnsResolver.description),
                     ("smtp_port", String(settings.smtpPort)))
@@ -47,6 +53,8 @@ public struct SenderDaemon: Daemon {
             slots.stop()
         }
         let heartbeat = Task { await keepFresh(slots) }
+        let upkeep = Task { await pool.maintain() }
+        let renewal = Task { await leases.keepRenewed(logger: logger) }
         await withDiscardingTaskGroup { group in
             await readLoop(shutdown: shutdown, slots: slots) { entry in
                 group.addTask {
@@ -62,6 +70,9 @@ public struct SenderDaemon: Daemon {
         }
         heartbeat.cancel()
         stopWaiting.cancel()
+        upkeep.cancel()
+        await pool.close()
+        renewal.cancel()
         await resolver.close()
     }
 
@@ -150,7 +161,7 @@ public struct SenderDaemon: Daemon {
         }
         let log = logger.with(("message_id", id))
         let fields = [MessageField.from, MessageField.recipient, MessageField.domain,
-                      MessageField.body, MessageField.state]
+                      MessageField.body, MessageField.state, MessageField.pool]
         let values: [RedisValue]
         do {
             values = try await redis.run(["HMGET", keys.message(id)] + fields).array ?? []
@@ -185,8 +196,9 @@ public struct SenderDaemon: Daemon {
             } else {
                 let message = OutboundMessage(returnPath: settings.verp.address(for: id),
                                               recipient: rcpt, content: body)
-                result = await delivery.deliver(message, domain: domain, source: source,
-                                                helo: helo)
+                let group = (values[5].string ?? "") + ":" + domain
+                result = await delivery.deliver(message, domain: domain, group: group,
+                                                source: source, helo: helo)
             }
         } else {
             log.critical("message record incomplete", ("entry", entry.id))

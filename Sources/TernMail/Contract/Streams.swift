@@ -53,6 +53,9 @@ public struct Keys: Sendable {
     public var dueGroups: String { prefix + "due" }
     /// String: the time (ms) before which a group may not release its next message.
     public func groupPace(_ group: String) -> String { prefix + "pace:" + group }
+    /// Sorted set: the connection leases senders hold on a group, lease ids scored by the
+    /// time (ms, Redis clock) they expire unless renewed.
+    public func groupLeases(_ group: String) -> String { prefix + "lease:" + group }
     /// Hash: counters a daemon keeps for operators (`bounce.forged`, ...).
     public var counters: String { prefix + "counters" }
 }
