@@ -167,6 +167,13 @@ class Stack:
         return subprocess.run([str(SHARED_BENCH / "sink.sh"), *args], env=env, check=True,
                               capture_output=True, text=True).stdout.strip()
 
+    def backlog(self):
+        """Where messages wait: each stream's entries and the group queue."""
+        r = self.redis
+        out = {s: r("XLEN", f"tern:stream:{s}") for s in ("submit", "ready", "results")}
+        out["queued"] = r("ZCARD", "tern:q:default:bench.example")
+        return out
+
     def daemons(self):
         return {n: p.pid for n, p in self.procs.items() if n not in ("world",)}
 
@@ -235,6 +242,7 @@ def run(n, size):
         failures = asyncio.run(inject(stack.api_port, n, size, CLIENTS))
         injected = time.time() - t0
         own = os.times()
+        backlog = stack.backlog()
         if failures:
             raise RuntimeError(f"{len(failures)} requests failed, first: {failures[0]!r}")
         done = float(stack.sink("wait", str(n), "60").split()[-1])
@@ -257,6 +265,8 @@ def run(n, size):
         print(f"  redis commands per message: {sum(delta.values()) / n:.1f} ("
               + ", ".join(f"{c} {k / n:.2f}" for c, k in top) + ")")
         print(f"  sink sessions/quits/messages: {stack.sink('stats')}")
+        print("  waiting when the last request was answered: " + ", ".join(
+            f"{k} {v}" for k, v in backlog.items()))
         return n / wall
     finally:
         stack.stop()

@@ -69,16 +69,15 @@ public struct SchedulerDaemon: Daemon {
                         stream: name, group: stream.group, consumer: consumer,
                         minIdle: settings.claimIdle, count: 100)
                 }
-                for entry in entries {
-                    do {
-                        try await apply(entry)
+                for (entry, error) in await applyAll(entries, apply) {
+                    guard let error else {
                         failures[entry.id] = nil
-                    } catch {
-                        failures[entry.id, default: 0] += 1
-                        try await giveUpIfPoisoned(entry, stream: stream, failures: failures,
-                                                   error: error)
-                        pendingFirst = true
+                        continue
                     }
+                    failures[entry.id, default: 0] += 1
+                    try await giveUpIfPoisoned(entry, stream: stream, failures: failures,
+                                               error: error)
+                    pendingFirst = true
                 }
             } catch is CancellationError {
                 return
@@ -89,6 +88,47 @@ public struct SchedulerDaemon: Daemon {
                 pendingFirst = true
                 try? await Task.sleep(for: .seconds(1))
             }
+        }
+    }
+
+    /// How many messages' entries of one batch are applied at once. Each costs a few Redis
+    /// round trips, so one at a time capped the whole scheduler at the round-trip rate.
+    static let applyConcurrency = 16
+
+    /// Applies a batch: entries of one message in stream order, different messages side by
+    /// side. Returns each entry with its error, if it failed.
+    func applyAll(_ entries: [StreamEntry],
+                  _ apply: @escaping @Sendable (StreamEntry) async throws -> Void)
+        async -> [(StreamEntry, (any Error)?)]
+    {
+        var byMessage: [String: [StreamEntry]] = [:]
+        var order: [String] = []
+        for e in entries {
+            let id = e[EntryField.id] ?? e.id
+            if byMessage[id] == nil { order.append(id) }
+            byMessage[id, default: []].append(e)
+        }
+        return await withTaskGroup(of: [(StreamEntry, (any Error)?)].self) { group in
+            var out: [(StreamEntry, (any Error)?)] = []
+            var next = order.makeIterator()
+            func start() -> Bool {
+                guard let id = next.next(), let list = byMessage[id] else { return false }
+                group.addTask {
+                    var done: [(StreamEntry, (any Error)?)] = []
+                    for e in list {
+                        do { try await apply(e); done.append((e, nil)) }
+                        catch { done.append((e, error)) }
+                    }
+                    return done
+                }
+                return true
+            }
+            for _ in 0..<Self.applyConcurrency where start() {}
+            while let done = await group.next() {
+                out += done
+                _ = start()
+            }
+            return out
         }
     }
 
@@ -189,15 +229,35 @@ public struct SchedulerDaemon: Daemon {
                 args: [.text(group), .text(String(now)),
                        .text(String(settings.groupInterval.milliseconds)), .text(ip.address),
                        .text(ip.helo), .text(keys.message(""))])
-            let parts = reply.array?.compactMap(\.string) ?? []
-            if parts.first == "released", parts.count == 3 {
-                released += 1
-                logger.info("released", ("message_id", parts[1]), ("group", group),
-                            ("ip", ip.address), ("attempt", parts[2]))
+            var replies = [(reply, ip)]
+            if settings.groupInterval == .zero, reply.array?.first?.string == "released" {
+                // No pace: the rest of a due burst goes in one round trip, not one per pass.
+                let more = (1..<Self.releaseBurst).map { _ in
+                    ips[roundRobin.next(poolName) % ips.count]
+                }
+                let sha = RedisArg.text(Scripts.release.sha)
+                let calls: [[RedisArg]] = more.map { ip in
+                    ["EVALSHA", sha, "4", .text(keys.groupQueue(group)), .text(keys.dueGroups),
+                     .text(keys.groupPace(group)), .text(keys.stream(.ready)), .text(group),
+                     .text(String(now)), "0", .text(ip.address), .text(ip.helo),
+                     .text(keys.message(""))]
+                }
+                replies += zip(try await redis.pipeline(calls), more).map { ($0, $1) }
+            }
+            for (reply, ip) in replies {
+                let parts = reply.array?.compactMap(\.string) ?? []
+                if parts.first == "released", parts.count == 3 {
+                    released += 1
+                    logger.info("released", ("message_id", parts[1]), ("group", group),
+                                ("ip", ip.address), ("attempt", parts[2]))
+                }
             }
         }
         return released
     }
+
+    /// Messages one group may release in one pass when TERN_GROUP_INTERVAL is 0.
+    static let releaseBurst = 32
 
     // MARK: Results
 
