@@ -143,7 +143,7 @@ async def session(reader, writer, addr, profile, stats):
             else:
                 say("502 5.5.2 not implemented")
             await writer.drain()
-    except (ConnectionError, asyncio.IncompleteReadError):
+    except (ConnectionError, asyncio.IncompleteReadError, asyncio.CancelledError):
         pass
     finally:
         stats.bump(addr, "open", -1)

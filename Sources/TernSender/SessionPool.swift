@@ -154,8 +154,7 @@ public final class SessionPool: Sendable {
         var inLine = false
         while !Task.isCancelled, !state.withLock({ $0.closed }) {
             if let s = takeIdle(key) { return .reused(s) }
-            if mayAsk(group), let lease = await leases.acquire(group) {
-                state.withLock { $0.refused[group] = nil }
+            if mayAsk(group), let lease = await leasedOrRefused(group) {
                 switch await connect() {
                 case .open(let connection):
                     state.withLock { $0.open += 1 }
@@ -304,11 +303,16 @@ public final class SessionPool: Sendable {
     /// the same, and a thousand waiters must not each ask Redis.
     private func mayAsk(_ group: String) -> Bool {
         state.withLock { st in
-            let now = ContinuousClock.now
-            if let last = st.refused[group], now - last < Self.tick { return false }
-            st.refused[group] = now
-            return true
+            guard let last = st.refused[group] else { return true }
+            return ContinuousClock.now - last >= Self.tick
         }
+    }
+
+    /// A new lease, or nil, remembering the refusal.
+    private func leasedOrRefused(_ group: String) async -> String? {
+        let lease = await leases.acquire(group)
+        if lease == nil { state.withLock { $0.refused[group] = .now } }
+        return lease
     }
 
     /// A lease of `group` came free here: its first waiter may take it at once.

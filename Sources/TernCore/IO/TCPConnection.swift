@@ -72,6 +72,16 @@ public final class TCPConnection: ByteStream, @unchecked Sendable {
     {
         while true {
             if closed.load(ordering: .relaxed) { throw IOError.closed }
+            // The buffer exists only while data is there to read: thousands of sessions
+            // waiting on slow servers must not each hold one.
+            if let bytes = try readNow(max: max) { return bytes }
+            try await EventLoop.shared.waitReadable(fd, deadline: deadline)
+        }
+    }
+
+    /// What the socket holds now (empty at end of stream); nil when it would block.
+    private func readNow(max: Int) throws -> [UInt8]? {
+        while true {
             var buffer = [UInt8](repeating: 0, count: max)
             let n = buffer.withUnsafeMutableBytes { Glibc.read(fd, $0.baseAddress, max) }
             if n >= 0 {
@@ -79,8 +89,7 @@ public final class TCPConnection: ByteStream, @unchecked Sendable {
                 return buffer
             }
             switch errno {
-            case EAGAIN, EWOULDBLOCK:
-                try await EventLoop.shared.waitReadable(fd, deadline: deadline)
+            case EAGAIN, EWOULDBLOCK: return nil
             case EINTR: continue
             case let code: throw IOError.system(call: "read", errno: code)
             }
