@@ -14,7 +14,9 @@ commandstats delta), and the injector's own rate. Everything listens on 127.0.0.
 is stopped by pid at the end.
 
 Environment: CLIENTS (64), SENDERS (1), BIN_DIR (.build/release), SINK_ADDR (127.0.0.9:2526),
-BENCH_ENV (extra "K=V K=V" for the daemons, e.g. TERN_GROUP_MAX_CONNECTIONS=20).
+BENCH_ENV (extra "K=V K=V" for the daemons, e.g. TERN_GROUP_MAX_CONNECTIONS=20), PROFILE
+(a daemon's name, e.g. sender1: `perf record -g` samples it during the run; `perf report -i`
+the file it names). valgrind 3.19's callgrind dies at start-up on these daemons here.
 """
 
 import asyncio
@@ -38,6 +40,8 @@ SINK_ADDR = os.environ.get("SINK_ADDR", "127.0.0.9:2526")
 CLIENTS = int(os.environ.get("CLIENTS", "64"))
 SENDERS = int(os.environ.get("SENDERS", "1"))
 API_KEY = "benchkey"
+# PROFILE=scheduler (or api, sender1): sample that daemon with `perf record` during the run.
+PROFILE = os.environ.get("PROFILE", "")
 TICK = os.sysconf("SC_CLK_TCK")
 
 
@@ -237,6 +241,11 @@ def run(n, size):
         pids = stack.daemons()
         cpu0 = {name: cpu_seconds(pid) for name, pid in pids.items()}
         calls0 = command_calls(stack.redis)
+        perf = None
+        if PROFILE:
+            perf = subprocess.Popen(["perf", "record", "-F", "999", "-g", "-o",
+                                     f"{work}/perf.{PROFILE}", "-p", str(pids[PROFILE])],
+                                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         own0 = os.times()
         t0 = time.time()
         failures = asyncio.run(inject(stack.api_port, n, size, CLIENTS))
@@ -247,6 +256,9 @@ def run(n, size):
             raise RuntimeError(f"{len(failures)} requests failed, first: {failures[0]!r}")
         done = float(stack.sink("wait", str(n), "60").split()[-1])
         wall = done - t0
+        if perf:
+            perf.send_signal(signal.SIGINT)
+            perf.wait(30)
         cpu = {name: cpu_seconds(pid) - cpu0[name] for name, pid in pids.items()}
         calls1 = command_calls(stack.redis)
         delta = {c: calls1.get(c, 0) - calls0.get(c, 0) for c in calls1}
@@ -270,6 +282,8 @@ def run(n, size):
         return n / wall
     finally:
         stack.stop()
+        if PROFILE:
+            print(f"  perf samples: {work}/perf.{PROFILE}")
 
 
 def main(argv):

@@ -20,4 +20,13 @@ import TernMail
         #expect(e.historyJSON == #"{"at":"1970-01-01T00:00:00.000Z","code":550,"#
                 + #""event":"bounced","reply":"5.1.1 no"}"#)
     }
+
+    @Test func sortedJSONEscapesWhatRFC8259AsksAndSortsKeys() {
+        let text = SortedJSON.encode([
+            "z": "a\"b\\c\n\u{01}/é", "a": 1, "m": [true, 2.5] as [any Sendable],
+            "n": ["y": Int64(7), "b": RawJSON(#"{"k":"v"}"#)] as [String: any Sendable],
+        ])
+        #expect(text == #"{"a":1,"m":[true,2.5],"n":{"b":{"k":"v"},"y":7},"#
+                + #""z":"a\"b\\c\n\u0001/é"}"#)
+    }
 }

@@ -82,13 +82,15 @@ public final class TCPConnection: ByteStream, @unchecked Sendable {
     /// What the socket holds now (empty at end of stream); nil when it would block.
     private func readNow(max: Int) throws -> [UInt8]? {
         while true {
-            var buffer = [UInt8](repeating: 0, count: max)
-            let n = buffer.withUnsafeMutableBytes { Glibc.read(fd, $0.baseAddress, max) }
-            if n >= 0 {
-                buffer.removeSubrange(n...)
-                return buffer
+            // Not zero-filled first: read() writes what it returns, and only that is kept.
+            var failure: Int32 = 0
+            let buffer = [UInt8](unsafeUninitializedCapacity: max) { raw, count in
+                let n = Glibc.read(fd, raw.baseAddress, max)
+                count = Swift.max(n, 0)
+                if n < 0 { failure = errno }
             }
-            switch errno {
+            if failure == 0 { return buffer }
+            switch failure {
             case EAGAIN, EWOULDBLOCK: return nil
             case EINTR: continue
             case let code: throw IOError.system(call: "read", errno: code)
