@@ -7,7 +7,8 @@ address, each with a profile, and counters a test can read.
 Profiles (comma-joined options after "="): `plain`; `size:N` (advertise SIZE N);
 `noutf8` (no SMTPUTF8); `nopipe` (no PIPELINING); `close421` (after the first message on a
 connection, answer the next MAIL with 421 and close); `stall` (greet, then never answer);
-`delay:S` (answer the final dot S seconds late, holding the session). Recipients whose
+`delay:S` (answer the final dot S seconds late, holding the session); `dropdot` (close the
+connection after the final dot without a reply: the outcome is ambiguous). Recipients whose
 local part starts with "reject" get 550 5.1.1 at RCPT.
 
 Counters per address go to --stats as JSON about every 100 ms when they change:
@@ -46,7 +47,7 @@ class Stats:
 
 def parse_profile(text):
     profile = {"size": 0, "utf8": True, "pipe": True, "close421": False, "stall": False,
-               "delay": 0.0}
+               "delay": 0.0, "dropdot": False}
     for opt in filter(None, text.split(",")):
         name, _, value = opt.partition(":")
         if name == "size":
@@ -55,7 +56,7 @@ def parse_profile(text):
             profile["utf8"] = False
         elif name == "nopipe":
             profile["pipe"] = False
-        elif name in ("close421", "stall"):
+        elif name in ("close421", "stall", "dropdot"):
             profile[name] = True
         elif name == "delay":
             profile["delay"] = float(value)
@@ -124,6 +125,9 @@ async def session(reader, writer, addr, profile, stats):
                             return
                         if text in (b".\r\n", b".\n"):
                             break
+                    if profile["dropdot"]:
+                        stats.bump(addr, "messages")
+                        return
                     if profile["delay"]:
                         await asyncio.sleep(profile["delay"])
                     delivered += 1

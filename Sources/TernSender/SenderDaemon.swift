@@ -161,7 +161,8 @@ public struct SenderDaemon: Daemon {
         }
         let log = logger.with(("message_id", id))
         let fields = [MessageField.from, MessageField.recipient, MessageField.domain,
-                      MessageField.body, MessageField.state, MessageField.pool]
+                      MessageField.body, MessageField.state, MessageField.pool,
+                      MessageField.ambiguous]
         let values: [RedisValue]
         do {
             values = try await redis.run(["HMGET", keys.message(id)] + fields).array ?? []
@@ -184,7 +185,7 @@ public struct SenderDaemon: Daemon {
         let helo = (entry[EntryField.helo] ?? "").isEmpty
             ? settings.hostname : entry[EntryField.helo]!
         let domain = values[2].string ?? ""
-        let result: DeliveryResult
+        var result: DeliveryResult
         if let from = values[0].string, let rcpt = values[1].string, let body = values[3].bytes,
            !domain.isEmpty, !rcpt.isEmpty, !from.isEmpty
         {
@@ -205,6 +206,19 @@ public struct SenderDaemon: Daemon {
             result = DeliveryResult(outcome: .failed, stage: .connect,
                                     detail: "message record incomplete: cannot send")
         }
+        var ambiguous = false
+        if result.outcome == .deferred, result.stage == .dot, result.reply == nil {
+            // RFC 5321 §6.1: the server may hold the message. It is sent again up to
+            // TERN_AMBIGUOUS_RETRIES times (after the scheduler's retry delay); then taken
+            // as delivered rather than sent yet again.
+            ambiguous = true
+            let resent = values[6].string.flatMap { Int($0) } ?? 0
+            if resent >= settings.ambiguousRetries {
+                result.outcome = .delivered
+                result.detail += "; taken as delivered after \(settings.ambiguousRetries) "
+                    + "resend(s) (TERN_AMBIGUOUS_RETRIES)"
+            }
+        }
         if Task.isCancelled {
             // Shutdown ran out of grace: the outcome is unknown, so it is not reported.
             log.notice("attempt abandoned at shutdown; it stays pending")
@@ -224,15 +238,18 @@ public struct SenderDaemon: Daemon {
             (EntryField.mxAddress, result.address), (EntryField.sourceIP, ip),
             (EntryField.tls, result.tls), (EntryField.elapsedMs, String(ms)),
         ]
-        await commit(entry, result: entryFields, log: log)
+        let count: [[RedisArg]] = ambiguous
+            ? [["HINCRBY", .text(keys.message(id)), .text(MessageField.ambiguous), "1"]] : []
+        await commit(entry, result: entryFields, extra: count, log: log)
     }
 
     /// In one MULTI/EXEC: the result (when there is one), then the acknowledgement and
     /// deletion of the `ready` entry. Retried a few times, since a result lost after the
     /// remote accepted would mean sending the message again.
-    func commit(_ entry: StreamEntry, result: [(String, String)]?, log: Logger) async {
+    func commit(_ entry: StreamEntry, result: [(String, String)]?, extra: [[RedisArg]] = [],
+                log: Logger) async {
         let stream = keys.stream(.ready)
-        var commands: [[RedisArg]] = []
+        var commands: [[RedisArg]] = extra
         if let result { commands.append(xadd(keys.stream(.results), result)) }
         commands.append(["XACK", .text(stream), .text(StreamName.ready.group), .text(entry.id)])
         commands.append(["XDEL", .text(stream), .text(entry.id)])

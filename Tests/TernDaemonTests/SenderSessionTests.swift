@@ -19,6 +19,7 @@ import TernSender
         "stall.example": ("127.0.0.45", "stall"),
         "serial.example": ("127.0.0.46", "nopipe"),
         "held.example": ("127.0.0.47", "delay:0.3"),
+        "lost.example": ("127.0.0.49", "dropdot"),
     ]
 
     static var records: [String: Any] {
@@ -153,6 +154,31 @@ import TernSender
         #expect(peer.count(addr, "max_open") == 2)
         let leases = try await h.redis.run("ZCARD", h.keys.groupLeases("default:held.example"))
         #expect((leases.int ?? -1) <= 2)
+        await Self.stop(h, peer)
+    }
+
+    @Test func aConnectionLostAfterTheDotIsSentOnceMoreThenTakenAsDelivered() async throws {
+        let (h, peer) = try await Self.start([:])
+        let id = try await h.submit(to: "a@lost.example")
+        let first = try await h.result(id)
+        #expect(first["outcome"] == "deferred" && first["stage"] == "dot", "\(first)")
+        #expect(first["code"] == "0" && first["reply"]?.contains("ambiguous") == true)
+        let count = try await h.redis.run("HGET", h.keys.message(id), "ambiguous")
+        #expect(count.string == "1")
+        // The scheduler releases it again (TERN_AMBIGUOUS_RETRIES is 1 by default).
+        _ = try await h.redis.transaction([xadd(h.keys.stream(.ready), [
+            ("id", id), ("attempt", "2"), ("ip", "127.0.0.2"), ("helo", "out1.tern.example"),
+        ])])
+        var second: [String: String] = [:]
+        for _ in 0..<400 {
+            let all = try await h.results(id)
+            if all.count == 2 { second = all[1]; break }
+            try await Task.sleep(for: .milliseconds(50))
+        }
+        #expect(second["outcome"] == "delivered" && second["stage"] == "dot", "\(second)")
+        #expect(second["reply"]?.contains("taken as delivered after 1 resend") == true)
+        try await peer.wait("127.0.0.49", "messages", atLeast: 2)
+        #expect(peer.count("127.0.0.49", "messages") == 2)
         await Self.stop(h, peer)
     }
 }

@@ -75,6 +75,8 @@ public enum MessageField {
     public static let state = "state"          // MessageState raw value
     public static let attempts = "attempts"
     public static let lastReply = "last_reply"
+    /// Attempts whose outcome was ambiguous (connection lost after the final dot); sender.
+    public static let ambiguous = "ambiguous"
 }
 
 /// Where a message is in its life. Final states never change again.
