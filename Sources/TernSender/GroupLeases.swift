@@ -36,17 +36,18 @@ public final class GroupLeases: Sendable {
         """)
 
     // KEYS: lease sets; ARGV[1] ttl ms, then one lease id per key. Only leases still held
-    // are extended (XX): one that expired meanwhile may already be someone else's slot.
+    // are extended: one that expired meanwhile may already be someone else's slot.
     static let renewScript = RedisScript("""
         local t = redis.call('TIME')
         local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
         local ttl = tonumber(ARGV[1])
         local lost = 0
         for i, key in ipairs(KEYS) do
-            if redis.call('ZADD', key, 'XX', 'CH', now + ttl, ARGV[i + 1]) == 0 then
-                lost = lost + 1
-            else
+            if redis.call('ZSCORE', key, ARGV[i + 1]) then
+                redis.call('ZADD', key, now + ttl, ARGV[i + 1])
                 redis.call('PEXPIRE', key, ttl)
+            else
+                lost = lost + 1
             end
         end
         return lost
