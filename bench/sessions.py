@@ -13,7 +13,6 @@ idle. Everything listens on 127.0.0.0/8 and is stopped by pid at the end.
 
 import json
 import os
-import signal
 import subprocess
 import sys
 import tempfile
@@ -21,7 +20,8 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from tern_bench import BIN, ROOT, Resp, free_port, wait_for  # noqa: E402
+from tern_bench import (BIN, ROOT, Resp, free_port, redis_up, stop_all,  # noqa: E402
+                        wait_for)
 
 PEER_ADDR = "127.0.0.48"
 
@@ -49,7 +49,7 @@ def main(argv):
         redis_port = free_port()
         spawn("redis", ["redis-server", "--bind", "127.0.0.1", "--port", str(redis_port),
                         "--save", "", "--appendonly", "no", "--dir", str(work)])
-        wait_for("redis", lambda: _up(redis_port))
+        wait_for("redis", lambda: redis_up(redis_port))
         redis = Resp(redis_port)
 
         (work / "world.json").write_text(json.dumps({"records": {
@@ -99,22 +99,7 @@ def main(argv):
         print(f"sender RSS holding {n} sessions: {rss:.0f} MB (idle {idle:.0f} MB, "
               f"{(rss - idle) * 1024 / n:.0f} KB per session with its 2 KB message)")
     finally:
-        for p in reversed(procs):
-            if p.poll() is None:
-                os.kill(p.pid, signal.SIGTERM)
-                try:
-                    p.wait(15)
-                except subprocess.TimeoutExpired:
-                    os.kill(p.pid, signal.SIGKILL)
-                    p.wait()
-
-
-def _up(port):
-    try:
-        Resp(port)("PING")
-        return True
-    except OSError:
-        return False
+        stop_all(procs)
 
 
 if __name__ == "__main__":

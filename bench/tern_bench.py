@@ -66,6 +66,26 @@ def wait_for(what, predicate, timeout=30):
     raise RuntimeError(f"{what}: not ready after {timeout}s")
 
 
+def redis_up(port):
+    try:
+        Resp(port)("PING")
+        return True
+    except OSError:
+        return False
+
+
+def stop_all(procs):
+    """Stops the processes we started, last first, by pid: TERM, then KILL after 10 s."""
+    for p in reversed(procs):
+        if p.poll() is None:
+            os.kill(p.pid, signal.SIGTERM)
+            try:
+                p.wait(10)
+            except subprocess.TimeoutExpired:
+                os.kill(p.pid, signal.SIGKILL)
+                p.wait()
+
+
 def cpu_seconds(pid):
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / TICK
@@ -109,7 +129,7 @@ class Stack:
         self.spawn("redis", ["redis-server", "--bind", "127.0.0.1", "--port",
                              str(self.redis_port), "--save", "", "--appendonly", "no",
                              "--dir", str(self.dir)])
-        wait_for("redis", lambda: self._redis_up())
+        wait_for("redis", lambda: redis_up(self.redis_port))
         self.redis = Resp(self.redis_port)
 
         config = {"records": {
@@ -152,13 +172,6 @@ class Stack:
         wait_for("api", self._api_up)
         time.sleep(0.5)
 
-    def _redis_up(self):
-        try:
-            Resp(self.redis_port)("PING")
-            return True
-        except OSError:
-            return False
-
     def _api_up(self):
         try:
             socket.create_connection(("127.0.0.1", self.api_port), timeout=1).close()
@@ -182,14 +195,7 @@ class Stack:
         return {n: p.pid for n, p in self.procs.items() if n not in ("world",)}
 
     def stop(self):
-        for name, p in reversed(list(self.procs.items())):
-            if p.poll() is None:
-                os.kill(p.pid, signal.SIGTERM)
-                try:
-                    p.wait(10)
-                except subprocess.TimeoutExpired:
-                    os.kill(p.pid, signal.SIGKILL)
-                    p.wait()
+        stop_all(list(self.procs.values()))
         try:
             self.sink("stop")
         except subprocess.CalledProcessError:
