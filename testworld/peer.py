@@ -8,7 +8,8 @@ Profiles (comma-joined options after "="): `plain`; `size:N` (advertise SIZE N);
 `noutf8` (no SMTPUTF8); `nopipe` (no PIPELINING); `close421` (after the first message on a
 connection, answer the next MAIL with 421 and close); `stall` (greet, then never answer);
 `delay:S` (answer the final dot S seconds late, holding the session); `dropdot` (close the
-connection after the final dot without a reply: the outcome is ambiguous). Recipients whose
+connection after the final dot without a reply: the outcome is ambiguous); `greet554` (greet
+with 554 and then answer only QUIT). Recipients whose
 local part starts with "reject" get 550 5.1.1 at RCPT.
 
 Counters per address go to --stats as JSON about every 100 ms when they change:
@@ -47,7 +48,7 @@ class Stats:
 
 def parse_profile(text):
     profile = {"size": 0, "utf8": True, "pipe": True, "close421": False, "stall": False,
-               "delay": 0.0, "dropdot": False}
+               "delay": 0.0, "dropdot": False, "greet554": False}
     for opt in filter(None, text.split(",")):
         name, _, value = opt.partition(":")
         if name == "size":
@@ -56,7 +57,7 @@ def parse_profile(text):
             profile["utf8"] = False
         elif name == "nopipe":
             profile["pipe"] = False
-        elif name in ("close421", "stall", "dropdot"):
+        elif name in ("close421", "stall", "dropdot", "greet554"):
             profile[name] = True
         elif name == "delay":
             profile["delay"] = float(value)
@@ -73,6 +74,14 @@ async def session(reader, writer, addr, profile, stats):
         writer.write((line + "\r\n").encode())
 
     try:
+        if profile["greet554"]:
+            say("554 5.7.1 peer.test has no service for you")
+            await writer.drain()
+            if (await reader.readline()).upper().startswith(b"QUIT"):
+                stats.bump(addr, "quits")
+                say("221 2.0.0 bye")
+                await writer.drain()
+            return
         say("220 peer.test ESMTP test peer")
         await writer.drain()
         if profile["stall"]:

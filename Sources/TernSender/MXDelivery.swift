@@ -5,7 +5,7 @@
 // domain's own address (RFC 5321 §5.1). Each host's addresses are tried in turn; a refused or
 // silent connection moves on to the next address and host, a 554 greeting to the next host
 // (RFC 5321 §3.1), and any other SMTP answer ends the attempt. When every host is exhausted
-// the attempt defers, unless every host answered with a permanent refusal.
+// the attempt defers, also when every host refused us in its greeting.
 //
 // Connections come from the `SessionPool`: an idle session to the same address from the same
 // source IP is reused. A reused session that fails before the first reply of the transaction
@@ -105,8 +105,11 @@ public struct MXDelivery: Sendable {
                 }
             }
         }
-        if let refusal, unreachable == nil, lookupTrouble == nil {
-            // Every host that could be reached turned us away for good (RFC 5321 §3.1).
+        if var refusal, unreachable == nil, lookupTrouble == nil {
+            // Every host turned us away in its greeting (RFC 5321 §3.1). That is about the
+            // connecting side (most often our IP's standing), not the recipient: wait.
+            refusal.outcome = .deferred
+            refusal.fallback = .none
             return refusal
         }
         if var unreachable {

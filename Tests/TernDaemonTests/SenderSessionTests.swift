@@ -20,6 +20,7 @@ import TernSender
         "serial.example": ("127.0.0.46", "nopipe"),
         "held.example": ("127.0.0.47", "delay:0.3"),
         "lost.example": ("127.0.0.49", "dropdot"),
+        "closed.example": ("127.0.0.50", "greet554"),
     ]
 
     static var records: [String: Any] {
@@ -179,6 +180,17 @@ import TernSender
         #expect(second["reply"]?.contains("taken as delivered after 1 resend") == true)
         try await peer.wait("127.0.0.49", "messages", atLeast: 2)
         #expect(peer.count("127.0.0.49", "messages") == 2)
+        await Self.stop(h, peer)
+    }
+
+    @Test func aGreetingRefusalByEveryHostDefersAndQuits() async throws {
+        let (h, peer) = try await Self.start([:])
+        let id = try await h.submit(to: "a@closed.example")
+        let r = try await h.result(id)
+        #expect(r["outcome"] == "deferred" && r["stage"] == "greeting" && r["code"] == "554")
+        #expect(r["reply"]?.contains("no service for you") == true)
+        try await peer.wait("127.0.0.50", "quits", atLeast: 1)
+        #expect(peer.count("127.0.0.50", "quits") == 1)
         await Self.stop(h, peer)
     }
 }
