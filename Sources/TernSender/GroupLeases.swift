@@ -5,7 +5,8 @@
 // A lease is taken by a Lua script that first drops the expired ones, so the leases of a
 // sender that died vanish within `ttl` without anyone cleaning up after it. A live sender
 // renews all its leases every `ttl / 3` in one script call and gives each back when its
-// connection closes.
+// connection closes. A refusal also marks the group as wanted for a moment, so that another
+// sender holding idle sessions of it gives one up (`SessionPool`).
 
 import Synchronization
 import TernCore
@@ -24,12 +25,16 @@ public final class GroupLeases: Sendable {
     private let held = Mutex<[String: String]>([:])   // lease id -> group
     private let counter = Atomic<Int>(0)
 
-    // KEYS[1] the group's lease set. ARGV: lease id, limit, ttl ms.
+    // KEYS[1] the group's lease set, KEYS[2] its wanted mark. ARGV: lease id, limit, ttl ms.
     static let acquireScript = RedisScript("""
         local t = redis.call('TIME')
         local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
         redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
-        if redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[2]) then return 0 end
+        if redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[2]) then
+            redis.call('SET', KEYS[2], '1', 'PX', 2000)
+            return 0
+        end
+        redis.call('DEL', KEYS[2])
         redis.call('ZADD', KEYS[1], now + tonumber(ARGV[3]), ARGV[1])
         redis.call('PEXPIRE', KEYS[1], tonumber(ARGV[3]))
         return 1
@@ -68,8 +73,9 @@ public final class GroupLeases: Sendable {
         let id = "\(token).\(counter.add(1, ordering: .relaxed).newValue)"
         let ttl = String(Self.ttl.milliseconds)
         do {
-            let got = try await redis.eval(Self.acquireScript, keys: [keys.groupLeases(group)],
-                                           args: [.text(id), .text(String(limit)), .text(ttl)])
+            let got = try await redis.eval(
+                Self.acquireScript, keys: [keys.groupLeases(group), keys.leaseWanted(group)],
+                args: [.text(id), .text(String(limit)), .text(ttl)])
             guard got.int == 1 else { return nil }
         } catch {
             return nil
@@ -81,6 +87,16 @@ public final class GroupLeases: Sendable {
     public func release(_ id: String) async {
         guard let group = held.withLock({ $0.removeValue(forKey: id) }) else { return }
         _ = try? await redis.run("ZREM", keys.groupLeases(group), id)
+    }
+
+    /// Which of `groups` another sender was refused a lease of in the last two seconds.
+    public func wanted(_ groups: [String]) async -> [String] {
+        guard !groups.isEmpty,
+              let replies = try? await redis.pipeline(groups.map {
+                  ["EXISTS", .text(keys.leaseWanted($0))]
+              })
+        else { return [] }
+        return zip(groups, replies).filter { $0.1.int == 1 }.map(\.0)
     }
 
     /// Extends every lease held; returns how many had already expired.

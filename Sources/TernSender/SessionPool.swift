@@ -11,7 +11,8 @@
 // session and no free lease waits in line for its key: a session given back is handed to the
 // first in line, a lease given back here wakes the first waiter of its group, and a tick
 // lets the first waiter of each key ask Redis again (leases freed by other senders). Idle
-// sessions of the same group under another key are closed to free their leases.
+// sessions of the same group under another key are closed to free their leases, and so is
+// one idle session of a group another sender was just refused (checked every half second).
 
 import Synchronization
 import TernCore
@@ -215,12 +216,25 @@ public final class SessionPool: Sendable {
 
     // MARK: Upkeep
 
-    /// Until cancelled: closes sessions idle too long, lets waiters ask for leases again.
+    /// Until cancelled: closes sessions idle too long, lets waiters ask for leases again,
+    /// and gives up an idle session of each group another sender waits for.
     public func maintain() async {
+        var ticks = 0
         while !Task.isCancelled {
             try? await Task.sleep(for: Self.tick)
             await expireIdle()
             wakeWaiters()
+            ticks += 1
+            if ticks % 5 == 0 { await yieldWanted() }
+        }
+    }
+
+    func yieldWanted() async {
+        let groups = state.withLock { Set($0.idle.values.flatMap { $0.map(\.group) }) }
+        for group in await leases.wanted(Array(groups)) {
+            guard let s = takeIdle(group: group, otherThan: nil) else { continue }
+            logger.debug("closing an idle session another sender waits for", ("group", group))
+            await retire(s)
         }
     }
 
@@ -285,7 +299,7 @@ public final class SessionPool: Sendable {
         }
     }
 
-    private func takeIdle(group: String, otherThan key: SessionKey) -> PooledSession? {
+    private func takeIdle(group: String, otherThan key: SessionKey?) -> PooledSession? {
         state.withLock { st in
             for (k, list) in st.idle where k != key {
                 guard let i = list.lastIndex(where: { $0.group == group }) else { continue }

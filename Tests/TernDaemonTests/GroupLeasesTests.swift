@@ -23,9 +23,14 @@ import TernTestSupport
         // Another group has its own limit.
         #expect(await two.acquire("default:y.example") != nil)
 
+        // The refusals marked the group as wanted, so holders of idle sessions give one up.
+        #expect(await one.wanted(["default:x.example", "default:y.example"])
+                == ["default:x.example"])
+
         await one.release(a!)
         #expect(one.count == 0)
         #expect(await two.acquire("default:x.example") != nil)
+        #expect(await one.wanted(["default:x.example"]).isEmpty)
         #expect(try await two.renew() == 0)
         #expect(try await redis.run("ZCARD", keys.groupLeases("default:x.example")).int == 2)
     }

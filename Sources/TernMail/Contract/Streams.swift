@@ -56,6 +56,9 @@ public struct Keys: Sendable {
     /// Sorted set: the connection leases senders hold on a group, lease ids scored by the
     /// time (ms, Redis clock) they expire unless renewed.
     public func groupLeases(_ group: String) -> String { prefix + "lease:" + group }
+    /// String, set for 2 s when a sender was refused a lease of the group: senders holding
+    /// idle sessions of it close one so the waiting sender gets a turn.
+    public func leaseWanted(_ group: String) -> String { prefix + "lease-wanted:" + group }
     /// Hash: counters a daemon keeps for operators (`bounce.forged`, ...).
     public var counters: String { prefix + "counters" }
 }
