@@ -230,7 +230,11 @@ public final class SessionPool: Sendable {
     }
 
     func yieldWanted() async {
-        let groups = state.withLock { Set($0.idle.values.flatMap { $0.map(\.group) }) }
+        // A group we wait for ourselves is served by our own spare sessions already.
+        let groups = state.withLock { st in
+            Set(st.idle.values.flatMap { $0.map(\.group) })
+                .subtracting(st.waiters.values.flatMap { $0.map(\.group) })
+        }
         for group in await leases.wanted(Array(groups)) {
             guard let s = takeIdle(group: group, otherThan: nil) else { continue }
             logger.debug("closing an idle session another sender waits for", ("group", group))
