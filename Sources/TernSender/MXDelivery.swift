@@ -139,7 +139,8 @@ public struct MXDelivery: Sendable {
                          group: String, source: SocketAddress?, helo: String)
         async -> DeliveryResult
     {
-        let key = SessionKey(source: source?.host ?? "", address: remote.host, port: remote.port)
+        let key = SessionKey(source: source?.host ?? "", mxHost: mxHost, address: remote.host,
+                             port: remote.port)
         for _ in 0..<2 {
             let session: PooledSession
             var reused = false

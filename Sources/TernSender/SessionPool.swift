@@ -2,7 +2,8 @@
 // when a group has all it may open.
 //
 // A session is shared only by messages that would open the same connection: same source IP,
-// same MX address and port, same TLS policy (`SessionKey`). After a message the session goes
+// same MX host name, address and port, same TLS policy (`SessionKey`). The name is part of
+// it because results report it and a TLS certificate is checked against it. After a message the session goes
 // back to the pool, idle, unless it has carried TERN_MAX_MESSAGES_PER_CONNECTION messages or
 // is no longer in step; an idle session is closed with QUIT after TERN_CONNECTION_IDLE.
 //
@@ -23,19 +24,24 @@ import TernSMTP
 public struct SessionKey: Hashable, Sendable, CustomStringConvertible {
     /// The source IP, "" when the kernel picks.
     public var source: String
+    public var mxHost: String
     public var address: String
     public var port: UInt16
     /// The TLS policy the session was opened under ("" while Tern has no STARTTLS).
     public var tls: String
 
-    public init(source: String, address: String, port: UInt16, tls: String = "") {
+    public init(source: String, mxHost: String, address: String, port: UInt16,
+                tls: String = "") {
         self.source = source
+        self.mxHost = mxHost
         self.address = address
         self.port = port
         self.tls = tls
     }
 
-    public var description: String { "\(source.isEmpty ? "*" : source)>\(address):\(port)" }
+    public var description: String {
+        "\(source.isEmpty ? "*" : source)>\(mxHost)[\(address)]:\(port)"
+    }
 }
 
 /// An open session, used by one delivery at a time: the pool hands it from one to the next.
