@@ -8,6 +8,9 @@
 // calls `ub_process`, whose callback resumes the task. No thread of the cooperative pool ever
 // blocks, and a query that outlives its timeout is cancelled and answered as a failure.
 //
+// Answers are kept for their TTL (at most a day) in a bounded cache of this process, so a
+// busy domain costs one lookup per TTL, not one per message; failures are never cached.
+//
 // Answers come from the network and are not trusted: names are checked label by label and
 // records of the wrong size are skipped.
 
@@ -37,6 +40,8 @@ struct UnboundAnswer: Sendable {
     var rcode: Int32 = 0
     var nxDomain = false
     var records: [[UInt8]] = []
+    /// Seconds the answer may be kept (the smallest TTL of its records).
+    var ttl: Int32 = 0
 }
 
 /// One query in flight. libunbound holds one retain of it (passed as `mydata`), released by
@@ -114,6 +119,7 @@ private func unboundCallback(_ data: UnsafeMutableRawPointer?, _ err: Int32,
     } else if let r = result?.pointee {
         answer.rcode = r.rcode
         answer.nxDomain = r.nxdomain != 0
+        answer.ttl = r.ttl
         if r.havedata != 0, let data = r.data, let lengths = r.len {
             var i = 0
             while let item = data[i], i < 1000 {
@@ -143,6 +149,10 @@ public final class DNSResolver: Sendable {
     private let open = Mutex(true)
     private let outstanding = Mutex<[ObjectIdentifier: UnboundQuery]>([:])
     private let pump: Task<Void, Never>
+    private let cache = Mutex<[String: (answer: UnboundAnswer, until: ContinuousClock.Instant)]>(
+        [:])
+    /// Answers kept at most; past that, expired ones go, and if none has, all of them.
+    static let cacheLimit = 50_000
 
     /// A resolver that forwards every query to `forwarder` (never the system resolver).
     /// `timeout` bounds each lookup; a lookup that takes longer is a temporary failure.
@@ -274,6 +284,24 @@ public final class DNSResolver: Sendable {
         guard Self.isPlausibleName(name) else {
             return UnboundAnswer(error: "not a domain name: \(Logger.printable(name))")
         }
+        let cacheKey = "\(type) \(name.lowercased())"
+        let now = ContinuousClock.now
+        if let hit = cache.withLock({ $0[cacheKey] }), hit.until > now { return hit.answer }
+        let answer = await ask(name, type: type)
+        if answer.error == nil, answer.ttl > 0, answer.rcode == 0 || answer.nxDomain {
+            let until = now + .seconds(min(Int(answer.ttl), 86_400))
+            cache.withLock { c in
+                if c.count >= Self.cacheLimit {
+                    c = c.filter { $0.value.until > now }
+                    if c.count >= Self.cacheLimit { c = [:] }
+                }
+                c[cacheKey] = (answer, until)
+            }
+        }
+        return answer
+    }
+
+    private func ask(_ name: String, type: Int32) async -> UnboundAnswer {
         let q = UnboundQuery()
         let key = ObjectIdentifier(q)
         outstanding.withLock { $0[key] = q }

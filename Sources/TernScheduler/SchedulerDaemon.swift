@@ -62,6 +62,10 @@ public struct SchedulerDaemon: Daemon {
                                       logger: logger)
         consumer.claimIdle = settings.claimIdle
         consumer.trimAcknowledged = stream != .submit
+        // One message's entries in stream order, different messages side by side: each
+        // costs a few round trips, and one at a time capped the scheduler at their rate.
+        consumer.sideBySide = Self.applyConcurrency
+        consumer.orderKey = { $0[EntryField.id] ?? $0.id }
         await consumer.run(shutdown: shutdown, apply: apply) { entry in
             _ = try await redis.transaction(ack(stream, entry))
         }
@@ -174,22 +178,15 @@ public struct SchedulerDaemon: Daemon {
                 continue
             }
             let reply = try await redis.eval(
-                Scripts.release,
-                keys: [keys.groupQueue(group), keys.dueGroups, keys.groupPace(group),
-                       keys.stream(.ready), keys.heldOrgs],
-                args: [.text(group), .text(String(now)),
-                       .text(String(settings.groupInterval.milliseconds)), .text(ip.address),
-                       .text(ip.helo), .text(keys.message("")), .text(String(holdMs))])
-            let parts = reply.array?.compactMap(\.string) ?? []
-            if parts.first == "held", parts.count == 4, parts[3] == "1" {
-                try await noteHeld(id: parts[1], org: parts[2])
-            }
-            if parts.first == "released", parts.count == 3 {
-                released += 1
-                throttles.sent(ip: ip.address, provider: provider, nowMs: now)
-                logger.info("released", ("message_id", parts[1]), ("group", group),
-                            ("provider", provider.name), ("ip", ip.address),
-                            ("attempt", parts[2]))
+                Scripts.release, keys: releaseKeys(group),
+                args: releaseArgs(group, ip: ip, nowMs: now))
+            guard try await isRelease(reply, group: group, provider: provider, ip: ip,
+                                      nowMs: now, charged: false)
+            else { continue }
+            released += 1
+            if settings.groupInterval == .zero {
+                released += try await releaseBurst(group, pool: poolName, ips: ips,
+                                                   provider: provider, nowMs: now)
             }
         }
         return released
@@ -206,6 +203,67 @@ public struct SchedulerDaemon: Daemon {
             out[name] = ActiveIPs.usable(settings.pools.byName[name] ?? [], published: value)
         }
         return out
+    }
+
+    /// How many messages' entries of one batch are applied at once (see `consume`).
+    static let applyConcurrency = 16
+
+    /// Messages one group may release in one pass when TERN_GROUP_INTERVAL is 0.
+    static let releaseBurst = 32
+
+    func releaseKeys(_ group: String) -> [String] {
+        [keys.groupQueue(group), keys.dueGroups, keys.groupPace(group), keys.stream(.ready),
+         keys.heldOrgs]
+    }
+
+    func releaseArgs(_ group: String, ip: SourceIP, nowMs: Int64) -> [RedisArg] {
+        [.text(group), .text(String(nowMs)),
+         .text(String(settings.groupInterval.milliseconds)), .text(ip.address),
+         .text(ip.helo), .text(keys.message("")), .text(String(holdMs))]
+    }
+
+    /// Reads one reply of the release script: notes a message the breaker holds, and for a
+    /// released one counts it against the IP's throttle (unless `charged` at the pick
+    /// already) and logs it. True when a message was released.
+    func isRelease(_ reply: RedisValue, group: String, provider: ProviderProfile,
+                  ip: SourceIP, nowMs: Int64, charged: Bool) async throws -> Bool {
+        let parts = reply.array?.compactMap(\.string) ?? []
+        if parts.first == "held", parts.count == 4, parts[3] == "1" {
+            try await noteHeld(id: parts[1], org: parts[2])
+        }
+        guard parts.first == "released", parts.count == 3 else { return false }
+        if !charged { throttles.sent(ip: ip.address, provider: provider, nowMs: nowMs) }
+        logger.info("released", ("message_id", parts[1]), ("group", group),
+                    ("provider", provider.name), ("ip", ip.address), ("attempt", parts[2]))
+        return true
+    }
+
+    /// With no pace, the rest of a group's due messages go in one round trip rather than
+    /// one per pass. Each still takes an IP the provider's throttle allows now (counted as
+    /// sent at the pick, so the next pick sees it) and passes the script's breaker check.
+    /// A pick whose message turns out held or gone is not given back: the IP waits one
+    /// interval more than it had to, never less.
+    func releaseBurst(_ group: String, pool: String, ips: [SourceIP],
+                      provider: ProviderProfile, nowMs: Int64) async throws -> Int {
+        let due = try await redis.run("ZCOUNT", keys.groupQueue(group), "-inf", String(nowMs))
+        var picked: [SourceIP] = []
+        while picked.count < min(due.int ?? 0, Self.releaseBurst - 1),
+              let ip = throttles.pick(ips, pool: pool, provider: provider, nowMs: nowMs).ip {
+            throttles.sent(ip: ip.address, provider: provider, nowMs: nowMs)
+            picked.append(ip)
+        }
+        guard !picked.isEmpty else { return 0 }
+        let keyArgs = releaseKeys(group).map { RedisArg.text($0) }
+        let calls: [[RedisArg]] = picked.map { ip in
+            ["EVALSHA", .text(Scripts.release.sha), .text(String(keyArgs.count))] + keyArgs
+                + releaseArgs(group, ip: ip, nowMs: nowMs)
+        }
+        var count = 0
+        for (reply, ip) in zip(try await redis.pipeline(calls), picked) {
+            if try await isRelease(reply, group: group, provider: provider, ip: ip,
+                                   nowMs: nowMs, charged: true) { count += 1 }
+        }
+        return count
     }
 
     // MARK: Results
