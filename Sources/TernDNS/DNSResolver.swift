@@ -9,7 +9,8 @@
 // blocks, and a query that outlives its timeout is cancelled and answered as a failure.
 //
 // Answers are kept for their TTL (at most a day) in a bounded cache of this process, so a
-// busy domain costs one lookup per TTL, not one per message; failures are never cached.
+// busy domain costs one lookup per TTL, not one per message; failures are never cached. A
+// resolver made with `cache: false` (blocklist checks) keeps nothing.
 //
 // Answers come from the network and are not trusted: names are checked label by label and
 // records of the wrong size are skipped.
@@ -153,11 +154,14 @@ public final class DNSResolver: Sendable {
         [:])
     /// Answers kept at most; past that, expired ones go, and if none has, all of them.
     static let cacheLimit = 50_000
+    /// False: every lookup asks the forwarder (`cache: false`).
+    private let keepsAnswers: Bool
 
     /// A resolver that forwards every query to `forwarder` (never the system resolver).
     /// `timeout` bounds each lookup; a lookup that takes longer is a temporary failure.
-    /// `cache: false` keeps no answer between lookups: a blocklist check must see a delisting
-    /// at the next check, and the forwarder caches anyway.
+    /// `cache: false` keeps no answer between lookups, neither in libunbound nor in this
+    /// process: a blocklist check must see a delisting at the next check, and the forwarder
+    /// caches anyway.
     public init(forwarder: SocketAddress, timeout: Duration = .seconds(30),
                 cache: Bool = true) throws {
         guard let ctx = ub_ctx_create() else {
@@ -192,6 +196,7 @@ public final class DNSResolver: Sendable {
         self.context = context
         self.fd = fd
         self.timeout = timeout
+        keepsAnswers = cache
         pump = Task.detached {
             while !Task.isCancelled {
                 do {
@@ -286,9 +291,11 @@ public final class DNSResolver: Sendable {
         }
         let cacheKey = "\(type) \(name.lowercased())"
         let now = ContinuousClock.now
-        if let hit = cache.withLock({ $0[cacheKey] }), hit.until > now { return hit.answer }
+        if keepsAnswers, let hit = cache.withLock({ $0[cacheKey] }), hit.until > now {
+            return hit.answer
+        }
         let answer = await ask(name, type: type)
-        if answer.error == nil, answer.ttl > 0, answer.rcode == 0 || answer.nxDomain {
+        if keepsAnswers, answer.error == nil, answer.ttl > 0, answer.rcode == 0 || answer.nxDomain {
             let until = now + .seconds(min(Int(answer.ttl), 86_400))
             cache.withLock { c in
                 if c.count >= Self.cacheLimit {

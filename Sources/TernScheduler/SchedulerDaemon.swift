@@ -64,6 +64,9 @@ public struct SchedulerDaemon: Daemon {
         consumer.trimAcknowledged = stream != .submit
         // One message's entries in stream order, different messages side by side: each
         // costs a few round trips, and one at a time capped the scheduler at their rate.
+        // Known limit: two entries of one organisation that both change its breaker's state
+        // in the same batch may commit those changes (`held` hash) in the other order;
+        // the in-memory breaker is right and the next change rewrites the hash.
         consumer.sideBySide = Self.applyConcurrency
         consumer.orderKey = { $0[EntryField.id] ?? $0.id }
         await consumer.run(shutdown: shutdown, apply: apply) { entry in
