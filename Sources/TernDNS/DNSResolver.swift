@@ -8,6 +8,10 @@
 // calls `ub_process`, whose callback resumes the task. No thread of the cooperative pool ever
 // blocks, and a query that outlives its timeout is cancelled and answered as a failure.
 //
+// Answers are kept for their TTL (at most a day) in a bounded cache of this process, so a
+// busy domain costs one lookup per TTL, not one per message; failures are never cached. A
+// resolver made with `cache: false` (blocklist checks) keeps nothing.
+//
 // Answers come from the network and are not trusted: names are checked label by label and
 // records of the wrong size are skipped.
 
@@ -37,6 +41,8 @@ struct UnboundAnswer: Sendable {
     var rcode: Int32 = 0
     var nxDomain = false
     var records: [[UInt8]] = []
+    /// Seconds the answer may be kept (the smallest TTL of its records).
+    var ttl: Int32 = 0
 }
 
 /// One query in flight. libunbound holds one retain of it (passed as `mydata`), released by
@@ -114,6 +120,7 @@ private func unboundCallback(_ data: UnsafeMutableRawPointer?, _ err: Int32,
     } else if let r = result?.pointee {
         answer.rcode = r.rcode
         answer.nxDomain = r.nxdomain != 0
+        answer.ttl = r.ttl
         if r.havedata != 0, let data = r.data, let lengths = r.len {
             var i = 0
             while let item = data[i], i < 1000 {
@@ -144,11 +151,18 @@ public final class DNSResolver: Sendable {
     private let outstanding = Mutex<[ObjectIdentifier: UnboundQuery]>([:])
     private let pump: Task<Void, Never>
     private let metrics: DNSMetrics?
+    private let cache = Mutex<[String: (answer: UnboundAnswer, until: ContinuousClock.Instant)]>(
+        [:])
+    /// Answers kept at most; past that, expired ones go, and if none has, all of them.
+    static let cacheLimit = 50_000
+    /// False: every lookup asks the forwarder (`cache: false`).
+    private let keepsAnswers: Bool
 
     /// A resolver that forwards every query to `forwarder` (never the system resolver).
     /// `timeout` bounds each lookup; a lookup that takes longer is a temporary failure.
-    /// `cache: false` keeps no answer between lookups: a blocklist check must see a delisting
-    /// at the next check, and the forwarder caches anyway.
+    /// `cache: false` keeps no answer between lookups, neither in libunbound nor in this
+    /// process: a blocklist check must see a delisting at the next check, and the forwarder
+    /// caches anyway.
     public init(forwarder: SocketAddress, timeout: Duration = .seconds(30),
                 cache: Bool = true, metrics: DNSMetrics? = nil) throws {
         guard let ctx = ub_ctx_create() else {
@@ -184,6 +198,7 @@ public final class DNSResolver: Sendable {
         self.fd = fd
         self.timeout = timeout
         self.metrics = metrics
+        keepsAnswers = cache
         pump = Task.detached {
             while !Task.isCancelled {
                 do {
@@ -284,6 +299,26 @@ public final class DNSResolver: Sendable {
         guard Self.isPlausibleName(name) else {
             return UnboundAnswer(error: "not a domain name: \(Logger.printable(name))")
         }
+        let cacheKey = "\(type) \(name.lowercased())"
+        let now = ContinuousClock.now
+        if keepsAnswers, let hit = cache.withLock({ $0[cacheKey] }), hit.until > now {
+            return hit.answer
+        }
+        let answer = await ask(name, type: type)
+        if keepsAnswers, answer.error == nil, answer.ttl > 0, answer.rcode == 0 || answer.nxDomain {
+            let until = now + .seconds(min(Int(answer.ttl), 86_400))
+            cache.withLock { c in
+                if c.count >= Self.cacheLimit {
+                    c = c.filter { $0.value.until > now }
+                    if c.count >= Self.cacheLimit { c = [:] }
+                }
+                c[cacheKey] = (answer, until)
+            }
+        }
+        return answer
+    }
+
+    private func ask(_ name: String, type: Int32) async -> UnboundAnswer {
         let q = UnboundQuery()
         let key = ObjectIdentifier(q)
         outstanding.withLock { $0[key] = q }

@@ -5,7 +5,15 @@
 // domain's own address (RFC 5321 §5.1). Each host's addresses are tried in turn; a refused or
 // silent connection moves on to the next address and host, a 554 greeting to the next host
 // (RFC 5321 §3.1), and any other SMTP answer ends the attempt. When every host is exhausted
-// the attempt defers, unless every host answered with a permanent refusal.
+// the attempt defers, also when every host refused us in its greeting.
+//
+// Connections come from the `SessionPool`: an idle session to the same address from the same
+// source IP, opened under the same STARTTLS policy, is reused. A new one is opened by
+// `SMTPClient.open`, as a lone delivery would: STARTTLS by the recipient domain's policy, and
+// under the opportunistic one a failed handshake is followed at once by a clear connection.
+// A reused session that fails before the first reply of the transaction (the server closed
+// it while idle, or says 421 to MAIL) costs nothing: the message is offered once more on a
+// fresh connection.
 
 import TernCore
 import TernMail
@@ -17,23 +25,29 @@ public struct MXDelivery: Sendable {
     /// The port every MX host is reached on (TERN_SMTP_PORT).
     public let port: UInt16
     public let timeouts: SMTPClientTimeouts
+    public let pool: SessionPool
+    /// TERN_GROUP_CONNECTION_WAIT: how long a message waits for a connection of its group.
+    public let groupWait: Duration
     public let logger: Logger
     /// STARTTLS settings; nil sends everything in clear text.
     public let tls: SMTPClientTLS?
 
     public init(resolver: DNSResolver, port: UInt16, timeouts: SMTPClientTimeouts,
-                logger: Logger, tls: SMTPClientTLS? = nil) {
+                pool: SessionPool, groupWait: Duration, logger: Logger,
+                tls: SMTPClientTLS? = nil) {
         self.resolver = resolver
         self.port = port
         self.timeouts = timeouts
+        self.pool = pool
+        self.groupWait = groupWait
         self.logger = logger
         self.tls = tls
     }
 
     /// Delivers `message` to the MX hosts of `domain`, connecting from `source` (nil: the
-    /// kernel picks) and announcing `helo`.
-    public func deliver(_ message: OutboundMessage, domain: String, source: SocketAddress?,
-                        helo: String) async -> DeliveryResult {
+    /// kernel picks) and announcing `helo`; a new connection takes a lease on `group`.
+    public func deliver(_ message: OutboundMessage, domain: String, group: String,
+                        source: SocketAddress?, helo: String) async -> DeliveryResult {
         let plan: MXPlan
         switch await resolver.mx(domain) {
         case .records(let records): plan = MXOrdering.plan(for: domain, records: records)
@@ -63,11 +77,11 @@ public struct MXDelivery: Sendable {
         case .hosts(let list): hosts = list
         }
         return await tryHosts(hosts, implicit: implicit, message: message,
-                              domain: domain, source: source, helo: helo)
+                              domain: domain, group: group, source: source, helo: helo)
     }
 
     private func tryHosts(_ hosts: [String], implicit: Bool, message: OutboundMessage,
-                          domain: String, source: SocketAddress?, helo: String)
+                          domain: String, group: String, source: SocketAddress?, helo: String)
         async -> DeliveryResult
     {
         var unreachable: DeliveryResult?
@@ -82,10 +96,8 @@ public struct MXDelivery: Sendable {
                     return DeliveryResult(outcome: .deferred, stage: .connect, mxHost: host,
                                           address: address, detail: "cancelled")
                 }
-                let result = await SMTPClient.deliver(message, to: remote, mxHost: host,
-                                                      from: source, helo: helo,
-                                                      timeouts: timeouts, tls: tls,
-                                                      domain: domain)
+                let result = await attempt(message, to: remote, mxHost: host, domain: domain,
+                                           group: group, source: source, helo: helo)
                 switch result.fallback {
                 case .none, .withoutTLS:
                     return result
@@ -101,8 +113,11 @@ public struct MXDelivery: Sendable {
                 }
             }
         }
-        if let refusal, unreachable == nil, lookupTrouble == nil {
-            // Every host that could be reached turned us away for good (RFC 5321 §3.1).
+        if var refusal, unreachable == nil, lookupTrouble == nil {
+            // Every host turned us away in its greeting (RFC 5321 §3.1). That is about the
+            // connecting side (most often our IP's standing), not the recipient: wait.
+            refusal.outcome = .deferred
+            refusal.fallback = .none
             return refusal
         }
         if var unreachable {
@@ -125,6 +140,57 @@ public struct MXDelivery: Sendable {
             : "no MX host of \(domain) has an address record"
         return DeliveryResult(outcome: .failed, stage: .dns, detail: what,
                               status: Self.status(5, 4, 4))
+    }
+
+    /// One address: a pooled session or a new one, the message, the session given back.
+    private func attempt(_ message: OutboundMessage, to remote: SocketAddress, mxHost: String,
+                         domain: String, group: String, source: SocketAddress?, helo: String)
+        async -> DeliveryResult
+    {
+        let policy = SMTPClient.policy(tls, domain: domain, mxHost: mxHost)
+        let key = SessionKey(source: source?.host ?? "", mxHost: mxHost, address: remote.host,
+                             port: remote.port, tls: policy)
+        for _ in 0..<2 {
+            let session: PooledSession
+            var reused = false
+            var note = ""
+            switch await pool.session(for: key, group: group, wait: groupWait, connect: {
+                await SMTPClient.open(to: remote, mxHost: mxHost, from: source, helo: helo,
+                                      timeouts: timeouts, tls: tls, domain: domain)
+            }) {
+            case .failed(let result): return result
+            case .busy:
+                // RFC 3463 §3.5: 4.4.5, system congestion (our own limit for the group).
+                return DeliveryResult(outcome: .deferred, stage: .connect, mxHost: mxHost,
+                                      address: remote.host, detail: "the group \(group) "
+                                          + "had all its connections busy for \(groupWait)",
+                                      status: Self.status(4, 4, 5))
+            case .opened(let s, let why):
+                session = s
+                note = why
+            case .reused(let s):
+                session = s
+                reused = true
+            }
+            var result = await session.connection.send(message)
+            result.append(note: note)
+            await pool.giveBack(session)
+            if reused, Self.isStale(result) {
+                logger.debug("reused session was gone; opening a new one",
+                             ("mx", mxHost), ("addr", remote.host), ("why", result.text))
+                continue
+            }
+            return result
+        }
+        return DeliveryResult(outcome: .deferred, stage: .connect, mxHost: mxHost,
+                              address: remote.host, detail: "no usable session",
+                              status: Self.status(4, 4, 2))
+    }
+
+    /// A reused session that ended before the transaction got a real answer: the server
+    /// dropped it while idle (closed, or a 421 waiting in the buffer).
+    static func isStale(_ r: DeliveryResult) -> Bool {
+        r.outcome == .deferred && r.stage == .mail && (r.reply == nil || r.code == 421)
     }
 
     /// The addresses to try for `host`: A records for an IPv4 source, AAAA for an IPv6

@@ -38,8 +38,14 @@ public struct SenderDaemon: Daemon {
         try await redis.ensureGroup(stream: stream, group: StreamName.ready.group)
         let resolver = try DNSResolver(forwarder: settings.dnsResolver,
                                       timeout: settings.dnsTimeout, metrics: metrics.dns)
+        let leases = GroupLeases(redis: redis, keys: keys, limit: settings.groupMaxConnections,
+                                 instance: settings.common.instance)
+        let pool = SessionPool(leases: leases, maxMessages: settings.maxMessagesPerConnection,
+                               idleTimeout: settings.connectionIdle,
+                               maxIdle: settings.concurrency, logger: logger)
         let delivery = MXDelivery(resolver: resolver, port: settings.smtpPort,
-                                  timeouts: settings.timeouts, logger: logger,
+                                  timeouts: settings.timeouts, pool: pool,
+                                  groupWait: settings.groupConnectionWait, logger: logger,
                                   tls: try settings.clientTLS())
         let slots = Slots(limit: settings.concurrency)
         logger.info("contract v\(Contract.version)", ("dns", settings.dnsResolver.description),
@@ -57,6 +63,8 @@ public struct SenderDaemon: Daemon {
             await endpoint.serve(listen: settings.metricsListen, shutdown: shutdown,
                                  logger: logger)
         }
+        let upkeep = Task { await pool.maintain() }
+        let renewal = Task { await leases.keepRenewed(logger: logger) }
         await withDiscardingTaskGroup { group in
             await readLoop(shutdown: shutdown, slots: slots) { entry in
                 group.addTask {
@@ -75,6 +83,9 @@ public struct SenderDaemon: Daemon {
         }
         heartbeat.cancel()
         stopWaiting.cancel()
+        upkeep.cancel()
+        await pool.close()
+        renewal.cancel()
         await metricsServer.value
         await resolver.close()
     }
@@ -164,7 +175,8 @@ public struct SenderDaemon: Daemon {
         }
         let log = logger.with(("message_id", id))
         let fields = [MessageField.from, MessageField.recipient, MessageField.domain,
-                      MessageField.body, MessageField.state]
+                      MessageField.body, MessageField.state, MessageField.pool,
+                      MessageField.ambiguous]
         let values: [RedisValue]
         do {
             values = try await redis.run(["HMGET", keys.message(id)] + fields).array ?? []
@@ -187,7 +199,7 @@ public struct SenderDaemon: Daemon {
         let helo = (entry[EntryField.helo] ?? "").isEmpty
             ? settings.hostname : entry[EntryField.helo]!
         let domain = values[2].string ?? ""
-        let result: DeliveryResult
+        var result: DeliveryResult
         if let from = values[0].string, let rcpt = values[1].string, let body = values[3].bytes,
            !domain.isEmpty, !rcpt.isEmpty, !from.isEmpty
         {
@@ -199,13 +211,27 @@ public struct SenderDaemon: Daemon {
             } else {
                 let message = OutboundMessage(returnPath: settings.verp.address(for: id),
                                               recipient: rcpt, content: body)
-                result = await delivery.deliver(message, domain: domain, source: source,
-                                                helo: helo)
+                let group = (values[5].string ?? "") + ":" + domain
+                result = await delivery.deliver(message, domain: domain, group: group,
+                                                source: source, helo: helo)
             }
         } else {
             log.critical("message record incomplete", ("entry", entry.id))
             result = DeliveryResult(outcome: .failed, stage: .connect,
                                     detail: "message record incomplete: cannot send")
+        }
+        var ambiguous = false
+        if result.outcome == .deferred, result.stage == .dot, result.reply == nil {
+            // RFC 5321 §6.1: the server may hold the message. It is sent again up to
+            // TERN_AMBIGUOUS_RETRIES times (after the scheduler's retry delay); then taken
+            // as delivered rather than sent yet again.
+            ambiguous = true
+            let resent = values[6].string.flatMap { Int($0) } ?? 0
+            if resent >= settings.ambiguousRetries {
+                result.outcome = .delivered
+                result.detail += "; taken as delivered after \(settings.ambiguousRetries) "
+                    + "resend(s) (TERN_AMBIGUOUS_RETRIES)"
+            }
         }
         if Task.isCancelled {
             // Shutdown ran out of grace: the outcome is unknown, so it is not reported.
@@ -230,15 +256,18 @@ public struct SenderDaemon: Daemon {
             (EntryField.tlsCipher, result.tls?.cipher ?? ""),
             (EntryField.tlsVerified, result.tls.map { $0.verified ? "yes" : "no" } ?? ""),
         ]
-        await commit(entry, result: entryFields, log: log)
+        let count: [[RedisArg]] = ambiguous
+            ? [["HINCRBY", .text(keys.message(id)), .text(MessageField.ambiguous), "1"]] : []
+        await commit(entry, result: entryFields, extra: count, log: log)
     }
 
     /// In one MULTI/EXEC: the result (when there is one), then the acknowledgement and
     /// deletion of the `ready` entry. Retried a few times, since a result lost after the
     /// remote accepted would mean sending the message again.
-    func commit(_ entry: StreamEntry, result: [(String, String)]?, log: Logger) async {
+    func commit(_ entry: StreamEntry, result: [(String, String)]?, extra: [[RedisArg]] = [],
+                log: Logger) async {
         let stream = keys.stream(.ready)
-        var commands: [[RedisArg]] = []
+        var commands: [[RedisArg]] = extra
         if let result { commands.append(xadd(keys.stream(.results), result)) }
         commands.append(["XACK", .text(stream), .text(StreamName.ready.group), .text(entry.id)])
         commands.append(["XDEL", .text(stream), .text(entry.id)])

@@ -18,8 +18,24 @@ public struct SenderSettings: Sendable {
     /// TERN_VERP_DOMAIN and TERN_VERP_SECRET (hex, at least 16 bytes): the signed return
     /// paths; the bounce receiver must hold the same pair.
     public let verp: VERP
-    /// TERN_SENDER_CONCURRENCY: deliveries in flight at once (default 500).
+    /// TERN_SENDER_CONCURRENCY: deliveries in flight at once (default 2000). Each costs a
+    /// task, its message and, while it talks, a connection: a few tens of KB.
     public let concurrency: Int
+    /// TERN_MAX_MESSAGES_PER_CONNECTION: messages one SMTP session carries before QUIT
+    /// (default 100); 1 turns connection reuse off.
+    public let maxMessagesPerConnection: Int
+    /// TERN_CONNECTION_IDLE: an idle session is closed with QUIT after this (default 30s).
+    public let connectionIdle: Duration
+    /// TERN_GROUP_MAX_CONNECTIONS: connections one group `{pool}:{domain}` may have open
+    /// across all senders (default 10), held as leases in Redis.
+    public let groupMaxConnections: Int
+    /// TERN_GROUP_CONNECTION_WAIT: how long a message waits for a connection when its group
+    /// has all it may open; then the attempt defers (default 2m).
+    public let groupConnectionWait: Duration
+    /// TERN_AMBIGUOUS_RETRIES: how many times a message is sent again after a connection
+    /// lost after its final dot (it may have arrived: each resend risks a duplicate). Once
+    /// spent, such an attempt is reported delivered, the reply text saying it is ambiguous.
+    public let ambiguousRetries: Int
     /// TERN_SENDER_CLAIM_IDLE: `ready` entries pending this long on another sender (a dead
     /// one) are taken over. It must exceed the longest attempt; this process keeps its own
     /// in-flight entries fresh, so only abandoned ones ever look this idle.
@@ -53,7 +69,16 @@ public struct SenderSettings: Sendable {
         dnsTimeout = try env.duration("TERN_DNS_TIMEOUT", default: .seconds(30))
         smtpPort = UInt16(try env.int("TERN_SMTP_PORT", default: 25, range: 1...65535))
         verp = try VERP(env)
-        concurrency = try env.int("TERN_SENDER_CONCURRENCY", default: 500, range: 1...100_000)
+        concurrency = try env.int("TERN_SENDER_CONCURRENCY", default: 2000,
+                                  range: 1...100_000)
+        maxMessagesPerConnection = try env.int("TERN_MAX_MESSAGES_PER_CONNECTION",
+                                               default: 100, range: 1...1_000_000)
+        connectionIdle = try env.duration("TERN_CONNECTION_IDLE", default: .seconds(30))
+        groupMaxConnections = try env.int("TERN_GROUP_MAX_CONNECTIONS", default: 10,
+                                          range: 1...100_000)
+        groupConnectionWait = try env.duration("TERN_GROUP_CONNECTION_WAIT",
+                                               default: .seconds(120))
+        ambiguousRetries = try env.int("TERN_AMBIGUOUS_RETRIES", default: 1, range: 0...100)
         claimIdle = try env.duration("TERN_SENDER_CLAIM_IDLE", default: .seconds(600))
         guard claimIdle >= .seconds(1) else {
             throw ConfigError("TERN_SENDER_CLAIM_IDLE", "must be at least 1s")

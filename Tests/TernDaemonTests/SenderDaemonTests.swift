@@ -184,7 +184,9 @@ import TernSender
         let s = try SenderSettings(ok, common: CommonSettings(ok, role: "sender"))
         #expect(s.timeouts.dataTermination == .seconds(1200))
         #expect(s.timeouts.greeting == .seconds(300))
-        #expect(s.smtpPort == 2525 && s.concurrency == 500)
+        #expect(s.smtpPort == 2525 && s.concurrency == 2000)
+        #expect(s.maxMessagesPerConnection == 100 && s.connectionIdle == .seconds(30))
+        #expect(s.groupMaxConnections == 10 && s.groupConnectionWait == .seconds(120))
         #expect(s.dnsResolver.description == "127.0.0.1:53")
     }
 }

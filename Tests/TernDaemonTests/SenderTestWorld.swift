@@ -42,12 +42,15 @@ final class SenderTestWorld: Sendable {
         self.tlsCert = tlsCert
     }
 
-    static func start() async throws -> SenderTestWorld {
+    /// `records` go over the world's zone (testworld/README.md, "The zone is a dict").
+    static func start(records: [String: Any] = [:]) async throws -> SenderTestWorld {
         let dir = NSTemporaryDirectory() + "tern-world-\(UUID().uuidString)"
         try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
-        let spool = dir + "/spool", describe = dir + "/world.json"
-        let pid = try spawn(python, [root + "/testworld/world.py", "--dns-port", "0",
-                                     "--smtp-port", "0", "--spool", spool,
+        let spool = dir + "/spool", describe = dir + "/world.json", config = dir + "/config.json"
+        try JSONSerialization.data(withJSONObject: ["records": records])
+            .write(to: URL(fileURLWithPath: config))
+        let pid = try spawn(python, [root + "/testworld/world.py", "--config", config,
+                                     "--dns-port", "0", "--smtp-port", "0", "--spool", spool,
                                      "--describe", describe], log: dir + "/world.log")
         for _ in 0..<300 {
             if let data = FileManager.default.contents(atPath: describe),
@@ -99,17 +102,16 @@ final class SenderHarness: Sendable {
     let env: Environment
     let logs = MemoryLogSink()
     let shutdown = Shutdown()
-    private let task: Mutex<Task<Void, any Error>?> = Mutex(nil)
+    private let task: Mutex<[Task<Void, any Error>]> = Mutex([])
 
     static let secret = "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff"
 
     /// `trustWorld`: the world's certificate is the sender's CA file (TERN_TLS_CA_FILE).
-    init(env extra: [String: String] = [:], trustWorld: Bool = false, start: Bool = true)
-        async throws
-    {
+    init(env extra: [String: String] = [:], trustWorld: Bool = false, start: Bool = true,
+         records: [String: Any] = [:]) async throws {
         server = try TestRedis()
         redis = try RedisClient(url: server.url)
-        world = try await SenderTestWorld.start()
+        world = try await SenderTestWorld.start(records: records)
         var values = [
             "TERN_REDIS_URL": server.url, "TERN_INSTANCE": "t",
             "TERN_DNS_RESOLVER": "127.0.0.1:\(world.dnsPort)",
@@ -127,18 +129,23 @@ final class SenderHarness: Sendable {
         if start { try startDaemon() }
     }
 
-    func startDaemon() throws {
+    /// Starts the sender in-process; `instance` names a second one beside the first.
+    func startDaemon(instance: String? = nil) throws {
+        var values = env.values
+        if let instance { values["TERN_INSTANCE"] = instance }
+        let env = Environment(values)
         let settings = try SenderSettings(env, common: CommonSettings(env, role: "sender"))
         let daemon = try SenderDaemon(settings: settings,
                                       logger: Logger(label: "sender", sink: logs))
         let shutdown = self.shutdown
-        task.withLock { $0 = Task { try await daemon.run(shutdown: shutdown) { _ in } } }
+        let t = Task { try await daemon.run(shutdown: shutdown) { _ in } }
+        task.withLock { $0.append(t) }
     }
 
-    /// Requests shutdown and waits for the daemon to return.
+    /// Requests shutdown and waits for the daemons to return.
     func stopDaemon() async throws {
         shutdown.request()
-        if let t = task.withLock({ $0 }) { try await t.value }
+        for t in task.withLock({ $0 }) { try await t.value }
     }
 
     func stop() async {
@@ -183,5 +190,42 @@ final class SenderHarness: Sendable {
     func pendingCount() async throws -> Int {
         let reply = try await redis.run("XPENDING", keys.stream(.ready), "sender")
         return reply.array?.first?.int ?? -1
+    }
+}
+
+/// `testworld/peer.py` on the world's SMTP port: MX hosts with profiles and counters.
+final class TestPeer: Sendable {
+    let pid: pid_t
+    let stats: String
+
+    /// `hosts`: address -> profile (see peer.py).
+    init(port: UInt16, dir: String, hosts: [String: String]) async throws {
+        stats = dir + "/peer.json"
+        pid = try spawn(SenderTestWorld.python,
+                        [SenderTestWorld.root + "/testworld/peer.py", "--port", String(port),
+                         "--stats", stats] + hosts.map { "\($0.key)=\($0.value)" },
+                        log: dir + "/peer.log")
+        for _ in 0..<200 where FileManager.default.contents(atPath: stats) == nil {
+            try await Task.sleep(for: .milliseconds(50))
+        }
+    }
+
+    func stop() { stopProcess(pid) }
+
+    /// The counters of one address (connections, open, max_open, messages, rsets, ...).
+    func counters(_ addr: String) -> [String: Any] {
+        guard let data = FileManager.default.contents(atPath: stats),
+              let json = try? JSONSerialization.jsonObject(with: data) as? [String: Any]
+        else { return [:] }
+        return json[addr] as? [String: Any] ?? [:]
+    }
+
+    func count(_ addr: String, _ key: String) -> Int { counters(addr)[key] as? Int ?? -1 }
+
+    /// Waits (up to 20 s) until `key` of `addr` reaches `n`.
+    func wait(_ addr: String, _ key: String, atLeast n: Int) async throws {
+        for _ in 0..<400 where count(addr, key) < n {
+            try await Task.sleep(for: .milliseconds(50))
+        }
     }
 }

@@ -46,4 +46,13 @@ import TernMail
             + #""reply":"","stage":"rcpt","mx":"","addr":"","ip":"","tls":"","ms":3}"#
         #expect(try JSONDecoder().decode(AttemptRecord.self, from: Data(old.utf8)).code == 451)
     }
+
+    @Test func sortedJSONEscapesWhatRFC8259AsksAndSortsKeys() {
+        let text = SortedJSON.encode([
+            "z": "a\"b\\c\n\u{01}/é", "a": 1, "m": [true, 2.5] as [any Sendable],
+            "n": ["y": Int64(7), "b": RawJSON(#"{"k":"v"}"#)] as [String: any Sendable],
+        ])
+        #expect(text == #"{"a":1,"m":[true,2.5],"n":{"b":{"k":"v"},"y":7},"#
+                + #""z":"a\"b\\c\n\u0001/é"}"#)
+    }
 }

@@ -18,6 +18,9 @@ import TernMail
     static let ehloFull = reply(250, "mx.example greets out1", "SIZE 1000000", "8BITMIME",
                                 "SMTPUTF8", "PIPELINING", "ENHANCEDSTATUSCODES", "STARTTLS",
                                 "HELP")
+    /// The same without PIPELINING: one command, one reply.
+    static let ehloSerial = reply(250, "mx.example greets out1", "SIZE 1000000", "8BITMIME",
+                                  "SMTPUTF8", "ENHANCEDSTATUSCODES", "STARTTLS", "HELP")
 
     /// The line a `.send` action carries, as text.
     static func line(_ action: SMTPClientAction) -> String? {
@@ -34,7 +37,7 @@ import TernMail
     }
 
     /// A session that is through greeting and EHLO.
-    static func openSession(ehlo: SMTPReply = ehloFull) -> SMTPClientSession {
+    static func openSession(ehlo: SMTPReply = ehloSerial) -> SMTPClientSession {
         var s = SMTPClientSession(helo: "out1.tern.example", mxHost: "mx.example",
                                   address: "127.0.0.11")
         _ = s.start()
@@ -50,11 +53,12 @@ import TernMail
         #expect(s.start() == .receive(timeout: timeouts.greeting))
         #expect(Self.line(s.receive(Self.reply(220, "mx.example ESMTP")))
                 == "EHLO out1.tern.example\r\n")
-        #expect(s.receive(Self.ehloFull) == .ready)
+        #expect(s.receive(Self.ehloSerial) == .ready)
         #expect(s.extensions.sizeLimit == 1_000_000)
-        #expect(s.extensions.eightBitMIME && s.extensions.smtpUTF8 && s.extensions.pipelining)
+        #expect(s.extensions.eightBitMIME && s.extensions.smtpUTF8 && !s.extensions.pipelining)
         #expect(s.extensions.startTLS && s.extensions.enhancedStatusCodes)
         #expect(!s.extensions.offers("CHUNKING"))
+        #expect(ServiceExtensions(ehlo: Self.ehloFull).pipelining)
 
         let size = Self.message.content.count
         #expect(Self.line(s.send(Self.message))
@@ -263,5 +267,107 @@ import TernMail
         #expect(e.keywords["AUTH"] == "PLAIN LOGIN")
         #expect(e.offers("x-odd"))
         #expect(!e.offers("MX"))
+    }
+
+    // MARK: Several messages on one session (RFC 5321 §4.1.1.5) and PIPELINING (RFC 2920)
+
+    /// Sends `message` and answers MAIL, RCPT, DATA, the text, one reply each.
+    static func deliverSerially(_ s: inout SMTPClientSession) -> DeliveryResult? {
+        _ = s.send(message)
+        _ = s.receive(reply(250))
+        _ = s.receive(reply(250))
+        _ = s.receive(reply(354))
+        return result(s.receive(reply(250, "2.0.0 queued")))
+    }
+
+    @Test func aSecondMessageFollowsOnTheSameSessionWithoutRSET() {
+        var s = Self.openSession()
+        #expect(Self.deliverSerially(&s)?.outcome == .delivered)
+        #expect(Self.line(s.send(Self.message))?.hasPrefix("MAIL FROM:") == true)
+        #expect(Self.line(s.receive(Self.reply(250))) == "RCPT TO:<a@inbox.example>\r\n")
+    }
+
+    @Test func aRefusedRCPTIsFollowedByRSETBeforeTheNextMAIL() {
+        var s = Self.openSession()
+        _ = s.send(Self.message)
+        _ = s.receive(Self.reply(250))
+        let r = Self.result(s.receive(Self.reply(550, "5.1.1 no such user")))
+        #expect(r?.outcome == .failed && r?.stage == .rcpt && s.isReady && s.needsReset)
+
+        #expect(Self.line(s.send(Self.message)) == "RSET\r\n")
+        #expect(Self.line(s.receive(Self.reply(250, "2.0.0 flushed")))?.hasPrefix("MAIL FROM:")
+                == true)
+        #expect(!s.needsReset)
+        #expect(Self.line(s.receive(Self.reply(250))) == "RCPT TO:<a@inbox.example>\r\n")
+    }
+
+    @Test func aRefusedRSETEndsTheSessionWithoutDecidingTheMessage() {
+        var s = Self.openSession()
+        _ = s.send(Self.message)
+        _ = s.receive(Self.reply(250))
+        _ = s.receive(Self.reply(451, "4.3.0 later"))
+        _ = s.send(Self.message)
+        guard case .close(let r?) = s.receive(Self.reply(500, "what")) else {
+            Issue.record("a refused RSET should close")
+            return
+        }
+        #expect(r.outcome == .deferred && r.stage == .mail && s.phase == .closed)
+    }
+
+    @Test func pipeliningSendsMAILRCPTAndDATAInOneWrite() {
+        var s = Self.openSession(ehlo: Self.ehloFull)
+        let size = Self.message.content.count
+        let t = SMTPClientTimeouts()
+        #expect(s.send(Self.message) == .send(Array(("MAIL FROM:<b.id.sig@bounces.tern.example>"
+            + " SIZE=\(size)\r\nRCPT TO:<a@inbox.example>\r\nDATA\r\n").utf8),
+            writeTimeout: t.mail, replyTimeout: t.mail))
+        #expect(s.receive(Self.reply(250)) == .receive(timeout: t.rcpt))
+        #expect(s.receive(Self.reply(250)) == .receive(timeout: t.dataInitiation))
+        #expect(Self.line(s.receive(Self.reply(354)))?.hasSuffix("body\r\n.\r\n") == true)
+        #expect(Self.result(s.receive(Self.reply(250)))?.outcome == .delivered)
+    }
+
+    @Test func pipelinedRCPTRefusalIsWeighedAfterDATAsReply() {
+        var s = Self.openSession(ehlo: Self.ehloFull)
+        _ = s.send(Self.message)
+        _ = s.receive(Self.reply(250))
+        _ = s.receive(Self.reply(550, "5.1.1 no such user"))
+        let r = Self.result(s.receive(Self.reply(554, "5.5.1 no valid recipients")))
+        #expect(r?.outcome == .failed && r?.stage == .rcpt && r?.code == 550)
+        #expect(s.isReady && s.needsReset)
+        // The next message: RSET goes in the same write, its reply is read first.
+        #expect(Self.line(s.send(Self.message))?.hasPrefix("RSET\r\nMAIL FROM:") == true)
+        #expect(s.receive(Self.reply(250)) == .receive(timeout: SMTPClientTimeouts().mail))
+        #expect(!s.needsReset)
+    }
+
+    @Test func pipelinedDATAOpenedWithoutARecipientGetsAnEmptyText() {
+        // RFC 2920 §3.1: some servers answer 354 even though every RCPT failed.
+        var s = Self.openSession(ehlo: Self.ehloFull)
+        _ = s.send(Self.message)
+        _ = s.receive(Self.reply(250))
+        _ = s.receive(Self.reply(451, "4.2.1 mailbox busy"))
+        #expect(Self.line(s.receive(Self.reply(354))) == ".\r\n")
+        let r = Self.result(s.receive(Self.reply(554, "5.5.1 no recipients")))
+        #expect(r?.outcome == .deferred && r?.stage == .rcpt && r?.code == 451)
+        #expect(s.isReady && s.needsReset)
+    }
+
+    @Test func pipelined421EndsTheSessionAtOnce() {
+        var s = Self.openSession(ehlo: Self.ehloFull)
+        _ = s.send(Self.message)
+        guard case .close(let r?) = s.receive(Self.reply(421, "4.7.0 closing")) else {
+            Issue.record("421 should close")
+            return
+        }
+        #expect(r.outcome == .deferred && r.stage == .mail && s.phase == .closed)
+    }
+
+    @Test func aRefusedMAILLeavesTheSessionUsable() {
+        var s = Self.openSession()
+        _ = s.send(Self.message)
+        let r = Self.result(s.receive(Self.reply(550, "5.7.1 sender refused")))
+        #expect(r?.outcome == .failed && r?.stage == .mail && s.isReady && !s.needsReset)
+        #expect(Self.deliverSerially(&s)?.outcome == .delivered)
     }
 }

@@ -45,6 +45,27 @@ import TernMail
         #expect(result?.tlsSummary == "TLSv1.3 TLS_AES_256_GCM_SHA384")
     }
 
+    @Test func aTLSSessionPipelinesAndResetsAndEveryResultCarriesTheTLSDetails() {
+        var (s, _) = Self.greeted(.required)
+        _ = s.receive(C.reply(220, "2.0.0 go ahead"))
+        _ = s.tlsEstablished(Self.verified)
+        #expect(s.receive(Self.ehloPlain) == .ready)
+        // Pipelined: MAIL, RCPT and DATA in one write; the refused RCPT decides after DATA.
+        #expect(C.line(s.send(C.message))?.hasPrefix("MAIL FROM:") == true)
+        _ = s.receive(C.reply(250))
+        _ = s.receive(C.reply(550, "5.1.1 no such user"))
+        let refused = C.result(s.receive(C.reply(554, "5.5.1 no valid recipients")))
+        #expect(refused?.stage == .rcpt && refused?.tls == Self.verified && s.needsReset)
+        // The next transaction on the same TLS session starts with RSET in the same write.
+        #expect(C.line(s.send(C.message))?.hasPrefix("RSET\r\nMAIL FROM:") == true)
+        _ = s.receive(C.reply(250))
+        _ = s.receive(C.reply(250))
+        _ = s.receive(C.reply(250))
+        _ = s.receive(C.reply(354, "go"))
+        let delivered = C.result(s.receive(C.reply(250, "2.0.0 queued")))
+        #expect(delivered?.outcome == .delivered && delivered?.tls == Self.verified)
+    }
+
     @Test func disabledNeverSendsSTARTTLS() {
         let (s, action) = Self.greeted(.disabled)
         #expect(action == .ready && s.tls == nil)

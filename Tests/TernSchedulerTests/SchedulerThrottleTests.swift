@@ -98,4 +98,32 @@ extension SchedulerDaemonTests {
         #expect(rate.reason == "slow down: 4.7.0 Try again later, closing connection")
         await h.stop()
     }
+
+    @Test func aDueBurstTakesOnlyTheIPsTheThrottleAllows() async throws {
+        let dir = NSTemporaryDirectory() + "tern-providers-\(UUID().uuidString).json"
+        try Data(#"{"providers": [{"name": "default", "messagesPerMinute": 2}]}"#.utf8)
+            .write(to: URL(fileURLWithPath: dir))
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        // No group pace: a due group releases a burst per pass, but each message of it
+        // still needs an IP of the two that may send now.
+        let h = try await Harness(env: ["TERN_PROVIDERS_FILE": dir])
+        var ids: [String] = []
+        for _ in 0..<5 { ids.append(try await h.submit()) }
+        try await h.waitFor("all taken in") {
+            let queued = try await h.redis.run("ZCARD", h.keys.groupQueue("default:inbox.example"))
+            let released = try await h.redis.run("XLEN", h.keys.stream(.ready))
+            return (queued.int ?? 0) + (released.int ?? 0) == 5
+        }
+        try await h.waitFor("group held") {
+            let score = try await h.redis.run("ZSCORE", h.keys.dueGroups, "default:inbox.example")
+            return (Int64(score.string ?? "") ?? 0) > nowMs() + 20_000
+        }
+        let ready = try await h.redis.run("XRANGE", h.keys.stream(.ready), "-", "+")
+        let ips = (ready.array ?? []).compactMap { $0.array?[1].fieldMap["ip"] }
+        #expect(ips.sorted() == ["127.0.0.2", "127.0.0.3"])
+        var queued = 0
+        for id in ids where try await h.state(id) == "queued" { queued += 1 }
+        #expect(queued == 3)
+        await h.stop()
+    }
 }

@@ -72,15 +72,26 @@ public final class TCPConnection: ByteStream, @unchecked Sendable {
     {
         while true {
             if closed.load(ordering: .relaxed) { throw IOError.closed }
-            var buffer = [UInt8](repeating: 0, count: max)
-            let n = buffer.withUnsafeMutableBytes { Glibc.read(fd, $0.baseAddress, max) }
-            if n >= 0 {
-                buffer.removeSubrange(n...)
-                return buffer
+            // The buffer exists only while data is there to read: thousands of sessions
+            // waiting on slow servers must not each hold one.
+            if let bytes = try readNow(max: max) { return bytes }
+            try await EventLoop.shared.waitReadable(fd, deadline: deadline)
+        }
+    }
+
+    /// What the socket holds now (empty at end of stream); nil when it would block.
+    private func readNow(max: Int) throws -> [UInt8]? {
+        while true {
+            // Not zero-filled first: read() writes what it returns, and only that is kept.
+            var failure: Int32 = 0
+            let buffer = [UInt8](unsafeUninitializedCapacity: max) { raw, count in
+                let n = Glibc.read(fd, raw.baseAddress, max)
+                count = Swift.max(n, 0)
+                if n < 0 { failure = errno }
             }
-            switch errno {
-            case EAGAIN, EWOULDBLOCK:
-                try await EventLoop.shared.waitReadable(fd, deadline: deadline)
+            if failure == 0 { return buffer }
+            switch failure {
+            case EAGAIN, EWOULDBLOCK: return nil
             case EINTR: continue
             case let code: throw IOError.system(call: "read", errno: code)
             }

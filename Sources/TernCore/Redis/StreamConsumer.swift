@@ -5,6 +5,9 @@
 // new ones; from time to time it takes over entries another consumer of the group left idle
 // too long. An entry whose handling fails is tried again; one that fails five times is a bug
 // in whoever wrote it, so it is logged whole and dropped rather than stop the stream.
+//
+// A batch may be applied side by side (`sideBySide` above 1): entries with the same
+// `orderKey` (the same message, say) still go one after the other, in stream order.
 
 import Foundation
 
@@ -21,6 +24,10 @@ public struct StreamConsumer: Sendable {
     /// streams that several groups read, so no entry is deleted before all have seen it).
     public var trimAcknowledged = false
     public var batch = 100
+    /// How many entries of a batch are applied at once; 1 applies them in stream order.
+    public var sideBySide = 1
+    /// Entries with the same key are applied one after the other even side by side.
+    public var orderKey: @Sendable (StreamEntry) -> String = { $0.id }
 
     public init(redis: RedisClient, stream: String, group: String, consumer: String,
                 logger: Logger) {
@@ -34,7 +41,7 @@ public struct StreamConsumer: Sendable {
     /// Runs until shutdown. `apply` handles and acknowledges one entry (in one transaction);
     /// `drop` acknowledges a poisoned one.
     public func run(shutdown: Shutdown,
-                    apply: @Sendable (StreamEntry) async throws -> Void,
+                    apply: @escaping @Sendable (StreamEntry) async throws -> Void,
                     drop: @Sendable (StreamEntry) async throws -> Void) async {
         var failures: [String: Int] = [:]
         var lastClaim = ContinuousClock.now
@@ -54,25 +61,22 @@ public struct StreamConsumer: Sendable {
                         stream: stream, group: group, consumer: consumer, minIdle: claimIdle,
                         count: batch)
                 }
-                for entry in entries {
-                    do {
-                        try await apply(entry)
-                        failures[entry.id] = nil
-                    } catch {
+                for (entry, error) in await applyAll(entries, apply) {
+                    if let error {
                         let count = failures[entry.id, default: 0] + 1
                         failures[entry.id] = count
                         pendingFirst = true
                         guard count >= 5 else {
-                            logger.warning("handling a \(stream) entry failed, will retry: \(error)",
-                                           ("entry", entry.id))
+                            logger.warning("handling a \(stream) entry failed, will retry: "
+                                           + "\(error)", ("entry", entry.id))
                             continue
                         }
                         logger.critical("dropping a \(stream) entry after \(count) failures: "
                                         + "\(error)", ("entry", entry.id),
                                         ("fields", "\(entry.fields)"))
                         try await drop(entry)
-                        failures[entry.id] = nil
                     }
+                    failures[entry.id] = nil
                 }
                 if trimAcknowledged && !entries.isEmpty {
                     try await redis.trimAcknowledged(stream: stream)
@@ -86,6 +90,47 @@ public struct StreamConsumer: Sendable {
                 pendingFirst = true
                 try? await Task.sleep(for: .seconds(1))
             }
+        }
+    }
+
+    /// Applies a batch: entries of one `orderKey` in stream order, different keys up to
+    /// `sideBySide` at once. Returns each entry with its error, if it failed.
+    func applyAll(_ entries: [StreamEntry],
+                  _ apply: @escaping @Sendable (StreamEntry) async throws -> Void)
+        async -> [(StreamEntry, (any Error)?)]
+    {
+        var byKey: [String: [StreamEntry]] = [:]
+        var order: [String] = []
+        for entry in entries {
+            let key = sideBySide > 1 ? orderKey(entry) : ""
+            if byKey[key] == nil { order.append(key) }
+            byKey[key, default: []].append(entry)
+        }
+        return await withTaskGroup(of: [(StreamEntry, (any Error)?)].self) { group in
+            var out: [(StreamEntry, (any Error)?)] = []
+            var next = order.makeIterator()
+            func start() -> Bool {
+                guard let key = next.next(), let list = byKey[key] else { return false }
+                group.addTask {
+                    var done: [(StreamEntry, (any Error)?)] = []
+                    for entry in list {
+                        do {
+                            try await apply(entry)
+                            done.append((entry, nil))
+                        } catch {
+                            done.append((entry, error))
+                        }
+                    }
+                    return done
+                }
+                return true
+            }
+            for _ in 0..<max(1, sideBySide) where start() {}
+            while let done = await group.next() {
+                out += done
+                _ = start()
+            }
+            return out
         }
     }
 }

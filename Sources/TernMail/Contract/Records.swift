@@ -108,22 +108,21 @@ public struct MessageEvent: Sendable {
 
     /// The event as JSON, keys sorted so the text is stable for signing.
     public var json: String {
-        var object: [String: Any] = [
+        var object: [String: any Sendable] = [
             "id": id, "event": event.rawValue, "at": timestamp(ms: atMs), "org": org,
             "from": from, "to": to,
         ]
-        let meta = (try? JSONSerialization.jsonObject(with: Data(metadataJSON.utf8)))
-        object["metadata"] = meta ?? [String: Any]()
+        // The API stored the metadata as a JSON object with sorted keys; it goes in as is.
+        let meta = metadataJSON.trimmingCharacters(in: .whitespaces)
+        object["metadata"] = RawJSON(meta.hasPrefix("{") && meta.hasSuffix("}") ? meta : "{}")
         for (k, v) in detail { object[k] = v }
-        let data = (try? JSONSerialization.data(withJSONObject: object, options: [.sortedKeys]))
-        return data.map { String(decoding: $0, as: UTF8.self) } ?? "{}"
+        return SortedJSON.encode(object)
     }
 
     /// The history entry: the same document without the message's identity repeated.
     public var historyJSON: String {
-        var object: [String: Any] = ["event": event.rawValue, "at": timestamp(ms: atMs)]
+        var object: [String: any Sendable] = ["event": event.rawValue, "at": timestamp(ms: atMs)]
         for (k, v) in detail { object[k] = v }
-        let data = (try? JSONSerialization.data(withJSONObject: object, options: [.sortedKeys]))
-        return data.map { String(decoding: $0, as: UTF8.self) } ?? "{}"
+        return SortedJSON.encode(object)
     }
 }

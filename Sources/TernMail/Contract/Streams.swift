@@ -59,6 +59,12 @@ public struct Keys: Sendable {
     public var dueGroups: String { prefix + "due" }
     /// String: the time (ms) before which a group may not release its next message.
     public func groupPace(_ group: String) -> String { prefix + "pace:" + group }
+    /// Sorted set: the connection leases senders hold on a group, lease ids scored by the
+    /// time (ms, Redis clock) they expire unless renewed.
+    public func groupLeases(_ group: String) -> String { prefix + "lease:" + group }
+    /// String, set for 2 s when a sender was refused a lease of the group: senders holding
+    /// idle sessions of it close one so the waiting sender gets a turn.
+    public func leaseWanted(_ group: String) -> String { prefix + "lease-wanted:" + group }
     /// Hash: counters a daemon keeps for operators (`bounce.forged`, `dnsbl.error`, ...).
     public var counters: String { prefix + "counters" }
     /// Hash: `<ip>|<provider>` → the JSON of that IP's adaptive rate towards that provider
@@ -189,6 +195,8 @@ public enum MessageField {
     public static let state = "state"          // MessageState raw value
     public static let attempts = "attempts"
     public static let lastReply = "last_reply"
+    /// Attempts whose outcome was ambiguous (connection lost after the final dot); sender.
+    public static let ambiguous = "ambiguous"
 }
 
 /// Where a message is in its life. Final states never change again.

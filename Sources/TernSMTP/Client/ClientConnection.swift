@@ -60,6 +60,8 @@ public final class SMTPClientConnection: @unchecked Sendable {
 
     /// The TLS session, once STARTTLS succeeded.
     public var tls: TLSSessionInfo? { session.tls }
+    /// The STARTTLS policy this connection runs under (`.disabled` without a TLS context).
+    public var tlsPolicy: TLSPolicy { session.tlsPolicy }
 
     /// What the server offered to EHLO.
     public var extensions: ServiceExtensions { session.extensions }
@@ -201,43 +203,83 @@ public final class SMTPClientConnection: @unchecked Sendable {
     }
 }
 
-/// One whole attempt at one address, as the sender makes it.
+/// Opening sessions and whole attempts at one address, as the sender makes them.
 public enum SMTPClient {
-    /// Connects, opens the session, sends `message` and quits. A connection that cannot be
-    /// made comes back deferred at stage `connect` with fallback `.nextAddress`.
+    /// What opening a session at one address came to.
+    public enum Opening: Sendable {
+        /// Greeted and EHLO answered (over TLS if the policy asked for it): a message may be
+        /// sent. `note` is non-empty when TLS failed and the session is in clear text.
+        case ready(SMTPClientConnection, note: String)
+        /// The result for this address: no connection, a refusing greeting, TLS refused...
+        case failed(DeliveryResult)
+    }
+
+    /// The STARTTLS policy a new connection to `mxHost` runs under for mail to `domain`:
+    /// `.disabled` without TLS settings, and for an opportunistic one while `mxHost` is
+    /// remembered as having broken TLS.
+    public static func policy(_ tls: SMTPClientTLS?, domain: String, mxHost: String)
+        -> TLSPolicy
+    {
+        guard let tls else { return .disabled }
+        let policy = tls.policies.policy(for: domain)
+        if policy == .opportunistic, tls.fallbacks.avoidsTLS(mxHost) { return .disabled }
+        return policy
+    }
+
+    /// Connects and opens a session (greeting, EHLO, STARTTLS as the policy for `domain`,
+    /// the recipient's, says). A connection that cannot be made comes back deferred at
+    /// stage `connect` with fallback `.nextAddress`.
     ///
-    /// With `tls`, STARTTLS follows the policy for `domain` (the recipient's). Under the
-    /// opportunistic policy a failed handshake is followed at once by a clear-text attempt
-    /// at the same address, and the host is remembered so that the next deliveries to it
-    /// skip TLS until the memory expires.
+    /// Under the opportunistic policy a failed handshake is followed at once by a clear-text
+    /// connection to the same address, and the host is remembered so that the next
+    /// deliveries to it skip TLS until the memory expires.
+    public static func open(
+        to address: SocketAddress, mxHost: String, from source: SocketAddress?, helo: String,
+        timeouts: SMTPClientTimeouts = SMTPClientTimeouts(),
+        tls: SMTPClientTLS? = nil, domain: String = ""
+    ) async -> Opening {
+        let policy = policy(tls, domain: domain, mxHost: mxHost)
+        let first = await openOnce(to: address, mxHost: mxHost, from: source, helo: helo,
+                                   timeouts: timeouts, tlsContext: tls?.context,
+                                   tlsPolicy: policy)
+        guard case .failed(let broken) = first, broken.fallback == .withoutTLS, let tls else {
+            return first
+        }
+        tls.fallbacks.remember(mxHost)
+        let why = "sent without TLS: " + broken.detail
+        switch await openOnce(to: address, mxHost: mxHost, from: source, helo: helo,
+                              timeouts: timeouts, tlsContext: nil, tlsPolicy: .disabled) {
+        case .ready(let connection, _):
+            return .ready(connection, note: why)
+        case .failed(var clear):
+            clear.append(note: why)
+            return .failed(clear)
+        }
+    }
+
+    /// Connects, opens the session as `open` does, sends `message` and quits.
     public static func deliver(
         _ message: OutboundMessage, to address: SocketAddress, mxHost: String,
         from source: SocketAddress?, helo: String,
         timeouts: SMTPClientTimeouts = SMTPClientTimeouts(),
         tls: SMTPClientTLS? = nil, domain: String = ""
     ) async -> DeliveryResult {
-        var policy = tls?.policies.policy(for: domain) ?? .disabled
-        if policy == .opportunistic, tls?.fallbacks.avoidsTLS(mxHost) == true {
-            policy = .disabled
+        switch await open(to: address, mxHost: mxHost, from: source, helo: helo,
+                          timeouts: timeouts, tls: tls, domain: domain) {
+        case .failed(let result):
+            return result
+        case .ready(let connection, let note):
+            var result = await connection.send(message)
+            await connection.quit()
+            result.append(note: note)
+            return result
         }
-        let first = await attempt(message, to: address, mxHost: mxHost, from: source,
-                                  helo: helo, timeouts: timeouts, tlsContext: tls?.context,
-                                  tlsPolicy: policy)
-        guard first.fallback == .withoutTLS, let tls else { return first }
-        tls.fallbacks.remember(mxHost)
-        var clear = await attempt(message, to: address, mxHost: mxHost, from: source,
-                                  helo: helo, timeouts: timeouts, tlsContext: nil,
-                                  tlsPolicy: .disabled)
-        let why = "sent without TLS: " + first.detail
-        clear.detail = clear.detail.isEmpty ? why : clear.detail + "; " + why
-        return clear
     }
 
-    private static func attempt(
-        _ message: OutboundMessage, to address: SocketAddress, mxHost: String,
-        from source: SocketAddress?, helo: String, timeouts: SMTPClientTimeouts,
-        tlsContext: TLSContext?, tlsPolicy: TLSPolicy
-    ) async -> DeliveryResult {
+    private static func openOnce(
+        to address: SocketAddress, mxHost: String, from source: SocketAddress?, helo: String,
+        timeouts: SMTPClientTimeouts, tlsContext: TLSContext?, tlsPolicy: TLSPolicy
+    ) async -> Opening {
         let connection: SMTPClientConnection
         do {
             connection = try await SMTPClientConnection.connect(
@@ -245,16 +287,14 @@ public enum SMTPClient {
                 tlsContext: tlsContext, tlsPolicy: tlsPolicy)
         } catch {
             let why = error as? IOError == .timedOut ? "connect timed out" : "\(error)"
-            return DeliveryResult(outcome: .deferred, stage: .connect, mxHost: mxHost,
-                                  address: address.host, detail: why, status: .noAnswer,
-                                  fallback: .nextAddress)
+            return .failed(DeliveryResult(outcome: .deferred, stage: .connect, mxHost: mxHost,
+                                          address: address.host, detail: why,
+                                          status: .noAnswer, fallback: .nextAddress))
         }
         if let refused = await connection.open() {
             await connection.quit()
-            return refused
+            return .failed(refused)
         }
-        let result = await connection.send(message)
-        await connection.quit()
-        return result
+        return .ready(connection, note: "")
     }
 }

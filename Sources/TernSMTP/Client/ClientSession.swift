@@ -3,8 +3,10 @@
 // keeps no clock, so every dialogue can be tested as a table of replies; `SMTPClientConnection`
 // runs it over a socket.
 //
-// A session is opened once (greeting, EHLO) and then carries transactions; Tern sends one
-// transaction per connection for now, but the shape leaves room for reuse with RSET.
+// A session is opened once (greeting, EHLO) and then carries transactions, one after the
+// other: after a refused RCPT or DATA the next one starts with RSET (RFC 5321 §4.1.1.5).
+// With PIPELINING (RFC 2920) MAIL, RCPT and DATA (and that RSET) go in one write and their
+// replies are read in order; MAIL's and RCPT's are weighed only once DATA's is in.
 //
 // STARTTLS (RFC 3207) follows the first EHLO when the server offers it and the policy allows:
 // after the handshake, which the shell performs when asked with `.startTLS`, the session
@@ -108,9 +110,14 @@ public struct SMTPClientSession: Sendable {
         case handshake
         /// Open and idle: a message may be sent.
         case ready
+        /// RSET sent before a transaction, its reply awaited.
+        case reset
         case mail, rcpt, data
         /// The message text is being sent, then the final reply awaited.
         case text
+        /// Pipelined DATA got 354 though MAIL or RCPT was refused: an empty text was sent
+        /// to close it (RFC 2920 §3.1), and its reply is not the answer.
+        case abandon
         /// The server refused the session in its greeting or to EHLO/HELO; only QUIT is left.
         case refused
         case quit
@@ -134,6 +141,12 @@ public struct SMTPClientSession: Sendable {
     public let address: String
     public let timeouts: SMTPClientTimeouts
     private var message: OutboundMessage?
+    /// The MAIL command waiting for RSET's reply (without PIPELINING).
+    private var mailCommand = ""
+    /// True while the replies of one write of MAIL, RCPT and DATA are being read.
+    private var pipelined = false
+    /// MAIL's or RCPT's refusal read in a pipelined batch, decided once DATA's reply is in.
+    private var refusal: (stage: DeliveryStage, reply: SMTPReply)?
 
     /// `tlsPolicy` is the one for this connection: `.disabled` when the shell has no TLS
     /// context, or skips TLS for a host whose handshake failed lately.
@@ -160,7 +173,7 @@ public struct SMTPClientSession: Sendable {
 
     /// Starts sending `message`; only in `.ready`.
     public mutating func send(_ message: OutboundMessage) -> SMTPClientAction {
-        guard phase == .ready, !needsReset else {
+        guard phase == .ready else {
             return unusable("the session cannot take a message now")
         }
         for address in [message.returnPath, message.recipient]
@@ -178,6 +191,9 @@ public struct SMTPClientSession: Sendable {
                 + "limit of \(limit)"))
         }
         if extensions.size { command += " SIZE=\(message.content.count)" }
+        // RFC 6152: 8-bit text is declared when the server offers 8BITMIME. A server that
+        // does not offer it still gets the text unchanged: nearly all take it, and
+        // converting to 7 bit would break DKIM signatures made over the original.
         if extensions.eightBitMIME, message.content.contains(where: { $0 >= 0x80 }) {
             command += " BODY=8BITMIME"
         }
@@ -191,7 +207,20 @@ public struct SMTPClientSession: Sendable {
             command += " SMTPUTF8"
         }
         self.message = message
-        phase = .mail
+        refusal = nil
+        pipelined = extensions.pipelining
+        let reset = needsReset
+        phase = reset ? .reset : .mail
+        if pipelined {
+            let rcpt = "RCPT TO:<\(message.recipient)>"
+            let lines = (reset ? ["RSET"] : []) + [command, rcpt, "DATA"]
+            return .send(Array(lines.map { $0 + "\r\n" }.joined().utf8),
+                         writeTimeout: timeouts.mail, replyTimeout: timeouts.mail)
+        }
+        if reset {
+            mailCommand = command
+            return sendLine("RSET", timeouts.mail)
+        }
         return sendLine(command, timeouts.mail)
     }
 
@@ -213,15 +242,43 @@ public struct SMTPClientSession: Sendable {
         case .greeting: return greeted(reply)
         case .ehlo, .helo: return helloed(reply)
         case .startTLS: return startTLSAnswered(reply)
+        case .reset:
+            guard reply.isPositive else {
+                // A server that cannot reset is out of step; the message was not offered.
+                message = nil
+                phase = .closed
+                return .close(result(.deferred, .mail, reply: reply, status: .protocolError,
+                                     detail: "RSET refused"))
+            }
+            needsReset = false
+            phase = .mail
+            return pipelined ? .receive(timeout: timeouts.mail)
+                : sendLine(mailCommand, timeouts.mail)
         case .mail:
+            if pipelined {
+                return pipelinedReply(reply, .mail, next: .rcpt, timeout: timeouts.rcpt)
+            }
             guard reply.isPositive else { return refusedTransaction(reply, .mail) }
             phase = .rcpt
             return sendLine("RCPT TO:<\(message?.recipient ?? "")>", timeouts.rcpt)
         case .rcpt:
+            if pipelined {
+                return pipelinedReply(reply, .rcpt, next: .data,
+                                      timeout: timeouts.dataInitiation)
+            }
             guard reply.isPositive else { return refusedTransaction(reply, .rcpt) }
             phase = .data
             return sendLine("DATA", timeouts.dataInitiation)
         case .data:
+            if let refusal, reply.code != 421 {
+                guard reply.code == 354 else {
+                    return refusedTransaction(refusal.reply, refusal.stage)
+                }
+                phase = .abandon
+                message = nil
+                return .send(Array(".\r\n".utf8), writeTimeout: timeouts.dataBlock,
+                             replyTimeout: timeouts.dataTermination)
+            }
             guard reply.code == 354 else { return refusedTransaction(reply, .data) }
             phase = .text
             let payload = MessageBody.dataPayload(message?.content ?? [])
@@ -232,6 +289,10 @@ public struct SMTPClientSession: Sendable {
             guard reply.isPositive else { return refusedTransaction(reply, .dot) }
             phase = .ready
             return .finished(result(.delivered, .dot, reply: reply))
+        case .abandon:
+            guard let refusal else { return unusable("no refusal to report") }
+            needsReset = true
+            return refusedTransaction(refusal.reply, refusal.stage)
         case .quit:
             phase = .closed
             return .close(nil)
@@ -264,8 +325,13 @@ public struct SMTPClientSession: Sendable {
         case .startTLS, .handshake:
             return .close(result(.deferred, .tls, status: status,
                                  detail: "\(failure) waiting for the reply to STARTTLS"))
-        case .mail, .rcpt, .data:
-            let stage: DeliveryStage = before == .mail ? .mail : before == .rcpt ? .rcpt : .data
+        case .abandon:
+            // The refusal already decided this message; only the session is lost.
+            return .close(refusal.map {
+                result($0.reply.isPermanent ? .failed : .deferred, $0.stage, reply: $0.reply)
+            })
+        case .reset, .mail, .rcpt, .data:
+            let stage: DeliveryStage = before == .rcpt ? .rcpt : before == .data ? .data : .mail
             let command = stage == .data ? "DATA" : stage.rawValue.uppercased()
             return .close(result(.deferred, stage, status: status,
                                  detail: "\(failure) waiting for the reply to \(command)"))
@@ -391,16 +457,26 @@ public struct SMTPClientSession: Sendable {
                              fallback: opportunistic ? .withoutTLS : .none))
     }
 
+    /// One reply of a pipelined batch before DATA's: kept, unless it ends the session.
+    private mutating func pipelinedReply(_ reply: SMTPReply, _ stage: DeliveryStage,
+                                         next: Phase, timeout: Duration) -> SMTPClientAction {
+        if reply.code == 421 { return refusedTransaction(reply, stage) }
+        if !reply.isPositive && refusal == nil { refusal = (stage, reply) }
+        phase = next
+        return .receive(timeout: timeout)
+    }
+
     private mutating func refusedTransaction(_ reply: SMTPReply, _ stage: DeliveryStage)
         -> SMTPClientAction
     {
         message = nil
+        refusal = nil
         if reply.code == 421 {
             phase = .closed
             return .close(result(.deferred, stage, reply: reply))
         }
         if reply.isTransient || reply.isPermanent {
-            needsReset = stage != .mail
+            needsReset = needsReset || stage != .mail
             phase = .ready
             return .finished(result(reply.isPermanent ? .failed : .deferred, stage, reply: reply))
         }

@@ -94,6 +94,12 @@ public struct DeliveryResult: Sendable, Equatable {
         case (nil, _): return detail
         }
     }
+
+    /// Adds `note` (if any) after the detail, "; "-separated.
+    public mutating func append(note: String) {
+        guard !note.isEmpty else { return }
+        detail = detail.isEmpty ? note : detail + "; " + note
+    }
 }
 
 extension EnhancedStatus {

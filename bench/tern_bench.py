@@ -1,0 +1,306 @@
+#!/usr/bin/env python3
+"""Tern's whole pipeline on loopback: HTTP API -> Redis -> scheduler -> sender(s) -> smtp-sink.
+
+    bench/run.sh [N] [SIZE ...]          (defaults: 20000 messages, sizes 2048 and 20480)
+
+For each size it starts a private Redis, the test world's DNS (testworld/world.py) with
+bench.example's MX pointing at the sink, the api, scheduler and sender(s) from
+.build/release, and Postfix's smtp-sink through /work/shared/bench/sink.sh (the same sink
+and address the Postfix figures were measured with). It posts N messages to /v1/send from
+CLIENTS concurrent keep-alive connections, waits until the sink holds all N, and prints:
+delivered msg/s (first request to last message at the sink), CPU seconds per 1000 messages
+of each daemon and of Redis, peak RSS of each daemon, Redis commands per message (INFO
+commandstats delta), and the injector's own rate. Everything listens on 127.0.0.0/8 only and
+is stopped by pid at the end.
+
+Environment: CLIENTS (64), SENDERS (1), BIN_DIR (.build/release), SINK_ADDR (127.0.0.9:2526),
+BENCH_ENV (extra "K=V K=V" for the daemons, e.g. TERN_GROUP_MAX_CONNECTIONS=20), PROFILE
+(a daemon's name, e.g. sender1: `perf record -g` samples it during the run; `perf report -i`
+the file it names). valgrind 3.19's callgrind dies at start-up on these daemons here.
+"""
+
+import asyncio
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "e2e"))
+from harness import Resp  # noqa: E402  (the e2e tests' small RESP client)
+
+SHARED_BENCH = Path(os.environ.get("SHARED_BENCH", "/work/shared/bench"))
+BIN = Path(os.environ.get("BIN_DIR", ROOT / ".build" / "release"))
+SINK_ADDR = os.environ.get("SINK_ADDR", "127.0.0.9:2526")
+CLIENTS = int(os.environ.get("CLIENTS", "64"))
+SENDERS = int(os.environ.get("SENDERS", "1"))
+API_KEY = "benchkey"
+# PROFILE=scheduler (or api, sender1): sample that daemon with `perf record` during the run.
+PROFILE = os.environ.get("PROFILE", "")
+TICK = os.sysconf("SC_CLK_TCK")
+
+
+def loopback(host):
+    if not host.startswith("127."):
+        sys.exit(f"refusing non-loopback address {host}")
+    return host
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_for(what, predicate, timeout=30):
+    end = time.time() + timeout
+    while time.time() < end:
+        if predicate():
+            return
+        time.sleep(0.05)
+    raise RuntimeError(f"{what}: not ready after {timeout}s")
+
+
+def redis_up(port):
+    try:
+        Resp(port)("PING")
+        return True
+    except OSError:
+        return False
+
+
+def stop_all(procs):
+    """Stops the processes we started, last first, by pid: TERM, then KILL after 10 s."""
+    for p in reversed(procs):
+        if p.poll() is None:
+            os.kill(p.pid, signal.SIGTERM)
+            try:
+                p.wait(10)
+            except subprocess.TimeoutExpired:
+                os.kill(p.pid, signal.SIGKILL)
+                p.wait()
+
+
+def cpu_seconds(pid):
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / TICK
+
+
+def peak_rss_mb(pid):
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def command_calls(redis):
+    info = redis("INFO", "commandstats")
+    calls = {}
+    for line in info.splitlines():
+        if line.startswith("cmdstat_"):
+            name, _, stats = line.partition(":")
+            calls[name[8:]] = int(stats.split(",")[0].split("=")[1])
+    return calls
+
+
+class Stack:
+    """Redis, the DNS world, the sink and the daemons for one run."""
+
+    def __init__(self, workdir):
+        self.dir = Path(workdir)
+        self.procs = {}
+        self.sink_host, self.sink_port = SINK_ADDR.rsplit(":", 1)
+        loopback(self.sink_host)
+
+    def spawn(self, name, argv, env=None):
+        log = open(self.dir / f"{name}.log", "wb")
+        p = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, env=env,
+                             stdin=subprocess.DEVNULL, start_new_session=True)
+        self.procs[name] = p
+        return p
+
+    def start(self):
+        self.redis_port = free_port()
+        self.spawn("redis", ["redis-server", "--bind", "127.0.0.1", "--port",
+                             str(self.redis_port), "--save", "", "--appendonly", "no",
+                             "--dir", str(self.dir)])
+        wait_for("redis", lambda: redis_up(self.redis_port))
+        self.redis = Resp(self.redis_port)
+
+        config = {"records": {
+            "bench.example": {"MX": [[10, "mx.bench.example"]]},
+            "mx.bench.example": {"A": [self.sink_host]},
+        }}
+        (self.dir / "world.json").write_text(json.dumps(config))
+        describe = self.dir / "world-described.json"
+        self.spawn("world", [sys.executable, str(ROOT / "testworld" / "world.py"),
+                             "--config", str(self.dir / "world.json"), "--dns-port", "0",
+                             "--smtp-port", "0", "--describe", str(describe)])
+        wait_for("world", describe.exists)
+        self.dns_port = json.loads(describe.read_text())["dns"]["port"]
+
+        self.sink("start")
+        self.api_port = free_port()
+        env = {k: v for k, v in os.environ.items() if not k.startswith("TERN_")}
+        env.update({
+            "TERN_REDIS_URL": f"redis://127.0.0.1:{self.redis_port}",
+            "TERN_LOG_LEVEL": "warning",
+            "TERN_HOSTNAME": "out1.tern.example",
+            "TERN_API_LISTEN": f"127.0.0.1:{self.api_port}",
+            "TERN_API_KEYS": API_KEY,
+            "TERN_POOLS": "default=127.0.0.2/out1.tern.example",
+            # One domain is one group: the scheduler's fixed pace would cap it at 10/s.
+            "TERN_GROUP_INTERVAL": "0s",
+            "TERN_DNS_RESOLVER": f"127.0.0.1:{self.dns_port}",
+            "TERN_SMTP_PORT": self.sink_port,
+            "TERN_VERP_DOMAIN": "bounces.tern.example",
+            "TERN_VERP_SECRET": "5a" * 32,
+        })
+        for pair in os.environ.get("BENCH_ENV", "").split():
+            key, _, value = pair.partition("=")
+            env[key] = value
+        self.spawn("api", [str(BIN / "tern-api")], env)
+        self.spawn("scheduler", [str(BIN / "tern-scheduler")], env)
+        for i in range(SENDERS):
+            self.spawn(f"sender{i + 1}", [str(BIN / "tern-sender")],
+                       {**env, "TERN_INSTANCE": f"bench{i + 1}"})
+        wait_for("api", self._api_up)
+        time.sleep(0.5)
+
+    def _api_up(self):
+        try:
+            socket.create_connection(("127.0.0.1", self.api_port), timeout=1).close()
+            return True
+        except OSError:
+            return False
+
+    def sink(self, *args):
+        env = {**os.environ, "SINK_ADDR": SINK_ADDR, "SINK_DIR": str(self.dir / "sink")}
+        return subprocess.run([str(SHARED_BENCH / "sink.sh"), *args], env=env, check=True,
+                              capture_output=True, text=True).stdout.strip()
+
+    def backlog(self):
+        """Where messages wait: each stream's entries and the group queue."""
+        r = self.redis
+        out = {s: r("XLEN", f"tern:stream:{s}") for s in ("submit", "ready", "results")}
+        out["queued"] = r("ZCARD", "tern:q:default:bench.example")
+        return out
+
+    def daemons(self):
+        return {n: p.pid for n, p in self.procs.items() if n not in ("world",)}
+
+    def stop(self):
+        stop_all(list(self.procs.values()))
+        try:
+            self.sink("stop")
+        except subprocess.CalledProcessError:
+            pass
+
+
+async def inject(port, n, size, clients):
+    """Posts n messages over `clients` keep-alive connections; returns the failures."""
+    line = "x" * 75 + "\n"
+    text = (line * (size // len(line) + 1))[:size]
+    queue = asyncio.Queue()
+    for i in range(n):
+        queue.put_nowait(i)
+    failures = []
+
+    async def client():
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        while True:
+            try:
+                i = queue.get_nowait()
+            except asyncio.QueueEmpty:
+                break
+            body = json.dumps({"from": "news@tern.example", "to": f"u{i}@bench.example",
+                               "subject": f"bench {i}", "text": text, "org": "bench",
+                               "pool": "default"}).encode()
+            writer.write(b"POST /v1/send HTTP/1.1\r\nHost: bench\r\n"
+                         b"Authorization: Bearer " + API_KEY.encode() + b"\r\n"
+                         b"Content-Type: application/json\r\n"
+                         b"Content-Length: %d\r\n\r\n" % len(body) + body)
+            status = await reader.readline()
+            length = 0
+            while (header := await reader.readline()) not in (b"\r\n", b""):
+                if header.lower().startswith(b"content-length:"):
+                    length = int(header.split(b":")[1])
+            await reader.readexactly(length)
+            if b" 202 " not in status:
+                failures.append(status)
+        writer.close()
+
+    await asyncio.gather(*(client() for _ in range(clients)))
+    return failures
+
+
+def run(n, size):
+    work = tempfile.mkdtemp(prefix="bench-tern-", dir="/tmp")
+    stack = Stack(work)
+    try:
+        stack.start()
+        pids = stack.daemons()
+        cpu0 = {name: cpu_seconds(pid) for name, pid in pids.items()}
+        calls0 = command_calls(stack.redis)
+        perf = None
+        if PROFILE:
+            perf = subprocess.Popen(["perf", "record", "-F", "999", "-g", "-o",
+                                     f"{work}/perf.{PROFILE}", "-p", str(pids[PROFILE])],
+                                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        own0 = os.times()
+        t0 = time.time()
+        failures = asyncio.run(inject(stack.api_port, n, size, CLIENTS))
+        injected = time.time() - t0
+        own = os.times()
+        backlog = stack.backlog()
+        if failures:
+            raise RuntimeError(f"{len(failures)} requests failed, first: {failures[0]!r}")
+        done = float(stack.sink("wait", str(n), "60").split()[-1])
+        wall = done - t0
+        if perf:
+            perf.send_signal(signal.SIGINT)
+            perf.wait(30)
+        cpu = {name: cpu_seconds(pid) - cpu0[name] for name, pid in pids.items()}
+        calls1 = command_calls(stack.redis)
+        delta = {c: calls1.get(c, 0) - calls0.get(c, 0) for c in calls1}
+        delta.pop("info", None)
+        rss = {name: peak_rss_mb(pid) for name, pid in pids.items() if name != "redis"}
+        total_cpu = sum(v for k, v in cpu.items())
+        print(f"tern: {n} msgs {size} B: {n / wall:.0f} msg/s delivered "
+              f"({wall:.1f} s), injected at {n / injected:.0f} req/s by {CLIENTS} clients")
+        print("  cpu-s per 1000 msgs: " + ", ".join(
+            f"{k} {v * 1000 / n:.2f}" for k, v in cpu.items())
+            + f"; all of Tern and Redis {total_cpu * 1000 / n:.2f}")
+        print(f"  injector (python) cpu-s per 1000: "
+              f"{(own.user - own0.user + own.system - own0.system) * 1000 / n:.2f}")
+        print("  peak RSS MB: " + ", ".join(f"{k} {v:.0f}" for k, v in rss.items()))
+        top = sorted(delta.items(), key=lambda kv: -kv[1])[:8]
+        print(f"  redis commands per message: {sum(delta.values()) / n:.1f} ("
+              + ", ".join(f"{c} {k / n:.2f}" for c, k in top) + ")")
+        print(f"  sink sessions/quits/messages: {stack.sink('stats')}")
+        print("  waiting when the last request was answered: " + ", ".join(
+            f"{k} {v}" for k, v in backlog.items()))
+        return n / wall
+    finally:
+        stack.stop()
+        if PROFILE:
+            print(f"  perf samples: {work}/perf.{PROFILE}")
+
+
+def main(argv):
+    n = int(argv[0]) if argv else 20000
+    sizes = [int(s) for s in argv[1:]] or [2048, 20480]
+    for name in ("tern-api", "tern-scheduler", "tern-sender"):
+        if not (BIN / name).exists():
+            sys.exit(f"{BIN / name} missing: run `swift build -c release` first")
+    for size in sizes:
+        run(n, size)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
