@@ -39,6 +39,11 @@ public struct APISettings: Sendable {
     /// share one environment file, and a request naming a pool the scheduler does not know
     /// is refused (422) rather than accepted and bounced. Unset: any pool name is accepted.
     public let pools: Set<String>?
+    /// TERN_CFBL_ADDRESS: the complaint feedback address written into every message as
+    /// CFBL-Address (RFC 9477), with a CFBL-Feedback-ID tagged with TERN_VERP_SECRET (then
+    /// required). Unset: no CFBL fields. Its domain must be one that DKIM signs (d=) for
+    /// providers to use it.
+    public let cfbl: CFBL?
 
     public init(_ env: Environment, common: CommonSettings) throws {
         self.common = common
@@ -53,6 +58,16 @@ public struct APISettings: Sendable {
         shutdownGrace = try env.duration("TERN_API_SHUTDOWN_GRACE", default: .seconds(10))
         let poolText = env.string("TERN_POOLS", default: "")
         pools = poolText.isEmpty ? nil : try APISettings.poolNames(poolText)
+        let cfblAddress = env.string("TERN_CFBL_ADDRESS", default: "")
+        if cfblAddress.isEmpty {
+            cfbl = nil
+        } else {
+            guard case .success = EmailAddress.parse(cfblAddress), cfblAddress.contains("@")
+            else {
+                throw ConfigError("TERN_CFBL_ADDRESS", "'\(cfblAddress)' is not an address")
+            }
+            cfbl = CFBL(address: cfblAddress, verp: try VERP(env))
+        }
         let dkimPath = env.string("TERN_DKIM_KEYS", default: "")
         do throws(DKIMKeyFileError) {
             dkimKeys = dkimPath.isEmpty ? .empty : try DKIMKeyTable.load(path: dkimPath)

@@ -25,6 +25,8 @@ public struct BounceDaemon: Daemon {
     let redis: RedisClient
     let keys: Keys
     let verp: VERP
+    /// The domains of the feedback addresses, where postmaster is ours too.
+    let postmasterDomains: Set<String>
     /// Bound at init so that a busy port is a start-up error and tests learn the port.
     public let listener: TCPListener
     /// The STARTTLS certificate, re-read by `reload` (SIGHUP); nil without one.
@@ -43,6 +45,9 @@ public struct BounceDaemon: Daemon {
         self.redis = try RedisClient(url: settings.common.redisURL)
         self.keys = Keys(prefix: settings.common.redisPrefix)
         self.verp = settings.verp
+        postmasterDomains = Set(settings.feedbackAddresses.compactMap { address in
+            address.split(separator: "@").last.map { String($0) }
+        })
         tls = try settings.loadTLS()
         self.classifier = BounceClassifier(verp: settings.verp)
         if let fd = Systemd.listenDescriptor() {
@@ -93,6 +98,8 @@ public struct BounceDaemon: Daemon {
         case message(String)
         /// A feedback-loop address from TERN_FBL_ADDRESSES.
         case feedback
+        /// `postmaster`, bare or at a domain we take mail for (RFC 5321 §4.5.1).
+        case postmaster
         /// Shaped like our VERP addresses, in our domain, but the signature does not verify.
         case forged
         /// Not one of our bounce addresses at all.
@@ -103,6 +110,7 @@ public struct BounceDaemon: Daemon {
         var bare = recipient.lowercased()
         if bare.hasPrefix("<") && bare.hasSuffix(">") { bare = String(bare.dropFirst().dropLast()) }
         if settings.feedbackAddresses.contains(bare) { return .feedback }
+        if isPostmaster(bare) { return .postmaster }
         switch verp.decode(recipient) {
         case .success(let id): return .message(id)
         case .failure(.badSignature): return .forged
@@ -118,6 +126,17 @@ public struct BounceDaemon: Daemon {
         }
     }
 
+    /// RFC 5321 §4.5.1: a server must take mail for "postmaster" without a domain and at
+    /// every domain it is the destination of: the VERP domain and those of the feedback
+    /// addresses. Case does not matter for the local part here.
+    func isPostmaster(_ address: String) -> Bool {
+        if address == "postmaster" { return true }
+        guard address.hasPrefix("postmaster@") else { return false }
+        var domain = address.dropFirst("postmaster@".count)
+        if domain.hasSuffix(".") { domain = domain.dropLast() }
+        return domain == verp.domain || postmasterDomains.contains(String(domain))
+    }
+
     func decide(_ recipient: String, _ envelope: SMTPEnvelope) async -> RecipientDecision {
         let peer = envelope.peer?.description ?? "?"
         switch classify(recipient) {
@@ -126,6 +145,10 @@ public struct BounceDaemon: Daemon {
             return .accept
         case .feedback:
             logger.debug("feedback address accepted", ("rcpt", Logger.printable(recipient)),
+                         ("peer", peer))
+            return .accept
+        case .postmaster:
+            logger.debug("postmaster accepted", ("rcpt", Logger.printable(recipient)),
                          ("peer", peer))
             return .accept
         case .forged:
@@ -146,14 +169,19 @@ public struct BounceDaemon: Daemon {
     func receive(_ envelope: SMTPEnvelope, _ message: [UInt8]) async -> SMTPReply {
         var ids: [String] = []
         var feedback = false
+        var postmaster = false
         for recipient in envelope.recipients {
             switch classify(recipient) {
             case .message(let id): if !ids.contains(id) { ids.append(id) }
             case .feedback: feedback = true
+            case .postmaster: postmaster = true
             case .forged, .notOurs: break
             }
         }
         let peer = envelope.peer?.description ?? "?"
+        if ids.isEmpty && !feedback && postmaster {
+            return await receivePostmaster(envelope, message)
+        }
         guard !ids.isEmpty || feedback else {
             // The policy accepted only our addresses; this is a bug, and 451 loses nothing.
             logger.error("message without a bounce or feedback address", ("peer", peer))
@@ -164,6 +192,7 @@ public struct BounceDaemon: Daemon {
                                           envelopeSender: envelope.mailFrom,
                                           toFeedbackAddress: feedback && ids.isEmpty)
         let from = Logger.printable(envelope.mailFrom)
+        await countForgedFeedbackID(records, envelope: envelope)
         if records.allSatisfy({ $0.kind == .notAReport }) {
             // Hand-written answers and spam reach return paths too. Taken, so the sender
             // does not retry, and counted.
@@ -189,6 +218,23 @@ public struct BounceDaemon: Daemon {
             await count("bounce.unmatched")
             return SMTPReply(250, "2.0.0", "report taken")
         }
+        if !ids.isEmpty {
+            entries = entries.map { id, r in
+                var signed = r
+                signed.idSource = "verp"
+                return (id, signed)
+            }
+        }
+        return await record(entries, envelope: envelope)
+    }
+
+    /// Writes one inbound entry per (message id, record), and the count, in one transaction;
+    /// 250 once Redis has them, 451 when it has not.
+    func record(_ entries: [(String, ReportRecord)], envelope: SMTPEnvelope) async
+        -> SMTPReply
+    {
+        let peer = envelope.peer?.description ?? "?"
+        let ids = entries.map(\.0)
         var commands: [[RedisArg]] = entries.map { id, r in
             xadd(keys.stream(.inbound), [
                 (EntryField.id, id),
@@ -202,8 +248,9 @@ public struct BounceDaemon: Daemon {
                 (EntryField.reporter, clean(r.reporter)),
                 (EntryField.remoteMTA, clean(r.remoteMTA)),
                 (EntryField.feedbackType, clean(r.feedbackType)),
-                (EntryField.idSource, ids.isEmpty ? r.idSource : "verp"),
+                (EntryField.idSource, r.idSource),
                 (EntryField.format, r.format),
+                (EntryField.cfbl, r.cfbl),
             ])
         }
         commands.append(["HINCRBY", .text(keys.counters), "bounce.accepted",
@@ -223,6 +270,42 @@ public struct BounceDaemon: Daemon {
                         ("peer", peer), ("tls", envelope.tls))
         }
         return SMTPReply(250, "2.0.0", "report recorded")
+    }
+
+    /// Mail to postmaster only. A report in it that names a message by a signed VERP
+    /// address or a verified CFBL-Feedback-ID is recorded like any other; a Message-ID alone
+    /// is not trusted here, since anyone may write to postmaster. Everything else is counted
+    /// and logged for the operator, never relayed: this daemon delivers nothing.
+    func receivePostmaster(_ envelope: SMTPEnvelope, _ message: [UInt8]) async -> SMTPReply {
+        let records = classifier.classify(message, envelopeRecipients: envelope.recipients,
+                                          envelopeSender: envelope.mailFrom)
+        await countForgedFeedbackID(records, envelope: envelope)
+        let signed = records.filter {
+            $0.kind != .notAReport && ($0.idSource == "verp" || $0.idSource == "cfbl")
+        }
+        if !signed.isEmpty {
+            return await record(signed.map { ($0.messageID, $0) }, envelope: envelope)
+        }
+        let root = MIMEEntity.parse(Array(message.prefix(64 * 1024)))
+        let subject = MIMEText.decodeWords(root.value("Subject") ?? "")
+        logger.notice("mail to postmaster", ("from", Logger.printable(envelope.mailFrom)),
+                      ("subject", clean(String(subject.prefix(200)))),
+                      ("kind", records.first?.kind.rawValue ?? ""),
+                      ("peer", envelope.peer?.description ?? "?"),
+                      ("size", String(message.count)))
+        await count("bounce.postmaster")
+        return SMTPReply(250, "2.0.0", "message taken for the postmaster")
+    }
+
+    /// A CFBL-Feedback-ID in our format whose tag does not verify (RFC 9477 §3.2): someone
+    /// tried to name a message they did not receive. The classifier has already refused to
+    /// use it; this makes it visible.
+    func countForgedFeedbackID(_ records: [ReportRecord], envelope: SMTPEnvelope) async {
+        guard records.contains(where: { $0.cfbl == "fail" }) else { return }
+        logger.warning("complaint with a forged CFBL-Feedback-ID; not trusted",
+                       ("from", Logger.printable(envelope.mailFrom)),
+                       ("peer", envelope.peer?.description ?? "?"))
+        await count("bounce.cfbl_forged")
     }
 
     // MARK: - Helpers
