@@ -15,7 +15,9 @@
 // Known limit: a report that names its message only by Message-ID is not signed; anyone who
 // knows a message's id (its recipient) can send a complaint about it.
 
+import Foundation
 import TernCore
+import TernDNS
 import TernMail
 import TernSMTP
 
@@ -36,6 +38,8 @@ public struct BounceDaemon: Daemon {
     /// a report that names more is not turned into entries.
     static let maxStatusesPerReport = 10
     let classifier: BounceClassifier
+    /// Asks for the DKIM keys of feedback reports, through TERN_DNS_RESOLVER.
+    let resolver: DNSResolver
     /// Longest report text stored in a field; diagnostics are one SMTP reply in practice.
     static let maxFieldLength = 1000
 
@@ -50,6 +54,7 @@ public struct BounceDaemon: Daemon {
         })
         tls = try settings.loadTLS()
         self.classifier = BounceClassifier(verp: settings.verp)
+        resolver = try DNSResolver(forwarder: settings.dnsResolver, timeout: settings.dkimTimeout)
         if let fd = Systemd.listenDescriptor() {
             listener = try TCPListener(adopting: fd)
         } else {
@@ -73,6 +78,7 @@ public struct BounceDaemon: Daemon {
               + "feedback address(es) on \(listener.address)")
         Systemd.startWatchdog { await redis.ping() }
         await server.run(shutdown: shutdown)
+        await resolver.close()
     }
 
     /// SIGHUP: the certificate and key are read again; new sessions get them, open ones
@@ -225,13 +231,34 @@ public struct BounceDaemon: Daemon {
                 return (id, signed)
             }
         }
-        return await record(entries, envelope: envelope)
+        return await record(entries, envelope: envelope,
+                            dkim: await verifyDKIM(message, records: records))
+    }
+
+    /// RFC 6376 verification of a feedback report's own signature: it says which provider
+    /// sent the report. Only reports (ARF, JMRP) are checked; a DSN's signer tells nothing
+    /// the VERP address does not. Runs before the final reply: a key lookup waits at most
+    /// TERN_BOUNCE_DKIM_TIMEOUT, and the result goes into the record.
+    func verifyDKIM(_ message: [UInt8], records: [ReportRecord]) async -> DKIMResult? {
+        guard records.contains(where: { $0.format == "arf" || $0.format == "jmrp" }) else {
+            return nil
+        }
+        let resolver = self.resolver
+        return await DKIMVerifier().verify(message, now: Date()) { name in
+            switch await resolver.txt(name) {
+            case .records(let texts):
+                // §3.6.2.2: several records make the result undefined; take a key's.
+                return texts.first { $0.contains("p=") }.map { .record($0) } ?? .none
+            case .noData, .nxDomain: return .none
+            case .failure(let why): return .temporary(why)
+            }
+        }
     }
 
     /// Writes one inbound entry per (message id, record), and the count, in one transaction;
     /// 250 once Redis has them, 451 when it has not.
-    func record(_ entries: [(String, ReportRecord)], envelope: SMTPEnvelope) async
-        -> SMTPReply
+    func record(_ entries: [(String, ReportRecord)], envelope: SMTPEnvelope,
+                dkim: DKIMResult? = nil) async -> SMTPReply
     {
         let peer = envelope.peer?.description ?? "?"
         let ids = entries.map(\.0)
@@ -251,6 +278,8 @@ public struct BounceDaemon: Daemon {
                 (EntryField.idSource, r.idSource),
                 (EntryField.format, r.format),
                 (EntryField.cfbl, r.cfbl),
+                (EntryField.dkim, dkim?.verdict.rawValue ?? ""),
+                (EntryField.dkimDomain, clean(dkim?.domain ?? "")),
             ])
         }
         commands.append(["HINCRBY", .text(keys.counters), "bounce.accepted",
@@ -267,7 +296,9 @@ public struct BounceDaemon: Daemon {
             logger.info(r.kind.rawValue, ("message_id", id), ("severity", r.severity.rawValue),
                         ("reason", r.reason.rawValue), ("status", clean(r.status)),
                         ("rcpt", clean(r.recipient)), ("reporter", clean(r.reporter)),
-                        ("peer", peer), ("tls", envelope.tls))
+                        ("peer", peer), ("tls", envelope.tls),
+                        ("dkim", dkim?.verdict.rawValue ?? ""),
+                        ("dkim_domain", dkim?.domain ?? ""), ("dkim_reason", dkim?.reason ?? ""))
         }
         return SMTPReply(250, "2.0.0", "report recorded")
     }
@@ -284,7 +315,8 @@ public struct BounceDaemon: Daemon {
             $0.kind != .notAReport && ($0.idSource == "verp" || $0.idSource == "cfbl")
         }
         if !signed.isEmpty {
-            return await record(signed.map { ($0.messageID, $0) }, envelope: envelope)
+            return await record(signed.map { ($0.messageID, $0) }, envelope: envelope,
+                                dkim: await verifyDKIM(message, records: signed))
         }
         let root = MIMEEntity.parse(Array(message.prefix(64 * 1024)))
         let subject = MIMEText.decodeWords(root.value("Subject") ?? "")

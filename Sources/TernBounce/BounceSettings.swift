@@ -51,6 +51,12 @@ public struct BounceSettings: Sendable {
     /// for STARTTLS; both or neither (then no STARTTLS). Re-read on SIGHUP.
     public let tlsCertificate: String?
     public let tlsKey: String?
+    /// TERN_DNS_RESOLVER: the one DNS server asked for DKIM keys (default 127.0.0.1:53, a
+    /// resolver on this host; never the system resolver).
+    public let dnsResolver: SocketAddress
+    /// TERN_BOUNCE_DKIM_TIMEOUT: longest wait for a DKIM key before the report is recorded
+    /// with dkim=temperror (default 5s; the remote MTA waits for our reply meanwhile).
+    public let dkimTimeout: Duration
 
     public init(_ env: Environment, common: CommonSettings) throws {
         self.common = common
@@ -85,6 +91,8 @@ public struct BounceSettings: Sendable {
             throw ConfigError(cert.isEmpty ? "TERN_BOUNCE_TLS_CERT" : "TERN_BOUNCE_TLS_KEY",
                               "STARTTLS needs both TERN_BOUNCE_TLS_CERT and TERN_BOUNCE_TLS_KEY")
         }
+        dnsResolver = try env.address("TERN_DNS_RESOLVER", default: "127.0.0.1:53")
+        dkimTimeout = try env.duration("TERN_BOUNCE_DKIM_TIMEOUT", default: .seconds(5))
         tlsCertificate = cert.isEmpty ? nil : cert
         tlsKey = key.isEmpty ? nil : key
     }

@@ -53,13 +53,20 @@ final class SenderTestWorld: Sendable {
         self.tlsCert = tlsCert
     }
 
-    static func start() async throws -> SenderTestWorld {
+    /// `records`: extra zone records, name -> TXT strings (DKIM keys, say).
+    static func start(txt records: [String: [String]] = [:]) async throws -> SenderTestWorld {
         let dir = NSTemporaryDirectory() + "tern-world-\(UUID().uuidString)"
         try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
         let spool = dir + "/spool", describe = dir + "/world.json"
-        let pid = try spawn(python, [root + "/testworld/world.py", "--dns-port", "0",
-                                     "--smtp-port", "0", "--spool", spool,
-                                     "--describe", describe], log: dir + "/world.log")
+        var arguments = [root + "/testworld/world.py", "--dns-port", "0", "--smtp-port", "0",
+                         "--spool", spool, "--describe", describe]
+        if !records.isEmpty {
+            let zone = records.mapValues { ["TXT": $0] }
+            let config = try JSONSerialization.data(withJSONObject: ["records": zone])
+            try config.write(to: URL(fileURLWithPath: dir + "/config.json"))
+            arguments += ["--config", dir + "/config.json"]
+        }
+        let pid = try spawn(python, arguments, log: dir + "/world.log")
         for _ in 0..<300 {
             if let data = FileManager.default.contents(atPath: describe),
                let json = try? JSONSerialization.jsonObject(with: data) as? [String: Any],
