@@ -82,6 +82,8 @@ import TernTestSupport
                 "TERN_VERP_SECRET": Crypto.hex(BounceDaemonTests.secret),
                 "TERN_HOSTNAME": "bounce.tern.example",
                 "TERN_BOUNCE_GREET_DELAY": "0ms",
+                // Nothing listens there: no test reaches a real resolver by default.
+                "TERN_DNS_RESOLVER": "127.0.0.1:1",
                 "TERN_FBL_ADDRESSES": "fbl@tern.example, Complaints@Tern.Example",
             ]) { a, _ in a })
             let settings = try BounceSettings(
@@ -511,6 +513,86 @@ import TernTestSupport
         #expect(try await h.inbound().count == 1)
         #expect(try await h.counter("bounce.cfbl_forged") == 1)
         #expect(try await h.counter("bounce.unmatched") == 1)
+        try await h.stop()
+    }
+
+    /// RFC 6376 on feedback reports: the reporting provider's signature is checked with the
+    /// key the test world publishes, and the verdict lands in the inbound entry.
+    @Test func complaintSignaturesAreVerifiedThroughDNS() async throws {
+        let path = try await APIDKIMTests.keysFile()
+        defer { try? FileManager.default.removeItem(
+            atPath: (path as NSString).deletingLastPathComponent) }
+        // The same keys, as the provider's (d=isp.example).
+        let keys = try DKIMKeyTable.load(path: path).allKeys.map {
+            DKIMKey(domain: "isp.example", selector: $0.selector, algorithm: $0.algorithm,
+                    key: $0.key)
+        }
+        let world = try await SenderTestWorld.start(txt: Dictionary(
+            uniqueKeysWithValues: keys.map { ($0.dnsName, [$0.dnsRecord]) }))
+        defer { world.stop() }
+        let h = try await Harness(env: ["TERN_DNS_RESOLVER": "127.0.0.1:\(world.dnsPort)"])
+        let signer = DKIMSigner(keys: DKIMKeyTable(keys))
+
+        let id = MessageID.generate()
+        let report = Array(Self.complaint(about: h.verp.address(for: id),
+                                          rcpt: "reader@isp.example").utf8)
+        let (signed, outcome) = signer.sign(report, at: Date())
+        #expect(outcome == .signed(domain: "isp.example", selectors: ["e1", "r1"])
+                || outcome == .signed(domain: "isp.example", selectors: ["r1", "e1"]))
+        let tampered = String(decoding: signed, as: UTF8.self)
+            .replacingOccurrences(of: "This is an abuse report.", with: "This is praise.")
+        for (message, verdict) in [(String(decoding: signed, as: UTF8.self), "pass"),
+                                   (tampered, "fail"),
+                                   (String(decoding: report, as: UTF8.self), "none")] {
+            let reply = try await deliver(h, from: "feedback@isp.example",
+                                          to: "fbl@tern.example", message)
+            #expect(reply?.code == 250)
+            let entry = try await h.inbound().last
+            #expect(entry?["id"] == id)
+            #expect(entry?["dkim"] == verdict)
+            #expect(entry?["dkim_domain"] == (verdict == "none" ? "" : "isp.example"))
+        }
+        #expect(try await h.inbound().count == 3)
+        try await h.stop()
+    }
+
+    /// A DNS server that never answers: the key lookup times out and the report is still
+    /// recorded, with dkim=temperror.
+    @Test func keyLookupTimeoutIsATemporaryError() async throws {
+        let silent = socket(AF_INET, Int32(SOCK_DGRAM.rawValue), 0)
+        #expect(silent >= 0)
+        defer { close(silent) }
+        var address = sockaddr_in()
+        address.sin_family = sa_family_t(AF_INET)
+        address.sin_addr.s_addr = inet_addr("127.0.0.1")
+        var length = socklen_t(MemoryLayout<sockaddr_in>.size)
+        let bound = withUnsafeMutablePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+                bind(silent, $0, length) == 0 && getsockname(silent, $0, &length) == 0
+            }
+        }
+        #expect(bound)
+        let port = UInt16(bigEndian: address.sin_port)
+        let h = try await Harness(env: ["TERN_DNS_RESOLVER": "127.0.0.1:\(port)",
+                                        "TERN_BOUNCE_DKIM_TIMEOUT": "1s"])
+        let path = try await APIDKIMTests.keysFile()
+        defer { try? FileManager.default.removeItem(
+            atPath: (path as NSString).deletingLastPathComponent) }
+        let keys = try DKIMKeyTable.load(path: path).allKeys.map {
+            DKIMKey(domain: "isp.example", selector: $0.selector, algorithm: $0.algorithm,
+                    key: $0.key)
+        }
+        let id = MessageID.generate()
+        let (signed, _) = DKIMSigner(keys: DKIMKeyTable(keys)).sign(
+            Array(Self.complaint(about: h.verp.address(for: id), rcpt: "r@isp.example").utf8),
+            at: Date())
+        let reply = try await deliver(h, from: "feedback@isp.example", to: "fbl@tern.example",
+                                      String(decoding: signed, as: UTF8.self))
+        #expect(reply?.code == 250)
+        let entry = try await h.inbound().first
+        #expect(entry?["id"] == id)
+        #expect(entry?["dkim"] == "temperror")
+        #expect(entry?["dkim_domain"] == "isp.example")
         try await h.stop()
     }
 
