@@ -12,8 +12,15 @@
 // acknowledged with 250 only after its entries are in Redis; if Redis fails, 451 makes the
 // remote MTA try again later.
 //
+// Mail to postmaster (RFC 5321 §4.5.1) is taken too: recorded when it is a report naming a
+// message by a signed address, otherwise counted and logged, never relayed. A feedback
+// report's own DKIM signature is verified (key from TERN_DNS_RESOLVER, within
+// TERN_BOUNCE_DKIM_TIMEOUT) and the verdict stored with its entries.
+//
 // Known limit: a report that names its message only by Message-ID is not signed; anyone who
 // knows a message's id (its recipient) can send a complaint about it.
+// Known limit: the DKIM verdict is on the inbound entry and in the log, but the scheduler
+// does not copy it into the message's history yet, and nothing acts on it.
 
 import Foundation
 import TernCore
