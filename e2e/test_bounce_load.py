@@ -137,7 +137,7 @@ async def oversized(port, source, verp):
     writer.write(f"EHLO big.example\r\nMAIL FROM:<>\r\nRCPT TO:<{verp}>\r\nDATA\r\n".encode())
     await writer.drain()
     if random.random() < 0.5:
-        # Over the size limit (TERN_BOUNCE_MAX_SIZE) in many lines: 552 after the dot, the session goes on.
+        # Over TERN_BOUNCE_MAX_SIZE in many lines: 552 after the dot, the session goes on.
         line = b"x" * 998 + b"\r\n"
         for _ in range(120):
             writer.write(line)
