@@ -52,7 +52,7 @@ let package = Package(
             name: "TernSender", dependencies: ["TernCore", "TernMail", "TernSMTP", "TernDNS"],
             swiftSettings: strict),
         .target(
-            name: "TernBounce", dependencies: ["TernCore", "TernMail", "TernSMTP"],
+            name: "TernBounce", dependencies: ["TernCore", "TernMail", "TernSMTP", "TernDNS"],
             swiftSettings: strict),
         .target(
             name: "TernReputation", dependencies: ["TernCore", "TernMail", "TernDNS"],

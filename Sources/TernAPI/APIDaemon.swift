@@ -45,6 +45,16 @@ public struct APIDaemon: Daemon {
                         ("algorithm", key.algorithm.rawValue), ("dns_name", key.dnsName),
                         ("record", key.dnsRecord))
         }
+        if let cfbl = settings.cfbl {
+            // RFC 9477 §4: providers use the CFBL-Address only under an aligned signature.
+            let aligned = !settings.dkimKeys.keys(for: cfbl.domain).isEmpty
+            if aligned {
+                logger.info("cfbl address", ("cfbl_address", cfbl.address))
+            } else {
+                logger.warning("cfbl address has no DKIM key for its domain; providers will "
+                               + "ignore it", ("cfbl_address", cfbl.address))
+            }
+        }
         logger.info("listening", ("listen", server.address.description),
                     ("keys", String(settings.keys.count)),
                     ("dkim_keys", String(settings.dkimKeys.allKeys.count)),

@@ -41,6 +41,11 @@ public struct APISettings: Sendable {
     public let pools: Set<String>?
     /// TERN_POOLS as a whole: the source IPs the operator endpoints list.
     public let ipPools: Pools
+    /// TERN_CFBL_ADDRESS: the complaint feedback address written into every message as
+    /// CFBL-Address (RFC 9477), with a CFBL-Feedback-ID tagged with TERN_VERP_SECRET (then
+    /// required). Unset: no CFBL fields. Its domain must be one that DKIM signs (d=) for
+    /// providers to use it.
+    public let cfbl: CFBL?
 
     public init(_ env: Environment, common: CommonSettings) throws {
         self.common = common
@@ -56,6 +61,16 @@ public struct APISettings: Sendable {
         let poolText = env.string("TERN_POOLS", default: "")
         pools = poolText.isEmpty ? nil : try APISettings.poolNames(poolText)
         ipPools = try Pools(env)
+        let cfblAddress = env.string("TERN_CFBL_ADDRESS", default: "")
+        if cfblAddress.isEmpty {
+            cfbl = nil
+        } else {
+            guard case .success = EmailAddress.parse(cfblAddress), cfblAddress.contains("@")
+            else {
+                throw ConfigError("TERN_CFBL_ADDRESS", "'\(cfblAddress)' is not an address")
+            }
+            cfbl = CFBL(address: cfblAddress, verp: try VERP(env))
+        }
         let dkimPath = env.string("TERN_DKIM_KEYS", default: "")
         do throws(DKIMKeyFileError) {
             dkimKeys = dkimPath.isEmpty ? .empty : try DKIMKeyTable.load(path: dkimPath)

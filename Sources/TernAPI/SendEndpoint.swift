@@ -53,7 +53,8 @@ extension APIDaemon {
         let now = Date()
         let id = MessageID.generate(now: now)
         let createdMs = Int64((now.timeIntervalSince1970 * 1000).rounded(.down))
-        let built = MessageBuilder.build(message, id: id, now: now, hostname: settings.hostname)
+        let built = MessageBuilder.build(message, id: id, now: now, hostname: settings.hostname,
+                                         cfbl: settings.cfbl)
         // Signed here, once: every attempt sends these bytes. Signing runs inline on the
         // cooperative pool; RSA-2048 costs about 1 ms a key and Ed25519 far less (bench/dkim),
         // small beside the request's own parsing and the Redis round trip.

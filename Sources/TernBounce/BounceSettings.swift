@@ -24,6 +24,10 @@ public struct BounceSettings: Sendable {
     /// TERN_BOUNCE_MAX_SIZE: largest bounce taken, in octets (default 10 MB; a DSN is small,
     /// but some return the whole original message).
     public let maxMessageSize: Int
+    /// TERN_BOUNCE_MAX_LINE: longest line of message text taken, in octets without CR LF
+    /// (default 10000). RFC 5321 §4.5.3.1.6 sets 1000, but real bounces quote longer lines;
+    /// a message with a longer one is refused with 554 5.6.0.
+    public let maxTextLine: Int
     /// TERN_BOUNCE_MAX_RECIPIENTS: recipients per transaction (default 100, RFC 5321
     /// §4.5.3.1.8's minimum; a bounce has one).
     public let maxRecipients: Int
@@ -49,6 +53,12 @@ public struct BounceSettings: Sendable {
     /// for STARTTLS; both or neither (then no STARTTLS). Re-read on SIGHUP.
     public let tlsCertificate: String?
     public let tlsKey: String?
+    /// TERN_DNS_RESOLVER: the one DNS server asked for DKIM keys (default 127.0.0.1:53, a
+    /// resolver on this host; never the system resolver).
+    public let dnsResolver: SocketAddress
+    /// TERN_BOUNCE_DKIM_TIMEOUT: longest wait for a DKIM key before the report is recorded
+    /// with dkim=temperror (default 5s; the remote MTA waits for our reply meanwhile).
+    public let dkimTimeout: Duration
 
     public init(_ env: Environment, common: CommonSettings) throws {
         self.common = common
@@ -67,6 +77,7 @@ public struct BounceSettings: Sendable {
         hostname = env.string("TERN_HOSTNAME", default: ProcessInfo.processInfo.hostName)
         maxMessageSize = try env.int("TERN_BOUNCE_MAX_SIZE", default: 10 * 1024 * 1024,
                                      range: 1024...(1 << 30))
+        maxTextLine = try env.int("TERN_BOUNCE_MAX_LINE", default: 10000, range: 998...1_000_000)
         maxRecipients = try env.int("TERN_BOUNCE_MAX_RECIPIENTS", default: 100, range: 1...10_000)
         maxSessions = try env.int("TERN_BOUNCE_MAX_SESSIONS", default: 200, range: 1...100_000)
         maxSessionsPerClient = try env.int("TERN_BOUNCE_MAX_SESSIONS_PER_CLIENT", default: 20,
@@ -83,6 +94,8 @@ public struct BounceSettings: Sendable {
             throw ConfigError(cert.isEmpty ? "TERN_BOUNCE_TLS_CERT" : "TERN_BOUNCE_TLS_KEY",
                               "STARTTLS needs both TERN_BOUNCE_TLS_CERT and TERN_BOUNCE_TLS_KEY")
         }
+        dnsResolver = try env.address("TERN_DNS_RESOLVER", default: "127.0.0.1:53")
+        dkimTimeout = try env.duration("TERN_BOUNCE_DKIM_TIMEOUT", default: .seconds(5))
         tlsCertificate = cert.isEmpty ? nil : cert
         tlsKey = key.isEmpty ? nil : key
     }
@@ -101,7 +114,8 @@ public struct BounceSettings: Sendable {
     /// The SMTP server's configuration from these settings.
     public var server: SMTPServerConfig {
         SMTPServerConfig(hostname: hostname, maxMessageSize: maxMessageSize,
-                         maxRecipients: maxRecipients, maxCommands: maxCommands,
+                         maxRecipients: maxRecipients, maxTextLine: maxTextLine,
+                         lineBufferCap: max(65536, maxTextLine + 2), maxCommands: maxCommands,
                          maxErrors: maxErrors, idleTimeout: idleTimeout,
                          maxSessions: maxSessions, maxSessionsPerClient: maxSessionsPerClient,
                          sessionTimeout: sessionTimeout, greetingDelay: greetingDelay,

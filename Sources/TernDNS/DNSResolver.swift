@@ -140,6 +140,7 @@ private func unboundCallback(_ data: UnsafeMutableRawPointer?, _ err: Int32,
 
 public final class DNSResolver: Sendable {
     static let typeA: Int32 = 1, typePTR: Int32 = 12, typeMX: Int32 = 15, typeAAAA: Int32 = 28
+    static let typeTXT: Int32 = 16
     static let classIN: Int32 = 1
 
     private let context: UnboundContext
@@ -274,6 +275,29 @@ public final class DNSResolver: Sendable {
         case .nxDomain: return .nxDomain
         case .failure(let why): return .failure(why)
         }
+    }
+
+    /// The TXT records of `name`, each one's character-strings joined (RFC 1035 §3.3.14;
+    /// RFC 6376 §3.6.2.2 joins them so for DKIM keys).
+    public func txt(_ name: String) async -> DNSAnswer<[String]> {
+        switch classify(await query(name, type: Self.typeTXT)) {
+        case .records(let raw): return .records(raw.map(Self.txtText))
+        case .noData: return .noData
+        case .nxDomain: return .nxDomain
+        case .failure(let why): return .failure(why)
+        }
+    }
+
+    /// TXT RDATA: length-prefixed strings, concatenated; a length past the end is cut.
+    static func txtText(_ rdata: [UInt8]) -> String {
+        var out: [UInt8] = []
+        var i = 0
+        while i < rdata.count {
+            let length = Int(rdata[i])
+            out += rdata[min(i + 1, rdata.count)..<min(i + 1 + length, rdata.count)]
+            i += 1 + length
+        }
+        return String(decoding: out, as: UTF8.self)
     }
 
     private func classify(_ a: UnboundAnswer) -> DNSAnswer<[[UInt8]]> {

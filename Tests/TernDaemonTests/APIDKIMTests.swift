@@ -49,6 +49,36 @@ import TernMail
         }
     }
 
+    /// RFC 9477: with TERN_CFBL_ADDRESS the stored message carries both CFBL fields, and
+    /// the DKIM signatures cover them (h=), as providers require.
+    @Test func cfblFieldsAreAddedAndSigned() async throws {
+        let path = try await APIDKIMTests.keysFile()
+        defer { try? FileManager.default.removeItem(
+            atPath: (path as NSString).deletingLastPathComponent) }
+        let secret = String(repeating: "5a", count: 32)
+        let h = try await APIDaemonTests.Harness(env: [
+            "TERN_DKIM_KEYS": path, "TERN_CFBL_ADDRESS": "fbl@tern.example",
+            "TERN_VERP_DOMAIN": "bounces.tern.example", "TERN_VERP_SECRET": secret])
+        let reply = try await h.post(APIDaemonTests.valid())
+        #expect(reply.status == 202, "\(reply.text)")
+        let id = try #require(reply.json["id"] as? String)
+        let body = try await h.redis.run("HGET", h.keys.message(id), "body").string ?? ""
+        let verp = VERP(secret: Crypto.bytes(hex: secret)!, domain: "bounces.tern.example")
+        #expect(body.contains("\r\nCFBL-Address: fbl@tern.example; report=arf\r\n"))
+        #expect(body.contains("\r\nCFBL-Feedback-ID: \(id):\(verp.tag(for: id))\r\n"))
+        let signatures = body.components(separatedBy: "DKIM-Signature:").dropFirst()
+        #expect(signatures.count == 2)
+        for signature in signatures {
+            let unfolded = signature.filter { !$0.isWhitespace }
+            let list = unfolded.components(separatedBy: ";h=").dropFirst().first ?? ""
+            #expect(list.contains("cfbl-address:cfbl-feedback-id"), "\(list.prefix(200))")
+        }
+        // A client may not write them itself.
+        let own = try await h.post(APIDaemonTests.valid(["headers": ["CFBL-Address": "x@y.z"]]))
+        #expect(own.status == 422)
+        await h.stop()
+    }
+
     @Test func messagesAreStoredSignedAndCounted() async throws {
         let path = try await APIDKIMTests.keysFile()
         defer { try? FileManager.default.removeItem(

@@ -82,6 +82,8 @@ import TernTestSupport
                 "TERN_VERP_SECRET": Crypto.hex(BounceDaemonTests.secret),
                 "TERN_HOSTNAME": "bounce.tern.example",
                 "TERN_BOUNCE_GREET_DELAY": "0ms",
+                // Nothing listens there: no test reaches a real resolver by default.
+                "TERN_DNS_RESOLVER": "127.0.0.1:1",
                 "TERN_FBL_ADDRESSES": "fbl@tern.example, Complaints@Tern.Example",
             ]) { a, _ in a })
             let settings = try BounceSettings(
@@ -256,8 +258,8 @@ import TernTestSupport
         let c = try await h.client()
         #expect(try await c.command("MAIL FROM:<someone@elsewhere.example>")?.code == 250)
         let otherDomain = VERP(secret: Self.secret, domain: "bounces.elsewhere.example")
-        for rcpt in ["postmaster@\(Self.domain)", "user@example.com",
-                     otherDomain.address(for: MessageID.generate()), "Postmaster"] {
+        for rcpt in ["postmaster@elsewhere.example", "user@example.com",
+                     otherDomain.address(for: MessageID.generate()), "abuse@\(Self.domain)"] {
             let refused = try await c.command("RCPT TO:<\(rcpt)>")
             #expect(refused?.code == 550, "\(rcpt)")
             #expect(refused?.enhanced?.description == "5.7.1", "\(rcpt)")
@@ -380,6 +382,220 @@ import TernTestSupport
         try await h.stop()
     }
 
+    /// RFC 5321 §4.5.1: postmaster, bare or at any domain we take mail for, is accepted.
+    @Test func postmasterIsAcceptedCountedAndLogged() async throws {
+        let h = try await Harness()
+        let c = try await h.client()
+        #expect(try await c.command("MAIL FROM:<admin@peer.example>")?.code == 250)
+        for rcpt in ["postmaster", "Postmaster", "POSTMASTER@\(Self.domain.uppercased())",
+                     "postmaster@tern.example"] {
+            #expect(try await c.command("RCPT TO:<\(rcpt)>")?.code == 250, "\(rcpt)")
+        }
+        #expect(try await c.command("DATA")?.code == 354)
+        let text = "From: admin@peer.example\r\nSubject: =?utf-8?q?Your_server?= is listed\r\n"
+            + "Message-ID: <\(MessageID.generate())@tern.example>\r\n\r\nPlease check.\r\n"
+        try await c.send(MessageBody.dataPayload(Array(text.utf8)))
+        let reply = try await c.reply()
+        #expect(reply?.code == 250)
+        try await c.quit()
+        #expect(try await h.counter("bounce.postmaster") == 1)
+        #expect(try await h.counter("bounce.refused") == 0)
+        #expect(try await h.inbound().isEmpty)
+        let logged = h.logs.records.filter { $0.message == "mail to postmaster" }
+        #expect(logged.count == 1)
+        #expect(logged.first?.level == .notice)
+        #expect(logged.first?.fields["from"] == "admin@peer.example")
+        #expect(logged.first?.fields["subject"] == "Your server is listed")
+        try await h.stop()
+    }
+
+    /// A complaint sent to postmaster that names its message by a signed VERP address is
+    /// recorded like one sent to the feedback address.
+    @Test func reportToPostmasterNamingASignedAddressIsRecorded() async throws {
+        let h = try await Harness()
+        let id = MessageID.generate()
+        let reply = try await deliver(
+            h, from: "feedback@isp.example", to: "postmaster@\(Self.domain)",
+            Self.complaint(about: h.verp.address(for: id), rcpt: "reader@isp.example"))
+        #expect(reply?.code == 250)
+        let entries = try await h.inbound()
+        #expect(entries.count == 1)
+        #expect(entries.first?["id"] == id)
+        #expect(entries.first?["kind"] == "complaint")
+        #expect(entries.first?["id_source"] == "verp")
+        #expect(try await h.counter("bounce.postmaster") == 0)
+        // A forged VERP address inside makes it plain postmaster mail.
+        let forged = Self.forged(h.verp.address(for: id), replacement: "z")
+        let second = try await deliver(
+            h, from: "feedback@isp.example", to: "postmaster",
+            Self.complaint(about: forged, rcpt: "reader@isp.example"))
+        #expect(second?.code == 250)
+        #expect(try await h.inbound().count == 1)
+        #expect(try await h.counter("bounce.postmaster") == 1)
+        try await h.stop()
+    }
+
+    /// Real bounces quote lines past RFC 5321's 1000 octets: taken up to TERN_BOUNCE_MAX_LINE,
+    /// refused as content (554 5.6.0, not a 500 syntax error) beyond it.
+    @Test func longLinesUpToTheLimitAreTaken() async throws {
+        let h = try await Harness(env: ["TERN_BOUNCE_MAX_LINE": "4000"])
+        let id = MessageID.generate()
+        let address = h.verp.address(for: id)
+        var long = Self.report(to: address)
+        long += Array(("X-Long: " + String(repeating: "q", count: 3900) + "\r\n").utf8)
+        let c = try await h.client()
+        #expect(try await c.command("MAIL FROM:<>")?.code == 250)
+        #expect(try await c.command("RCPT TO:<\(address)>")?.code == 250)
+        #expect(try await c.command("DATA")?.code == 354)
+        try await c.send(MessageBody.dataPayload(long))
+        #expect(try await c.reply()?.code == 250)
+        #expect(try await h.inbound().count == 2)   // failed + delayed
+        #expect(try await c.command("MAIL FROM:<>")?.code == 250)
+        #expect(try await c.command("RCPT TO:<\(address)>")?.code == 250)
+        #expect(try await c.command("DATA")?.code == 354)
+        long += Array((String(repeating: "w", count: 4001) + "\r\n").utf8)
+        try await c.send(MessageBody.dataPayload(long))
+        let refused = try await c.reply()
+        #expect(refused?.code == 554)
+        #expect(refused?.enhanced?.description == "5.6.0")
+        try await c.quit()
+        #expect(try await h.inbound().count == 2)   // failed + delayed
+        try await h.stop()
+    }
+
+    /// A redacted ARF report whose original keeps only its CFBL-Feedback-ID (RFC 9477).
+    static func cfblComplaint(feedbackID: String) -> String {
+        """
+        From: fbl@isp.example\r
+        Subject: complaint\r
+        MIME-Version: 1.0\r
+        Content-Type: multipart/report; report-type=feedback-report; boundary="b"\r
+        \r
+        --b\r
+        Content-Type: message/feedback-report\r
+        \r
+        Feedback-Type: abuse\r
+        User-Agent: ISP/1\r
+        Version: 1\r
+        Original-Rcpt-To: <reader@isp.example>\r
+        \r
+        --b\r
+        Content-Type: text/rfc822-headers\r
+        \r
+        From: news@tern.example\r
+        CFBL-Address: fbl@tern.example; report=arf\r
+        CFBL-Feedback-ID: \(feedbackID)\r
+        \r
+        --b--\r
+
+        """
+    }
+
+    @Test func complaintNamedByAVerifiedCFBLFeedbackID() async throws {
+        let h = try await Harness()
+        let id = MessageID.generate()
+        let cfbl = CFBL(address: "fbl@tern.example", verp: h.verp)
+        let reply = try await deliver(h, from: "fbl@isp.example", to: "fbl@tern.example",
+                                      Self.cfblComplaint(feedbackID: cfbl.feedbackID(for: id)))
+        #expect(reply?.code == 250)
+        let entries = try await h.inbound()
+        #expect(entries.count == 1)
+        #expect(entries.first?["id"] == id)
+        #expect(entries.first?["kind"] == "complaint")
+        #expect(entries.first?["id_source"] == "cfbl")
+        #expect(entries.first?["cfbl"] == "pass")
+        // Another message's id with this tag: forged, counted, and names nothing.
+        let other = MessageID.generate()
+        let forged = try await deliver(h, from: "fbl@isp.example", to: "fbl@tern.example",
+                                       Self.cfblComplaint(feedbackID: "\(other):"
+                                                          + h.verp.tag(for: id)))
+        #expect(forged?.code == 250)
+        #expect(try await h.inbound().count == 1)
+        #expect(try await h.counter("bounce.cfbl_forged") == 1)
+        #expect(try await h.counter("bounce.unmatched") == 1)
+        try await h.stop()
+    }
+
+    /// RFC 6376 on feedback reports: the reporting provider's signature is checked with the
+    /// key the test world publishes, and the verdict lands in the inbound entry.
+    @Test func complaintSignaturesAreVerifiedThroughDNS() async throws {
+        let path = try await APIDKIMTests.keysFile()
+        defer { try? FileManager.default.removeItem(
+            atPath: (path as NSString).deletingLastPathComponent) }
+        // The same keys, as the provider's (d=isp.example).
+        let keys = try DKIMKeyTable.load(path: path).allKeys.map {
+            DKIMKey(domain: "isp.example", selector: $0.selector, algorithm: $0.algorithm,
+                    key: $0.key)
+        }
+        let world = try await SenderTestWorld.start(txt: Dictionary(
+            uniqueKeysWithValues: keys.map { ($0.dnsName, [$0.dnsRecord]) }))
+        defer { world.stop() }
+        let h = try await Harness(env: ["TERN_DNS_RESOLVER": "127.0.0.1:\(world.dnsPort)"])
+        let signer = DKIMSigner(keys: DKIMKeyTable(keys))
+
+        let id = MessageID.generate()
+        let report = Array(Self.complaint(about: h.verp.address(for: id),
+                                          rcpt: "reader@isp.example").utf8)
+        let (signed, outcome) = signer.sign(report, at: Date())
+        #expect(outcome == .signed(domain: "isp.example", selectors: ["e1", "r1"])
+                || outcome == .signed(domain: "isp.example", selectors: ["r1", "e1"]))
+        let tampered = String(decoding: signed, as: UTF8.self)
+            .replacingOccurrences(of: "This is an abuse report.", with: "This is praise.")
+        for (message, verdict) in [(String(decoding: signed, as: UTF8.self), "pass"),
+                                   (tampered, "fail"),
+                                   (String(decoding: report, as: UTF8.self), "none")] {
+            let reply = try await deliver(h, from: "feedback@isp.example",
+                                          to: "fbl@tern.example", message)
+            #expect(reply?.code == 250)
+            let entry = try await h.inbound().last
+            #expect(entry?["id"] == id)
+            #expect(entry?["dkim"] == verdict)
+            #expect(entry?["dkim_domain"] == (verdict == "none" ? "" : "isp.example"))
+        }
+        #expect(try await h.inbound().count == 3)
+        try await h.stop()
+    }
+
+    /// A DNS server that never answers: the key lookup times out and the report is still
+    /// recorded, with dkim=temperror.
+    @Test func keyLookupTimeoutIsATemporaryError() async throws {
+        let silent = socket(AF_INET, Int32(SOCK_DGRAM.rawValue), 0)
+        #expect(silent >= 0)
+        defer { close(silent) }
+        var address = sockaddr_in()
+        address.sin_family = sa_family_t(AF_INET)
+        address.sin_addr.s_addr = inet_addr("127.0.0.1")
+        var length = socklen_t(MemoryLayout<sockaddr_in>.size)
+        let bound = withUnsafeMutablePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+                bind(silent, $0, length) == 0 && getsockname(silent, $0, &length) == 0
+            }
+        }
+        #expect(bound)
+        let port = UInt16(bigEndian: address.sin_port)
+        let h = try await Harness(env: ["TERN_DNS_RESOLVER": "127.0.0.1:\(port)",
+                                        "TERN_BOUNCE_DKIM_TIMEOUT": "1s"])
+        let path = try await APIDKIMTests.keysFile()
+        defer { try? FileManager.default.removeItem(
+            atPath: (path as NSString).deletingLastPathComponent) }
+        let keys = try DKIMKeyTable.load(path: path).allKeys.map {
+            DKIMKey(domain: "isp.example", selector: $0.selector, algorithm: $0.algorithm,
+                    key: $0.key)
+        }
+        let id = MessageID.generate()
+        let (signed, _) = DKIMSigner(keys: DKIMKeyTable(keys)).sign(
+            Array(Self.complaint(about: h.verp.address(for: id), rcpt: "r@isp.example").utf8),
+            at: Date())
+        let reply = try await deliver(h, from: "feedback@isp.example", to: "fbl@tern.example",
+                                      String(decoding: signed, as: UTF8.self))
+        #expect(reply?.code == 250)
+        let entry = try await h.inbound().first
+        #expect(entry?["id"] == id)
+        #expect(entry?["dkim"] == "temperror")
+        #expect(entry?["dkim_domain"] == "isp.example")
+        try await h.stop()
+    }
+
     @Test func bounceIsNotAcknowledgedWhenRedisFails() async throws {
         let h = try await Harness()
         let id = MessageID.generate()
@@ -414,6 +630,7 @@ import TernTestSupport
         #expect(s.server.maxSessionsPerClient == 20)
         #expect(s.server.sessionTimeout == .seconds(1800))
         #expect(s.server.maxCommands == 1000)
+        #expect(s.server.maxTextLine == 10000)
         let tight = try make(base.merging([
             "TERN_BOUNCE_MAX_SESSIONS_PER_CLIENT": "3", "TERN_BOUNCE_SESSION_TIMEOUT": "2m",
             "TERN_BOUNCE_MAX_COMMANDS": "50", "TERN_BOUNCE_MAX_ERRORS": "5",

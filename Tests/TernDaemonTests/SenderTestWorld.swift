@@ -42,6 +42,11 @@ final class SenderTestWorld: Sendable {
         self.tlsCert = tlsCert
     }
 
+    /// `records` as extra zone TXT records, name -> strings (DKIM keys, say).
+    static func start(txt records: [String: [String]]) async throws -> SenderTestWorld {
+        try await start(records: records.mapValues { ["TXT": $0] })
+    }
+
     /// `records` go over the world's zone (testworld/README.md, "The zone is a dict").
     static func start(records: [String: Any] = [:]) async throws -> SenderTestWorld {
         let dir = NSTemporaryDirectory() + "tern-world-\(UUID().uuidString)"

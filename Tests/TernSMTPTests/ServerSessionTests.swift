@@ -231,9 +231,40 @@ struct Dialogue {
         d.run([("EHLO c", 250), ("MAIL FROM:<>", 250), ("RCPT TO:<a@b.example>", 250),
                ("DATA", 354), (String(repeating: "y", count: 998), nil), (".", 250),
                ("MAIL FROM:<>", 250), ("RCPT TO:<a@b.example>", 250), ("DATA", 354),
-               (String(repeating: "y", count: 999), nil), ("after", nil), (".", 500)])
-        #expect(d.lastReply?.enhanced?.description == "5.5.6")
+               (String(repeating: "y", count: 999), nil), ("after", nil), (".", 554)])
+        // The content is refused, not a command: no 500.
+        #expect(d.lastReply?.enhanced?.description == "5.6.0")
         #expect(d.delivered.count == 1)
+    }
+
+    /// A receiver may take text lines past RFC 5321's 1000 octets (real bounces quote long
+    /// ones); past its own limit the message is refused as content, 554 5.6.0.
+    @Test func longerTextLinesWhenConfigured() {
+        var d = Dialogue(Dialogue.config {
+            $0.maxMessageSize = 100_000
+            $0.maxTextLine = 5000
+        })
+        let long = String(repeating: "z", count: 5000)
+        d.run([("EHLO c", 250), ("MAIL FROM:<>", 250), ("RCPT TO:<a@b.example>", 250),
+               ("DATA", 354), (long, nil), (".", 250),
+               ("MAIL FROM:<>", 250), ("RCPT TO:<a@b.example>", 250), ("DATA", 354),
+               (long + "z", nil), (".", 554), ("NOOP", 250)])
+        #expect(d.lastReply?.code == 250)
+        #expect(d.delivered.count == 1)
+        #expect(d.delivered.first?.1 == Array((long + "\r\n").utf8))
+        #expect(!d.closed)
+    }
+
+    /// A line past the buffer cap ends the session; in message text that is 554, not 500.
+    @Test func lineOverflowInTextIsAMediaError() {
+        var d = Dialogue()
+        d.run([("EHLO c", 250), ("MAIL FROM:<>", 250), ("RCPT TO:<a@b.example>", 250),
+               ("DATA", 354)])
+        #expect(d.follow(d.session.lineOverflow()) == 554)
+        #expect(d.lastReply?.enhanced?.description == "5.6.0")
+        #expect(d.closed)
+        var c = Dialogue()
+        #expect(c.follow(c.session.lineOverflow()) == 500)
     }
 
     @Test func commandLineTooLong() {

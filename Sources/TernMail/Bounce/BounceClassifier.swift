@@ -59,11 +59,18 @@ public struct BounceClassifier: Sendable {
             r.recipient = firstAddress(root.value("From") ?? "")
             records = [r]
         }
-        let (id, source) = messageID(root, input, envelopeRecipients: envelopeRecipients)
+        let cfbl = feedbackIDCheck(all)
+        let (id, source) = messageID(root, input, envelopeRecipients: envelopeRecipients,
+                                     cfbl: cfbl)
         return records.prefix(Self.maxRecords).map { record in
             var r = record
             r.messageID = id
             r.idSource = source
+            switch cfbl {
+            case .message?: r.cfbl = "pass"
+            case .forged?: r.cfbl = "fail"
+            case .foreign?, nil: r.cfbl = ""
+            }
             r.remoteReply = Self.oneLine(r.remoteReply, limit: 1000)
             r.recipient = Self.oneLine(r.recipient, limit: 300)
             r.originalRecipient = Self.oneLine(r.originalRecipient, limit: 300)
@@ -384,14 +391,16 @@ public struct BounceClassifier: Sendable {
 
     // MARK: - Tying the report to a message
 
-    func messageID(_ root: MIMEEntity, _ message: [UInt8], envelopeRecipients: [String])
-        -> (String, String)
+    func messageID(_ root: MIMEEntity, _ message: [UInt8], envelopeRecipients: [String],
+                   cfbl: CFBL.Check? = nil) -> (String, String)
     {
         if let verp {
             for rcpt in envelopeRecipients {
                 if case .success(let id) = verp.decode(rcpt) { return (id, "verp") }
             }
         }
+        // RFC 9477: the original's CFBL-Feedback-ID, believed only when its tag verifies.
+        if case .message(let id)? = cfbl { return (id, "cfbl") }
         for address in VERPScan.candidates(in: message) {
             if let verp {
                 if case .success(let id) = verp.decode(address) { return (id, "verp") }
@@ -409,6 +418,16 @@ public struct BounceClassifier: Sendable {
             }
         }
         return ("", "")
+    }
+
+    /// The returned original's CFBL-Feedback-ID checked against the VERP key; nil when it
+    /// has none or there is no key to check it with.
+    func feedbackIDCheck(_ all: [MIMEEntity]) -> CFBL.Check? {
+        guard let verp, let original = Self.originalHeaders(all),
+              let field = original.first(where: {
+                  $0.name.caseInsensitiveCompare("CFBL-Feedback-ID") == .orderedSame })
+        else { return nil }
+        return CFBL.check(field.value, verp: verp)
     }
 
     /// The values of lines that start with "Message-ID:" (any case), read over the bytes so

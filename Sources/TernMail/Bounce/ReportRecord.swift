@@ -49,9 +49,13 @@ public struct ReportRecord: Sendable, Equatable {
     public var originalRecipient = ""
     /// Our message id, "" when the report could not be tied to a message.
     public var messageID = ""
-    /// How `messageID` was found: verp (a signed return path), verp-unverified (the shape of
-    /// one, read without the key), message-id (the Message-ID of the original), "".
+    /// How `messageID` was found: verp (a signed return path), cfbl (a verified
+    /// CFBL-Feedback-ID), verp-unverified (the shape of one, read without the key),
+    /// message-id (the Message-ID of the original), "".
     public var idSource = ""
+    /// The returned original's CFBL-Feedback-ID (RFC 9477): pass (its tag verifies), fail
+    /// (a forged tag, never used to name the message), "" (none, or not ours).
+    public var cfbl = ""
     /// The report's shape: dsn, arf, jmrp, text, auto-reply, none.
     public var format = ""
     /// RFC 5965 Feedback-Type, lowercased, for feedback reports.
@@ -63,9 +67,10 @@ public struct ReportRecord: Sendable, Equatable {
         self.reason = reason
     }
 
-    /// The record as a JSON object with every key.
+    /// The record as a JSON object with every key (`cfbl` only when there is one, so the
+    /// golden files of reports without it stay as they are).
     public var fields: [(String, String)] {
-        [("kind", kind.rawValue), ("severity", severity.rawValue), ("reason", reason.rawValue),
+        (cfbl.isEmpty ? [] : [("cfbl", cfbl)]) + [("kind", kind.rawValue), ("severity", severity.rawValue), ("reason", reason.rawValue),
          ("status", status), ("action", action), ("remote_reply", remoteReply),
          ("remote_mta", remoteMTA), ("reporter", reporter), ("recipient", recipient),
          ("original_recipient", originalRecipient), ("message_id", messageID),

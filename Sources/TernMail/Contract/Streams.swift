@@ -244,8 +244,12 @@ public enum EntryField {
     public static let reporter = "reporter"     // reporting MTA or feedback agent
     public static let remoteMTA = "remote_mta"
     public static let feedbackType = "feedback_type"
-    public static let idSource = "id_source"    // verp, message-id
+    public static let idSource = "id_source"    // verp, cfbl, message-id
     public static let format = "format"         // dsn, arf, jmrp, text, auto-reply
+    public static let cfbl = "cfbl"             // pass, fail, "" (RFC 9477 feedback id)
+    /// DKIM result of a feedback report (RFC 6376): pass, fail, none, temperror.
+    public static let dkim = "dkim"
+    public static let dkimDomain = "dkim_domain" // the d= of the signature judged
     // events
     public static let event = "event"
     public static let json = "json"             // the whole event as JSON, as posted to webhooks

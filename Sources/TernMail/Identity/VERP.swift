@@ -76,6 +76,17 @@ public struct VERP: Sendable {
         return .success(id)
     }
 
+    /// The signature of `id` alone, as it appears in its address: the tag of CFBL-Feedback-ID.
+    public func tag(for id: String) -> String { signature(id.lowercased()) }
+
+    /// True when `tag` (any case) is the signature of `id`.
+    public func verifies(tag: some StringProtocol, for id: String) -> Bool {
+        guard let given = Base32.decode(tag.lowercased(),
+                                        byteCount: VERP.signatureBytes)
+        else { return false }
+        return Crypto.constantTimeEqual(given, signatureBytes(id.lowercased()))
+    }
+
     private func signatureBytes(_ id: String) -> [UInt8] {
         Array(Crypto.hmacSHA256(key: secret, data: Array(id.utf8)).prefix(VERP.signatureBytes))
     }

@@ -12,17 +12,21 @@ public enum MessageBuilder {
         address.asciiForm ?? address.description
     }
 
-    /// The complete message for `request`, accepted as message `id` at `now` by `hostname`.
-    public static func build(_ request: SendRequest, id: String, now: Date, hostname: String)
-        -> [UInt8]
+    /// The complete message for `request`, accepted as message `id` at `now` by `hostname`;
+    /// with `cfbl`, its RFC 9477 fields too (before signing, so DKIM covers them).
+    public static func build(_ request: SendRequest, id: String, now: Date, hostname: String,
+                             cfbl: CFBL? = nil) -> [UInt8]
     {
         let messageID = "<" + id + "@" + hostname.lowercased() + ">"
+        let feedback = cfbl?.fields(for: id) ?? ""
         if let raw = request.raw {
-            return completeRaw(Array(raw.utf8), messageID: messageID, now: now)
+            return completeRaw(Array(raw.utf8), messageID: messageID, now: now,
+                               feedback: feedback)
         }
         var head = ""
         head += "Date: " + MailDate.string(from: now) + "\r\n"
         head += "Message-ID: " + messageID + "\r\n"
+        head += feedback
         head += "From: " + headerForm(request.from) + "\r\n"
         if let replyTo = request.replyTo { head += "Reply-To: " + headerForm(replyTo) + "\r\n" }
         head += "To: " + headerForm(request.to) + "\r\n"
@@ -90,7 +94,8 @@ public enum MessageBuilder {
     /// A client's raw message with CRLF line endings, plus Date and Message-ID fields in front
     /// when it has none (RFC 5322 §3.6 requires Date; Message-ID lets replies and bounces
     /// find the message).
-    static func completeRaw(_ raw: [UInt8], messageID: String, now: Date) -> [UInt8] {
+    static func completeRaw(_ raw: [UInt8], messageID: String, now: Date,
+                            feedback: String = "") -> [UInt8] {
         let message = MessageBody.normalizeLineEndings(raw)
         let section = HeaderSection.parse(message[...])
         var added = ""
@@ -99,6 +104,12 @@ public enum MessageBuilder {
         }
         if section?.contains("Message-ID") != true {
             added += "Message-ID: " + messageID + "\r\n"
+        }
+        // A raw message's own CFBL fields are the submitter's choice and stay alone.
+        let ownCFBL = section?.contains("CFBL-Address") == true
+            || section?.contains("CFBL-Feedback-ID") == true
+        if !ownCFBL {
+            added += feedback
         }
         return Array(added.utf8) + message
     }

@@ -55,7 +55,7 @@ public struct SendRequest: Sendable, Equatable {
     public static let reservedHeaders: Set<String> = [
         "from", "to", "subject", "date", "message-id", "return-path", "received",
         "dkim-signature", "content-type", "content-transfer-encoding", "mime-version",
-        "reply-to",
+        "reply-to", "cfbl-address", "cfbl-feedback-id",
     ]
     /// Fields no submitter writes: Bcc would show the hidden recipient to every reader,
     /// Delivered-To is trace written at delivery, Content-Length frames mailboxes, not mail,

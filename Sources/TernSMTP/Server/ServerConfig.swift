@@ -17,7 +17,8 @@ public struct SMTPServerConfig: Sendable {
     /// including CR LF; extensions may add parameters, so some slack is allowed on top.
     public var maxCommandLine: Int
     /// Longest line of message text, in octets without the CR LF: 1000 including CR LF
-    /// (RFC 5321 §4.5.3.1.6).
+    /// (RFC 5321 §4.5.3.1.6) by default; a receiver may take longer ones. A message with a
+    /// longer line is refused with 554 5.6.0 after its final dot.
     public var maxTextLine: Int
     /// Hard cap on one line held in memory. A line longer than this cannot be skipped
     /// without reading it whole, so the session ends instead.

@@ -160,9 +160,16 @@ public struct SMTPServerSession: Sendable {
         return .close(SMTPReply(421, "4.4.2", "\(config.hostname) idle too long, closing"))
     }
 
-    /// A line longer than `lineBufferCap`: it cannot be skipped, so the session ends.
+    /// A line longer than `lineBufferCap`: it cannot be skipped, so the session ends. In
+    /// message text it is the message that is refused (a media error, RFC 3463 §3.7), not
+    /// a command.
     public mutating func lineOverflow() -> SMTPServerAction {
+        let inText = phase == .data
         phase = .closed
+        if inText {
+            let text = "message refused: a line is longer than \(config.maxTextLine) octets"
+            return .close(SMTPReply(554, "5.6.0", text + "; closing connection"))
+        }
         return .close(SMTPReply(500, "5.5.6", "line too long, closing connection"))
     }
 
@@ -509,7 +516,9 @@ public struct SMTPServerSession: Sendable {
         if dataLineTooLong {
             resetTransaction()
             phase = .ready
-            return refuse(500, "5.5.6", "line too long (the limit is 1000 octets per line)")
+            // Not 500: the commands were right, the content is what is refused (RFC 3463 §3.7).
+            return refuse(554, "5.6.0",
+                          "message refused: a line is longer than \(config.maxTextLine) octets")
         }
         let message = MessageBody.unstuff(data)
         data = []
