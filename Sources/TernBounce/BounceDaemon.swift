@@ -19,8 +19,8 @@
 //
 // Known limit: a report that names its message only by Message-ID is not signed; anyone who
 // knows a message's id (its recipient) can send a complaint about it.
-// Known limit: the DKIM verdict is on the inbound entry and in the log, but the scheduler
-// does not copy it into the message's history yet, and nothing acts on it.
+// Known limit: the DKIM verdict reaches the message's history and events, but nothing acts
+// on it (a failing signature does not make a complaint count less).
 
 import Foundation
 import TernCore

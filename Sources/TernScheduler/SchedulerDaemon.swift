@@ -427,7 +427,8 @@ public struct SchedulerDaemon: Daemon {
         for (key, field) in [("reason", EntryField.reason), ("status", EntryField.status),
                              ("diagnostic", EntryField.diagnostic),
                              ("reporter", EntryField.reporter), ("rcpt", EntryField.recipient),
-                             ("feedback_type", EntryField.feedbackType)] {
+                             ("feedback_type", EntryField.feedbackType),
+                             ("dkim", EntryField.dkim), ("dkim_domain", EntryField.dkimDomain)] {
             // status, diagnostic and reporter are always there, as in contract 1.
             let always = ["status", "diagnostic", "reporter"].contains(key)
             if let value = entry[field], !value.isEmpty || always { detail[key] = value }

@@ -223,13 +223,14 @@ import TernTestSupport
     }
 
     func report(_ h: Harness, _ id: String, kind: String, severity: String, reason: String,
-                rcpt: String = "A@inbox.example") async throws {
+                rcpt: String = "A@inbox.example", dkim: String = "") async throws {
         try await h.redis.run(["XADD", h.keys.stream(.inbound), "*", "id", id, "kind", kind,
                                "severity", severity, "reason", reason, "status", "5.1.1",
                                "action", "failed", "diagnostic", "550 5.1.1 unknown",
                                "rcpt", rcpt, "reporter", "mx1.inbox.example",
                                "remote_mta", "", "feedback_type", "", "id_source", "verp",
-                               "format", "dsn"])
+                               "format", "dsn", "dkim", dkim,
+                               "dkim_domain", dkim.isEmpty ? "" : "fbl.example"])
     }
 
     func history(_ h: Harness, _ id: String) async throws -> [[String: Any]] {
@@ -270,9 +271,13 @@ import TernTestSupport
         let h = try await Harness()
         let id = try await delivered(h, to: "b@inbox.example")
         try await report(h, id, kind: "complaint", severity: "none", reason: "complaint",
-                         rcpt: "b@inbox.example")
+                         rcpt: "b@inbox.example", dkim: "pass")
         try await h.waitFor("complained") { try await h.events(id).count == 2 }
         #expect(try await h.events(id) == ["delivered", "complained"])
+        // The verdict on the reporting provider's DKIM signature stays with the complaint.
+        let complained = try await history(h, id).first { $0["event"] as? String == "complained" }
+        #expect(complained?["dkim"] as? String == "pass")
+        #expect(complained?["dkim_domain"] as? String == "fbl.example")
         #expect(try await h.state(id) == "delivered")
         let member = try await h.redis.run("SISMEMBER", h.keys.suppressions("acme"),
                                            "b@inbox.example")
