@@ -172,6 +172,21 @@ final class ServerHarness: Sendable {
         await h.stop()
     }
 
+    @Test func aClientThatWaitedOnceIsNotTestedAgain() async throws {
+        let h = try ServerHarness { $0.greetingDelay = .milliseconds(200) }
+        let first = try await h.client()
+        #expect(try await first.code() == 220)
+        try await first.quit()
+        // From the same address, speaking at once is no longer an early talk: it is greeted
+        // without the pause, and its EHLO is answered.
+        let again = try await h.client()
+        try await again.send("EHLO patient.example\r\n")
+        #expect(try await again.code() == 220)
+        #expect(try await again.code() == 250)
+        try await again.quit()
+        await h.stop()
+    }
+
     @Test func linesTooLong() async throws {
         let h = try ServerHarness {
             $0.maxCommandLine = 510

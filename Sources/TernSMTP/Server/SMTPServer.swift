@@ -34,6 +34,12 @@ public final class SMTPServer: Sendable {
     private let handler: SMTPMessageHandler
     private let tls: ReloadableTLSContext?
     private let registry = Mutex(Registry())
+    /// Client addresses that waited for the greeting recently: they are greeted at once, so
+    /// the pause before the greeting costs a well-behaved reporting MTA (a big provider's
+    /// bounce servers) one session a day, not every session. Misbehaving clients never get in.
+    private let patient = Mutex([String: ContinuousClock.Instant]())
+    static let patienceRemembered: Duration = .seconds(86_400)
+    static let patienceCapacity = 100_000
 
     private struct Registry {
         struct Entry {
@@ -157,8 +163,15 @@ public final class SMTPServer: Sendable {
         case .clientFull:
             action = session.tooManyFromClient()
         case .accepted:
-            action = await spokeEarly(connection) ? session.earlyTalker()
-                : session.greet(accepting: true)
+            let host = peer?.host ?? ""
+            if wasPatient(host) {
+                action = session.greet(accepting: true)
+            } else if await spokeEarly(connection) {
+                action = session.earlyTalker()
+            } else {
+                rememberPatient(host)
+                action = session.greet(accepting: true)
+            }
         }
         while true {
             switch action {
@@ -273,6 +286,26 @@ public final class SMTPServer: Sendable {
 
     /// True when the client sent something before the greeting (RFC 5321 §3.1). Waits up
     /// to `greetingDelay` for it; with no delay, checks only what has arrived already.
+    private func wasPatient(_ host: String) -> Bool {
+        guard !host.isEmpty, config.greetingDelay > .zero else { return false }
+        return patient.withLock { cache in
+            guard let since = cache[host] else { return false }
+            return ContinuousClock.now - since < Self.patienceRemembered
+        }
+    }
+
+    private func rememberPatient(_ host: String) {
+        guard !host.isEmpty, config.greetingDelay > .zero else { return }
+        patient.withLock { cache in
+            if cache.count >= Self.patienceCapacity {
+                let now = ContinuousClock.now
+                cache = cache.filter { now - $0.value < Self.patienceRemembered }
+                if cache.count >= Self.patienceCapacity { cache.removeAll() }
+            }
+            cache[host] = .now
+        }
+    }
+
     private func spokeEarly(_ connection: TCPConnection) async -> Bool {
         do {
             let early = try await connection.read(max: 512, deadline: .now + config.greetingDelay)
