@@ -59,6 +59,7 @@ public struct SchedulerDaemon: Daemon {
     private func lead(_ lease: LeaderLease, shutdown: Shutdown) async {
         await lease.lead(shutdown: shutdown, logger: logger) {
             do {
+                try await publishOrgCaps()
                 try await restoreThrottles()
                 breakers.restore(try await redis.run("HGETALL", keys.breakers).fieldMap)
             } catch {
@@ -260,7 +261,8 @@ public struct SchedulerDaemon: Daemon {
 
     func releaseKeys(_ group: String, ip: SourceIP, nowMs: Int64) -> [String] {
         [keys.groupQueue(group), keys.dueGroups, keys.groupPace(group), keys.stream(.ready),
-         keys.heldOrgs, keys.warmupSent(ip.address, day: WarmupDay.text(ms: nowMs))]
+         keys.heldOrgs, keys.warmupSent(ip.address, day: WarmupDay.text(ms: nowMs)),
+         keys.orgCaps]
     }
 
     /// `capName` and `limit`: the warm-up cap the script counts the release against ("" for
@@ -270,7 +272,7 @@ public struct SchedulerDaemon: Daemon {
         [.text(group), .text(String(nowMs)),
          .text(String(settings.groupInterval.milliseconds)), .text(ip.address),
          .text(ip.helo), .text(keys.message("")), .text(String(holdMs)), .text(capName),
-         .text(limit)]
+         .text(limit)] + OrgCaps.scriptArgs(prefix: keys.orgSentPrefix, nowMs: nowMs)
     }
 
     /// Reads one reply of the release script: notes a message the breaker holds, and for a
@@ -279,8 +281,8 @@ public struct SchedulerDaemon: Daemon {
     func isRelease(_ reply: RedisValue, group: String, pool: String, provider: ProviderProfile,
                    ip: SourceIP, nowMs: Int64, charged: Bool) async throws -> Bool {
         let parts = reply.array?.compactMap(\.string) ?? []
-        if parts.first == "held", parts.count == 4, parts[3] == "1" {
-            try await noteHeld(id: parts[1], org: parts[2])
+        if parts.first == "held", parts.count >= 4, parts[3] == "1" {
+            try await noteHeld(id: parts[1], org: parts[2], cap: parts.count > 4 ? parts[4] : nil)
         }
         guard parts.first == "released", parts.count == 3 else { return false }
         metrics.releases.inc()
@@ -666,11 +668,14 @@ extension SchedulerDaemon {
     }
 
     /// The first time a breaker holds a message, its history says so.
-    func noteHeld(id: String, org: String) async throws {
+    func noteHeld(id: String, org: String, cap: String? = nil) async throws {
+        let reason = cap.map {
+            "organisation \(org) reached its \($0 == "day" ? "daily" : "hourly") cap: "
+                + "waiting for the next \($0)"
+        }
+            ?? "circuit breaker of organisation \(org) is open: waiting"
         let entry = MessageEvent(id: id, event: .held, atMs: nowMs(), org: org, from: "",
-                                 to: "", metadataJSON: "{}",
-                                 detail: ["reason": "circuit breaker of organisation \(org) is "
-                                          + "open: waiting"])
+                                 to: "", metadataJSON: "{}", detail: ["reason": reason])
         try await redis.run("RPUSH", keys.history(id), entry.historyJSON)
     }
 }

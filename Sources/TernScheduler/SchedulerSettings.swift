@@ -24,6 +24,8 @@ public struct SchedulerSettings: Sendable {
     public let throttle: ThrottleSettings
     /// TERN_BREAKER_*: the organisations' circuit breakers (see `BreakerSettings`).
     public let breaker: BreakerSettings
+    /// TERN_ORG_CAPS: messages an organisation may send an hour and a UTC day.
+    public let orgCaps: OrgCaps
     /// TERN_POOL_WARMUP_FULL: per pool, what happens when its warm-up IPs are all capped.
     public let warmupFull: [String: WarmupFullBehaviour]
     /// TERN_WARMUP_PACING, TERN_WARMUP_BURST: how a warm-up IP's cap is spread over the day.
@@ -75,6 +77,7 @@ public struct SchedulerSettings: Sendable {
             throw ConfigError("TERN_BREAKER_WINDOW", "must be at least 1m")
         }
         self.breaker = breaker
+        orgCaps = try OrgCaps(env.string("TERN_ORG_CAPS", default: ""))
         claimIdle = try env.duration("TERN_SCHEDULER_CLAIM_IDLE", default: .seconds(60))
         leaderTTL = try env.duration("TERN_SCHEDULER_LEASE", default: .seconds(15))
         guard leaderTTL >= .seconds(3) else {

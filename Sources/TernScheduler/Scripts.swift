@@ -11,12 +11,17 @@ import TernCore
 
 enum Scripts {
     /// KEYS: 1 group queue, 2 due index, 3 group pace, 4 ready stream, 5 held organisations,
-    /// 6 the source IP's warm-up counts today.
+    /// 6 the source IP's warm-up counts today, 7 the organisations' caps (`orgCaps`).
     /// ARGV: 1 group name, 2 now (ms), 3 interval (ms), 4 source ip, 5 helo, 6 message key prefix,
     /// 7 how long a held message waits before it is looked at again (ms), 8 the warm-up cap
-    /// name, 9 the IP's allowance under it now ("" not in warm-up, "none" counted uncapped).
+    /// name, 9 the IP's allowance under it now ("" not in warm-up, "none" counted uncapped),
+    /// 10 the organisation counters' key prefix, 11 this hour's and 12 today's bucket names,
+    /// 13 ms to the next hour, 14 ms to the next UTC day.
     /// Returns {"paced"|"empty"|"capped"|"released"|"dropped"|"held", id, attempt or org,
-    /// first hold}.
+    /// first hold, and for a hold by an organisation's cap "hour" or "day"}.
+    ///
+    /// An organisation's hourly and daily caps are checked and counted here too, for the
+    /// messages actually released only: a message held for any reason uses no budget.
     ///
     /// The warm-up check comes before the count, both here, so two schedulers can never
     /// release past an IP's cap together; only a message actually released is counted.
@@ -60,6 +65,27 @@ enum Scripts {
           return {'dropped', id}
         end
         local org = redis.call('HGET', key, 'org') or ''
+        local caps = redis.call('HGET', KEYS[7], org)
+        local hourKey, dayKey
+        if caps then
+          local hourly, daily = string.match(caps, '^(%d+),(%d+)$')
+          hourKey = ARGV[10] .. org .. ':h:' .. ARGV[11]
+          dayKey = ARGV[10] .. org .. ':d:' .. ARGV[12]
+          local wait, which = nil, nil
+          if daily and tonumber(daily) > 0
+             and tonumber(redis.call('GET', dayKey) or '0') >= tonumber(daily) then
+            wait, which = tonumber(ARGV[14]), 'day'
+          elseif hourly and tonumber(hourly) > 0
+             and tonumber(redis.call('GET', hourKey) or '0') >= tonumber(hourly) then
+            wait, which = tonumber(ARGV[13]), 'hour'
+          end
+          if wait then
+            redis.call('ZADD', KEYS[1], now + wait, id)
+            reschedule(now)
+            local first = redis.call('HSETNX', key, 'held', 'cap')
+            return {'held', id, org, tostring(first), which}
+          end
+        end
         local trial = redis.call('HGET', KEYS[5], org)
         if trial then
           if tonumber(trial) <= 0 then
@@ -78,6 +104,12 @@ enum Scripts {
         if limit ~= '' then
           redis.call('HINCRBY', KEYS[6], ARGV[8], 1)
           redis.call('EXPIRE', KEYS[6], 259200)
+        end
+        if caps then
+          redis.call('INCR', hourKey)
+          redis.call('EXPIRE', hourKey, 7200)
+          redis.call('INCR', dayKey)
+          redis.call('EXPIRE', dayKey, 172800)
         end
         local interval = tonumber(ARGV[3])
         if interval > 0 then

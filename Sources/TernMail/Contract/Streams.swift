@@ -81,6 +81,12 @@ public struct Keys: Sendable {
     /// Hash: organisation → trial messages it may still send, present only while its breaker
     /// is open (0) or half-open (counted down by the release script).
     public var heldOrgs: String { prefix + "held" }
+    /// Hash: organisation → "hourly,daily" release caps (0: none), written by the leading
+    /// scheduler from TERN_ORG_CAPS and read by its release script.
+    public var orgCaps: String { prefix + "orgcaps" }
+    /// String: messages an organisation released in one hour or UTC day; the release script
+    /// appends `<org>:h:<yyyy-mm-ddThh>` or `<org>:d:<yyyy-mm-dd>` to this prefix.
+    public var orgSentPrefix: String { prefix + "orgsent:" }
     /// Set: the recipient addresses (lowercased) an organisation must not mail again.
     public func suppressions(_ org: String) -> String { prefix + "supp:" + org }
     /// String: marks one report (message id, kind, recipient) as applied, so a report that
