@@ -1,8 +1,9 @@
 // The classifier under libFuzzer. `scripts/fuzz-classify` builds this with
 // `-sanitize=fuzzer,address -D FUZZING` (linked by lld: gold fails on libFuzzer's archive);
 // libFuzzer's driver then calls `LLVMFuzzerTestOneInput` with mutated messages, and any
-// crash, hang or sanitizer report is a bug. Built normally (as `swift build` does), it replays the files it is given through
-// the classifier instead, to reproduce a crash under the debugger.
+// crash, hang or sanitizer report is a bug. Built normally (as `swift build` does), it
+// replays the files it is given through the classifier instead, to reproduce a crash under
+// the debugger.
 
 import Foundation
 import TernMail

@@ -12,15 +12,16 @@ import Foundation
 public final class LeaderLease: Sendable {
     public let redis: RedisClient
     public let key: String
-    /// Who holds it: the instance name and a random tag, so two processes with the same
-    /// instance name (a restart racing its predecessor) are still told apart.
+    /// Who holds it: the instance name, unique per process of a role as the consumer names
+    /// of the streams already must be. A process restarted after a crash under the same
+    /// name takes its lease back at once instead of waiting for it to lapse.
     public let owner: String
     public let ttl: Duration
 
     public init(redis: RedisClient, key: String, instance: String, ttl: Duration = .seconds(15)) {
         self.redis = redis
         self.key = key
-        self.owner = instance + "/" + Crypto.hex(Crypto.randomBytes(6))
+        self.owner = instance
         self.ttl = ttl
     }
 
@@ -36,10 +37,17 @@ public final class LeaderLease: Sendable {
         return 0
         """)
 
+    static let acquireScript = RedisScript("""
+        if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then return 1 end
+        if redis.call('GET', KEYS[1]) == ARGV[1] then
+          return redis.call('PEXPIRE', KEYS[1], ARGV[2])
+        end
+        return 0
+        """)
+
     public func tryAcquire() async throws -> Bool {
-        let reply = try await redis.run("SET", key, owner, "NX", "PX",
-                                        String(ttl.milliseconds))
-        return reply.string == "OK"
+        try await redis.eval(Self.acquireScript, keys: [key],
+                             args: [.text(owner), .text(String(ttl.milliseconds))]).int == 1
     }
 
     public func renew() async throws -> Bool {

@@ -70,7 +70,8 @@ public struct ReportRecord: Sendable, Equatable {
     /// The record as a JSON object with every key (`cfbl` only when there is one, so the
     /// golden files of reports without it stay as they are).
     public var fields: [(String, String)] {
-        (cfbl.isEmpty ? [] : [("cfbl", cfbl)]) + [("kind", kind.rawValue), ("severity", severity.rawValue), ("reason", reason.rawValue),
+        (cfbl.isEmpty ? [] : [("cfbl", cfbl)])
+        + [("kind", kind.rawValue), ("severity", severity.rawValue), ("reason", reason.rawValue),
          ("status", status), ("action", action), ("remote_reply", remoteReply),
          ("remote_mta", remoteMTA), ("reporter", reporter), ("recipient", recipient),
          ("original_recipient", originalRecipient), ("message_id", messageID),
