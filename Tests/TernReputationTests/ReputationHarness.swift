@@ -129,8 +129,10 @@ final class ReputationHarness: Sendable {
     }
 
     func waitFor(_ what: String, _ check: () async throws -> Bool) async throws {
-        // Generous: a loaded machine (CI) may take many times longer than a quiet one.
-        let deadline = ContinuousClock.now + .seconds(60)
+        // Generous: a loaded machine (CI) may take many times longer than a quiet one, and
+        // a listing answer may be held for its DNS TTL (60 s in the test world) before a
+        // delisting shows.
+        let deadline = ContinuousClock.now + .seconds(150)
         while ContinuousClock.now < deadline {
             if try await check() { return }
             try await Task.sleep(for: .milliseconds(25))
