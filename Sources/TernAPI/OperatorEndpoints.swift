@@ -4,6 +4,7 @@
 //   GET    /v1/throttles                      every source IP's rate per provider
 //   GET    /v1/breakers                       every organisation's breaker
 //   GET    /v1/suppressions/{org}             the organisation's suppressed addresses
+//                                              (`?format=csv` for an export)
 //   PUT    /v1/suppressions/{org}/{address}   suppress an address
 //   DELETE /v1/suppressions/{org}/{address}   mail it again
 //
@@ -96,6 +97,12 @@ extension APIDaemon {
             return unavailable()
         }
         let addresses = (members.array ?? []).compactMap(\.string).sorted()
+        if request.query?.split(separator: "&").contains("format=csv") == true {
+            // An export for other systems: one address a line under a header (RFC 4180).
+            // Addresses hold no comma, quote or line break, so none needs quoting.
+            return .text(200, (["address"] + addresses).joined(separator: "\r\n") + "\r\n",
+                         contentType: "text/csv; charset=utf-8")
+        }
         return .json(200, ["org": org, "addresses": addresses])
     }
 

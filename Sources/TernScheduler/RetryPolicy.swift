@@ -27,15 +27,40 @@ public struct RetryPolicy: Sendable {
         delays[min(max(attempt, 1), delays.count) - 1]
     }
 
-    public func decide(outcome: AttemptOutcome, attempt: Int, nowMs: Int64, expiresMs: Int64)
-        -> Decision
+    /// `reply`: the remote's text; a deferral that names when to come back ("try again in 10
+    /// minutes") waits at least that long, never less than the policy's own delay.
+    public func decide(outcome: AttemptOutcome, attempt: Int, nowMs: Int64, expiresMs: Int64,
+                       reply: String = "") -> Decision
     {
         switch outcome {
         case .delivered: return .delivered
         case .failed: return .bounced
         case .deferred:
-            let at = nowMs + delay(afterAttempt: attempt).milliseconds
+            var wait = delay(afterAttempt: attempt)
+            if let asked = Self.requestedWait(in: reply), asked > wait { wait = asked }
+            let at = nowMs + wait.milliseconds
             return at > expiresMs ? .expired : .retry(atMs: at)
         }
+    }
+
+    /// The wait a reply asks for, from texts such as "try again in 10 minutes", "retry after
+    /// 300 seconds" or "please try again in 2 hours"; at most a day, nil when it names none.
+    static func requestedWait(in reply: String) -> Duration? {
+        let words = reply.lowercased().split(whereSeparator: { !$0.isLetter && !$0.isNumber })
+            .map(String.init)
+        for i in words.indices.dropLast(2)
+        where (words[i] == "in" || words[i] == "after") && i > 0
+            && ["again", "retry", "later"].contains(words[i - 1]) {
+            guard let n = Int(words[i + 1]), n > 0 else { continue }
+            let unit = words[i + 2]
+            let seconds: Int
+            if unit.hasPrefix("sec") || unit == "s" { seconds = n }
+            else if unit.hasPrefix("min") || unit == "m" { seconds = n * 60 }
+            else if unit.hasPrefix("hour") || unit == "h" || unit.hasPrefix("hr") {
+                seconds = n * 3600
+            } else { continue }
+            return .seconds(min(seconds, 86_400))
+        }
+        return nil
     }
 }

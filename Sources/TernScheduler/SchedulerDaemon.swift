@@ -365,7 +365,7 @@ public struct SchedulerDaemon: Daemon {
         let decision = record.state.isFinal
             ? nil
             : policy.decide(outcome: outcome, attempt: attempt.attempt, nowMs: now,
-                            expiresMs: record.expiresMs)
+                            expiresMs: record.expiresMs, reply: attempt.reply)
         switch decision {
         case nil:
             log.notice("result for a message already final", ("state", record.state.rawValue))

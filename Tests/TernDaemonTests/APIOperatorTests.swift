@@ -25,6 +25,10 @@ extension APIDaemonTests {
         let list = try await call(h, "GET", "/v1/suppressions/acme", key: APIDaemonTests.acmeKey)
         #expect(list.status == 200)
         #expect(list.json["addresses"] as? [String] == ["someone+tag@inbox.example"])
+        let csv = try await call(h, "GET", "/v1/suppressions/acme?format=csv")
+        #expect(csv.status == 200)
+        #expect(csv.headers["Content-Type"] == "text/csv; charset=utf-8")
+        #expect(csv.text == "address\r\nsomeone+tag@inbox.example\r\n")
         #expect(try await h.redis.run("SMEMBERS", h.keys.suppressions("acme"))
                 .array?.compactMap(\.string) == ["someone+tag@inbox.example"])
 

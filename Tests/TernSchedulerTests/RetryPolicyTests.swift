@@ -49,3 +49,27 @@ import TernMail
         #expect(throws: ConfigError.self) { try Pools(text) }
     }
 }
+
+@Suite struct RequestedWaitTests {
+    let policy = RetryPolicy(delays: [.seconds(60), .seconds(600)])
+
+    @Test(arguments: [
+        ("4.7.0 Try again in 10 minutes", 600),
+        ("421 Too many connections, please retry after 300 seconds", 300),
+        ("450 greylisted, try again later in 2 hours", 7200),
+        ("451 Temporary failure, try again later", nil),
+        ("4.2.0 mailbox busy, retry in 5 days", nil),
+        ("try again in 99 hours", 86_400),
+    ] as [(String, Int?)])
+    func repliesThatNameWhenToComeBack(reply: String, seconds: Int?) {
+        #expect(RetryPolicy.requestedWait(in: reply) == seconds.map { .seconds($0) })
+    }
+
+    @Test func aRequestedWaitLongerThanThePolicysIsHonoured() {
+        #expect(policy.decide(outcome: .deferred, attempt: 1, nowMs: 0, expiresMs: 10_000_000,
+                              reply: "4.7.0 try again in 10 minutes") == .retry(atMs: 600_000))
+        // Never sooner than the policy's own delay.
+        #expect(policy.decide(outcome: .deferred, attempt: 1, nowMs: 0, expiresMs: 10_000_000,
+                              reply: "try again in 5 seconds") == .retry(atMs: 60_000))
+    }
+}
