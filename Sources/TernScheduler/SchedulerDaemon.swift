@@ -480,11 +480,19 @@ public struct SchedulerDaemon: Daemon {
     /// A history entry that is not an event: a report worth showing in the message's story
     /// but not worth a webhook (a soft bounce, a delay notice, an auto-reply).
     func note(_ r: Record, _ detail: [String: any Sendable]) -> [RedisArg] {
-        var object: [String: Any] = ["event": "report", "at": timestamp(ms: nowMs())]
+        var object: [String: any Sendable] = ["event": "report", "at": timestamp(ms: nowMs())]
         for (k, v) in detail { object[k] = v }
-        let data = (try? JSONSerialization.data(withJSONObject: object, options: [.sortedKeys]))
-        return ["RPUSH", .text(keys.history(r.id)),
-                .text(data.map { String(decoding: $0, as: UTF8.self) } ?? "{}")]
+        return ["RPUSH", .text(keys.history(r.id)), .text(SortedJSON.encode(object))]
+    }
+
+    /// The `events` entry of an event about no single message (an IP paused, a breaker
+    /// opened): its kind and the JSON of `body` with the kind in it.
+    func systemEvent(_ kind: EventKind, _ body: [String: any Sendable]) -> [RedisArg] {
+        var object = body
+        object["event"] = kind.rawValue
+        return xadd(keys.stream(.events), [(EntryField.event, kind.rawValue),
+                                           (EntryField.json, SortedJSON.encode(object))],
+                    maxLen: 1_000_000)
     }
 
     // MARK: Records and events
@@ -593,17 +601,10 @@ extension SchedulerDaemon {
                                    .text(String(decoding: json, as: UTF8.self))]]
         if signal == .blocked {
             log.warning("provider refuses the sending ip: paused")
-            let body: [String: Any] = [
-                "event": EventKind.ipPaused.rawValue, "ip": ip, "provider": provider.name,
-                "until": timestamp(ms: rate.holdUntilMs), "reason": rate.reason,
-                "message_id": r.id,
-            ]
-            let data = (try? JSONSerialization.data(withJSONObject: body, options: .sortedKeys))
-                ?? Data()
-            cmds.append(xadd(keys.stream(.events),
-                             [(EntryField.event, EventKind.ipPaused.rawValue),
-                              (EntryField.json, String(decoding: data, as: UTF8.self))],
-                             maxLen: 1_000_000))
+            cmds.append(systemEvent(.ipPaused, [
+                "ip": ip, "provider": provider.name, "until": timestamp(ms: rate.holdUntilMs),
+                "reason": rate.reason, "message_id": r.id,
+            ]))
         } else {
             log.notice("throttle changed")
         }
@@ -646,17 +647,9 @@ extension SchedulerDaemon {
             cmds.append(["HDEL", .text(keys.heldOrgs), .text(change.org)])
         }
         if state != .halfOpen {
-            let kind: EventKind = state == .open ? .breakerOpened : .breakerClosed
-            let body: [String: Any] = [
-                "event": kind.rawValue, "org": change.org, "reason": change.breaker.reason,
-                "at": timestamp(ms: nowMs()),
-            ]
-            let data = (try? JSONSerialization.data(withJSONObject: body, options: .sortedKeys))
-                ?? Data()
-            cmds.append(xadd(keys.stream(.events),
-                             [(EntryField.event, kind.rawValue),
-                              (EntryField.json, String(decoding: data, as: UTF8.self))],
-                             maxLen: 1_000_000))
+            cmds.append(systemEvent(state == .open ? .breakerOpened : .breakerClosed, [
+                "org": change.org, "reason": change.breaker.reason, "at": timestamp(ms: nowMs()),
+            ]))
         }
         return cmds
     }
