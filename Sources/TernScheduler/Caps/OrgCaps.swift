@@ -50,7 +50,7 @@ public struct OrgCaps: Sendable, Equatable {
     /// buckets, and the milliseconds to the next hour and the next UTC day.
     static func scriptArgs(prefix: String, nowMs: Int64) -> [RedisArg] {
         let hourMs: Int64 = 3_600_000, dayMs: Int64 = 86_400_000
-        let day = WarmupDay.text(ms: nowMs)
+        let day = UTCDay.text(ms: nowMs)
         let hour = String(format: "%02d", Int((nowMs % dayMs) / hourMs))
         return [.text(prefix), .text(day + "T" + hour), .text(day),
                 .text(String(hourMs - nowMs % hourMs)), .text(String(dayMs - nowMs % dayMs))]

@@ -16,6 +16,11 @@ final class Throttles: Sendable {
         /// pool as a whole (`poolMessagesPerMinute`).
         var poolNextAtMs: [String: Int64] = [:]
         var turn: [String: Int] = [:]
+
+        /// The rate kept for `key`, or a new one at the provider's ceiling.
+        func rate(_ key: String, _ provider: ProviderProfile, _ nowMs: Int64) -> AdaptiveRate {
+            rates[key] ?? AdaptiveRate(ceiling: provider.messagesPerMinute, nowMs: nowMs)
+        }
     }
 
     let settings: ThrottleSettings
@@ -64,8 +69,7 @@ final class Throttles: Sendable {
                 let ip = ips[(start + offset) % ips.count]
                 if let allowed, !allowed.contains(ip.address) { continue }
                 let key = Self.key(ip: ip.address, provider: provider.name)
-                let rate = s.rates[key] ?? AdaptiveRate(ceiling: provider.messagesPerMinute,
-                                                        nowMs: nowMs)
+                let rate = s.rate(key, provider, nowMs)
                 let at = max(rate.holdUntilMs, s.nextAtMs[key] ?? 0)
                 if at <= nowMs {
                     s.turn[pool + "|" + provider.name] = (start + offset + 1) % ips.count
@@ -88,8 +92,7 @@ final class Throttles: Sendable {
                 s.poolNextAtMs[key] = max(s.poolNextAtMs[key] ?? 0, nowMs) + interval
             }
             let key = Self.key(ip: ip, provider: provider.name)
-            let rate = s.rates[key] ?? AdaptiveRate(ceiling: provider.messagesPerMinute,
-                                                    nowMs: nowMs)
+            let rate = s.rate(key, provider, nowMs)
             s.nextAtMs[key] = max(s.nextAtMs[key] ?? 0, nowMs) + rate.intervalMs
         }
     }
@@ -99,8 +102,7 @@ final class Throttles: Sendable {
                 nowMs: Int64) -> AdaptiveRate? {
         state.withLock { s in
             let key = Self.key(ip: ip, provider: provider.name)
-            var rate = s.rates[key] ?? AdaptiveRate(ceiling: provider.messagesPerMinute,
-                                                    nowMs: nowMs)
+            var rate = s.rate(key, provider, nowMs)
             rate.setCeiling(provider.messagesPerMinute, nowMs: nowMs)
             let changed = rate.record(signal, reply: reply, nowMs: nowMs, settings: settings)
             s.rates[key] = rate
