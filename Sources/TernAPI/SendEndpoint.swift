@@ -125,7 +125,12 @@ extension APIDaemon {
         let record = keys.message(id), history = keys.history(id)
         let backstop = RedisArg.text(String(
             (settings.lifetime.maxAge + settings.lifetime.recordTTL).milliseconds / 1000))
-        return [
+        // The score and its source beside the record; absent, the scheduler looks it up.
+        let engagement: [[RedisArg]] = m.engagement.map {
+            [["HSET", .text(record), .text(MessageField.engagement), .text(String($0)),
+              .text(MessageField.engagementSource), "api"]]
+        } ?? []
+        return engagement + [
             ["HSET", .text(record),
              .text(MessageField.id), .text(id),
              .text(MessageField.org), .text(m.org),

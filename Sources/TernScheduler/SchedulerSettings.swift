@@ -30,6 +30,8 @@ public struct SchedulerSettings: Sendable {
     public let warmupFull: [String: WarmupFullBehaviour]
     /// TERN_WARMUP_PACING, TERN_WARMUP_BURST: how a warm-up IP's cap is spread over the day.
     public let warmupPacing: WarmupPacing
+    /// TERN_ENGAGEMENT_*: how engagement scores order and route messages.
+    public let engagement: EngagementSettings
     /// TERN_SCHEDULER_CLAIM_IDLE: entries pending this long on a dead consumer are taken over.
     public let claimIdle: Duration
     /// TERN_SCHEDULER_LEASE: how long the leader's lease lives unless renewed; a standby
@@ -93,6 +95,7 @@ public struct SchedulerSettings: Sendable {
         }
         pacing.burst = try env.fraction("TERN_WARMUP_BURST", default: pacing.burst)
         warmupPacing = pacing
+        engagement = try EngagementSettings(env)
     }
 }
 

@@ -67,9 +67,11 @@ public final class GroupLeases: Sendable {
 
     public var count: Int { held.withLock { $0.count } }
 
-    /// A new lease on `group`, or nil when the group has `limit` already (or Redis failed:
-    /// without Redis the limit cannot be kept, so no connection is opened).
-    public func acquire(_ group: String) async -> String? {
+    /// A new lease on `group`, or nil when the group has `limit` (by default the one given
+    /// at init) already, or Redis failed: without Redis the limit cannot be kept, so no
+    /// connection is opened.
+    public func acquire(_ group: String, limit: Int? = nil) async -> String? {
+        let limit = limit ?? self.limit
         let id = "\(token).\(counter.add(1, ordering: .relaxed).newValue)"
         let ttl = String(Self.ttl.milliseconds)
         do {

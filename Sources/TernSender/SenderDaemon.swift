@@ -46,7 +46,8 @@ public struct SenderDaemon: Daemon {
         let delivery = MXDelivery(resolver: resolver, port: settings.smtpPort,
                                   timeouts: settings.timeouts, pool: pool,
                                   groupWait: settings.groupConnectionWait, logger: logger,
-                                  tls: try settings.clientTLS())
+                                  tls: try settings.clientTLS(), providers: settings.providers,
+                                  maxConnections: settings.groupMaxConnections)
         let slots = Slots(limit: settings.concurrency)
         logger.info("contract v\(Contract.version)", ("dns", settings.dnsResolver.description),
                     ("smtp_port", String(settings.smtpPort)))
@@ -211,9 +212,8 @@ public struct SenderDaemon: Daemon {
             } else {
                 let message = OutboundMessage(returnPath: settings.verp.address(for: id),
                                               recipient: rcpt, content: body)
-                let group = (values[5].string ?? "") + ":" + domain
-                result = await delivery.deliver(message, domain: domain, group: group,
-                                                source: source, helo: helo)
+                result = await delivery.deliver(message, domain: domain, source: source,
+                                                helo: helo)
             }
         } else {
             log.critical("message record incomplete", ("entry", entry.id))
@@ -255,6 +255,11 @@ public struct SenderDaemon: Daemon {
             (EntryField.tlsVersion, result.tls?.version ?? ""),
             (EntryField.tlsCipher, result.tls?.cipher ?? ""),
             (EntryField.tlsVerified, result.tls.map { $0.verified ? "yes" : "no" } ?? ""),
+            (EntryField.connectMs, String(result.timings.connectMs)),
+            (EntryField.greetingMs, String(result.timings.greetingMs)),
+            (EntryField.tlsMs, String(result.timings.tlsMs)),
+            (EntryField.dataMs, String(result.timings.dataMs)),
+            (EntryField.reused, result.timings.reused ? "yes" : "no"),
         ]
         let count: [[RedisArg]] = ambiguous
             ? [["HINCRBY", .text(keys.message(id)), .text(MessageField.ambiguous), "1"]] : []

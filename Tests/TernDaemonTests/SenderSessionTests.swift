@@ -157,8 +157,41 @@ import TernSender
         try await peer.wait(addr, "messages", atLeast: 16)
         #expect(peer.count(addr, "messages") == 16)
         #expect(peer.count(addr, "max_open") == 2)
-        let leases = try await h.redis.run("ZCARD", h.keys.groupLeases("default:held.example"))
+        let scope = "127.0.0.2|mx:mx.held.example"
+        let leases = try await h.redis.run("ZCARD", h.keys.groupLeases(scope))
         #expect((leases.int ?? -1) <= 2)
+        await Self.stop(h, peer)
+    }
+
+    @Test func theProviderProfileSetsSessionLengthAndConnectionsPerIP() async throws {
+        // held.example as a provider of its own: 3 messages a session, 2 sessions per IP.
+        let file = NSTemporaryDirectory() + "tern-providers-\(UUID().uuidString).json"
+        try Data(#"""
+            {"providers": [{"name": "heldco", "domains": ["held.example"],
+              "messagesPerMinute": 600, "connectionsPerIP": 2, "messagesPerConnection": 3}]}
+            """#.utf8).write(to: URL(fileURLWithPath: file))
+        defer { try? FileManager.default.removeItem(atPath: file) }
+        let (h, peer) = try await Self.start([
+            "TERN_PROVIDERS_FILE": file, "TERN_SENDER_CONCURRENCY": "4",
+            "TERN_CONNECTION_IDLE": "1s",
+        ], daemon: false)
+        try h.startDaemon()
+        try h.startDaemon(instance: "t2")
+        var ids: [String] = []
+        for i in 0..<12 { ids.append(try await h.submit(to: "p\(i)@held.example")) }
+        for id in ids { #expect(try await h.result(id)["outcome"] == "delivered") }
+        let addr = "127.0.0.47"
+        try await peer.wait(addr, "messages", atLeast: 12)
+        #expect(peer.count(addr, "messages") == 12)
+        // Eight deliveries in flight at most, two connections; three messages a session
+        // (fewer only on a sender's last one, idle until it is closed).
+        #expect(peer.count(addr, "max_open") == 2)
+        for _ in 0..<200 where peer.perConnection(addr).reduce(0, +) < 12 {
+            try await Task.sleep(for: .milliseconds(50))
+        }
+        let sessions = peer.perConnection(addr)
+        #expect(sessions.reduce(0, +) == 12 && sessions.max() == 3, "\(sessions)")
+        #expect(sessions.filter { $0 == 3 }.count >= 3, "\(sessions)")
         await Self.stop(h, peer)
     }
 

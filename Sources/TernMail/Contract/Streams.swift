@@ -54,6 +54,10 @@ public struct Keys: Sendable {
     public func attempts(_ id: String) -> String { prefix + "att:" + id }
     /// Sorted set: message ids of one group, scored by the time (ms) they are due.
     public func groupQueue(_ group: String) -> String { prefix + "q:" + group }
+    /// Sorted set: message ids of one group that have come due, scored by due time less
+    /// their engagement lead, so the most engaged go first (the release script moves them
+    /// here from `groupQueue` as they come due).
+    public func groupDue(_ group: String) -> String { prefix + "qd:" + group }
     /// Sorted set: group names scored by the due time of their earliest message, so the
     /// scheduler finds due work without scanning groups.
     public var dueGroups: String { prefix + "due" }
@@ -87,6 +91,9 @@ public struct Keys: Sendable {
     /// String: messages an organisation released in one hour or UTC day; the release script
     /// appends `<org>:h:<yyyy-mm-ddThh>` or `<org>:d:<yyyy-mm-dd>` to this prefix.
     public var orgSentPrefix: String { prefix + "orgsent:" }
+    /// Hash: an organisation's recorded engagement, recipient address (lowercased) -> score
+    /// 0-100, set by operators through the API; read at intake for a message without one.
+    public func engagement(_ org: String) -> String { prefix + "engagement:" + org }
     /// Set: the recipient addresses (lowercased) an organisation must not mail again.
     public func suppressions(_ org: String) -> String { prefix + "supp:" + org }
     /// String: marks one report (message id, kind, recipient) as applied, so a report that
@@ -203,6 +210,10 @@ public enum MessageField {
     public static let lastReply = "last_reply"
     /// Attempts whose outcome was ambiguous (connection lost after the final dot); sender.
     public static let ambiguous = "ambiguous"
+    /// The message's engagement score 0-100, from the API or the organisation's store.
+    public static let engagement = "engagement"
+    /// Where the score came from: `api` or `recorded` (absent: the scheduler's default).
+    public static let engagementSource = "engagement_source"
 }
 
 /// Where a message is in its life. Final states never change again.
@@ -239,6 +250,14 @@ public enum EntryField {
     /// "yes" when the MX host's certificate verified, "no" when not, "" in clear text.
     public static let tlsVerified = "tls_verified"
     public static let elapsedMs = "ms"
+    /// The attempt's steps in ms (`DeliveryTimings`): TCP connect; greeting and EHLO; the
+    /// TLS handshake; MAIL to the reply to the final dot. Connect, greeting and TLS are 0 on a
+    /// session opened for an earlier message (`reused` "yes").
+    public static let connectMs = "connect_ms"
+    public static let greetingMs = "greeting_ms"
+    public static let tlsMs = "tls_ms"
+    public static let dataMs = "data_ms"
+    public static let reused = "reused"
     // inbound: one classified report about one recipient (`ReportRecord`, docs/bounces.md)
     public static let kind = "kind"             // bounce, delay, complaint, feedback, ...
     public static let severity = "severity"     // hard, soft, none

@@ -44,12 +44,14 @@ public struct SendRequest: Sendable, Equatable {
     public var metadata: [String: MetadataValue]
     /// `metadata` as compact JSON with sorted keys, "{}" when there is none; echoed in events.
     public var metadataJSON: String
+    /// How engaged the recipient is, 0-100; nil leaves it to the organisation's store.
+    public var engagement: Int?
 
     // MARK: - Limits
 
     public static let knownFields: Set<String> = [
         "from", "to", "subject", "text", "html", "raw", "headers", "org", "pool", "metadata",
-        "reply_to",
+        "reply_to", "engagement",
     ]
     /// Fields Tern writes itself; a client may not supply them as custom headers.
     public static let reservedHeaders: Set<String> = [
@@ -141,6 +143,7 @@ public struct SendRequest: Sendable, Equatable {
         org = try SendRequest.name(json, "org")
         pool = try SendRequest.name(json, "pool")
         (metadata, metadataJSON) = try SendRequest.metadata(json["metadata"])
+        engagement = try SendRequest.engagement(json["engagement"])
     }
 
     // MARK: - Field checks
@@ -327,5 +330,16 @@ public struct SendRequest: Sendable, Equatable {
             throw ValidationError(field: "raw", message: "line \(line + 1) is longer than 998 "
                 + "octets")
         }
+    }
+
+    /// engagement: an integer 0-100 (a boolean is not one, though JSON gives it as a number).
+    private static func engagement(_ value: Any?) throws(ValidationError) -> Int? {
+        guard let value else { return nil }
+        guard let n = value as? NSNumber, !["c", "B"].contains(String(cString: n.objCType)),
+              n.doubleValue == n.doubleValue.rounded(), (0...100).contains(n.doubleValue)
+        else {
+            throw ValidationError(field: "engagement", message: "must be an integer 0 to 100")
+        }
+        return n.intValue
     }
 }
