@@ -33,7 +33,9 @@ public struct SchedulerDaemon: Daemon {
         self.logger = logger
         self.redis = try RedisClient(url: settings.common.redisURL)
         self.keys = Keys(prefix: settings.common.redisPrefix)
-        self.policy = RetryPolicy(delays: settings.retryDelays)
+        self.policy = RetryPolicy(delays: settings.retryDelays,
+                                  ambiguousRetries: settings.ambiguousRetries,
+                                  ambiguousDelay: settings.ambiguousDelay)
         self.throttles = Throttles(settings: settings.throttle)
         self.breakers = Breakers(settings: settings.breaker)
         self.metrics = SchedulerMetrics(throttles: throttles, breakers: breakers)
@@ -387,7 +389,18 @@ public struct SchedulerDaemon: Daemon {
         let decision = record.state.isFinal
             ? nil
             : policy.decide(outcome: outcome, attempt: attempt.attempt, nowMs: now,
-                            expiresMs: record.expiresMs, reply: attempt.reply)
+                            expiresMs: record.expiresMs, reply: attempt.reply,
+                            ambiguousBefore: record.ambiguous)
+        if attempt.outcome == .ambiguous {
+            // Kept apart from a plain deferral or delivery in the history and the event.
+            detail["ambiguous"] = true
+            cmds.append(["HINCRBY", .text(keys.message(id)), .text(MessageField.ambiguous), "1"])
+            if decision == .delivered {
+                detail["note"] = "delivery unknown: the connection was lost after the final "
+                    + "dot; not sent again after \(record.ambiguous) resend(s) "
+                    + "(TERN_AMBIGUOUS_RETRIES)"
+            }
+        }
         switch decision {
         case nil:
             log.notice("result for a message already final", ("state", record.state.rawValue))
@@ -533,6 +546,8 @@ public struct SchedulerDaemon: Daemon {
         /// The score given by the API or recorded for the address; nil: the default.
         var engagement: Int? = nil
         var engagementSource = ""
+        /// Earlier attempts whose outcome was ambiguous.
+        var ambiguous = 0
         var group: String { pool + ":" + domain }
     }
 
@@ -540,7 +555,7 @@ public struct SchedulerDaemon: Daemon {
         let f = [MessageField.org, MessageField.pool, MessageField.domain, MessageField.from,
                  MessageField.recipient, MessageField.metadata, MessageField.expiresMs,
                  MessageField.state, MessageField.createdMs, MessageField.engagement,
-                 MessageField.engagementSource]
+                 MessageField.engagementSource, MessageField.ambiguous]
         let v = try await redis.run(["HMGET", keys.message(id)] + f).array ?? []
         guard v.count == f.count, let state = v[7].string.flatMap(MessageState.init(rawValue:))
         else { return nil }
@@ -549,7 +564,8 @@ public struct SchedulerDaemon: Daemon {
                       metadata: v[5].string ?? "{}", expiresMs: Int64(v[6].int ?? 0),
                       createdMs: Int64(v[8].int ?? 0), state: state,
                       engagement: v[9].string.flatMap { Int($0) },
-                      engagementSource: v[10].string ?? "")
+                      engagementSource: v[10].string ?? "",
+                      ambiguous: v[11].int ?? 0)
     }
 
     /// Commands that append `kind` to the message's history and to `events`.

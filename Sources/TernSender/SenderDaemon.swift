@@ -176,8 +176,7 @@ public struct SenderDaemon: Daemon {
         }
         let log = logger.with(("message_id", id))
         let fields = [MessageField.from, MessageField.recipient, MessageField.domain,
-                      MessageField.body, MessageField.state, MessageField.pool,
-                      MessageField.ambiguous]
+                      MessageField.body, MessageField.state]
         let values: [RedisValue]
         do {
             values = try await redis.run(["HMGET", keys.message(id)] + fields).array ?? []
@@ -200,7 +199,7 @@ public struct SenderDaemon: Daemon {
         let helo = (entry[EntryField.helo] ?? "").isEmpty
             ? settings.hostname : entry[EntryField.helo]!
         let domain = values[2].string ?? ""
-        var result: DeliveryResult
+        let result: DeliveryResult
         if let from = values[0].string, let rcpt = values[1].string, let body = values[3].bytes,
            !domain.isEmpty, !rcpt.isEmpty, !from.isEmpty
         {
@@ -219,19 +218,6 @@ public struct SenderDaemon: Daemon {
             log.critical("message record incomplete", ("entry", entry.id))
             result = DeliveryResult(outcome: .failed, stage: .connect,
                                     detail: "message record incomplete: cannot send")
-        }
-        var ambiguous = false
-        if result.outcome == .deferred, result.stage == .dot, result.reply == nil {
-            // RFC 5321 §6.1: the server may hold the message. It is sent again up to
-            // TERN_AMBIGUOUS_RETRIES times (after the scheduler's retry delay); then taken
-            // as delivered rather than sent yet again.
-            ambiguous = true
-            let resent = values[6].string.flatMap { Int($0) } ?? 0
-            if resent >= settings.ambiguousRetries {
-                result.outcome = .delivered
-                result.detail += "; taken as delivered after \(settings.ambiguousRetries) "
-                    + "resend(s) (TERN_AMBIGUOUS_RETRIES)"
-            }
         }
         if Task.isCancelled {
             // Shutdown ran out of grace: the outcome is unknown, so it is not reported.
@@ -261,9 +247,7 @@ public struct SenderDaemon: Daemon {
             (EntryField.dataMs, String(result.timings.dataMs)),
             (EntryField.reused, result.timings.reused ? "yes" : "no"),
         ]
-        let count: [[RedisArg]] = ambiguous
-            ? [["HINCRBY", .text(keys.message(id)), .text(MessageField.ambiguous), "1"]] : []
-        await commit(entry, result: entryFields, extra: count, log: log)
+        await commit(entry, result: entryFields, log: log)
     }
 
     /// In one MULTI/EXEC: the result (when there is one), then the acknowledgement and

@@ -33,10 +33,6 @@ public struct SenderSettings: Sendable {
     /// TERN_GROUP_CONNECTION_WAIT: how long a message waits for a connection when its group
     /// has all it may open; then the attempt defers (default 2m).
     public let groupConnectionWait: Duration
-    /// TERN_AMBIGUOUS_RETRIES: how many times a message is sent again after a connection
-    /// lost after its final dot (it may have arrived: each resend risks a duplicate). Once
-    /// spent, such an attempt is reported delivered, the reply text saying it is ambiguous.
-    public let ambiguousRetries: Int
     /// TERN_SENDER_CLAIM_IDLE: `ready` entries pending this long on another sender (a dead
     /// one) are taken over. It must exceed the longest attempt; this process keeps its own
     /// in-flight entries fresh, so only abandoned ones ever look this idle.
@@ -83,7 +79,6 @@ public struct SenderSettings: Sendable {
                                           range: 1...100_000)
         groupConnectionWait = try env.duration("TERN_GROUP_CONNECTION_WAIT",
                                                default: .seconds(120))
-        ambiguousRetries = try env.int("TERN_AMBIGUOUS_RETRIES", default: 1, range: 0...100)
         claimIdle = try env.duration("TERN_SENDER_CLAIM_IDLE", default: .seconds(600))
         guard claimIdle >= .seconds(1) else {
             throw ConfigError("TERN_SENDER_CLAIM_IDLE", "must be at least 1s")

@@ -195,15 +195,14 @@ import TernSender
         await Self.stop(h, peer)
     }
 
-    @Test func aConnectionLostAfterTheDotIsSentOnceMoreThenTakenAsDelivered() async throws {
+    @Test func aConnectionLostAfterTheDotIsReportedAmbiguous() async throws {
         let (h, peer) = try await Self.start([:])
         let id = try await h.submit(to: "a@lost.example")
         let first = try await h.result(id)
-        #expect(first["outcome"] == "deferred" && first["stage"] == "dot", "\(first)")
+        #expect(first["outcome"] == "ambiguous" && first["stage"] == "dot", "\(first)")
         #expect(first["code"] == "0" && first["reply"]?.contains("ambiguous") == true)
-        let count = try await h.redis.run("HGET", h.keys.message(id), "ambiguous")
-        #expect(count.string == "1")
-        // The scheduler releases it again (TERN_AMBIGUOUS_RETRIES is 1 by default).
+        // What to do about it is the scheduler's (TERN_AMBIGUOUS_RETRIES): a second release
+        // is sent again and reported the same way.
         _ = try await h.redis.transaction([xadd(h.keys.stream(.ready), [
             ("id", id), ("attempt", "2"), ("ip", "127.0.0.2"), ("helo", "out1.tern.example"),
         ])])
@@ -213,10 +212,28 @@ import TernSender
             if all.count == 2 { second = all[1]; break }
             try await Task.sleep(for: .milliseconds(50))
         }
-        #expect(second["outcome"] == "delivered" && second["stage"] == "dot", "\(second)")
-        #expect(second["reply"]?.contains("taken as delivered after 1 resend") == true)
+        #expect(second["outcome"] == "ambiguous" && second["attempt"] == "2", "\(second)")
         try await peer.wait("127.0.0.49", "messages", atLeast: 2)
         #expect(peer.count("127.0.0.49", "messages") == 2)
+        await Self.stop(h, peer)
+    }
+
+    @Test func everyResultCarriesItsTimings() async throws {
+        let (h, peer) = try await Self.start(["TERN_GROUP_MAX_CONNECTIONS": "1"])
+        let first = try await h.result(try await h.submit(to: "t1@reuse.example"))
+        let second = try await h.result(try await h.submit(to: "t2@reuse.example"))
+        for (r, reused) in [(first, "no"), (second, "yes")] {
+            let ms = ["connect_ms", "greeting_ms", "tls_ms", "data_ms"].map { Int(r[$0] ?? "") }
+            #expect(ms.allSatisfy { ($0 ?? -1) >= 0 }, "\(r)")
+            #expect(r["reused"] == reused, "\(r)")
+            // The steps fit in the whole attempt.
+            #expect(ms.compactMap { $0 }.reduce(0, +) <= Int(r["ms"] ?? "") ?? -1, "\(r)")
+        }
+        // A reused session spent nothing on opening.
+        #expect(second["connect_ms"] == "0" && second["greeting_ms"] == "0")
+        // A refused connection still says how long the connect took.
+        let none = try await h.result(try await h.submit(to: "x@closed.example"))
+        #expect(Int(none["connect_ms"] ?? "") ?? -1 >= 0 && none["data_ms"] == "0", "\(none)")
         await Self.stop(h, peer)
     }
 

@@ -208,7 +208,8 @@ public enum MessageField {
     public static let state = "state"          // MessageState raw value
     public static let attempts = "attempts"
     public static let lastReply = "last_reply"
-    /// Attempts whose outcome was ambiguous (connection lost after the final dot); sender.
+    /// Attempts whose outcome was ambiguous (connection lost after the final dot), counted
+    /// by the scheduler.
     public static let ambiguous = "ambiguous"
     /// The message's engagement score 0-100, from the API or the organisation's store.
     public static let engagement = "engagement"
@@ -289,6 +290,10 @@ public enum AttemptOutcome: String, Sendable, Codable {
     case deferred
     /// Final: a 5xx, a null MX, a domain that does not exist.
     case failed
+    /// The connection was lost after the final dot with no reply: the remote may hold the
+    /// message (RFC 5321 §6.1). The scheduler sends it once more after
+    /// TERN_AMBIGUOUS_RETRY_DELAY, or takes it as delivered (unknown).
+    case ambiguous
 }
 
 /// Events a message produces, as appended to `events` and shown in its history.
