@@ -63,10 +63,11 @@ public struct Keys: Sendable {
     public var dueGroups: String { prefix + "due" }
     /// String: the time (ms) before which a group may not release its next message.
     public func groupPace(_ group: String) -> String { prefix + "pace:" + group }
-    /// Sorted set: the connection leases senders hold on a group, lease ids scored by the
-    /// time (ms, Redis clock) they expire unless renewed.
+    /// Sorted set: the connection leases senders hold on one source IP and provider
+    /// (`{ip}|{provider}`, or `{ip}|mx:{host}` without a known provider), lease ids scored by
+    /// the time (ms, Redis clock) they expire unless renewed.
     public func groupLeases(_ group: String) -> String { prefix + "lease:" + group }
-    /// String, set for 2 s when a sender was refused a lease of the group: senders holding
+    /// String, set for 2 s when a sender was refused a lease of the scope: senders holding
     /// idle sessions of it close one so the waiting sender gets a turn.
     public func leaseWanted(_ group: String) -> String { prefix + "lease-wanted:" + group }
     /// Hash: counters a daemon keeps for operators (`bounce.forged`, `dnsbl.error`, ...).
