@@ -25,6 +25,9 @@ public struct SchedulerDaemon: Daemon {
     /// The release path's clock (ms since the epoch); tests move it to another UTC day.
     let clock: @Sendable () -> Int64
     let metrics: SchedulerMetrics
+    /// The release script's fixed engagement arguments: lead per point, default score and
+    /// the store's key prefix (made once, not per release).
+    let engagementArgs: [RedisArg]
 
     public init(settings: SchedulerSettings, logger: Logger,
                 clock: @escaping @Sendable () -> Int64 = { nowMs() }) throws {
@@ -39,6 +42,9 @@ public struct SchedulerDaemon: Daemon {
         self.throttles = Throttles(settings: settings.throttle)
         self.breakers = Breakers(settings: settings.breaker)
         self.metrics = SchedulerMetrics(throttles: throttles, breakers: breakers)
+        engagementArgs = [.text(String(settings.engagement.leadPerPointMs)),
+                          .text(String(settings.engagement.defaultScore)),
+                          .text(keys.engagement(""))]
         metrics.registry.streamMetrics(redis: redis, streams: consumedStreams)
     }
 
@@ -148,7 +154,6 @@ public struct SchedulerDaemon: Daemon {
             let expires = record.expiresMs > 0 ? min(record.expiresMs, limit) : limit
             cmds.append(["HSET", .text(keys.message(id)), .text(MessageField.expiresMs),
                          .text(String(expires))])
-            cmds += try await recordedEngagement(record)
             cmds.append(["ZADD", .text(keys.groupQueue(record.group)), .text(String(now)),
                          .text(id)])
             cmds.append(["ZADD", .text(keys.dueGroups), "LT", .text(String(now)),
@@ -277,9 +282,8 @@ public struct SchedulerDaemon: Daemon {
     /// an IP without one). `route`: the warm IP for a message under the engagement threshold.
     func releaseArgs(_ group: String, ip: SourceIP, nowMs: Int64, capName: String = "",
                      limit: String = "", route: EngagementRoute? = nil) -> [RedisArg] {
-        let e = settings.engagement
         var routing: [RedisArg] = ["", "", "", ""]
-        if let route, route.routing, let threshold = e.warmupThreshold {
+        if let route, route.routing, let threshold = settings.engagement.warmupThreshold {
             routing = [.text(String(threshold)), .text(route.low?.address ?? ""),
                        .text(route.low?.helo ?? ""),
                        .text(route.low == nil ? String(route.lowRetryMs) : "")]
@@ -288,7 +292,7 @@ public struct SchedulerDaemon: Daemon {
                 .text(String(settings.groupInterval.milliseconds)), .text(ip.address),
                 .text(ip.helo), .text(keys.message("")), .text(String(holdMs)), .text(capName),
                 .text(limit)] + OrgCaps.scriptArgs(prefix: keys.orgSentPrefix, nowMs: nowMs)
-            + [.text(String(e.leadPerPointMs)), .text(String(e.defaultScore))] + routing
+            + engagementArgs.prefix(2) + routing + engagementArgs.suffix(1)
     }
 
     /// Reads one reply of the release script: notes a message the breaker holds, and for a

@@ -20,14 +20,17 @@ enum Scripts {
     /// 13 ms to the next hour, 14 ms to the next UTC day, 15 the lead per point of engagement
     /// (ms), 16 the score of a message without one, 17 the engagement threshold below which a
     /// message takes the IP of 18 (helo 19) instead of 4 ("" for none), or waits until 20 when
-    /// that is not "" (no such IP may send now).
+    /// that is not "" (no such IP may send now), 21 the organisations' engagement key prefix.
     /// Returns {"paced"|"empty"|"capped"|"routed"|"released"|"dropped"|"held", id, attempt or
     /// org, first hold or the source IP, and for a hold by an organisation's cap "hour" or
     /// "day"}.
     ///
     /// Messages that have come due move from the queue to the due set, ranked by due time
     /// less their score × ARGV 15 (at most 100 a call: a backlog moves over a few calls); the
-    /// lowest rank goes next. A held message goes back to the queue.
+    /// lowest rank goes next. A held message goes back to the queue. A message due for the
+    /// first time without a score takes the one its organisation recorded (`engagement:`,
+    /// the address lowercased), or is marked `default`. Known limit: Lua lowercases ASCII
+    /// only, so an address with non-ASCII capitals misses its recorded score.
     ///
     /// An organisation's hourly and daily caps are checked and counted here too, for the
     /// messages actually released only: a message held for any reason uses no budget.
@@ -62,9 +65,21 @@ enum Scripts {
         if #came > 0 then
           local lead, ids = tonumber(ARGV[15]), {}
           for i = 1, #came, 2 do
-            local e = redis.call('HGET', ARGV[6] .. came[i], 'engagement')
-            e = tonumber(e or '') or default
-            redis.call('ZADD', KEYS[8], tonumber(came[i + 1]) - e * lead, came[i])
+            local key = ARGV[6] .. came[i]
+            local m = redis.call('HMGET', key, 'engagement', 'engagement_source', 'org', 'rcpt')
+            local e = tonumber(m[1] or '')
+            if not m[2] then
+              -- First time due: the score the organisation recorded for the address, kept
+              -- on the record so that every later attempt ranks the same.
+              e = tonumber(redis.call('HGET', ARGV[21] .. (m[3] or ''),
+                                      string.lower(m[4] or '')) or '')
+              if e then
+                redis.call('HSET', key, 'engagement', e, 'engagement_source', 'recorded')
+              else
+                redis.call('HSET', key, 'engagement_source', 'default')
+              end
+            end
+            redis.call('ZADD', KEYS[8], tonumber(came[i + 1]) - (e or default) * lead, came[i])
             ids[#ids + 1] = came[i]
           end
           redis.call('ZREM', KEYS[1], unpack(ids))

@@ -93,7 +93,8 @@ public struct Keys: Sendable {
     /// appends `<org>:h:<yyyy-mm-ddThh>` or `<org>:d:<yyyy-mm-dd>` to this prefix.
     public var orgSentPrefix: String { prefix + "orgsent:" }
     /// Hash: an organisation's recorded engagement, recipient address (lowercased) -> score
-    /// 0-100, set by operators through the API; read at intake for a message without one.
+    /// 0-100, set by operators through the API; read by the release script for a message
+    /// without one, the first time it comes due.
     public func engagement(_ org: String) -> String { prefix + "engagement:" + org }
     /// Set: the recipient addresses (lowercased) an organisation must not mail again.
     public func suppressions(_ org: String) -> String { prefix + "supp:" + org }
@@ -214,7 +215,8 @@ public enum MessageField {
     public static let ambiguous = "ambiguous"
     /// The message's engagement score 0-100, from the API or the organisation's store.
     public static let engagement = "engagement"
-    /// Where the score came from: `api` or `recorded` (absent: the scheduler's default).
+    /// Where the score came from: `api`, `recorded` or `default` (written by the release
+    /// script the first time the message comes due; absent before).
     public static let engagementSource = "engagement_source"
 }
 

@@ -2,9 +2,9 @@
 // group and steers it between warming and warm IPs.
 //
 // The score comes from the API (`engagement` in /v1/send) or, when absent, from the
-// organisation's store (`engagement:<org>`, set through the API) at intake, and is kept on the
-// record, so a retry has the priority the first attempt had. A message with neither counts
-// as TERN_ENGAGEMENT_DEFAULT.
+// organisation's store (`engagement:<org>`, set through the API), looked up by the release
+// script the first time the message comes due, and is kept on the record, so a retry has the
+// priority the first attempt had. A message with neither counts as TERN_ENGAGEMENT_DEFAULT.
 //
 // Order: the release script moves messages that have come due from the group's queue (by
 // due time) to a second sorted set (`qd:`) scored by due time less score × lead / 100, and
@@ -69,18 +69,6 @@ struct EngagementRoute {
 }
 
 extension SchedulerDaemon {
-    /// Intake: a message without a score of its own takes the one its organisation recorded
-    /// for the address, if any (the commands that write it on the record).
-    func recordedEngagement(_ r: Record) async throws -> [[RedisArg]] {
-        guard r.engagement == nil else { return [] }
-        let value = try await redis.run("HGET", keys.engagement(r.org), r.to.lowercased())
-        guard let score = value.string.flatMap({ Int($0) }), (0...100).contains(score) else {
-            return []
-        }
-        return [["HSET", .text(keys.message(r.id)), .text(MessageField.engagement),
-                 .text(String(score)), .text(MessageField.engagementSource), "recorded"]]
-    }
-
     /// The score and its source for a message's events and history.
     func engagementDetail(_ r: Record) -> [String: any Sendable] {
         ["engagement": r.engagement ?? settings.engagement.defaultScore,
