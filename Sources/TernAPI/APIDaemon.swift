@@ -82,7 +82,7 @@ public struct APIDaemon: Daemon {
         if path == "/v1/send" {
             guard request.method == "POST" else { return notAllowed("POST") }
             let response = await send(request)
-            metrics.answered(response)
+            if !response.headers.contains("Idempotent-Replayed") { metrics.answered(response) }
             return response
         }
         if path == "/v1/send/batch" {
@@ -108,11 +108,11 @@ public struct APIDaemon: Daemon {
         .error(405, "method not allowed; use \(allow)", headers: ["Allow": allow])
     }
 
-    /// Checks the key. `.success(org)` carries the org the key is bound to, if any.
-    func authorize(_ request: HTTPRequest) -> Result<String?, Refusal> {
+    /// Checks the key: what it may do, or the answer that refuses the request.
+    func authorize(_ request: HTTPRequest) -> Result<APIKeys.Grant, Refusal> {
         switch settings.keys.check(request.headers["Authorization"]) {
-        case .allowed(let org):
-            return .success(org)
+        case .allowed(let grant):
+            return .success(grant)
         case .missing:
             // RFC 9110 §11.6.1: a 401 names the scheme in WWW-Authenticate (RFC 6750 §3).
             return .failure(Refusal(.error(
@@ -122,6 +122,29 @@ public struct APIDaemon: Daemon {
             logger.notice("refused a request with an unknown API key",
                           ("peer", request.remote?.host ?? ""), ("path", request.path))
             return .failure(Refusal(.error(403, "the API key is not valid")))
+        }
+    }
+
+    /// An operator endpoint's check: a key bound to an organisation may not see or change
+    /// the system's own state.
+    func authorizeOperator(_ request: HTTPRequest, what: String) -> HTTPResponse? {
+        switch authorize(request) {
+        case .failure(let refusal): return refusal.response
+        case .success(let grant) where !grant.mayOperate:
+            return .error(403, "\(what) need an operator key (one bound to no organisation, "
+                + "or an @ops key)")
+        case .success: return nil
+        }
+    }
+
+    /// A sending endpoint's check: what the key may do, or a refusal.
+    func authorizeSender(_ request: HTTPRequest) -> Result<APIKeys.Grant, Refusal> {
+        switch authorize(request) {
+        case .failure(let refusal): return .failure(refusal)
+        case .success(let grant) where !grant.maySend:
+            return .failure(Refusal(.error(403, "this API key is scoped to operations and "
+                + "cannot send")))
+        case .success(let grant): return .success(grant)
         }
     }
 

@@ -46,12 +46,19 @@ struct AcceptedMessage {
 
 extension APIDaemon {
     func send(_ request: HTTPRequest) async -> HTTPResponse {
-        let boundOrg: String?
-        switch authorize(request) {
-        case .success(let org): boundOrg = org
+        let grant: APIKeys.Grant
+        switch authorizeSender(request) {
+        case .success(let g): grant = g
         case .failure(let refusal): return refusal.response
         }
         if let refusal = checkFraming(request) { return refusal }
+        let boundOrg = grant.org
+        var claim: IdempotencyClaim?
+        switch await claimIdempotency(request, keyID: grant.keyID) {
+        case .none: break
+        case .claimed(let c): claim = c
+        case .answer(let answer): return answer
+        }
 
         let accepted: AcceptedMessage
         do throws(FieldRefusal) {
@@ -65,9 +72,11 @@ extension APIDaemon {
         } catch {
             logger.debug("refused a send request", ("field", error.field),
                          ("reason", error.detail))
-            return .error(error.status, error.detail, field: error.field)
+            let answer = HTTPResponse.error(error.status, error.detail, field: error.field)
+            await settle(claim, answer)
+            return answer
         }
-        return await commit([accepted], answer: .json(202, ["id": accepted.id]))
+        return await commit([accepted], answer: .json(202, ["id": accepted.id]), claim: claim)
     }
 
     /// RFC 9110 §15.5.12: a send has a body, and this server frames bodies by length only;
@@ -130,17 +139,22 @@ extension APIDaemon {
                                commands: commands)
     }
 
-    /// Writes every accepted message in one MULTI/EXEC (one round trip) and answers `answer`;
-    /// 503 and nothing written when Redis fails.
-    func commit(_ accepted: [AcceptedMessage], answer: HTTPResponse) async -> HTTPResponse {
-        guard !accepted.isEmpty else { return answer }
+    /// Writes every accepted message, and the answer of a claimed Idempotency-Key, in one
+    /// MULTI/EXEC (one round trip) and answers `answer`; 503 and nothing written when Redis
+    /// fails.
+    func commit(_ accepted: [AcceptedMessage], answer: HTTPResponse, claim: IdempotencyClaim?)
+        async -> HTTPResponse
+    {
+        var commands = accepted.flatMap(\.commands)
+        if let claim { commands.append(claim.record(answer)) }
         do {
-            _ = try await redis.transaction(accepted.flatMap(\.commands))
+            _ = try await redis.transaction(commands)
         } catch {
             logger.error("could not queue \(accepted.count) message(s): \(error)",
-                         ("message_id", accepted[0].id))
-            return .error(503, "the queue is unavailable; nothing was accepted, try again",
-                          headers: ["Retry-After": "5"])
+                         ("message_id", accepted.first?.id ?? ""))
+            let outage = unavailableToSend()
+            await settle(claim, outage)
+            return outage
         }
         for a in accepted {
             metrics.dkim.inc(a.dkim.isSigned ? "signed" : "unsigned")

@@ -13,6 +13,7 @@ import TernTestSupport
 @Suite(.serialized) struct APIDaemonTests {
     static let key = "sekrit-key-0123456789"
     static let acmeKey = "acme-only-key"
+    static let opsKey = "operators-only-key"
 
     final class Harness: Sendable {
         let server: TestRedis
@@ -29,7 +30,8 @@ import TernTestSupport
             address = SocketAddress(host: "127.0.0.1", port: UInt16(freePort()))!
             var values = ["TERN_REDIS_URL": redisURL ?? server.url, "TERN_INSTANCE": "t",
                           "TERN_API_LISTEN": address.description,
-                          "TERN_API_KEYS": "\(APIDaemonTests.key), \(APIDaemonTests.acmeKey):acme",
+                          "TERN_API_KEYS": "\(APIDaemonTests.key), \(APIDaemonTests.acmeKey):acme, "
+                              + "\(APIDaemonTests.opsKey):@ops",
                           "TERN_API_MAX_BODY": "20000", "TERN_HOSTNAME": "api.tern.test",
                           "TERN_MAX_AGE": "1h", "TERN_RECORD_TTL": "1d"]
             values.merge(env) { _, b in b }
@@ -337,6 +339,7 @@ import TernTestSupport
 
         for bad in [[:], ["TERN_API_KEYS": " , "], ["TERN_API_KEYS": "k:Bad Org"],
                     ["TERN_API_KEYS": "a:b:c"], ["TERN_API_KEYS": "k,k"],
+                    ["TERN_API_KEYS": "k:@root"], ["TERN_API_KEYS": "k:"],
                     ["TERN_API_KEYS": "k", "TERN_API_MAX_BODY": "12x"],
                     ["TERN_API_KEYS": "k", "TERN_API_LISTEN": "localhost:80"]] {
             let e = Environment(bad)
@@ -377,9 +380,15 @@ import TernTestSupport
     }
 
     @Test func keysAreCheckedWholeAndByScheme() throws {
-        let keys = try APIKeys("alpha, beta:acme", variable: "K")
-        #expect(keys.check("Bearer alpha") == .allowed(org: nil))
-        #expect(keys.check("BEARER   beta ") == .allowed(org: "acme"))
+        let keys = try APIKeys("alpha, beta:acme, gamma:@ops, delta:@all", variable: "K")
+        let id = { (key: String) in
+            Crypto.sha256(Array(key.utf8)).prefix(8).map { String(format: "%02x", $0) }.joined()
+        }
+        #expect(keys.check("Bearer alpha") == .allowed(.init(scope: .all, keyID: id("alpha"))))
+        #expect(keys.check("BEARER   beta ")
+                == .allowed(.init(scope: .org("acme"), keyID: id("beta"))))
+        #expect(keys.check("Bearer gamma") == .allowed(.init(scope: .ops, keyID: id("gamma"))))
+        #expect(keys.check("Bearer delta") == .allowed(.init(scope: .all, keyID: id("delta"))))
         #expect(keys.check("Bearer alph") == .wrong)
         #expect(keys.check("Bearer alphaa") == .wrong)
         #expect(keys.check("Bearer beta:acme") == .wrong)
