@@ -193,12 +193,17 @@ import TernTestSupport
         for (name, body, key, status, field) in APIDaemonTests.refusals {
             let reply = try await h.post(body, key: key)
             #expect(reply.status == status, "\(name): \(reply.text)")
-            #expect((reply.error["message"] as? String)?.isEmpty == false, "\(name)")
+            // RFC 9457: a problem document, its status that of the answer.
+            #expect(reply.headers["Content-Type"] == "application/problem+json", "\(name)")
+            #expect(reply.error["status"] as? Int == status, "\(name)")
+            #expect(reply.error["type"] as? String == "about:blank", "\(name)")
+            #expect(reply.error["title"] as? String == HTTPResponse.reason(status), "\(name)")
+            #expect((reply.error["detail"] as? String)?.isEmpty == false, "\(name)")
             if let field { #expect(reply.errorField == field, "\(name): \(reply.text)") }
         }
         for body in [#""x""#, "[1]"] {
             let reply = try await h.post(Array(body.utf8))
-            #expect(reply.error["message"] as? String == "must be a JSON object", "\(body)")
+            #expect(reply.error["detail"] as? String == "must be a JSON object", "\(body)")
         }
         let unframed = try await httpRequest(
             h.address, "POST", "/v1/send",
@@ -211,7 +216,7 @@ import TernTestSupport
             headers: [("Authorization", "Bearer \(APIDaemonTests.key)"),
                       ("Content-Type", "application/json"), ("Content-Length", "0")])
         #expect(empty.status == 400)
-        #expect(empty.error["message"] as? String == "is not valid JSON")
+        #expect(empty.error["detail"] as? String == "is not valid JSON")
         let wrongType = try await h.post(Self.json(Self.valid()),
                                          headers: [("Content-Type", "text/plain")])
         #expect(wrongType.status == 415)
@@ -322,7 +327,7 @@ import TernTestSupport
         #expect(health.json["redis"] as? String == "down")
         let send = try await h.post(APIDaemonTests.valid())
         #expect(send.status == 503)
-        #expect((send.error["message"] as? String)?.isEmpty == false)
+        #expect((send.error["detail"] as? String)?.isEmpty == false)
         #expect(send.headers["Retry-After"] == "5")
         let lookup = try await h.get("/v1/messages/\(MessageID.generate())")
         #expect(lookup.status == 503)
@@ -359,7 +364,7 @@ import TernTestSupport
         let unknown = try await h.post(APIDaemonTests.valid(["pool": "transactional"]))
         #expect(unknown.status == 422)
         #expect(unknown.errorField == "pool")
-        #expect(unknown.error["message"] as? String
+        #expect(unknown.error["detail"] as? String
                 == "there is no pool named transactional; the pools are bulk, default")
         #expect(try await h.redis.run("XLEN", h.keys.stream(.submit)).int == 2)
         await h.stop()

@@ -117,21 +117,30 @@ public struct HTTPResponse: Sendable {
         return HTTPResponse(status: status, headers: h, body: Array(data))
     }
 
-    /// The error document every Tern endpoint answers with:
-    /// `{"error": {"field": <name or null>, "message": <text>}}`.
+    /// The error document every Tern endpoint answers with, a problem document of RFC 9457
+    /// as `application/problem+json`: `type` (about:blank: the status says what kind of
+    /// problem it is, §4.2.1), `title` (the status's reason phrase), `status`, `detail` (what
+    /// went wrong, for people), and the extension members `field` (the request field at
+    /// fault: a JSON path such as `messages[3].to`, or a header name) when there is one, and
+    /// whatever `extensions` adds (a batch's `errors`).
     public static func error(_ status: Int, _ message: String, field: String? = nil,
                              extensions: [String: Any] = [:],
                              headers: HTTPHeaders = HTTPHeaders()) -> HTTPResponse {
-        let detail: [String: Any] = ["field": field.map { $0 as Any } ?? NSNull(),
-                                     "message": message]
         var document = extensions
-        document["error"] = detail
-        let data = (try? JSONSerialization.data(
-            withJSONObject: document, options: [.sortedKeys, .withoutEscapingSlashes]))
-            ?? Data(#"{"error":{"field":null,"message":"error"}}"#.utf8)
+        document["type"] = "about:blank"
+        document["title"] = reason(status)
+        document["status"] = status
+        document["detail"] = message
+        if let field { document["field"] = field }
+        let data = JSONSerialization.isValidJSONObject(document)
+            ? try? JSONSerialization.data(withJSONObject: document,
+                                          options: [.sortedKeys, .withoutEscapingSlashes])
+            : nil
         var h = headers
-        h.set("Content-Type", "application/json")
-        return HTTPResponse(status: status, headers: h, body: Array(data))
+        h.set("Content-Type", "application/problem+json")
+        return HTTPResponse(status: status, headers: h, body: Array(data ?? Data(
+            #"{"detail":"error","status":500,"title":"Internal Server Error","type":"about:blank"}"#
+                .utf8)))
     }
 
     /// Plain text (the Prometheus exposition format is text/plain; version=0.0.4).
