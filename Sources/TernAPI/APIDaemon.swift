@@ -14,7 +14,8 @@ import TernMail
 
 public struct APIDaemon: Daemon {
     let settings: APISettings
-    let logger: Logger
+    /// The daemon's logger; while a request is handled, one that names the request.
+    var logger: Logger
     let redis: RedisClient
     let keys: Keys
     let signer: DKIMSigner
@@ -68,6 +69,13 @@ public struct APIDaemon: Daemon {
     // MARK: Routing
 
     func handle(_ request: HTTPRequest) async -> HTTPResponse {
+        // Every line logged for the request names it, as its answer does (X-Request-Id).
+        var scoped = self
+        scoped.logger = logger.with(("request_id", request.requestID))
+        return await scoped.route(request)
+    }
+
+    func route(_ request: HTTPRequest) async -> HTTPResponse {
         let path = request.path
         let readOnly = request.method == "GET" || request.method == "HEAD"
         if path == "/health" {

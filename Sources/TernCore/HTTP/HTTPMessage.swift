@@ -74,16 +74,38 @@ public struct HTTPRequest: Sendable {
     public var body: [UInt8]
     /// The peer, for logs.
     public var remote: SocketAddress?
+    /// Names this request in logs and in the answer's X-Request-Id: the client's own
+    /// X-Request-Id when it is a sane one, else one the server made.
+    public var requestID: String
 
     public init(method: String, path: String, query: String? = nil,
                 headers: HTTPHeaders = HTTPHeaders(), body: [UInt8] = [],
-                remote: SocketAddress? = nil) {
+                remote: SocketAddress? = nil, requestID: String? = nil) {
         self.method = method
         self.path = path
         self.query = query
         self.headers = headers
         self.body = body
         self.remote = remote
+        self.requestID = requestID ?? HTTPRequest.requestID(offered: headers["X-Request-Id"])
+    }
+
+    /// `offered` when it is 1 to 128 characters of letters, digits and `-._:@+=/` (it goes
+    /// into logs and back into a header, so nothing else is taken); otherwise a new random
+    /// 128-bit id in hex.
+    public static func requestID(offered: String?) -> String {
+        if let offered, (1...128).contains(offered.utf8.count), offered.utf8.allSatisfy({
+            (48...57).contains($0) || (65...90).contains($0) || (97...122).contains($0)
+                || Array("-._:@+=/".utf8).contains($0)
+        }) {
+            return offered
+        }
+        var generator = SystemRandomNumberGenerator()
+        return (0..<2).map { _ in
+            let n = generator.next() as UInt64
+            let hex = String(n, radix: 16)
+            return String(repeating: "0", count: 16 - hex.count) + hex
+        }.joined()
     }
 }
 
