@@ -57,6 +57,16 @@ public struct APIDaemon: Daemon {
                                + "ignore it", ("cfbl_address", cfbl.address))
             }
         }
+        if let domains = settings.sendingDomains {
+            for org in domains.organisations where domains.requiresDKIM(org: org) {
+                // A `*.` entry is checked by its parent's name, as a From under it would be.
+                for domain in domains.domains(of: org).map({ $0.replacingOccurrences(
+                    of: "*.", with: "x.") }) where settings.dkimKeys.keys(for: domain).isEmpty {
+                    logger.warning("an organisation's sending domain has no DKIM key; its mail "
+                                   + "will be refused", ("org", org), ("domain", domain))
+                }
+            }
+        }
         logger.info("listening", ("listen", server.address.description),
                     ("keys", String(settings.keys.count)),
                     ("dkim_keys", String(settings.dkimKeys.allKeys.count)),

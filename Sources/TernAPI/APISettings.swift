@@ -53,6 +53,10 @@ public struct APISettings: Sendable {
     /// required). Unset: no CFBL fields. Its domain must be one that DKIM signs (d=) for
     /// providers to use it.
     public let cfbl: CFBL?
+    /// TERN_ORG_DOMAINS and TERN_ORG_UNSIGNED (SendingDomains.swift): the domains a key bound
+    /// to an organisation may send from, and whether its mail must be DKIM-signed. Unset:
+    /// nil, nothing is checked.
+    public let sendingDomains: SendingDomains?
 
     public init(_ env: Environment, common: CommonSettings) throws {
         self.common = common
@@ -84,6 +88,9 @@ public struct APISettings: Sendable {
             }
             cfbl = CFBL(address: cfblAddress, verp: try VERP(env))
         }
+        let orgDomains = env.string("TERN_ORG_DOMAINS", default: "")
+        sendingDomains = orgDomains.isEmpty ? nil : try SendingDomains(
+            domains: orgDomains, unsigned: env.string("TERN_ORG_UNSIGNED", default: ""))
         let dkimPath = env.string("TERN_DKIM_KEYS", default: "")
         do throws(DKIMKeyFileError) {
             dkimKeys = dkimPath.isEmpty ? .empty : try DKIMKeyTable.load(path: dkimPath)

@@ -124,10 +124,14 @@ extension APIDaemon {
         } catch {
             throw FieldRefusal(error, boundOrg: boundOrg)
         }
+        // Sending domains bind organisations' keys only (SendingDomains.swift).
+        let domains = boundOrg == nil ? nil : settings.sendingDomains
+        if let domains { try checkSender(message, domains) }
         let id = MessageID.generate(now: now)
         let createdMs = Int64((now.timeIntervalSince1970 * 1000).rounded(.down))
         let built = MessageBuilder.build(message, id: id, now: now, hostname: settings.hostname,
                                          cfbl: settings.cfbl)
+        if let domains { try checkSigner(built, message, domains) }
         // Signed here, once: every attempt sends these bytes. Signing runs inline on the
         // cooperative pool; RSA-2048 costs about 1 ms a key and Ed25519 far less (bench/dkim),
         // small beside the request's own parsing and the Redis round trip.
@@ -171,6 +175,35 @@ extension APIDaemon {
                         ("bytes", String(a.bytes)))
         }
         return answer
+    }
+
+    /// The `from` domain must be one of the organisation's (TERN_ORG_DOMAINS).
+    func checkSender(_ m: SendRequest, _ domains: SendingDomains) throws(FieldRefusal) {
+        let domain = m.from.asciiDomain
+        guard !domains.allows(org: m.org, domain: domain) else { return }
+        let own = domains.domains(of: m.org)
+        throw FieldRefusal(403, field: "from", "org \(m.org) may not send from \(domain); "
+            + (own.isEmpty ? "it has no sending domain"
+                : "its domains are " + own.joined(separator: ", ")))
+    }
+
+    /// The built message's From field (a raw message's own) must be the organisation's too,
+    /// and have an aligned DKIM key unless TERN_ORG_UNSIGNED lets the organisation off.
+    func checkSigner(_ built: [UInt8], _ m: SendRequest, _ domains: SendingDomains)
+        throws(FieldRefusal)
+    {
+        let field = m.raw == nil ? "from" : "raw"
+        guard let domain = DKIMSigner.fromDomain(ofMessage: built) else {
+            throw FieldRefusal(422, field: field, "has no From address to check")
+        }
+        if domain != m.from.asciiDomain && !domains.allows(org: m.org, domain: domain) {
+            throw FieldRefusal(403, field: field, "its From field is in \(domain), which org "
+                + "\(m.org) may not send from")
+        }
+        if domains.requiresDKIM(org: m.org) && settings.dkimKeys.keys(for: domain).isEmpty {
+            throw FieldRefusal(422, field: field, "no DKIM key of TERN_DKIM_KEYS signs for "
+                + "\(domain), and org \(m.org) may send signed mail only")
+        }
     }
 
     /// Validates a send object. A key bound to an org sets the org when the object names

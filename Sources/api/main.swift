@@ -18,8 +18,8 @@
 // TERN_API_LISTEN, TERN_API_KEYS, TERN_API_MAX_BODY, TERN_API_MAX_BATCH,
 // TERN_API_IDEMPOTENCY_TTL, TERN_HOSTNAME, TERN_MAX_AGE,
 // TERN_RECORD_TTL, TERN_API_IDLE_TIMEOUT, TERN_API_REQUEST_TIMEOUT,
-// TERN_API_MAX_CONNECTIONS, TERN_API_SHUTDOWN_GRACE, TERN_DKIM_KEYS; see APISettings for
-// defaults.
+// TERN_API_MAX_CONNECTIONS, TERN_API_SHUTDOWN_GRACE, TERN_DKIM_KEYS, TERN_ORG_DOMAINS,
+// TERN_ORG_UNSIGNED; see APISettings for defaults.
 //
 // DKIM: each message is signed once, here, with every key of its From domain, and stored
 // signed; a domain without a key is sent unsigned and counted (`dkim.unsigned`).
