@@ -85,6 +85,7 @@ public struct APIDaemon: Daemon {
             return response
         }
         if let answer = await operatorRoute(request) { return answer }
+        if let answer = await controlRoute(request) { return answer }
         if let answer = await ipRoute(request) { return answer }
         let prefix = "/v1/messages/"
         if path.hasPrefix(prefix) {
