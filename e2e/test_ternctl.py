@@ -15,11 +15,12 @@ import pytest
 from harness import wait_for
 
 
-def ternctl(tern, *args, env=None, timeout=60):
-    """Runs the built ternctl with the stack's environment (plus `env`)."""
+def ternctl(tern, *args, env=None, timeout=60, text=True):
+    """Runs the built ternctl with the stack's environment (plus `env`); `text=False`
+    keeps the output as bytes, line ends and all."""
     full = {**os.environ, **tern.env, **(env or {})}
     return subprocess.run([str(tern.bin_dir / "ternctl"), *args], env=full,
-                          capture_output=True, text=True, timeout=timeout)
+                          capture_output=True, text=text, timeout=timeout)
 
 
 def ternctl_json(tern, *args, code=0, env=None):
@@ -124,8 +125,8 @@ def test_suppressions_are_added_listed_exported_and_removed(tern):
     org = "ctl" + uuid.uuid4().hex[:8]
     assert ternctl(tern, "suppressions", "add", org, "Gone@Inbox.Example").returncode == 0
     assert ternctl_json(tern, "suppressions", "list", org)["addresses"] == ["gone@inbox.example"]
-    export = ternctl(tern, "suppressions", "export", org)
-    assert export.stdout == "address\r\ngone@inbox.example\r\n"
+    export = ternctl(tern, "suppressions", "export", org, text=False)
+    assert export.stdout == b"address\r\ngone@inbox.example\r\n"
     api = tern.http("GET", f"/v1/suppressions/{org}")
     assert api.json()["addresses"] == ["gone@inbox.example"]
     assert ternctl(tern, "suppressions", "remove", org, "gone@inbox.example").returncode == 0
@@ -148,15 +149,17 @@ def test_config_check_accepts_the_running_setup_and_names_what_is_broken(tern, t
     good = ternctl_json(tern, "config", "check")
     assert good["ok"] is True, good
     providers = tmp_path / "providers.json"
-    providers.write_text('{"providers": [{"name": "gmail", "messagesPerMinute": -5}]}')
+    providers.write_text('{"providers": [{"name": "gmail", "messagesPerMinute": "x"}]}')
     dnsbl = tmp_path / "dnsbl.json"
     dnsbl.write_text("not json")
     broken = {"TERN_PROVIDERS_FILE": str(providers), "TERN_DNSBL_FILE": str(dnsbl)}
     done = ternctl(tern, "config", "check", env=broken)
     assert done.returncode == 1, done.stdout
+    # The API reads the provider file too, to name each group's provider as the scheduler.
     assert "scheduler: WRONG: TERN_PROVIDERS_FILE" in done.stdout
+    assert "api: WRONG: TERN_PROVIDERS_FILE" in done.stdout
     assert "reputation: WRONG: TERN_DNSBL_FILE" in done.stdout
-    assert "api: ok" in done.stdout and "sender: ok" in done.stdout
+    assert "sender: ok" in done.stdout and "bounce-receiver: ok" in done.stdout
     report = ternctl_json(tern, "config", "check", code=1, env=broken)
     files = {f["setting"]: f for f in report["files"]}
     assert files["TERN_PROVIDERS_FILE"]["ok"] is False

@@ -48,10 +48,12 @@ public struct QueueView: Sendable {
             cmds.append(["ZCOUNT", .text(keys.groupLeases(name)), .text(String(nowMs)), "+inf"])
         }
         let domains = names.map { domain(ofGroup: $0.0) }
-        cmds.append(["HMGET", .text(keys.domainProviders)] + domains.map { .text($0) })
+        if !domains.isEmpty {
+            cmds.append(["HMGET", .text(keys.domainProviders)] + domains.map { .text($0) })
+        }
         let replies = try await redis.pipeline(cmds).map { try $0.get() }
         let paused = Set(replies[0].fieldMap.keys)
-        let learned = replies.last?.array ?? []
+        let learned = domains.isEmpty ? [] : replies.last?.array ?? []
         var out: [[String: Any]] = []
         for (n, (name, score)) in names.enumerated() {
             let pool = String(name.prefix(while: { $0 != ":" }))
