@@ -39,7 +39,8 @@ import TernMail
         #expect(option == 64)
         #expect(optionIO.err.contains("unknown option --bogus"))
         #expect(await run(["classify", "--verp-domain"]).0 == 64)
-        #expect(await run(["classify", "--verp-domain", "b.example", "--verp-secret", "abc"]).0 == 64)
+        #expect(await run(["classify", "--verp-domain", "b.example", "--verp-secret", "abc"]).0
+                == 64)
     }
 
     @Test func classifiesFilesOneLinePerRecipient() async throws {
