@@ -3,7 +3,8 @@
 // MULTI/EXEC, so a message is either wholly accepted or not at all. It also answers what
 // became of a message and whether Redis is reachable.
 //
-// Routes: POST /v1/send, GET /v1/messages/{id}, GET /health, GET /metrics. Everything the
+// Routes: POST /v1/send, GET /v1/messages/{id}, GET /health, GET /metrics, and the
+// operators' routes (OperatorEndpoints, IPEndpoints, ControlEndpoints). Everything the
 // client sends is untrusted: the HTTP server bounds sizes and times, `SendRequest` validates
 // every field, and only what passed both reaches Redis.
 
