@@ -23,9 +23,10 @@ enum PauseCommands {
 
             Stops the scheduler from releasing the messages KIND NAME covers. They wait in
             their queues and are not failed (a message whose deadline passes while paused
-            still gets one attempt after the resume); `ternctl resume` releases them. The pause is kept in Redis (the `pauses` hash), so it holds across
-            restarts of every daemon, and the scheduler's release step reads it, so nothing
-            it covers is released once this command returns. Messages already handed to a
+            still gets one attempt after the resume); `ternctl resume` releases them.
+            The pause is kept in Redis (the `pauses` hash), so it holds across restarts of
+            every daemon, and the scheduler's release step reads it, so nothing it covers is
+            released once this command returns. Messages already handed to a
             sender are not called back.
 
             A held message's history gets a "held" entry naming the pause and its reason;

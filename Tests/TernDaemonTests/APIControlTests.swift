@@ -25,6 +25,8 @@ extension APIDaemonTests {
         // Another organisation's key cannot even see it.
         let globex = try await h.post(APIDaemonTests.valid(["org": "globex"]))
         let foreign = try #require(globex.json["id"] as? String)
+        try await h.redis.run("HSET", h.keys.message(id), "held", "pause")
+        #expect(try await h.get("/v1/messages/\(id)").json["held"] as? String == "pause")
         let hidden = try await request(h, "POST", "/v1/messages/\(foreign)/cancel",
                                        key: APIDaemonTests.acmeKey)
         #expect(hidden.status == 404 && hidden.errorField == "id")
