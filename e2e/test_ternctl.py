@@ -97,6 +97,23 @@ def test_a_paused_group_waits_shows_in_queues_and_goes_on_resume(tern):
     assert ternctl(tern, "resume", "group", group).returncode == 1
 
 
+def test_a_pause_holds_across_a_scheduler_crash(tern):
+    org = "ctl" + uuid.uuid4().hex[:8]
+    assert ternctl(tern, "pause", "org", org, "--reason", "restart").returncode == 0
+    try:
+        message_id = tern.send(to=address("restart"), subject="held", text="x", org=org)
+        wait_for(lambda: held_by_pause(tern, message_id), what="a held entry")
+        tern.crash("tern-scheduler")
+        # The restarted scheduler leads again and releases other mail, not this.
+        other = tern.send(to=address("other"), subject="goes", text="x")
+        tern.wait_for_state(other, "delivered")
+        assert tern.message(message_id)["state"] == "queued"
+        assert ternctl_json(tern, "pause", "--list")["pauses"][0]["reason"] == "restart"
+    finally:
+        assert ternctl(tern, "resume", "org", org).returncode == 0
+    tern.wait_for_state(message_id, "delivered")
+
+
 def test_cancel_ends_a_held_message_and_refuses_a_final_one(tern):
     org = "ctl" + uuid.uuid4().hex[:8]
     assert ternctl(tern, "pause", "org", org).returncode == 0
