@@ -83,7 +83,8 @@ enum ConfigCommand {
                         + ((r["problem"] as? String).map { "WRONG: " + $0 } ?? "ok"))
             }
             for f in files {
-                io.line("\(f["setting"] ?? "") \(f["file"] ?? ""): "
+                let file = f["file"] as? String ?? ""
+                io.line("\(f["setting"] ?? "")\(file.isEmpty ? "" : " " + file): "
                         + ((f["problem"] as? String).map { "WRONG: " + $0 } ?? "ok"))
             }
             io.line(ok ? "configuration ok" : "configuration has problems")

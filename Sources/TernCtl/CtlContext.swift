@@ -94,7 +94,7 @@ func ago(ms: Int64) -> String {
     }
 }
 
-/// Pads `cells` into columns under `header`.
+/// Pads `cells` into columns under `header`; no line ends in spaces.
 func table(_ header: [String], _ rows: [[String]]) -> [String] {
     let all = [header] + rows
     let widths = header.indices.map { i in all.map { i < $0.count ? $0[i].count : 0 }.max()! }
@@ -102,6 +102,14 @@ func table(_ header: [String], _ rows: [[String]]) -> [String] {
         row.enumerated().map { i, cell in
             i == row.count - 1 ? cell : cell.padding(toLength: widths[i], withPad: " ",
                                                      startingAt: 0)
-        }.joined(separator: "  ")
+        }.joined(separator: "  ").trimmingSuffixSpaces()
+    }
+}
+
+extension String {
+    func trimmingSuffixSpaces() -> String {
+        var s = Substring(self)
+        while s.last == " " { s = s.dropLast() }
+        return String(s)
     }
 }

@@ -27,7 +27,8 @@ enum StatusCommand {
                         acknowledged (pending) and not yet delivered (lag), and the age of
                         the oldest entry. A growing backlog with no consumer means the
                         daemon that reads it is down.
-              queues    groups with waiting messages, and how many are due now; pauses
+              queues    groups with waiting messages, how many are due now, the group
+                        due the longest (and for how long), and the active pauses
 
             Exit status: 0, 69 when Redis does not answer, 1 when no scheduler leads or a
             stream has no consumer at all.
@@ -98,16 +99,24 @@ enum StatusCommand {
             leader = NSNull()
             problems.append("no scheduler holds the leader lease: nothing is released")
         }
-        let queues = try await redis.pipeline([
+        let counts = try await redis.pipeline([
             ["ZCARD", .text(ctx.keys.dueGroups)],
             ["ZCOUNT", .text(ctx.keys.dueGroups), "-inf", .text(String(now))],
             ["HLEN", .text(ctx.keys.pauses)],
-        ]).map { try $0.get().int ?? 0 }
+            ["ZRANGE", .text(ctx.keys.dueGroups), "0", "0", "WITHSCORES"],
+        ]).map { try $0.get() }
+        var queues: [String: Any] = ["groups": counts[0].int ?? 0,
+                                     "groups_due_now": counts[1].int ?? 0,
+                                     "pauses": counts[2].int ?? 0]
+        // The group waiting longest past its due time: a large age with a leader means
+        // something holds it (a pause, a breaker, a cap, no IP).
+        if let first = counts[3].array, first.count == 2, let group = first[0].string,
+           let score = first[1].string.flatMap(Double.init), Int64(score) < now {
+            queues["oldest_due"] = ["group": group, "overdue_ms": now - Int64(score)]
+        }
         let report: [String: Any] = [
             "daemons": daemons.keys.sorted().compactMap { daemons[$0] },
-            "leader": leader, "streams": streams,
-            "queues": ["groups": queues[0], "groups_due_now": queues[1], "pauses": queues[2]],
-            "problems": problems,
+            "leader": leader, "streams": streams, "queues": queues, "problems": problems,
         ]
         if ctx.json {
             ctx.print(json: report, io)
@@ -144,9 +153,13 @@ enum StatusCommand {
                          groups.isEmpty ? "no group" : groups.joined(separator: "; ")])
         }
         for line in table(["  stream", "length", "oldest", "groups"], rows) { io.line(line) }
-        if let q = r["queues"] as? [String: Int] {
+        if let q = r["queues"] as? [String: Any] {
             io.line("queues: \(q["groups"] ?? 0) group(s) waiting, \(q["groups_due_now"] ?? 0) "
                     + "due now; \(q["pauses"] ?? 0) pause(s)")
+            if let oldest = q["oldest_due"] as? [String: Any] {
+                io.line("  longest due: \(oldest["group"] ?? ""), for "
+                        + ago(ms: oldest["overdue_ms"] as? Int64 ?? 0))
+            }
         }
         for p in r["problems"] as? [String] ?? [] { io.line("problem: " + p) }
     }
