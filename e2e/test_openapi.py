@@ -17,7 +17,8 @@ import harness
 
 SPEC = yaml.safe_load((harness.REPO / "docs" / "openapi.yaml").read_text())
 METHODS = ("get", "put", "post", "delete", "patch")
-PATH_VALUES = {"org": "acme", "address": "someone@inbox.example", "ip": "127.0.0.2"}
+PATH_VALUES = {"org": "acme", "address": "someone@inbox.example", "ip": "127.0.0.2",
+               "kind": "org", "name": "acme"}
 
 
 def resolve(node):
@@ -51,6 +52,8 @@ def check(value, schema, where):
                   "integer": int, "number": (int, float), "null": type(None)}
         assert any(isinstance(value, python[n]) and not (n in ("integer", "number")
                    and isinstance(value, bool)) for n in names), (where, value, names)
+    if "const" in schema:
+        assert value == schema["const"], (where, value)
     if "enum" in schema:
         assert value in schema["enum"], (where, value)
     if "pattern" in schema and isinstance(value, str):
@@ -98,6 +101,7 @@ def api(e2e_dir, redis_server, world):
         assert stack.http("POST", "/v1/ips/127.0.0.2/warmup",
                           json={"action": "start"}).status == 201
         assert stack.http("PUT", "/v1/suppressions/acme/someone@inbox.example").status == 201
+        assert stack.http("PUT", "/v1/pauses/org/acme").status == 201
         yield stack
     finally:
         for process in stack.processes.values():

@@ -136,9 +136,7 @@ extension APIDaemon {
         // cooperative pool; RSA-2048 costs about 1 ms a key and Ed25519 far less (bench/dkim),
         // small beside the request's own parsing and the Redis round trip.
         let (body, dkim) = signer.sign(built, at: now)
-        var commands = acceptCommands(message, id: id, body: body, createdMs: createdMs)
-        commands.append(["HINCRBY", .text(keys.counters),
-                         .text(dkim.isSigned ? "dkim.signed" : "dkim.unsigned"), "1"])
+        let commands = acceptCommands(message, id: id, body: body, createdMs: createdMs)
         return AcceptedMessage(id: id, message: message, bytes: body.count, dkim: dkim,
                                commands: commands)
     }
@@ -150,6 +148,12 @@ extension APIDaemon {
         async -> HTTPResponse
     {
         var commands = accepted.flatMap(\.commands)
+        // The DKIM counters once per transaction, not once per message of a batch.
+        let signed = accepted.filter(\.dkim.isSigned).count
+        for (field, count) in [("dkim.signed", signed), ("dkim.unsigned", accepted.count - signed)]
+        where count > 0 {
+            commands.append(["HINCRBY", .text(keys.counters), .text(field), .text(String(count))])
+        }
         if let claim { commands.append(claim.record(answer)) }
         do {
             _ = try await redis.transaction(commands)

@@ -1,12 +1,12 @@
 // A small HTTP/1.1 server for the daemons: the API's endpoints and every daemon's /metrics.
 //
-// Every answer carries X-Request-Id: the client's own when it sent a sane one, else one the
-// server makes; handlers put it in their log lines (`request_id`).
 // One task per connection reads requests one after another (keep-alive, pipelining in
 // order), with a limit on every part of a request and a deadline on every wait, so a client
 // can cost only bounded memory and time. Bodies come with Content-Length only. A request the
-// server refuses (malformed, too large, too slow) gets its status and a problem document (RFC 9457), and its
-// connection is closed, since the server cannot know where the next request would begin.
+// server refuses (malformed, too large, too slow) gets its status and a problem document
+// (RFC 9457), and its connection is closed, since the server cannot know where the next
+// request would begin. Every answer carries X-Request-Id: the client's own when it sent a
+// sane one, else one the server makes; handlers put it in their log lines (`request_id`).
 // On shutdown it stops accepting, closes idle connections, lets requests in progress finish
 // for a bounded grace, then cancels what is left.
 
