@@ -6,8 +6,11 @@
 //     key:@all       the same, said explicitly
 //     key:acme       sends and reads for organisation acme only; its suppressions and
 //                    breaker, never the system's throttles, IPs or warm-up (403)
-//     key:@ops       the operator endpoints (throttles, breakers, suppressions, IPs, warm-up)
-//                    and reading any message, but never sending (403)
+//     key:@ops       the operator endpoints (throttles, breakers, suppressions, IPs, warm-up,
+//                    pauses, cancels) and reading any message, but never sending (403)
+//
+// In place of a key, `sha256=<64 hex digits>` gives its SHA-256 digest (`printf %s KEY |
+// sha256sum`), so the environment file need not hold the key itself.
 //
 // Only SHA-256 digests of the keys are kept, and a presented key is hashed and compared with
 // every digest in constant time, without stopping at a match: the time a check takes says
@@ -84,7 +87,7 @@ public struct APIKeys: Sendable {
             }
             let scope = parts.count == 2
                 ? try APIKeys.scope(parts[1].trimmingSuffixSpaces(), variable: variable) : .all
-            let digest = Crypto.sha256(Array(key.utf8))
+            let digest = APIKeys.digest(given: key) ?? Crypto.sha256(Array(key.utf8))
             guard !seen.contains(digest) else {
                 throw ConfigError(variable, "a key is listed twice")
             }
@@ -97,6 +100,20 @@ public struct APIKeys: Sendable {
                 + "or key:@ops)")
         }
         self.keys = keys
+    }
+
+    /// The digest of a `sha256=<hex>` entry; nil for a key given as itself.
+    static func digest(given entry: String) -> [UInt8]? {
+        guard entry.hasPrefix("sha256=") else { return nil }
+        let hex = Array(entry.utf8.dropFirst(7))
+        guard hex.count == 64 else { return nil }
+        var bytes: [UInt8] = []
+        for i in stride(from: 0, to: 64, by: 2) {
+            guard let byte = UInt8(String(decoding: hex[i..<i + 2], as: UTF8.self), radix: 16)
+            else { return nil }
+            bytes.append(byte)
+        }
+        return bytes
     }
 
     static func scope(_ text: String, variable: String) throws -> Scope {

@@ -394,6 +394,13 @@ import TernTestSupport
                 == .allowed(.init(scope: .org("acme"), keyID: id("beta"))))
         #expect(keys.check("Bearer gamma") == .allowed(.init(scope: .ops, keyID: id("gamma"))))
         #expect(keys.check("Bearer delta") == .allowed(.init(scope: .all, keyID: id("delta"))))
+        // A key given by its digest only.
+        let hex = Crypto.sha256(Array("epsilon".utf8)).map { String(format: "%02x", $0) }
+            .joined()
+        let hashed = try APIKeys("sha256=\(hex):acme", variable: "K")
+        #expect(hashed.check("Bearer epsilon")
+                == .allowed(.init(scope: .org("acme"), keyID: id("epsilon"))))
+        #expect(hashed.check("Bearer sha256=\(hex)") == .wrong)
         #expect(keys.check("Bearer alph") == .wrong)
         #expect(keys.check("Bearer alphaa") == .wrong)
         #expect(keys.check("Bearer beta:acme") == .wrong)
