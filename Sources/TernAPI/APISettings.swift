@@ -17,6 +17,10 @@ public struct APISettings: Sendable {
     /// message and its JSON escaping must fit. At most 64 MiB: the built message (up to three
     /// times larger once quoted-printable) must stay far below Redis's 512 MB string limit.
     public let maxBody: Int
+    /// TERN_API_MAX_MESSAGE: largest message once built, in octets (default 10485760,
+    /// 10 MiB, near Postfix's default message_size_limit; receivers refuse bigger ones
+    /// anyway). Attachments grow by a third in base64, so it is checked on the built bytes.
+    public let maxMessage: Int
     /// TERN_HOSTNAME: the right-hand side of Message-ID fields (default the host name).
     public let hostname: String
     /// TERN_MAX_AGE and TERN_RECORD_TTL. The API sets their sum as a backstop expiry, so a
@@ -52,6 +56,8 @@ public struct APISettings: Sendable {
         listen = try env.address("TERN_API_LISTEN", default: "127.0.0.1:8025")
         keys = try APIKeys(env.string("TERN_API_KEYS", default: ""), variable: "TERN_API_KEYS")
         maxBody = try env.int("TERN_API_MAX_BODY", default: 10_485_760, range: 1024...(64 << 20))
+        maxMessage = try env.int("TERN_API_MAX_MESSAGE", default: 10_485_760,
+                                 range: 1024...(64 << 20))
         hostname = env.string("TERN_HOSTNAME", default: ProcessInfo.processInfo.hostName)
         lifetime = try MessageLifetime(env)
         idleTimeout = try env.duration("TERN_API_IDLE_TIMEOUT", default: .seconds(30))

@@ -13,6 +13,7 @@ extension APIDaemon {
         MessageField.id, MessageField.state, MessageField.org, MessageField.pool,
         MessageField.from, MessageField.recipient, MessageField.createdMs,
         MessageField.expiresMs, MessageField.metadata, MessageField.lastReply,
+        MessageField.tags, MessageField.sendAtMs,
     ]
 
     func message(_ id: String, _ request: HTTPRequest) async -> HTTPResponse {
@@ -56,6 +57,9 @@ extension APIDaemon {
         if let ms = Int64(field(6)) { object["created"] = timestamp(ms: ms) }
         if let ms = Int64(field(7)) { object["expires"] = timestamp(ms: ms) }
         if !field(9).isEmpty { object["last_reply"] = field(9) }
+        object["tags"] = (try? JSONSerialization.jsonObject(with: Data(field(10).utf8)))
+            as? [Any] ?? [Any]()
+        if let ms = Int64(field(11)) { object["send_at"] = timestamp(ms: ms) }
         return .json(200, object)
     }
 

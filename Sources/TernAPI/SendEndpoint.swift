@@ -3,7 +3,8 @@
 // Order of checks: key (401/403), a Content-Length (411), media type (415), JSON and fields
 // (400 for a body that is not a JSON object, 422 naming the field otherwise, a pool
 // TERN_POOLS does not list among them), the org a bound key allows (403). Only then is an id
-// made, the message built and DKIM-signed, and the record, its first history entry, the
+// made and the message built; a message over TERN_API_MAX_MESSAGE is refused (413, naming
+// its largest field). Then it is DKIM-signed, and the record, its first history entry, the
 // `submit` entry, the `accepted` event and the `dkim.signed` or `dkim.unsigned` counter
 // written in one MULTI/EXEC: Redis applies all of it or none, so a refusal or an outage
 // leaves nothing behind for the scheduler to find.
@@ -55,6 +56,13 @@ extension APIDaemon {
         let createdMs = Int64((now.timeIntervalSince1970 * 1000).rounded(.down))
         let built = MessageBuilder.build(message, id: id, now: now, hostname: settings.hostname,
                                          cfbl: settings.cfbl)
+        guard built.count <= settings.maxMessage else {
+            let field = message.largestField
+            logger.debug("refused a message over the size limit", ("field", field),
+                         ("bytes", String(built.count)))
+            return .error(413, "the message would be \(built.count) octets once built; the "
+                + "limit is \(settings.maxMessage)", field: field)
+        }
         // Signed here, once: every attempt sends these bytes. Signing runs inline on the
         // cooperative pool; RSA-2048 costs about 1 ms a key and Ed25519 far less (bench/dkim),
         // small beside the request's own parsing and the Redis round trip.
@@ -118,13 +126,21 @@ extension APIDaemon {
     func acceptCommands(_ m: SendRequest, id: String, body: [UInt8], createdMs: Int64)
         -> [[RedisArg]]
     {
-        let expiresMs = createdMs + settings.lifetime.maxAge.milliseconds
+        // A scheduled message's age counts from its send time, so the backstop does too.
+        let sendAtMs = m.sendAt.map { Int64(($0.timeIntervalSince1970 * 1000).rounded(.down)) }
+        let startMs = max(createdMs, sendAtMs ?? 0)
+        let expiresMs = startMs + settings.lifetime.maxAge.milliseconds
+        var detail: [String: any Sendable] = [:]
+        if let sendAtMs { detail["send_at"] = timestamp(ms: sendAtMs) }
         let event = MessageEvent(id: id, event: .accepted, atMs: createdMs, org: m.org,
                                  from: m.from.description, to: m.to.description,
-                                 metadataJSON: m.metadataJSON)
+                                 metadataJSON: m.metadataJSON, tagsJSON: m.tagsJSON,
+                                 detail: detail)
         let record = keys.message(id), history = keys.history(id)
-        let backstop = RedisArg.text(String(
-            (settings.lifetime.maxAge + settings.lifetime.recordTTL).milliseconds / 1000))
+        let backstop = RedisArg.text(String((startMs - createdMs) / 1000
+            + (settings.lifetime.maxAge + settings.lifetime.recordTTL).milliseconds / 1000))
+        var fields: [RedisArg] = [.text(MessageField.tags), .text(m.tagsJSON)]
+        if let sendAtMs { fields += [.text(MessageField.sendAtMs), .text(String(sendAtMs))] }
         return [
             ["HSET", .text(record),
              .text(MessageField.id), .text(id),
@@ -138,7 +154,7 @@ extension APIDaemon {
              .text(MessageField.createdMs), .text(String(createdMs)),
              .text(MessageField.expiresMs), .text(String(expiresMs)),
              .text(MessageField.state), .text(MessageState.queued.rawValue),
-             .text(MessageField.attempts), "0"],
+             .text(MessageField.attempts), "0"] + fields,
             ["RPUSH", .text(history), .text(event.historyJSON)],
             ["EXPIRE", .text(record), backstop],
             ["EXPIRE", .text(history), backstop],

@@ -156,9 +156,9 @@ import Testing
             {"from":"a@example.com","to":"b@example.net","subject":"s",
              "text":"plain text","html":"<p>Grüße</p>"}
             """#)
-        let boundary = "=_tern_" + id
+        let boundary = "=_tern_alt_" + id
         #expect(message.contains(
-            "\r\nContent-Type: multipart/alternative; boundary=\"\(boundary)\"\r\n"))
+            "\r\nContent-Type: multipart/alternative;\r\n boundary=\"\(boundary)\"\r\n"))
         #expect(split(message).body == """
             --\(boundary)\r
             Content-Type: text/plain; charset=utf-8\r

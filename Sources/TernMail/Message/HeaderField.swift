@@ -137,8 +137,17 @@ enum HeaderWriter {
     /// characters (RFC 2047 §5) and at most 75 characters; whitespace between adjacent
     /// encoded words is dropped by decoders (§6.2), so the folding adds nothing.
     static func encodedWords(_ name: String, _ value: String) -> String {
-        let overhead = "=?UTF-8?B??=".utf8.count
         var out = name + ":"
+        for (k, word) in words(value, firstLine: out.utf8.count + 1).enumerated() {
+            out += (k == 0 ? " " : "\r\n ") + word
+        }
+        return out + "\r\n"
+    }
+
+    /// `value` as encoded words: the first sized to fit a line already `firstLine` octets
+    /// long, the others a line of their own after one space of folding.
+    static func words(_ value: String, firstLine: Int) -> [String] {
+        let overhead = "=?UTF-8?B??=".utf8.count
         var chunk: [UInt8] = []
         var chunks: [[UInt8]] = []
 
@@ -147,7 +156,7 @@ enum HeaderWriter {
             let room = min(maxEncodedWord, max(softLimit - lineLength, 40)) - overhead
             return room / 4 * 3
         }
-        var limit = capacity(out.utf8.count + 1)
+        var limit = capacity(firstLine)
         for character in value {
             var pieces = [Array(String(character).utf8)]
             if pieces[0].count > capacity(1) {
@@ -165,9 +174,99 @@ enum HeaderWriter {
             }
         }
         if !chunk.isEmpty || chunks.isEmpty { chunks.append(chunk) }
-        for (k, bytes) in chunks.enumerated() {
-            out += (k == 0 ? " " : "\r\n ") + "=?UTF-8?B?" + Data(bytes).base64EncodedString()
-                + "?="
+        return chunks.map { "=?UTF-8?B?" + Data($0).base64EncodedString() + "?=" }
+    }
+
+    /// "Name: display name <address>\r\n" (RFC 5322 §3.4 name-addr), or the bare address
+    /// without a name. A name of plain words goes as it is, other ASCII as a quoted string,
+    /// and anything else as encoded words, which a phrase may hold (RFC 2047 §5 rule 3).
+    static func mailbox(_ field: String, name: String?, address: String) -> String {
+        guard let name, !name.isEmpty else { return field + ": " + address + "\r\n" }
+        var tokens: [String]
+        let printable = name.utf8.allSatisfy { (32...126).contains($0) } && !name.contains("=?")
+        if printable {
+            let words = name.split(separator: " ", omittingEmptySubsequences: false)
+            let atoms = words.allSatisfy {
+                !$0.isEmpty && $0.unicodeScalars.allSatisfy(EmailAddress.isAtext)
+            }
+            if atoms {
+                tokens = words.map(String.init)
+            } else {
+                tokens = [quotedString(name)]
+            }
+        } else {
+            tokens = words(name, firstLine: field.utf8.count + 2)
+        }
+        return folded(field, tokens + ["<" + address + ">"])
+    }
+
+    /// "Name: value; p=v; ...\r\n" for Content-Type and Content-Disposition. Each
+    /// parameter value is a token, a quoted string, or, when it is not printable ASCII or
+    /// too long for one line, RFC 2231 continued and percent-encoded UTF-8 pieces.
+    static func parameterized(_ field: String, _ value: String,
+                              _ parameters: [(name: String, value: String)]) -> String {
+        var tokens = [value]
+        for p in parameters {
+            for piece in parameter(p.name, p.value) {
+                tokens[tokens.count - 1] += ";"
+                tokens.append(piece)
+            }
+        }
+        return folded(field, tokens)
+    }
+
+    static func parameter(_ name: String, _ value: String) -> [String] {
+        let printable = value.utf8.allSatisfy { (32...126).contains($0) }
+        if printable && Attachment.isToken(value) && value.utf8.count <= 60 {
+            return [name + "=" + value]
+        }
+        if printable && value.utf8.count <= 60 {
+            return [name + "=" + quotedString(value)]
+        }
+        // RFC 2231 §4: attribute-char is printable ASCII but space, "*", "'", "%" and the
+        // tspecials; everything else is %XX. Pieces never split a %XX triplet.
+        var pieces: [String] = []
+        var piece = "utf-8''"
+        for b in value.utf8 {
+            let plain = (33...126).contains(b) && !"*'%()<>@,;:\\\"/[]?=".utf8.contains(b)
+            let text = plain ? String(UnicodeScalar(b)) : "%" + hexByte(b)
+            if piece.utf8.count + text.utf8.count > 50 {
+                pieces.append(piece)
+                piece = ""
+            }
+            piece += text
+        }
+        pieces.append(piece)
+        if pieces.count == 1 { return [name + "*=" + pieces[0]] }
+        return pieces.enumerated().map { name + "*\($0.offset)*=" + $0.element }
+    }
+
+    /// RFC 5322 §3.2.4 quoted-string of printable ASCII: `"` and `\` escaped.
+    static func quotedString(_ text: String) -> String {
+        var quoted = "\""
+        for c in text.unicodeScalars {
+            if c == "\"" || c == "\\" { quoted += "\\" }
+            quoted.unicodeScalars.append(c)
+        }
+        return quoted + "\""
+    }
+
+    private static func hexByte(_ b: UInt8) -> String {
+        let digits = Array("0123456789ABCDEF")
+        return String([digits[Int(b >> 4)], digits[Int(b & 15)]])
+    }
+
+    /// "Name: t1 t2 ...\r\n", folding before a token that would take the line past 78.
+    static func folded(_ field: String, _ tokens: [String]) -> String {
+        var out = field + ":"
+        var line = out.utf8.count
+        for token in tokens {
+            if line > field.utf8.count + 1 && line + 1 + token.utf8.count > softLimit {
+                out += "\r\n"
+                line = 0
+            }
+            out += " " + token
+            line += 1 + token.utf8.count
         }
         return out + "\r\n"
     }
