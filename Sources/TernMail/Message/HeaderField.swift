@@ -145,33 +145,50 @@ enum HeaderWriter {
     }
 
     /// `value` as encoded words: the first sized to fit a line already `firstLine` octets
-    /// long, the others a line of their own after one space of folding.
-    static func words(_ value: String, firstLine: Int) -> [String] {
+    /// long, the others a line of their own after one space of folding. With `atSpaces`,
+    /// words end after a space where they can (see `mailbox`).
+    static func words(_ value: String, firstLine: Int, atSpaces: Bool = false) -> [String] {
         let overhead = "=?UTF-8?B??=".utf8.count
-        var chunk: [UInt8] = []
-        var chunks: [[UInt8]] = []
-
         func capacity(_ lineLength: Int) -> Int {
             // Bytes that fit: base64 turns each 3 bytes into 4 characters.
             let room = min(maxEncodedWord, max(softLimit - lineLength, 40)) - overhead
             return room / 4 * 3
         }
-        var limit = capacity(firstLine)
+        // The units a word holds whole: characters, or runs of them up to a space.
+        var units: [[UInt8]] = []
+        var run: [UInt8] = []
         for character in value {
-            var pieces = [Array(String(character).utf8)]
-            if pieces[0].count > capacity(1) {
+            let bytes = Array(String(character).utf8)
+            if !atSpaces || bytes.count + run.count > capacity(1) {
+                if !run.isEmpty { units.append(run) }
+                run = []
+            }
+            if bytes.count > capacity(1) {
                 // A single character too long for a word (long emoji sequences): split it
                 // by scalars, which still keeps every encoded word valid UTF-8.
-                pieces = character.unicodeScalars.map { Array(String($0).utf8) }
-            }
-            for piece in pieces {
-                if chunk.count + piece.count > limit && !chunk.isEmpty {
-                    chunks.append(chunk)
-                    chunk = []
-                    limit = capacity(1)
+                units += character.unicodeScalars.map { Array(String($0).utf8) }
+            } else if atSpaces {
+                run += bytes
+                if character == " " {
+                    units.append(run)
+                    run = []
                 }
-                chunk += piece
+            } else {
+                units.append(bytes)
             }
+        }
+        if !run.isEmpty { units.append(run) }
+
+        var chunk: [UInt8] = []
+        var chunks: [[UInt8]] = []
+        var limit = capacity(firstLine)
+        for unit in units {
+            if chunk.count + unit.count > limit && !chunk.isEmpty {
+                chunks.append(chunk)
+                chunk = []
+                limit = capacity(1)
+            }
+            chunk += unit
         }
         if !chunk.isEmpty || chunks.isEmpty { chunks.append(chunk) }
         return chunks.map { "=?UTF-8?B?" + Data($0).base64EncodedString() + "?=" }
@@ -180,6 +197,9 @@ enum HeaderWriter {
     /// "Name: display name <address>\r\n" (RFC 5322 §3.4 name-addr), or the bare address
     /// without a name. A name of plain words goes as it is, other ASCII as a quoted string,
     /// and anything else as encoded words, which a phrase may hold (RFC 2047 §5 rule 3).
+    /// Those words break after a space, which they keep (§6.2: decoders drop the folding
+    /// between them), rather than inside a word: some decoders, Python's among them, show
+    /// the folding between two words of a phrase as a space.
     static func mailbox(_ field: String, name: String?, address: String) -> String {
         guard let name, !name.isEmpty else { return field + ": " + address + "\r\n" }
         var tokens: [String]
@@ -195,7 +215,7 @@ enum HeaderWriter {
                 tokens = [quotedString(name)]
             }
         } else {
-            tokens = words(name, firstLine: field.utf8.count + 2)
+            tokens = words(name, firstLine: field.utf8.count + 2, atSpaces: true)
         }
         return folded(field, tokens + ["<" + address + ">"])
     }
