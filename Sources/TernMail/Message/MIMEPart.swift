@@ -68,15 +68,16 @@ indirect enum MIMEPart {
     // MARK: Transfer encodings
 
     /// 7bit for ASCII text in lines of at most 998 octets that cannot hold a boundary;
-    /// otherwise the shorter of quoted-printable (readable, for mostly-Latin text) and base64
-    /// (for text mostly outside ASCII, where quoted-printable would triple it).
+    /// otherwise quoted-printable (readable, for mostly-Latin text), unless base64 is clearly
+    /// shorter (text mostly outside ASCII, which quoted-printable would triple).
     static func encode(_ text: [UInt8]) -> (name: String, body: [UInt8]) {
         if !MessageBuilder.needsEncoding(text) && !containsBoundaryStart(text) {
             return ("7bit", text)
         }
         let quoted = QuotedPrintable.encode(text)
         let base64Size = (text.count + 2) / 3 * 4 + ((text.count + 56) / 57) * 2
-        if quoted.count <= base64Size { return ("quoted-printable", quoted) }
+        // A quarter's slack keeps short Latin text readable where base64 would save a byte.
+        if quoted.count <= base64Size + base64Size / 4 { return ("quoted-printable", quoted) }
         return ("base64", base64Lines(text))
     }
 
