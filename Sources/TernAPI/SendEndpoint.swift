@@ -127,7 +127,8 @@ extension APIDaemon {
         -> [[RedisArg]]
     {
         // A scheduled message's age counts from its send time, so the backstop does too.
-        let sendAtMs = m.sendAt.map { Int64(($0.timeIntervalSince1970 * 1000).rounded(.down)) }
+        // Rounded: the parsed ".114" may be a hair under 114 ms as a Double.
+        let sendAtMs = m.sendAt.map { Int64(($0.timeIntervalSince1970 * 1000).rounded()) }
         let startMs = max(createdMs, sendAtMs ?? 0)
         let expiresMs = startMs + settings.lifetime.maxAge.milliseconds
         var detail: [String: any Sendable] = [:]
