@@ -39,7 +39,8 @@ public struct SendRequest: Sendable, Equatable {
     public var subject: String?
     public var text: String?
     public var html: String?
-    /// A complete RFC 5322 message; when set, subject, text, html, headers and reply_to are not.
+    /// A complete RFC 5322 message; when set, subject, text, html, headers, reply_to and
+    /// attachments are not.
     public var raw: String?
     /// Custom header fields, sorted by name (JSON objects have no order).
     public var headers: [HeaderField]
