@@ -17,6 +17,9 @@ public struct APISettings: Sendable {
     /// message and its JSON escaping must fit. At most 64 MiB: the built message (up to three
     /// times larger once quoted-printable) must stay far below Redis's 512 MB string limit.
     public let maxBody: Int
+    /// TERN_API_MAX_BATCH: most messages in one POST /v1/send/batch (default 1000; 1 to
+    /// 10000). The whole batch must also fit TERN_API_MAX_BODY.
+    public let maxBatch: Int
     /// TERN_API_MAX_MESSAGE: largest message once built, in octets (default 10485760,
     /// 10 MiB, near Postfix's default message_size_limit; receivers refuse bigger ones
     /// anyway). Attachments grow by a third in base64, so it is checked on the built bytes.
@@ -45,6 +48,9 @@ public struct APISettings: Sendable {
     public let pools: Set<String>?
     /// TERN_POOLS as a whole: the source IPs the operator endpoints list.
     public let ipPools: Pools
+    /// TERN_PROVIDERS_FILE, the scheduler's setting, read here to name each group's provider
+    /// in the state endpoints as the scheduler does.
+    public let providers: ProviderCatalog
     /// TERN_CFBL_ADDRESS: the complaint feedback address written into every message as
     /// CFBL-Address (RFC 9477), with a CFBL-Feedback-ID tagged with TERN_VERP_SECRET (then
     /// required). Unset: no CFBL fields. Its domain must be one that DKIM signs (d=) for
@@ -56,6 +62,7 @@ public struct APISettings: Sendable {
         listen = try env.address("TERN_API_LISTEN", default: "127.0.0.1:8025")
         keys = try APIKeys(env.string("TERN_API_KEYS", default: ""), variable: "TERN_API_KEYS")
         maxBody = try env.int("TERN_API_MAX_BODY", default: 10_485_760, range: 1024...(64 << 20))
+        maxBatch = try env.int("TERN_API_MAX_BATCH", default: 1000, range: 1...10_000)
         maxMessage = try env.int("TERN_API_MAX_MESSAGE", default: 10_485_760,
                                  range: 1024...(64 << 20))
         hostname = env.string("TERN_HOSTNAME", default: ProcessInfo.processInfo.hostName)
@@ -67,6 +74,7 @@ public struct APISettings: Sendable {
         let poolText = env.string("TERN_POOLS", default: "")
         pools = poolText.isEmpty ? nil : try APISettings.poolNames(poolText)
         ipPools = try Pools(env)
+        providers = try ProviderCatalog.load(overrides: env.values["TERN_PROVIDERS_FILE"])
         let cfblAddress = env.string("TERN_CFBL_ADDRESS", default: "")
         if cfblAddress.isEmpty {
             cfbl = nil
