@@ -265,9 +265,10 @@ import Testing
 
     @Test func attachmentsMakeMultipartMixed() throws {
         let bytes: [UInt8] = Array(0...255) + Array(0...255)
+        let content = Data(bytes).base64EncodedString()
         let message = try build("""
             {"from":"a@example.com","to":"b@example.net","text":"see attached",
-             "attachments":[{"filename":"data.bin","content":"\(Data(bytes).base64EncodedString())"},
+             "attachments":[{"filename":"data.bin","content":"\(content)"},
                             {"filename":"März – Übersicht.pdf","content_type":"application/pdf",
                              "content":"JVBERi0="}]}
             """)

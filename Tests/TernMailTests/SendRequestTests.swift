@@ -228,12 +228,14 @@ import TernMail
         #expect(pdf.parameters.first?.value == "utf-8" && pdf.contentID == nil)
         #expect(request.attachments[1].contentID == "Logo@x")
         #expect(request.attachments[1].content.isEmpty)
-        #expect(request.tags == ["welcome", "ünï/2"] && request.tagsJSON == #"["welcome","ünï/2"]"#)
+        #expect(request.tags == ["welcome", "ünï/2"])
+        #expect(request.tagsJSON == #"["welcome","ünï/2"]"#)
         #expect(request.sendAt == Self.now.addingTimeInterval(86400 + 0.5))
     }
 
     @Test func sendAtInThePastMeansNow() throws {
-        let request = try decode("{\(Self.base),\"text\":\"t\",\"send_at\":\"2020-01-01T00:00:00Z\"}")
+        let request = try decode(
+            "{\(Self.base),\"text\":\"t\",\"send_at\":\"2020-01-01T00:00:00Z\"}")
         #expect(request.sendAt == nil)
         let edge = try decode("{\(Self.base),\"text\":\"t\",\"send_at\":\"2025-04-03T10:05:07Z\"}")
         #expect(edge.sendAt == Self.now.addingTimeInterval(30 * 86400))
