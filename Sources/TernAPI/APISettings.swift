@@ -24,6 +24,10 @@ public struct APISettings: Sendable {
     /// TERN_API_IDEMPOTENCY_TTL: how long the answer to a request sent with an
     /// Idempotency-Key is kept for its retries (default 24h, at least 1m).
     public let idempotencyTTL: Duration
+    /// TERN_API_MAX_MESSAGE: largest message once built, in octets (default 10485760,
+    /// 10 MiB, near Postfix's default message_size_limit; receivers refuse bigger ones
+    /// anyway). Attachments grow by a third in base64, so it is checked on the built bytes.
+    public let maxMessage: Int
     /// TERN_HOSTNAME: the right-hand side of Message-ID fields (default the host name).
     public let hostname: String
     /// TERN_MAX_AGE and TERN_RECORD_TTL. The API sets their sum as a backstop expiry, so a
@@ -72,6 +76,8 @@ public struct APISettings: Sendable {
             throw ConfigError("TERN_API_IDEMPOTENCY_TTL", "must be at least 1m: an answer must "
                 + "outlive the claim of the request that made it")
         }
+        maxMessage = try env.int("TERN_API_MAX_MESSAGE", default: 10_485_760,
+                                 range: 1024...(64 << 20))
         hostname = env.string("TERN_HOSTNAME", default: ProcessInfo.processInfo.hostName)
         lifetime = try MessageLifetime(env)
         idleTimeout = try env.duration("TERN_API_IDLE_TIMEOUT", default: .seconds(30))

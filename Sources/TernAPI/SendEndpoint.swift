@@ -3,7 +3,8 @@
 // Order of checks: key (401/403), a Content-Length (411), media type (415), JSON and fields
 // (400 for a body that is not a JSON object, 422 naming the field otherwise, a pool
 // TERN_POOLS does not list among them), the org a bound key allows (403). Only then is an id
-// made, the message built and DKIM-signed, and the record, its first history entry, the
+// made and the message built; a message over TERN_API_MAX_MESSAGE is refused (413, naming
+// its largest field). Then it is DKIM-signed, and the record, its first history entry, the
 // `submit` entry, the `accepted` event and the `dkim.signed` or `dkim.unsigned` counter
 // written in one MULTI/EXEC: Redis applies all of it or none, so a refusal or an outage
 // leaves nothing behind for the scheduler to find. POST /v1/send/batch (BatchEndpoint.swift)
@@ -120,7 +121,7 @@ extension APIDaemon {
     {
         let message: SendRequest
         do throws(ValidationError) {
-            message = try validate(object, boundOrg: boundOrg)
+            message = try validate(object, boundOrg: boundOrg, now: now)
         } catch {
             throw FieldRefusal(error, boundOrg: boundOrg)
         }
@@ -132,6 +133,13 @@ extension APIDaemon {
         let built = MessageBuilder.build(message, id: id, now: now, hostname: settings.hostname,
                                          cfbl: settings.cfbl)
         if let domains { try checkSigner(built, message, domains) }
+        guard built.count <= settings.maxMessage else {
+            let field = message.largestField
+            logger.debug("refused a message over the size limit", ("field", field),
+                         ("bytes", String(built.count)))
+            throw FieldRefusal(413, field: field, "the message would be \(built.count) octets "
+                + "once built; the limit is \(settings.maxMessage)")
+        }
         // Signed here, once: every attempt sends these bytes. Signing runs inline on the
         // cooperative pool; RSA-2048 costs about 1 ms a key and Ed25519 far less (bench/dkim),
         // small beside the request's own parsing and the Redis round trip.
@@ -212,8 +220,8 @@ extension APIDaemon {
 
     /// Validates a send object. A key bound to an org sets the org when the object names
     /// none, and refuses an object for another org.
-    func validate(_ json: [String: Any], boundOrg: String?) throws(ValidationError)
-        -> SendRequest
+    func validate(_ json: [String: Any], boundOrg: String?, now: Date = Date())
+        throws(ValidationError) -> SendRequest
     {
         var object = json
         if let boundOrg {
@@ -225,7 +233,7 @@ extension APIDaemon {
             }
             object["org"] = boundOrg
         }
-        let message = try SendRequest(json: object)
+        let message = try SendRequest(json: object, now: now)
         try checkPool(message.pool)
         return message
     }
@@ -241,13 +249,22 @@ extension APIDaemon {
     func acceptCommands(_ m: SendRequest, id: String, body: [UInt8], createdMs: Int64)
         -> [[RedisArg]]
     {
-        let expiresMs = createdMs + settings.lifetime.maxAge.milliseconds
+        // A scheduled message's age counts from its send time, so the backstop does too.
+        // Rounded: the parsed ".114" may be a hair under 114 ms as a Double.
+        let sendAtMs = m.sendAt.map { Int64(($0.timeIntervalSince1970 * 1000).rounded()) }
+        let startMs = max(createdMs, sendAtMs ?? 0)
+        let expiresMs = startMs + settings.lifetime.maxAge.milliseconds
+        var detail: [String: any Sendable] = [:]
+        if let sendAtMs { detail["send_at"] = timestamp(ms: sendAtMs) }
         let event = MessageEvent(id: id, event: .accepted, atMs: createdMs, org: m.org,
                                  from: m.from.description, to: m.to.description,
-                                 metadataJSON: m.metadataJSON)
+                                 metadataJSON: m.metadataJSON, tagsJSON: m.tagsJSON,
+                                 detail: detail)
         let record = keys.message(id), history = keys.history(id)
-        let backstop = RedisArg.text(String(
-            (settings.lifetime.maxAge + settings.lifetime.recordTTL).milliseconds / 1000))
+        let backstop = RedisArg.text(String((startMs - createdMs) / 1000
+            + (settings.lifetime.maxAge + settings.lifetime.recordTTL).milliseconds / 1000))
+        var fields: [RedisArg] = [.text(MessageField.tags), .text(m.tagsJSON)]
+        if let sendAtMs { fields += [.text(MessageField.sendAtMs), .text(String(sendAtMs))] }
         return [
             ["HSET", .text(record),
              .text(MessageField.id), .text(id),
@@ -261,7 +278,7 @@ extension APIDaemon {
              .text(MessageField.createdMs), .text(String(createdMs)),
              .text(MessageField.expiresMs), .text(String(expiresMs)),
              .text(MessageField.state), .text(MessageState.queued.rawValue),
-             .text(MessageField.attempts), "0"],
+             .text(MessageField.attempts), "0"] + fields,
             ["RPUSH", .text(history), .text(event.historyJSON)],
             ["EXPIRE", .text(record), backstop],
             ["EXPIRE", .text(history), backstop],

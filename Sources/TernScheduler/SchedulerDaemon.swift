@@ -142,14 +142,18 @@ public struct SchedulerDaemon: Daemon {
                                       + "suppression list"])
         } else if record.state == .queued {
             // The scheduler owns the retry policy, so it sets the deadline from its own
-            // maximum age (a message's `expires_ms`, when the API gave one, may only shorten it).
-            let limit = record.createdMs + settings.lifetime.maxAge.milliseconds
+            // maximum age (a message's `expires_ms`, when the API gave one, may only shorten
+            // it). A message the client scheduled (send_at) is first due then, and its age
+            // counts from then: it is not late before it was meant to go.
+            let due = max(now, record.sendAtMs)
+            let limit = max(record.createdMs, record.sendAtMs)
+                + settings.lifetime.maxAge.milliseconds
             let expires = record.expiresMs > 0 ? min(record.expiresMs, limit) : limit
             cmds.append(["HSET", .text(keys.message(id)), .text(MessageField.expiresMs),
                          .text(String(expires))])
-            cmds.append(["ZADD", .text(keys.groupQueue(record.group)), .text(String(now)),
+            cmds.append(["ZADD", .text(keys.groupQueue(record.group)), .text(String(due)),
                          .text(id)])
-            cmds.append(["ZADD", .text(keys.dueGroups), "LT", .text(String(now)),
+            cmds.append(["ZADD", .text(keys.dueGroups), "LT", .text(String(due)),
                          .text(record.group)])
         }
         cmds += ack(.submit, entry)
@@ -518,8 +522,11 @@ public struct SchedulerDaemon: Daemon {
         let from: String
         let to: String
         let metadata: String
+        let tags: String
         let expiresMs: Int64
         let createdMs: Int64
+        /// When the client asked the message to go; 0 for at once.
+        let sendAtMs: Int64
         let state: MessageState
         var group: String { pool + ":" + domain }
     }
@@ -527,20 +534,23 @@ public struct SchedulerDaemon: Daemon {
     func load(_ id: String) async throws -> Record? {
         let f = [MessageField.org, MessageField.pool, MessageField.domain, MessageField.from,
                  MessageField.recipient, MessageField.metadata, MessageField.expiresMs,
-                 MessageField.state, MessageField.createdMs]
+                 MessageField.state, MessageField.createdMs, MessageField.tags,
+                 MessageField.sendAtMs]
         let v = try await redis.run(["HMGET", keys.message(id)] + f).array ?? []
         guard v.count == f.count, let state = v[7].string.flatMap(MessageState.init(rawValue:))
         else { return nil }
         return Record(id: id, org: v[0].string ?? "", pool: v[1].string ?? "",
                       domain: v[2].string ?? "", from: v[3].string ?? "", to: v[4].string ?? "",
-                      metadata: v[5].string ?? "{}", expiresMs: Int64(v[6].int ?? 0),
-                      createdMs: Int64(v[8].int ?? 0), state: state)
+                      metadata: v[5].string ?? "{}", tags: v[9].string ?? "[]",
+                      expiresMs: Int64(v[6].int ?? 0), createdMs: Int64(v[8].int ?? 0),
+                      sendAtMs: Int64(v[10].int ?? 0), state: state)
     }
 
     /// Commands that append `kind` to the message's history and to `events`.
     func event(_ r: Record, _ kind: EventKind, detail: [String: any Sendable]) -> [[RedisArg]] {
         let e = MessageEvent(id: r.id, event: kind, atMs: nowMs(), org: r.org, from: r.from,
-                             to: r.to, metadataJSON: r.metadata, detail: detail)
+                             to: r.to, metadataJSON: r.metadata, tagsJSON: r.tags,
+                             detail: detail)
         return [
             ["RPUSH", .text(keys.history(r.id)), .text(e.historyJSON)],
             xadd(keys.stream(.events), [(EntryField.id, r.id), (EntryField.event, kind.rawValue),

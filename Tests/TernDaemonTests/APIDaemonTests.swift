@@ -410,3 +410,72 @@ import TernTestSupport
         #expect(keys.check(nil) == .missing)
     }
 }
+
+/// The /v1/send fields beyond text: attachments, tags and send_at reach the record, the
+/// status and the events; a message over TERN_API_MAX_MESSAGE is refused naming its field.
+@Suite(.serialized) struct APISendContentTests {
+    typealias Harness = APIDaemonTests.Harness
+
+    @Test func tagsAndSendAtAreStoredAndShown() async throws {
+        let h = try await Harness()
+        let sendAt = Date().addingTimeInterval(3600)
+        let sendAtText = timestamp(ms: Int64(sendAt.timeIntervalSince1970 * 1000))
+        let reply = try await h.post(APIDaemonTests.valid([
+            "tags": ["welcome", "ünï"], "send_at": sendAtText,
+            "attachments": [["filename": "a.txt", "content_type": "text/plain",
+                             "content": Data("hello".utf8).base64EncodedString()]],
+        ]))
+        #expect(reply.status == 202, "\(reply.text)")
+        let id = try #require(reply.json["id"] as? String)
+        let record = try await h.redis.run("HGETALL", h.keys.message(id)).fieldMap
+        #expect(record["tags"] == #"["welcome","ünï"]"#)
+        let sendAtMs = try #require(Int64(record["send_at_ms"] ?? ""))
+        #expect(timestamp(ms: sendAtMs) == sendAtText)
+        // The message's age counts from its send time: TERN_MAX_AGE (1h) after it.
+        #expect(Int64(record["expires_ms"] ?? "") == sendAtMs + 3_600_000)
+        #expect(record["body"]?.contains("Content-Disposition: attachment; filename=a.txt")
+                == true)
+
+        let status = try await h.get("/v1/messages/\(id)")
+        #expect(status.json["tags"] as? [String] == ["welcome", "ünï"])
+        #expect(status.json["send_at"] as? String == sendAtText)
+        let history = status.json["history"] as? [[String: Any]] ?? []
+        #expect(history.first?["send_at"] as? String == sendAtText)
+
+        let events = try await h.redis.run("XRANGE", h.keys.stream(.events), "-", "+")
+        let event = try #require(events.array?.first?.array?[1].fieldMap)
+        let json = APIDaemon.jsonObject(event["json"]) ?? [:]
+        #expect(json["tags"] as? [String] == ["welcome", "ünï"])
+
+        // Without either: an empty tag list, no send_at.
+        let plain = try await h.post(APIDaemonTests.valid())
+        let plainID = try #require(plain.json["id"] as? String)
+        let plainStatus = try await h.get("/v1/messages/\(plainID)")
+        #expect((plainStatus.json["tags"] as? [Any])?.isEmpty == true)
+        #expect(plainStatus.json["send_at"] == nil)
+        await h.stop()
+    }
+
+    @Test func refusalsNameTheAttachmentField() async throws {
+        let h = try await Harness(env: ["TERN_API_MAX_MESSAGE": "4096"])
+        let good = ["filename": "a.bin", "content": "AAAA"]
+        let bad = try await h.post(APIDaemonTests.valid([
+            "attachments": [good, good, ["filename": "c.bin", "content": "not base64!"]],
+        ]))
+        #expect(bad.status == 422)
+        #expect((bad.json["error"] as? [String: Any])?["field"] as? String
+                == "attachments[2].content")
+
+        // 4000 bytes become 5,400 of base64: over the 4096-octet limit once built.
+        let big = Data(repeating: 7, count: 4000).base64EncodedString()
+        let large = try await h.post(APIDaemonTests.valid([
+            "attachments": [good, ["filename": "big.bin", "content": big]],
+        ]))
+        #expect(large.status == 413)
+        #expect((large.json["error"] as? [String: Any])?["field"] as? String
+                == "attachments[1].content")
+        // Neither left anything behind.
+        #expect(try await h.storedKeys().isEmpty)
+        await h.stop()
+    }
+}

@@ -165,7 +165,7 @@ public struct ControlStore: Sendable {
                        nowMs: Int64 = nowMs()) async throws -> CancelOutcome {
         let fields = [MessageField.org, MessageField.pool, MessageField.domain,
                       MessageField.from, MessageField.recipient, MessageField.metadata,
-                      MessageField.state]
+                      MessageField.state, MessageField.tags]
         let v = try await redis.run(["HMGET", keys.message(id)] + fields).array ?? []
         guard v.count == fields.count, let stateText = v[6].string else { return .notFound }
         let owner = v[0].string ?? ""
@@ -173,6 +173,7 @@ public struct ControlStore: Sendable {
         let event = MessageEvent(id: id, event: .cancelled, atMs: nowMs, org: owner,
                                  from: v[3].string ?? "", to: v[4].string ?? "",
                                  metadataJSON: v[5].string ?? "{}",
+                                 tagsJSON: v[7].string ?? "[]",
                                  detail: ["reason": "cancelled by \(by)"])
         let group = (v[1].string ?? "") + ":" + (v[2].string ?? "")
         let reply = try await redis.eval(

@@ -201,6 +201,9 @@ public enum MessageField {
     public static let domain = "domain"         // recipient domain, lowercased A-label
     public static let body = "body"            // the complete RFC 5322 message, CRLF lines
     public static let metadata = "metadata"    // JSON object echoed in events
+    public static let tags = "tags"            // JSON array of strings echoed in events
+    /// When the client asked the message to go (send_at); absent for at once.
+    public static let sendAtMs = "send_at_ms"
     public static let createdMs = "created_ms"
     public static let expiresMs = "expires_ms"
     public static let state = "state"          // MessageState raw value

@@ -171,10 +171,24 @@ public struct DKIMSigner: Sendable {
         guard let colon = field.firstIndex(of: ":") else { return nil }
         let value = field[field.index(after: colon)...]
             .replacingOccurrences(of: "\r\n", with: "")
+        // The first "<" outside a quoted display name: `"a <x@other>" <me@here>` is from here.
+        var open: String.Index?
+        var quoted = false, escaped = false
+        for i in value.indices {
+            let c = value[i]
+            if escaped {
+                escaped = false
+            } else if quoted && c == "\\" {
+                escaped = true
+            } else if c == "\"" {
+                quoted.toggle()
+            } else if !quoted && c == "<" {
+                open = i
+                break
+            }
+        }
         let address: Substring
-        if let open = value.firstIndex(of: "<"),
-           let close = value[open...].firstIndex(of: ">")
-        {
+        if let open, let close = value[open...].firstIndex(of: ">") {
             address = value[value.index(after: open)..<close]
         } else {
             address = value.split(separator: ",").first ?? ""
