@@ -46,6 +46,8 @@ public struct APISettings: Sendable {
     /// required). Unset: no CFBL fields. Its domain must be one that DKIM signs (d=) for
     /// providers to use it.
     public let cfbl: CFBL?
+    /// TERN_WEBHOOKS and the TERN_WEBHOOK_* settings (Webhooks/WebhookSettings.swift).
+    public let webhooks: WebhookSettings
 
     public init(_ env: Environment, common: CommonSettings) throws {
         self.common = common
@@ -71,6 +73,7 @@ public struct APISettings: Sendable {
             }
             cfbl = CFBL(address: cfblAddress, verp: try VERP(env))
         }
+        webhooks = try WebhookSettings(env)
         let dkimPath = env.string("TERN_DKIM_KEYS", default: "")
         do throws(DKIMKeyFileError) {
             dkimKeys = dkimPath.isEmpty ? .empty : try DKIMKeyTable.load(path: dkimPath)
