@@ -49,7 +49,7 @@ struct Webhooks: Sendable {
 
     /// A key being posted is leased this long: past the post's own timeout, so that only a
     /// process that died lets another post the same event.
-    var leaseMs: Int64 { settings.timeout.milliseconds + 30_000 }
+    var leaseMs: Int64 { settings.timeout.milliseconds + 5_000 }
 
     /// Creates the consumer group; called before the API says it is ready, so that no
     /// event written after that is missed.
