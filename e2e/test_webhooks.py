@@ -11,6 +11,8 @@ import hashlib
 import hmac
 import http.client
 import json
+import os
+import subprocess
 import threading
 import time
 import uuid
@@ -89,10 +91,13 @@ class Receiver:
                 self.answer(200)
 
             def answer(self, status, text=b""):
-                self.send_response(status)
-                self.send_header("Content-Length", str(len(text)))
-                self.end_headers()
-                self.wfile.write(text)
+                try:
+                    self.send_response(status)
+                    self.send_header("Content-Length", str(len(text)))
+                    self.end_headers()
+                    self.wfile.write(text)
+                except (BrokenPipeError, ConnectionResetError):
+                    pass    # the API was killed while we answered
 
             def log_message(self, *args):
                 pass
@@ -117,6 +122,10 @@ class Receiver:
                     seen.add(event["id"])
                     out.append(event)
             return out
+
+    def duplicates(self):
+        with self.lock:
+            return len(self.received) - len({e["id"] for e in self.received})
 
     def types_for(self, message_id):
         return [e["type"] for e in self.events() if e.get("message_id") == message_id]
@@ -298,8 +307,54 @@ def test_kill_9_of_the_api_while_posting_loses_nothing(hooks):
         harness.wait_for(lambda: api_up(stack), 20, what="the API back")
         assert_all_arrived_in_order(stack, main, ids, timeout=90)
         assert_all_arrived_in_order(stack, receivers["flaky"], ids, timeout=90)
+        print(f"kill -9 twice: {len(main.events())} events at main, "
+              f"{main.duplicates()} received twice")
     finally:
         main.delay = 0.0
+
+
+def test_a_second_api_takes_over_what_a_killed_one_held(tmp_path, world):
+    receiver = Receiver("main", delay=0.02).start()
+    redis, stack = start_stack(tmp_path, world, [endpoint(receiver)])
+    second_port = harness.free_port()
+    second = []
+    env = {**{k: v for k, v in os.environ.items() if not k.startswith("TERN_")}, **stack.env,
+           "TERN_API_LISTEN": f"127.0.0.1:{second_port}", "TERN_INSTANCE": "second"}
+    with open(tmp_path / "second-api.stderr", "ab") as err:
+        harness.spawn(second.append, [str(stack.bin_dir / "tern-api")], env=env,
+                      stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=err)
+    try:
+        ids = [send(stack) for _ in range(30)]
+        harness.wait_for(lambda: len(receiver.events()) >= 5, 30, what="the first posts")
+        # The first API dies for good, holding whatever it had read; the second carries on.
+        first = stack.processes["tern-api"]
+        first.kill()
+        first.wait()
+        for mid in ids:
+            harness.wait_for(lambda m=mid: final_state(redis, m), 60, what=f"{mid} to end")
+
+        def complete():
+            return all(receiver.types_for(m) == stack.event_names(m) for m in ids)
+        harness.wait_for(complete, 60, what="every event through the second API")
+        groups = stack.redis.xinfo_groups(stack.key("stream:events"))
+        assert next(g for g in groups if g["name"] == "webhooks")["pending"] == 0
+        print(f"second API: {len(receiver.events())} events, "
+              f"{receiver.duplicates()} received twice")
+    finally:
+        for process in second:
+            harness.stop_process(process)
+        stack.stop()
+        redis.stop()
+        receiver.stop()
+
+
+def final_state(redis, message_id):
+    client = redis.client()
+    try:
+        state = client("HGET", harness.PREFIX + "msg:" + message_id, "state")
+    finally:
+        client.close()
+    return state in harness.FINAL_STATES
 
 
 def test_operators_see_and_retry_given_up_deliveries(tmp_path, world):
