@@ -5,6 +5,7 @@ import Foundation
 import Testing
 import TernCore
 import TernMail
+import TernTestSupport
 @testable import TernAPI
 
 @Suite struct WebhookSignatureTests {
@@ -249,6 +250,65 @@ import TernMail
         } catch {
             #expect(error == .timedOut)
         }
+    }
+
+    /// One https exchange served by hand: handshake, request head and body, a 204.
+    func serveTLSOnce(_ listener: TCPListener, _ context: TLSContext) async throws -> String {
+        let deadline = ContinuousClock.now + .seconds(10)
+        let tcp = try await listener.accept()
+        defer { tcp.close() }
+        let tls = try TLSStream.server(over: tcp, context: context)
+        try await tls.accept(deadline: deadline)
+        let reader = LineReader(tls)
+        var length = 0
+        var head: [String] = []
+        while let line = try await reader.readLine(limit: 8192, deadline: deadline),
+              !line.isEmpty {
+            let text = String(decoding: line, as: UTF8.self)
+            head.append(text)
+            if text.lowercased().hasPrefix("content-length:") {
+                length = Int(text.dropFirst(15).trimmingCharacters(in: .whitespaces)) ?? 0
+            }
+        }
+        let body = try await reader.readExactly(length, deadline: deadline)
+        try await tls.write(Array("HTTP/1.1 204 No Content\r\n\r\n".utf8), deadline: deadline)
+        return (head.first ?? "") + " " + String(decoding: body, as: UTF8.self)
+    }
+
+    @Test func httpsNeedsACertificateThatVerifiesForTheURLsHost() async throws {
+        let certs = try await TestCertificates.make()
+        defer { certs.remove() }
+        let leaf = try await certs.leaf("hooks.test.example")
+        let server = try TLSContext.server(certificateFile: leaf.certificate, keyFile: leaf.key)
+        let client = try TLSContext.client(caFile: certs.caFile)
+        let listener = try TCPListener(address: SocketAddress("127.0.0.1:0")!)
+        defer { listener.close() }
+        let port = listener.address.port
+
+        async let served = serveTLSOnce(listener, server)
+        let good = try #require(HTTPTarget(url: "https://hooks.test.example:\(port)/in",
+                                           connect: "127.0.0.1"))
+        let response = try await HTTPClient.post(good, headers: [:], body: Array("{}".utf8),
+                                                 timeout: .seconds(10), tls: client)
+        #expect(response.status == 204)
+        #expect(try await served == "POST /in HTTP/1.1 {}")
+
+        // Another name on the same certificate: the handshake completes, the post does not.
+        async let refused = try? serveTLSOnce(listener, server)
+        let wrong = try #require(HTTPTarget(url: "https://other.test.example:\(port)/in",
+                                            connect: "127.0.0.1"))
+        do {
+            _ = try await HTTPClient.post(wrong, headers: [:], body: [], timeout: .seconds(10),
+                                          tls: client)
+            Issue.record("an unverified certificate was accepted")
+        } catch {
+            guard case .tls(let why) = error else {
+                Issue.record("not a TLS failure: \(error)")
+                return
+            }
+            #expect(why.contains("does not verify"))
+        }
+        _ = await refused
     }
 
     @Test func urlsNeedAnIPOrAConnectAddress() {
