@@ -160,10 +160,12 @@ def hooks(tmp_path_factory, world):
                  endpoint(receivers["audit"], events=["delivered"])]
     redis, stack = start_stack(tmp_path_factory.mktemp("webhooks"), world, endpoints)
     yield stack, receivers
-    stack.stop()
+    codes = stack.stop()
     redis.stop()
     for r in receivers.values():
         r.stop()
+    # SIGTERM ends the API's posting loops too: it exits 0 within the stop timeout.
+    assert codes["tern-api"] == 0, codes
 
 
 def api_up(stack):
