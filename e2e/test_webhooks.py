@@ -47,8 +47,9 @@ class Receiver:
     """One webhook endpoint: records the posts whose signature verifies (401 for the
     others), answers 500 to the next `fail_next` posts, waits `delay` before answering."""
 
-    def __init__(self, name, port=None, delay=0.0):
+    def __init__(self, name, port=None, delay=0.0, host="127.0.0.1"):
         self.name = name
+        self.host = host
         self.secret = SECRETS[name]
         self.port = port or harness.free_port()
         self.delay = delay
@@ -61,7 +62,7 @@ class Receiver:
 
     @property
     def url(self):
-        return f"http://127.0.0.1:{self.port}/hooks/{self.name}?v=1"
+        return f"http://{self.host}:{self.port}/hooks/{self.name}?v=1"
 
     def start(self):
         receiver = self
@@ -154,8 +155,10 @@ def start_stack(tmp_path, world, endpoints, **env):
 
 @pytest.fixture(scope="module")
 def hooks(tmp_path_factory, world):
+    # The audit endpoint is named by host: the API asks the world's DNS (TERN_DNS_RESOLVER).
+    world.set_records({"hooks.tern.example": {"A": ["127.0.0.1"]}})
     receivers = {"main": Receiver("main").start(), "flaky": Receiver("flaky").start(),
-                 "audit": Receiver("audit").start()}
+                 "audit": Receiver("audit", host="hooks.tern.example").start()}
     endpoints = [endpoint(receivers["main"]), endpoint(receivers["flaky"]),
                  endpoint(receivers["audit"], events=["delivered"])]
     redis, stack = start_stack(tmp_path_factory.mktemp("webhooks"), world, endpoints)

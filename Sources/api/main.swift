@@ -18,8 +18,9 @@
 // Settings (environment): TERN_REDIS_URL, TERN_REDIS_PREFIX, TERN_LOG_LEVEL, TERN_INSTANCE,
 // TERN_API_LISTEN, TERN_API_KEYS, TERN_API_MAX_BODY, TERN_HOSTNAME, TERN_MAX_AGE,
 // TERN_RECORD_TTL, TERN_API_IDLE_TIMEOUT, TERN_API_REQUEST_TIMEOUT,
-// TERN_API_MAX_CONNECTIONS, TERN_API_SHUTDOWN_GRACE, TERN_DKIM_KEYS, TERN_WEBHOOKS and
-// TERN_WEBHOOK_*; see APISettings and WebhookSettings for defaults.
+// TERN_API_MAX_CONNECTIONS, TERN_API_SHUTDOWN_GRACE, TERN_DKIM_KEYS, TERN_WEBHOOKS,
+// TERN_WEBHOOK_*, TERN_TLS_CA_FILE and TERN_DNS_RESOLVER (webhook hosts); see APISettings
+// and WebhookSettings for defaults.
 //
 // DKIM: each message is signed once, here, with every key of its From domain, and stored
 // signed; a domain without a key is sent unsigned and counted (`dkim.unsigned`).

@@ -108,7 +108,8 @@ import TernTestSupport
         #expect(s.endpoints[0].wants(type: "delivered", org: nil))
         #expect(!s.endpoints[0].wants(type: "accepted", org: "acme"))
         #expect(s.endpoints[1].target.secure && s.endpoints[1].target.host == "hooks.example.com")
-        #expect(s.endpoints[1].target.address.description == "192.0.2.1:443")
+        #expect(s.endpoints[1].target.address?.description == "192.0.2.1:443")
+        #expect(!s.needsResolver)
         #expect(s.endpoints[1].wants(type: "accepted", org: "acme"))
         #expect(!s.endpoints[1].wants(type: "accepted", org: "globex"))
         #expect(!s.endpoints[1].wants(type: "ip_listed", org: nil))
@@ -128,7 +129,9 @@ import TernTestSupport
         #"{"name": "x"}"#,
         #"[{"url": "http://127.0.0.1/", "secret": "0123456789abcdef"}]"#,
         #"[{"name": "Bad Name", "url": "http://127.0.0.1/", "secret": "0123456789abcdef"}]"#,
-        #"[{"name": "a", "url": "http://hooks.example.com/", "secret": "0123456789abcdef"}]"#,
+        #"[{"name": "a", "url": "http://hooks..example/", "secret": "0123456789abcdef"}]"#,
+        #"[{"name": "a", "url": "http://h.example/", "connect": "h2", "#
+            + #""secret": "0123456789abcdef"}]"#,
         #"[{"name": "a", "url": "ftp://127.0.0.1/", "secret": "0123456789abcdef"}]"#,
         #"[{"name": "a", "url": "http://127.0.0.1/", "secret": "short"}]"#,
         #"[{"name": "a", "events": ["sent"], "# + WebhookSettingsTests.ok + "}]",
@@ -311,10 +314,10 @@ import TernTestSupport
         _ = await refused
     }
 
-    @Test func urlsNeedAnIPOrAConnectAddress() {
-        #expect(HTTPTarget(url: "http://127.0.0.1/") != nil)
+    @Test func urlsGiveTheirAddressUnlessTheHostIsAName() {
+        #expect(HTTPTarget(url: "http://127.0.0.1/")?.address?.description == "127.0.0.1:80")
         #expect(HTTPTarget(url: "http://[::1]:8080/x")?.hostField == "[::1]:8080")
-        #expect(HTTPTarget(url: "https://hooks.example.com/")  == nil)
+        #expect(HTTPTarget(url: "https://hooks.example.com/")?.address == nil)
         #expect(HTTPTarget(url: "https://hooks.example.com/", connect: "192.0.2.1")?.hostField
                 == "hooks.example.com")
         #expect(HTTPTarget(url: "http://user:pw@127.0.0.1/") == nil)

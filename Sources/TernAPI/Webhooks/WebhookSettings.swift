@@ -8,11 +8,13 @@
 //    "events": ["delivered", "bounced"], "orgs": ["acme"], "connect": "203.0.113.7"}
 //
 // `events` and `orgs` are optional filters (all when absent; events about no organisation,
-// such as `ip_listed`, never pass an `orgs` filter). `connect` is the address to connect to
-// when the URL names a host rather than an IP: the API has no resolver of its own.
+// such as `ip_listed`, never pass an `orgs` filter). A host name is resolved through
+// TERN_DNS_RESOLVER (never the system's resolver); `connect`, optional, names the IP to
+// connect to instead.
 
 import Foundation
 import TernCore
+import TernDNS
 import TernMail
 
 /// One configured receiver of events.
@@ -62,6 +64,10 @@ public struct WebhookSettings: Sendable {
     /// TERN_TLS_CA_FILE, shared with the sender: the CAs an https endpoint's certificate is
     /// checked against; unset uses the system's trust store.
     public let caFile: String?
+    /// TERN_DNS_RESOLVER, shared with the other daemons: the one DNS server asked for the
+    /// addresses of endpoints named by host (default 127.0.0.1:53). Answers are kept for
+    /// their TTL.
+    public let dnsResolver: SocketAddress
 
     public init(_ env: Environment) throws {
         let raw = env.string("TERN_WEBHOOKS", default: "")
@@ -84,7 +90,11 @@ public struct WebhookSettings: Sendable {
                                  range: 1...1_000_000)
         let ca = env.string("TERN_TLS_CA_FILE", default: "")
         caFile = ca.isEmpty ? nil : ca
+        dnsResolver = try env.address("TERN_DNS_RESOLVER", default: "127.0.0.1:53")
     }
+
+    /// Whether some endpoint's host must be resolved.
+    public var needsResolver: Bool { endpoints.contains { $0.target.address == nil } }
 
     /// The endpoints from the setting's text: JSON, or the path of a file of JSON.
     static func parse(_ raw: String) throws -> [WebhookEndpoint] {
@@ -121,9 +131,10 @@ public struct WebhookSettings: Sendable {
             throw ConfigError(v, "each endpoint needs a name of 1 to 64 of a-z, 0-9, _ and -")
         }
         guard let url = item["url"] as? String,
-              let target = HTTPTarget(url: url, connect: item["connect"] as? String) else {
-            throw ConfigError(v, "\(name): url must be http(s)://host[:port]/path with an IP "
-                              + "as host, or a host name and an IP in 'connect'")
+              let target = HTTPTarget(url: url, connect: item["connect"] as? String),
+              target.address != nil || DNSResolver.isPlausibleName(target.host) else {
+            throw ConfigError(v, "\(name): url must be http(s)://host[:port]/path, the host a "
+                              + "name or an IP, and 'connect' an IP if given")
         }
         // RFC 2104 §3: a key shorter than the hash output weakens the MAC.
         guard let secret = item["secret"] as? String, (16...512).contains(secret.utf8.count)

@@ -16,6 +16,7 @@
 import Foundation
 import Synchronization
 import TernCore
+import TernDNS
 import TernMail
 
 struct Webhooks: Sendable {
@@ -25,6 +26,8 @@ struct Webhooks: Sendable {
     let logger: Logger
     let metrics: WebhookMetrics
     let tls: TLSContext?
+    /// For endpoints named by host: TERN_DNS_RESOLVER, answers kept for their TTL.
+    let resolver: DNSResolver?
 
     /// Nil when no endpoint is configured: then the API reads no stream at all.
     init?(settings: WebhookSettings, redis: RedisClient, keys: Keys, consumer: String,
@@ -45,6 +48,8 @@ struct Webhooks: Sendable {
         } else {
             tls = nil
         }
+        resolver = settings.needsResolver
+            ? try DNSResolver(forwarder: settings.dnsResolver, timeout: settings.timeout) : nil
     }
 
     /// A key being posted is leased this long: past the post's own timeout, so that only a
@@ -83,6 +88,7 @@ struct Webhooks: Sendable {
                 group.addTask { await self.post(to: endpoint, shutdown: shutdown) }
             }
         }
+        await resolver?.close()
     }
 
     // MARK: Reading events
@@ -164,9 +170,10 @@ struct Webhooks: Sendable {
         let started = ContinuousClock.now
         var failure: String?
         do {
-            let response = try await HTTPClient.post(endpoint.target, headers: headers,
-                                                     body: body, timeout: settings.timeout,
-                                                     tls: tls)
+            let address = try await self.address(of: endpoint.target)
+            let response = try await HTTPClient.post(endpoint.target, at: address,
+                                                     headers: headers, body: body,
+                                                     timeout: settings.timeout, tls: tls)
             if !(200...299).contains(response.status) {
                 let text = String(decoding: response.body.prefix(200), as: UTF8.self)
                 failure = "HTTP \(response.status)"
@@ -184,6 +191,24 @@ struct Webhooks: Sendable {
             // The lease runs out and the event is posted again: a duplicate, never a loss.
             log.error("cannot record a webhook outcome: \(error)")
         }
+    }
+
+    /// The address of a target named by host: its first A record, else its first AAAA.
+    func address(of target: HTTPTarget) async throws(HTTPClientError) -> SocketAddress? {
+        guard target.address == nil else { return nil }
+        guard let resolver else { throw .connect("no resolver for \(target.host)") }
+        var why = "\(target.host) has no address"
+        for ipv6 in [false, true] {
+            switch await resolver.addresses(target.host, ipv6: ipv6) {
+            case .records(let list):
+                if let a = list.first.flatMap({ SocketAddress(host: $0, port: target.port) }) {
+                    return a
+                }
+            case .noData, .nxDomain: continue
+            case .failure(let reason): why = "DNS: \(reason)"
+            }
+        }
+        throw .connect(why)
     }
 
     func record(_ claim: WebhookStore.Claim, endpoint: WebhookEndpoint, failure: String?,

@@ -4,8 +4,9 @@
 // bounded prefix of the body, which is all a webhook sender needs to know what became of a
 // post. The whole exchange has one deadline, so a slow endpoint cannot hold a task longer.
 //
-// Hosts are IP literals, or a name with the address given separately (`connect`): the API has
-// no resolver of its own, and nothing here may ask the system's.
+// Names are never resolved here (nothing may ask the system's resolver): a target holds an
+// IP literal, an address given with the URL (`connect`), or the caller passes the address it
+// resolved through its own configured resolver.
 
 import Foundation
 
@@ -14,12 +15,15 @@ public struct HTTPTarget: Sendable, Equatable, CustomStringConvertible {
     public let secure: Bool
     /// The name in the URL: the Host field, the TLS server name and the certificate's name.
     public let host: String
-    public let address: SocketAddress
+    public let port: UInt16
+    /// The address to connect to: the host itself when it is an IP literal, else `connect`;
+    /// nil when the host is a name the caller must resolve.
+    public let address: SocketAddress?
     /// Path and query, as sent in the request line (origin-form, RFC 9112 §3.2.1).
     public let target: String
 
-    /// Parses an `http://` or `https://` URL. The host must be an IP literal unless
-    /// `connect` names the address to use for it. Nil when the URL is not one of these.
+    /// Parses an `http://` or `https://` URL; `connect`, when given, is the IP to connect to
+    /// whatever the host. Nil when the URL is not one of these, or `connect` is no IP.
     public init?(url: String, connect: String? = nil) {
         guard let u = URLComponents(string: url), let scheme = u.scheme?.lowercased(),
               scheme == "http" || scheme == "https", let host = u.host, !host.isEmpty,
@@ -27,10 +31,15 @@ public struct HTTPTarget: Sendable, Equatable, CustomStringConvertible {
         else { return nil }
         secure = scheme == "https"
         let port = UInt16(u.port ?? (secure ? 443 : 80))
-        guard port > 0,
-              let address = SocketAddress(host: connect ?? host, port: port) else { return nil }
+        guard port > 0 else { return nil }
+        if let connect {
+            guard let given = SocketAddress(host: connect, port: port) else { return nil }
+            address = given
+        } else {
+            address = SocketAddress(host: host, port: port)
+        }
         self.host = host.hasPrefix("[") ? String(host.dropFirst().dropLast()) : host
-        self.address = address
+        self.port = port
         var path = u.percentEncodedPath.isEmpty ? "/" : u.percentEncodedPath
         if let q = u.percentEncodedQuery { path += "?" + q }
         target = path
@@ -40,7 +49,7 @@ public struct HTTPTarget: Sendable, Equatable, CustomStringConvertible {
     /// unless it is the scheme's default.
     public var hostField: String {
         let name = host.contains(":") ? "[\(host)]" : host
-        return address.port == (secure ? 443 : 80) ? name : "\(name):\(address.port)"
+        return port == (secure ? 443 : 80) ? name : "\(name):\(port)"
     }
 
     public var description: String {
@@ -84,16 +93,20 @@ public enum HTTPClient {
     static let lineLimit = 8192
     static let fieldLimit = 100
 
-    /// POSTs `body` to `target` and returns the final response. `tls` is the client context
-    /// for https; the certificate must verify for the URL's host or the post fails.
-    public static func post(_ target: HTTPTarget, headers: HTTPHeaders, body: [UInt8],
-                            timeout: Duration, tls: TLSContext?) async throws(HTTPClientError)
-        -> HTTPClientResponse
+    /// POSTs `body` to `target` (at `address`, when the caller resolved its host) and returns
+    /// the final response. `tls` is the client context for https; the certificate must
+    /// verify for the URL's host or the post fails.
+    public static func post(_ target: HTTPTarget, at address: SocketAddress? = nil,
+                            headers: HTTPHeaders, body: [UInt8], timeout: Duration,
+                            tls: TLSContext?) async throws(HTTPClientError) -> HTTPClientResponse
     {
+        guard let address = address ?? target.address else {
+            throw .connect("no address for \(target.host)")
+        }
         let deadline = ContinuousClock.now + timeout
         let stream: any ByteStream
         do {
-            stream = try await TCPConnection.connect(to: target.address, deadline: deadline)
+            stream = try await TCPConnection.connect(to: address, deadline: deadline)
         } catch IOError.timedOut {
             throw .timedOut
         } catch {
