@@ -52,9 +52,9 @@ struct Webhooks: Sendable {
             ? try DNSResolver(forwarder: settings.dnsResolver, timeout: settings.timeout) : nil
     }
 
-    /// A key being posted is leased this long: past the post's own timeout, so that only a
-    /// process that died lets another post the same event.
-    var leaseMs: Int64 { settings.timeout.milliseconds + 5_000 }
+    /// A key being posted is leased this long: past the lookup's and the post's timeouts, so
+    /// that only a process that died lets another post the same event.
+    var leaseMs: Int64 { 2 * settings.timeout.milliseconds + 5_000 }
 
     /// Creates the consumer group; called before the API says it is ready, so that no
     /// event written after that is missed.
