@@ -10,6 +10,10 @@
 // back-off, or given up after TERN_WEBHOOK_RETRY_FOR and kept for an operator's retry.
 // `WebhookStore` holds the Redis side and why order holds.
 //
+// Limits: `events` is capped at about a million entries, and an API that falls further
+// behind than that loses the oldest unread events; it is acceptable while posting is far
+// faster than the daemons write events.
+//
 // Trust: the endpoints are the operator's, but their answers are not trusted beyond their
 // status code; the text of a failed answer is shown to operators made printable and short.
 
