@@ -159,7 +159,8 @@ def hooks(tmp_path_factory, world):
     world.set_records({"hooks.tern.example": {"A": ["127.0.0.1"]}})
     receivers = {"main": Receiver("main").start(), "flaky": Receiver("flaky").start(),
                  "audit": Receiver("audit", host="hooks.tern.example").start()}
-    endpoints = [endpoint(receivers["main"]), endpoint(receivers["flaky"]),
+    endpoints = [endpoint(receivers["main"]),
+                 endpoint(receivers["flaky"], old_secrets=["retired-secret-0123456789"]),
                  endpoint(receivers["audit"], events=["delivered"])]
     redis, stack = start_stack(tmp_path_factory.mktemp("webhooks"), world, endpoints)
     yield stack, receivers

@@ -42,6 +42,11 @@ import TernTestSupport
         // A receiver accepts any of several v1 values (a sender may sign with two secrets).
         #expect(WebhookSignature.verify(field + ",v1=00ff", body: body, secret: secret,
                                         nowSeconds: now))
+        let rotating = WebhookSignature.sign(body: body, secrets: [other, secret],
+                                             unixSeconds: now)
+        #expect(rotating.hasPrefix("t=\(now),v1=") && rotating.hasSuffix(field.dropFirst(13)))
+        #expect(WebhookSignature.verify(rotating, body: body, secret: secret, nowSeconds: now))
+        #expect(WebhookSignature.verify(rotating, body: body, secret: other, nowSeconds: now))
     }
 }
 
@@ -100,7 +105,7 @@ import TernTestSupport
             [{"name": "crm", "url": "http://127.0.0.1:9000/hook?x=1", "secret": "0123456789abcdef",
               "events": ["delivered", "bounced"]},
              {"name": "all", "url": "https://hooks.example.com/t", "connect": "192.0.2.1",
-              "secret": "0123456789abcdef", "orgs": ["acme"]}]
+              "secret": "0123456789abcdef", "orgs": ["acme"], "old_secrets": ["fedcba9876543210"]}]
             """#
         let s = try settings(json, ["TERN_WEBHOOK_RETRY_FOR": "1h"])
         #expect(s.endpoints.map(\.name) == ["crm", "all"])
@@ -110,6 +115,9 @@ import TernTestSupport
         #expect(s.endpoints[1].target.secure && s.endpoints[1].target.host == "hooks.example.com")
         #expect(s.endpoints[1].target.address?.description == "192.0.2.1:443")
         #expect(!s.needsResolver)
+        #expect(s.endpoints[0].secrets.count == 1)
+        #expect(s.endpoints[1].secrets == [Array("0123456789abcdef".utf8),
+                                           Array("fedcba9876543210".utf8)])
         #expect(s.endpoints[1].wants(type: "accepted", org: "acme"))
         #expect(!s.endpoints[1].wants(type: "accepted", org: "globex"))
         #expect(!s.endpoints[1].wants(type: "ip_listed", org: nil))

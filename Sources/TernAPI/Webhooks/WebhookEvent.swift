@@ -77,8 +77,15 @@ public enum WebhookSignature {
     public static let header = "Tern-Signature"
 
     public static func sign(body: [UInt8], secret: [UInt8], unixSeconds: Int64) -> String {
-        let mac = Crypto.hmacSHA256(key: secret, data: Array("\(unixSeconds).".utf8) + body)
-        return "t=\(unixSeconds),v1=\(Crypto.hex(mac))"
+        sign(body: body, secrets: [secret], unixSeconds: unixSeconds)
+    }
+
+    /// One `v1` per secret, in order: a receiver accepts the post when any one verifies.
+    public static func sign(body: [UInt8], secrets: [[UInt8]], unixSeconds: Int64) -> String {
+        let signed = Array("\(unixSeconds).".utf8) + body
+        return (["t=\(unixSeconds)"] + secrets.map {
+            "v1=" + Crypto.hex(Crypto.hmacSHA256(key: $0, data: signed))
+        }).joined(separator: ",")
     }
 
     /// What a receiver does: the field parses, one `v1` matches (compared in constant time)

@@ -5,6 +5,7 @@
 // of the environment; under systemd, a credential). Each endpoint:
 //
 //   {"name": "crm", "url": "https://hooks.example.com/tern", "secret": "…",
+//    "old_secrets": ["…"],
 //    "events": ["delivered", "bounced"], "orgs": ["acme"], "connect": "203.0.113.7"}
 //
 // `events` and `orgs` are optional filters (all when absent; events about no organisation,
@@ -23,8 +24,9 @@ public struct WebhookEndpoint: Sendable, Equatable {
     public let name: String
     public let url: String
     public let target: HTTPTarget
-    /// The HMAC key, as the octets of its UTF-8 text.
-    public let secret: [UInt8]
+    /// The HMAC keys, as the octets of their UTF-8 text: usually one; during a rotation the
+    /// new and the old, and each post carries a signature by each.
+    public let secrets: [[UInt8]]
     /// The event types posted here; nil for every type.
     public let events: Set<String>?
     /// The organisations whose events are posted here; nil for every event.
@@ -123,7 +125,7 @@ public struct WebhookSettings: Sendable {
 
     static func endpoint(_ item: [String: Any]) throws -> WebhookEndpoint {
         let v = "TERN_WEBHOOKS"
-        let known: Set = ["name", "url", "secret", "events", "orgs", "connect"]
+        let known: Set = ["name", "url", "secret", "old_secrets", "events", "orgs", "connect"]
         if let extra = item.keys.first(where: { !known.contains($0) }) {
             throw ConfigError(v, "unknown field '\(extra)'")
         }
@@ -141,13 +143,19 @@ public struct WebhookSettings: Sendable {
         else {
             throw ConfigError(v, "\(name): secret must be 16 to 512 octets")
         }
+        // Rotation: receivers switch to the new secret while posts still verify with the old.
+        let old = try strings(item["old_secrets"], v, "\(name): old_secrets") ?? []
+        guard old.allSatisfy({ (16...512).contains($0.utf8.count) }) else {
+            throw ConfigError(v, "\(name): old_secrets must be 16 to 512 octets each")
+        }
         let events = try strings(item["events"], v, "\(name): events")
         if let unknown = events?.first(where: { !eventTypes.contains($0) }) {
             throw ConfigError(v, "\(name): '\(unknown)' is not an event type; types are "
                               + eventTypes.sorted().joined(separator: ", "))
         }
         let orgs = try strings(item["orgs"], v, "\(name): orgs")
-        return WebhookEndpoint(name: name, url: url, target: target, secret: Array(secret.utf8),
+        return WebhookEndpoint(name: name, url: url, target: target,
+                               secrets: [Array(secret.utf8)] + old.sorted().map { Array($0.utf8) },
                                events: events, orgs: orgs)
     }
 

@@ -169,7 +169,7 @@ struct Webhooks: Sendable {
             "Tern-Event-Id": claim.eventID,
             "Tern-Attempt": String(attempt),
             WebhookSignature.header: WebhookSignature.sign(
-                body: body, secret: endpoint.secret, unixSeconds: nowMs() / 1000),
+                body: body, secrets: endpoint.secrets, unixSeconds: nowMs() / 1000),
         ]
         let started = ContinuousClock.now
         var failure: String?
