@@ -4,9 +4,9 @@
 // became of a message and whether Redis is reachable.
 //
 // Routes: POST /v1/send, POST /v1/send/batch, GET /v1/messages/{id}, GET /health,
-// GET /metrics, and the operators' endpoints. Everything the client sends is untrusted: the
-// HTTP server bounds sizes and times, `SendRequest` validates every field, and only what
-// passed both reaches Redis.
+// GET /metrics, and the operators' routes (OperatorEndpoints, IPEndpoints,
+// ControlEndpoints). Everything the client sends is untrusted: the HTTP server bounds sizes
+// and times, `SendRequest` validates every field, and only what passed both reaches Redis.
 
 import Foundation
 import TernCore
@@ -98,6 +98,7 @@ public struct APIDaemon: Daemon {
             return await sendBatch(request)
         }
         if let answer = await operatorRoute(request) { return answer }
+        if let answer = await controlRoute(request) { return answer }
         if let answer = await ipRoute(request) { return answer }
         if let answer = await webhookRoute(request) { return answer }
         let prefix = "/v1/messages/"

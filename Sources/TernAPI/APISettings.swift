@@ -44,6 +44,9 @@ public struct APISettings: Sendable {
     public let pools: Set<String>?
     /// TERN_POOLS as a whole: the source IPs the operator endpoints list.
     public let ipPools: Pools
+    /// TERN_PROVIDERS_FILE, the scheduler's setting, read here to name each group's provider
+    /// in the state endpoints as the scheduler does.
+    public let providers: ProviderCatalog
     /// TERN_CFBL_ADDRESS: the complaint feedback address written into every message as
     /// CFBL-Address (RFC 9477), with a CFBL-Feedback-ID tagged with TERN_VERP_SECRET (then
     /// required). Unset: no CFBL fields. Its domain must be one that DKIM signs (d=) for
@@ -67,6 +70,7 @@ public struct APISettings: Sendable {
         let poolText = env.string("TERN_POOLS", default: "")
         pools = poolText.isEmpty ? nil : try APISettings.poolNames(poolText)
         ipPools = try Pools(env)
+        providers = try ProviderCatalog.load(overrides: env.values["TERN_PROVIDERS_FILE"])
         let cfblAddress = env.string("TERN_CFBL_ADDRESS", default: "")
         if cfblAddress.isEmpty {
             cfbl = nil
