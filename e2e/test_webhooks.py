@@ -236,6 +236,22 @@ def test_events_arrive_signed_with_their_details(hooks):
     assert {e["type"] for e in audit.events()} == {"delivered"}
 
 
+def test_a_cancelled_message_posts_its_cancelled_event(hooks):
+    stack, receivers = hooks
+    org = "hook" + uuid.uuid4().hex[:8]
+    assert stack.http("PUT", f"/v1/pauses/org/{org}").status in (200, 201)
+    try:
+        mid = stack.send(to=address("cancel"), subject="Hi", text="Hello", org=org,
+                         pool="default")
+        harness.wait_for(lambda: any(h["event"] == "held" for h in stack.message(mid)[
+            "history"]), 30, what="the message held by the pause")
+        assert stack.http("POST", f"/v1/messages/{mid}/cancel").status == 200
+        assert_all_arrived_in_order(stack, receivers["main"], [mid])
+        assert receivers["main"].types_for(mid) == ["accepted", "cancelled"]
+    finally:
+        stack.http("DELETE", f"/v1/pauses/org/{org}")
+
+
 def test_a_receiver_refuses_forged_and_replayed_posts(hooks):
     stack, receivers = hooks
     main = receivers["main"]
