@@ -20,6 +20,8 @@ public struct APIDaemon: Daemon {
     let keys: Keys
     let signer: DKIMSigner
     let metrics: APIMetrics
+    /// Posts events to TERN_WEBHOOKS (Webhooks/); nil when none is configured.
+    let webhooks: Webhooks?
 
     public init(settings: APISettings, logger: Logger) throws {
         self.settings = settings
@@ -28,6 +30,9 @@ public struct APIDaemon: Daemon {
         self.keys = Keys(prefix: settings.common.redisPrefix)
         self.signer = DKIMSigner(keys: settings.dkimKeys)
         self.metrics = APIMetrics(redis: redis, keys: keys)
+        self.webhooks = try Webhooks(settings: settings.webhooks, redis: redis, keys: keys,
+                                     consumer: settings.common.instance, logger: logger,
+                                     registry: metrics.registry)
     }
 
     public func run(shutdown: Shutdown, ready: @escaping @Sendable (String) -> Void) async throws {
@@ -71,9 +76,12 @@ public struct APIDaemon: Daemon {
                     ("keys", String(settings.keys.count)),
                     ("dkim_keys", String(settings.dkimKeys.allKeys.count)),
                     ("contract", String(Contract.version)))
+        await webhooks?.prepare()
         ready("listening on \(server.address)")
         Systemd.startWatchdog { true }
+        async let posting: Void = webhooks?.run(shutdown: shutdown) ?? ()
         await server.serve(until: shutdown)
+        await posting
     }
 
     // MARK: Routing
@@ -110,6 +118,7 @@ public struct APIDaemon: Daemon {
         if let answer = await operatorRoute(request) { return answer }
         if let answer = await controlRoute(request) { return answer }
         if let answer = await ipRoute(request) { return answer }
+        if let answer = await webhookRoute(request) { return answer }
         let prefix = "/v1/messages/"
         if path.hasPrefix(prefix) {
             let id = path.dropFirst(prefix.count)

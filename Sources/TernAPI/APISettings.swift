@@ -64,6 +64,8 @@ public struct APISettings: Sendable {
     /// to an organisation may send from, and whether its mail must be DKIM-signed. Unset:
     /// nil, nothing is checked.
     public let sendingDomains: SendingDomains?
+    /// TERN_WEBHOOKS and the TERN_WEBHOOK_* settings (Webhooks/WebhookSettings.swift).
+    public let webhooks: WebhookSettings
 
     public init(_ env: Environment, common: CommonSettings) throws {
         self.common = common
@@ -101,6 +103,7 @@ public struct APISettings: Sendable {
         let orgDomains = env.string("TERN_ORG_DOMAINS", default: "")
         sendingDomains = orgDomains.isEmpty ? nil : try SendingDomains(
             domains: orgDomains, unsigned: env.string("TERN_ORG_UNSIGNED", default: ""))
+        webhooks = try WebhookSettings(env)
         let dkimPath = env.string("TERN_DKIM_KEYS", default: "")
         do throws(DKIMKeyFileError) {
             dkimKeys = dkimPath.isEmpty ? .empty : try DKIMKeyTable.load(path: dkimPath)
