@@ -44,7 +44,8 @@ let package = Package(
             name: "TernDNS", dependencies: ["TernCore", "TernMail", "CUnbound"],
             swiftSettings: strict),
 
-        .target(name: "TernAPI", dependencies: ["TernCore", "TernMail"], swiftSettings: strict),
+        .target(name: "TernAPI", dependencies: ["TernCore", "TernMail", "TernDNS"],
+                swiftSettings: strict),
         .target(
             name: "TernScheduler", dependencies: ["TernCore", "TernMail"],
             swiftSettings: strict),
@@ -58,7 +59,12 @@ let package = Package(
             name: "TernReputation", dependencies: ["TernCore", "TernMail", "TernDNS"],
             swiftSettings: strict),
 
-        .target(name: "TernCtl", dependencies: ["TernCore", "TernMail"], swiftSettings: strict),
+        // ternctl checks configuration with the daemons' own settings parsers.
+        .target(
+            name: "TernCtl",
+            dependencies: ["TernCore", "TernMail", "TernAPI", "TernScheduler", "TernSender",
+                           "TernBounce", "TernReputation"],
+            swiftSettings: strict),
         .executableTarget(
             name: "ternctl", dependencies: ["TernCtl"], path: "Sources/ternctl",
             swiftSettings: strict),

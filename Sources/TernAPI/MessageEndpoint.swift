@@ -13,12 +13,14 @@ extension APIDaemon {
         MessageField.id, MessageField.state, MessageField.org, MessageField.pool,
         MessageField.from, MessageField.recipient, MessageField.createdMs,
         MessageField.expiresMs, MessageField.metadata, MessageField.lastReply,
+        MessageField.held,
+        MessageField.tags, MessageField.sendAtMs,
     ]
 
     func message(_ id: String, _ request: HTTPRequest) async -> HTTPResponse {
         let boundOrg: String?
         switch authorize(request) {
-        case .success(let org): boundOrg = org
+        case .success(let grant): boundOrg = grant.org
         case .failure(let refusal): return refusal.response
         }
         guard MessageID.isValid(id) else {
@@ -56,6 +58,11 @@ extension APIDaemon {
         if let ms = Int64(field(6)) { object["created"] = timestamp(ms: ms) }
         if let ms = Int64(field(7)) { object["expires"] = timestamp(ms: ms) }
         if !field(9).isEmpty { object["last_reply"] = field(9) }
+        // Why a due message waits: breaker, cap, warmup or pause (its history says more).
+        if !field(10).isEmpty { object["held"] = field(10) }
+        object["tags"] = (try? JSONSerialization.jsonObject(with: Data(field(11).utf8)))
+            as? [Any] ?? [Any]()
+        if let ms = Int64(field(12)) { object["send_at"] = timestamp(ms: ms) }
         return .json(200, object)
     }
 

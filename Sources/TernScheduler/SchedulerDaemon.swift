@@ -46,6 +46,7 @@ public struct SchedulerDaemon: Daemon {
                           .text(String(settings.engagement.defaultScore)),
                           .text(keys.engagement(""))]
         metrics.registry.streamMetrics(redis: redis, streams: consumedStreams)
+        metrics.pauseMetrics(redis: redis, keys: keys)
     }
 
     public func run(shutdown: Shutdown, ready: @escaping @Sendable (String) -> Void) async throws {
@@ -149,14 +150,18 @@ public struct SchedulerDaemon: Daemon {
                                       + "suppression list"])
         } else if record.state == .queued {
             // The scheduler owns the retry policy, so it sets the deadline from its own
-            // maximum age (a message's `expires_ms`, when the API gave one, may only shorten it).
-            let limit = record.createdMs + settings.lifetime.maxAge.milliseconds
+            // maximum age (a message's `expires_ms`, when the API gave one, may only shorten
+            // it). A message the client scheduled (send_at) is first due then, and its age
+            // counts from then: it is not late before it was meant to go.
+            let due = max(now, record.sendAtMs)
+            let limit = max(record.createdMs, record.sendAtMs)
+                + settings.lifetime.maxAge.milliseconds
             let expires = record.expiresMs > 0 ? min(record.expiresMs, limit) : limit
             cmds.append(["HSET", .text(keys.message(id)), .text(MessageField.expiresMs),
                          .text(String(expires))])
-            cmds.append(["ZADD", .text(keys.groupQueue(record.group)), .text(String(now)),
+            cmds.append(["ZADD", .text(keys.groupQueue(record.group)), .text(String(due)),
                          .text(id)])
-            cmds.append(["ZADD", .text(keys.dueGroups), "LT", .text(String(now)),
+            cmds.append(["ZADD", .text(keys.dueGroups), "LT", .text(String(due)),
                          .text(record.group)])
         }
         cmds += ack(.submit, entry)
@@ -233,8 +238,8 @@ public struct SchedulerDaemon: Daemon {
             if case .room(let l, let n) = rooms[ip.address] { (limit, capName) = (l, n) }
             let reply = try await redis.eval(
                 Scripts.release, keys: releaseKeys(group, ip: ip, nowMs: now),
-                args: releaseArgs(group, ip: ip, nowMs: now, capName: capName, limit: limit,
-                                  route: route))
+                args: releaseArgs(group, ip: ip, nowMs: now, provider: pauseName(provider),
+                                  capName: capName, limit: limit, route: route))
             guard let used = try await isRelease(reply, group: group, pool: poolName,
                                                  provider: provider, ips: [ip, route.low],
                                                  nowMs: now, charged: false)
@@ -275,13 +280,21 @@ public struct SchedulerDaemon: Daemon {
     func releaseKeys(_ group: String, ip: SourceIP, nowMs: Int64) -> [String] {
         [keys.groupQueue(group), keys.dueGroups, keys.groupPace(group), keys.stream(.ready),
          keys.heldOrgs, keys.warmupSent(ip.address, day: WarmupDay.text(ms: nowMs)),
-         keys.orgCaps, keys.groupDue(group)]
+         keys.orgCaps, keys.pauses, keys.groupDue(group)]
     }
 
-    /// `capName` and `limit`: the warm-up cap the script counts the release against ("" for
-    /// an IP without one). `route`: the warm IP for a message under the engagement threshold.
-    func releaseArgs(_ group: String, ip: SourceIP, nowMs: Int64, capName: String = "",
-                     limit: String = "", route: EngagementRoute? = nil) -> [RedisArg] {
+    /// The provider name a pause gives: the profile's, `default` for every domain of none.
+    func pauseName(_ scoped: ProviderProfile) -> String {
+        scoped.name.hasPrefix("default:") ? "default" : scoped.name
+    }
+
+    /// `provider`: the group's provider profile name, which a pause may name. `capName` and
+    /// `limit`: the warm-up cap the script counts the release against ("" for an IP without
+    /// one). `route`: the warm IP for a message under the engagement threshold.
+    func releaseArgs(_ group: String, ip: SourceIP, nowMs: Int64, provider: String,
+                     capName: String = "", limit: String = "", route: EngagementRoute? = nil)
+        -> [RedisArg]
+    {
         var routing: [RedisArg] = ["", "", "", ""]
         if let route, route.routing, let threshold = settings.engagement.warmupThreshold {
             routing = [.text(String(threshold)), .text(route.low?.address ?? ""),
@@ -292,6 +305,7 @@ public struct SchedulerDaemon: Daemon {
                 .text(String(settings.groupInterval.milliseconds)), .text(ip.address),
                 .text(ip.helo), .text(keys.message("")), .text(String(holdMs)), .text(capName),
                 .text(limit)] + OrgCaps.scriptArgs(prefix: keys.orgSentPrefix, nowMs: nowMs)
+            + [.text(provider), .text(keys.pauseHeldPrefix)]
             + engagementArgs.prefix(2) + routing + engagementArgs.suffix(1)
     }
 
@@ -303,6 +317,9 @@ public struct SchedulerDaemon: Daemon {
         let parts = reply.array?.compactMap(\.string) ?? []
         if parts.first == "held", parts.count >= 4, parts[3] == "1" {
             try await noteHeld(id: parts[1], org: parts[2], cap: parts.count > 4 ? parts[4] : nil)
+        }
+        if parts.first == "paused", parts.count == 4, parts[3] == "1" {
+            try await notePaused(id: parts[1], field: parts[2], nowMs: nowMs)
         }
         guard parts.first == "released", parts.count == 4,
               let ip = ips.compactMap({ $0 }).first(where: { $0.address == parts[3] })
@@ -338,7 +355,8 @@ public struct SchedulerDaemon: Daemon {
         let calls: [[RedisArg]] = picked.map { ip in
             let keyArgs = releaseKeys(group, ip: ip, nowMs: nowMs).map { RedisArg.text($0) }
             return ["EVALSHA", .text(Scripts.release.sha), .text(String(keyArgs.count))]
-                + keyArgs + releaseArgs(group, ip: ip, nowMs: nowMs)
+                + keyArgs + releaseArgs(group, ip: ip, nowMs: nowMs,
+                                        provider: pauseName(provider))
         }
         var count = 0
         for (reply, ip) in zip(try await redis.pipeline(calls), picked) {
@@ -544,8 +562,11 @@ public struct SchedulerDaemon: Daemon {
         let from: String
         let to: String
         let metadata: String
+        let tags: String
         let expiresMs: Int64
         let createdMs: Int64
+        /// When the client asked the message to go; 0 for at once.
+        let sendAtMs: Int64
         let state: MessageState
         /// The score given by the API or recorded for the address; nil: the default.
         var engagement: Int? = nil
@@ -558,24 +579,26 @@ public struct SchedulerDaemon: Daemon {
     func load(_ id: String) async throws -> Record? {
         let f = [MessageField.org, MessageField.pool, MessageField.domain, MessageField.from,
                  MessageField.recipient, MessageField.metadata, MessageField.expiresMs,
-                 MessageField.state, MessageField.createdMs, MessageField.engagement,
-                 MessageField.engagementSource, MessageField.ambiguous]
+                 MessageField.state, MessageField.createdMs, MessageField.tags,
+                 MessageField.sendAtMs, MessageField.engagement, MessageField.engagementSource,
+                 MessageField.ambiguous]
         let v = try await redis.run(["HMGET", keys.message(id)] + f).array ?? []
         guard v.count == f.count, let state = v[7].string.flatMap(MessageState.init(rawValue:))
         else { return nil }
         return Record(id: id, org: v[0].string ?? "", pool: v[1].string ?? "",
                       domain: v[2].string ?? "", from: v[3].string ?? "", to: v[4].string ?? "",
-                      metadata: v[5].string ?? "{}", expiresMs: Int64(v[6].int ?? 0),
-                      createdMs: Int64(v[8].int ?? 0), state: state,
-                      engagement: v[9].string.flatMap { Int($0) },
-                      engagementSource: v[10].string ?? "",
-                      ambiguous: v[11].int ?? 0)
+                      metadata: v[5].string ?? "{}", tags: v[9].string ?? "[]",
+                      expiresMs: Int64(v[6].int ?? 0), createdMs: Int64(v[8].int ?? 0),
+                      sendAtMs: Int64(v[10].int ?? 0), state: state,
+                      engagement: v[11].string.flatMap { Int($0) },
+                      engagementSource: v[12].string ?? "", ambiguous: v[13].int ?? 0)
     }
 
     /// Commands that append `kind` to the message's history and to `events`.
     func event(_ r: Record, _ kind: EventKind, detail: [String: any Sendable]) -> [[RedisArg]] {
         let e = MessageEvent(id: r.id, event: kind, atMs: nowMs(), org: r.org, from: r.from,
-                             to: r.to, metadataJSON: r.metadata, detail: detail)
+                             to: r.to, metadataJSON: r.metadata, tagsJSON: r.tags,
+                             detail: detail)
         return [
             ["RPUSH", .text(keys.history(r.id)), .text(e.historyJSON)],
             xadd(keys.stream(.events), [(EntryField.id, r.id), (EntryField.event, kind.rawValue),
@@ -708,8 +731,11 @@ extension SchedulerDaemon {
         }
     }
 
-    /// The first time a breaker holds a message, its history says so.
+    /// The first time a breaker, a cap or a pause holds a message, its history says so.
     func noteHeld(id: String, org: String, cap: String? = nil) async throws {
+        if cap == "pause" {
+            return try await notePaused(id: id, field: Pause.field(.org, org), nowMs: nowMs())
+        }
         let reason = cap.map {
             "organisation \(org) reached its \($0 == "day" ? "daily" : "hourly") cap: "
                 + "waiting for the next \($0)"
@@ -718,5 +744,21 @@ extension SchedulerDaemon {
         let entry = MessageEvent(id: id, event: .held, atMs: nowMs(), org: org, from: "",
                                  to: "", metadataJSON: "{}", detail: ["reason": reason])
         try await redis.run("RPUSH", keys.history(id), entry.historyJSON)
+    }
+}
+
+// MARK: Pauses
+
+extension SchedulerDaemon {
+    /// The first time a pause holds a message, its history says which and why.
+    func notePaused(id: String, field: String, nowMs: Int64) async throws {
+        let json = try await redis.run("HGET", keys.pauses, field).string ?? "{}"
+        let pause = try? JSONDecoder().decode(Pause.self, from: Data(json.utf8))
+        let reason = pause?.holdReason ?? "\(field) is paused: waiting for a resume"
+        let org = try await redis.run("HGET", keys.message(id), MessageField.org).string ?? ""
+        let entry = MessageEvent(id: id, event: .held, atMs: nowMs, org: org, from: "", to: "",
+                                 metadataJSON: "{}", detail: ["reason": reason, "pause": field])
+        try await redis.run("RPUSH", keys.history(id), entry.historyJSON)
+        logger.info("held by a pause", ("message_id", id), ("pause", field))
     }
 }

@@ -115,8 +115,8 @@ public struct AttemptTimings: Codable, Sendable, Equatable {
 public typealias StreamEntryFields = [String: String]
 
 /// A message event: appended to `events` (field `json`) and to the message's history.
-/// Every event carries the message's identity and its metadata; `detail` adds what the
-/// event is about (the remote reply, the DSN status, the next retry time).
+/// Every event carries the message's identity, its metadata and its tags; `detail` adds
+/// what the event is about (the remote reply, the DSN status, the next retry time).
 public struct MessageEvent: Sendable {
     public var id: String
     public var event: EventKind
@@ -126,10 +126,13 @@ public struct MessageEvent: Sendable {
     public var to: String
     /// The metadata object exactly as the client gave it (JSON text).
     public var metadataJSON: String
+    /// The tags exactly as the API stored them (a JSON array of strings).
+    public var tagsJSON: String
     public var detail: [String: any Sendable]
 
     public init(id: String, event: EventKind, atMs: Int64, org: String, from: String, to: String,
-                metadataJSON: String, detail: [String: any Sendable] = [:]) {
+                metadataJSON: String, tagsJSON: String = "[]",
+                detail: [String: any Sendable] = [:]) {
         self.id = id
         self.event = event
         self.atMs = atMs
@@ -137,6 +140,7 @@ public struct MessageEvent: Sendable {
         self.from = from
         self.to = to
         self.metadataJSON = metadataJSON
+        self.tagsJSON = tagsJSON
         self.detail = detail
     }
 
@@ -149,6 +153,8 @@ public struct MessageEvent: Sendable {
         // The API stored the metadata as a JSON object with sorted keys; it goes in as is.
         let meta = metadataJSON.trimmingCharacters(in: .whitespaces)
         object["metadata"] = RawJSON(meta.hasPrefix("{") && meta.hasSuffix("}") ? meta : "{}")
+        let tags = tagsJSON.trimmingCharacters(in: .whitespaces)
+        object["tags"] = RawJSON(tags.hasPrefix("[") && tags.hasSuffix("]") ? tags : "[]")
         for (k, v) in detail { object[k] = v }
         return SortedJSON.encode(object)
     }

@@ -70,6 +70,11 @@ public struct Keys: Sendable {
     /// String, set for 2 s when a sender was refused a lease of the scope: senders holding
     /// idle sessions of it close one so the waiting sender gets a turn.
     public func leaseWanted(_ group: String) -> String { prefix + "lease-wanted:" + group }
+    /// String: the API's record of one Idempotency-Key of one API key (`scope`): a claim
+    /// while the first request runs (60 s), then its answer, kept for a day.
+    public func idempotency(_ scope: String, _ key: String) -> String {
+        prefix + "idem:" + scope + ":" + key
+    }
     /// Hash: counters a daemon keeps for operators (`bounce.forged`, `dnsbl.error`, ...).
     public var counters: String { prefix + "counters" }
     /// Hash: `<ip>|<provider>` → the JSON of that IP's adaptive rate towards that provider
@@ -205,6 +210,9 @@ public enum MessageField {
     public static let domain = "domain"         // recipient domain, lowercased A-label
     public static let body = "body"            // the complete RFC 5322 message, CRLF lines
     public static let metadata = "metadata"    // JSON object echoed in events
+    public static let tags = "tags"            // JSON array of strings echoed in events
+    /// When the client asked the message to go (send_at); absent for at once.
+    public static let sendAtMs = "send_at_ms"
     public static let createdMs = "created_ms"
     public static let expiresMs = "expires_ms"
     public static let state = "state"          // MessageState raw value
