@@ -6,7 +6,8 @@
 //   POST /v1/webhooks/{name}/failed/retry              every given-up delivery goes again
 //   POST /v1/webhooks/{name}/failed/{event_id}/retry   one goes again
 //
-// Endpoints receive every organisation's events, so these need a key bound to none. A
+// Endpoints receive every organisation's events, so these need an operator key (bound to
+// no organisation, or @ops). A
 // secret is never shown.
 
 import Foundation
@@ -30,12 +31,7 @@ extension APIDaemon {
         default:
             return notFound()
         }
-        switch authorize(request) {
-        case .failure(let refusal): return refusal.response
-        case .success(.some):
-            return .error(403, "webhooks need a key bound to no organisation")
-        case .success(.none): break
-        }
+        if let refusal = authorizeOperator(request, what: "webhooks") { return refusal }
         guard let webhooks else {
             return parts.isEmpty ? .json(200, ["webhooks": [Any]()])
                 : .error(404, "no such webhook endpoint", field: "name")
