@@ -20,7 +20,7 @@ extension APIDaemon {
     func message(_ id: String, _ request: HTTPRequest) async -> HTTPResponse {
         let boundOrg: String?
         switch authorize(request) {
-        case .success(let org): boundOrg = org
+        case .success(let grant): boundOrg = grant.org
         case .failure(let refusal): return refusal.response
         }
         guard MessageID.isValid(id) else {

@@ -47,12 +47,7 @@ extension APIDaemon {
     }
 
     func throttles(_ request: HTTPRequest) async -> HTTPResponse {
-        switch authorize(request) {
-        case .failure(let refusal): return refusal.response
-        case .success(.some):
-            return .error(403, "the throttles need a key bound to no organisation")
-        case .success(.none): break
-        }
+        if let refusal = authorizeOperator(request, what: "the throttles") { return refusal }
         guard let saved = await read(["HGETALL", keys.throttles]) else { return unavailable() }
         var list: [[String: Any]] = []
         for (key, json) in saved.fieldMap.sorted(by: { $0.key < $1.key }) {
@@ -74,7 +69,7 @@ extension APIDaemon {
         let bound: String?
         switch authorize(request) {
         case .failure(let refusal): return refusal.response
-        case .success(let org): bound = org
+        case .success(let grant): bound = grant.org
         }
         guard let saved = await read(["HGETALL", keys.breakers]) else { return unavailable() }
         var list: [[String: Any]] = []
@@ -129,7 +124,8 @@ extension APIDaemon {
     private func checkOrg(_ org: String, _ request: HTTPRequest) -> HTTPResponse? {
         switch authorize(request) {
         case .failure(let refusal): return refusal.response
-        case .success(let bound):
+        case .success(let grant):
+            let bound = grant.org
             guard (1...64).contains(org.utf8.count), org.utf8.allSatisfy({
                 (97...122).contains($0) || (48...57).contains($0) || $0 == 95 || $0 == 45
             }) else {

@@ -47,12 +47,19 @@ struct AcceptedMessage {
 
 extension APIDaemon {
     func send(_ request: HTTPRequest) async -> HTTPResponse {
-        let boundOrg: String?
-        switch authorize(request) {
-        case .success(let org): boundOrg = org
+        let grant: APIKeys.Grant
+        switch authorizeSender(request) {
+        case .success(let g): grant = g
         case .failure(let refusal): return refusal.response
         }
         if let refusal = checkFraming(request) { return refusal }
+        let boundOrg = grant.org
+        var claim: IdempotencyClaim?
+        switch await claimIdempotency(request, keyID: grant.keyID) {
+        case .none: break
+        case .claimed(let c): claim = c
+        case .answer(let answer): return answer
+        }
 
         let accepted: AcceptedMessage
         do throws(FieldRefusal) {
@@ -66,9 +73,11 @@ extension APIDaemon {
         } catch {
             logger.debug("refused a send request", ("field", error.field),
                          ("reason", error.detail))
-            return .error(error.status, error.detail, field: error.field)
+            let answer = HTTPResponse.error(error.status, error.detail, field: error.field)
+            await settle(claim, answer)
+            return answer
         }
-        return await commit([accepted], answer: .json(202, ["id": accepted.id]))
+        return await commit([accepted], answer: .json(202, ["id": accepted.id]), claim: claim)
     }
 
     /// RFC 9110 §15.5.12: a send has a body, and this server frames bodies by length only;
@@ -116,10 +125,14 @@ extension APIDaemon {
         } catch {
             throw FieldRefusal(error, boundOrg: boundOrg)
         }
+        // Sending domains bind organisations' keys only (SendingDomains.swift).
+        let domains = boundOrg == nil ? nil : settings.sendingDomains
+        if let domains { try checkSender(message, domains) }
         let id = MessageID.generate(now: now)
         let createdMs = Int64((now.timeIntervalSince1970 * 1000).rounded(.down))
         let built = MessageBuilder.build(message, id: id, now: now, hostname: settings.hostname,
                                          cfbl: settings.cfbl)
+        if let domains { try checkSigner(built, message, domains) }
         guard built.count <= settings.maxMessage else {
             let field = message.largestField
             logger.debug("refused a message over the size limit", ("field", field),
@@ -131,24 +144,33 @@ extension APIDaemon {
         // cooperative pool; RSA-2048 costs about 1 ms a key and Ed25519 far less (bench/dkim),
         // small beside the request's own parsing and the Redis round trip.
         let (body, dkim) = signer.sign(built, at: now)
-        var commands = acceptCommands(message, id: id, body: body, createdMs: createdMs)
-        commands.append(["HINCRBY", .text(keys.counters),
-                         .text(dkim.isSigned ? "dkim.signed" : "dkim.unsigned"), "1"])
+        let commands = acceptCommands(message, id: id, body: body, createdMs: createdMs)
         return AcceptedMessage(id: id, message: message, bytes: body.count, dkim: dkim,
                                commands: commands)
     }
 
-    /// Writes every accepted message in one MULTI/EXEC (one round trip) and answers `answer`;
-    /// 503 and nothing written when Redis fails.
-    func commit(_ accepted: [AcceptedMessage], answer: HTTPResponse) async -> HTTPResponse {
-        guard !accepted.isEmpty else { return answer }
+    /// Writes every accepted message, and the answer of a claimed Idempotency-Key, in one
+    /// MULTI/EXEC (one round trip) and answers `answer`; 503 and nothing written when Redis
+    /// fails.
+    func commit(_ accepted: [AcceptedMessage], answer: HTTPResponse, claim: IdempotencyClaim?)
+        async -> HTTPResponse
+    {
+        var commands = accepted.flatMap(\.commands)
+        // The DKIM counters once per transaction, not once per message of a batch.
+        let signed = accepted.filter(\.dkim.isSigned).count
+        for (field, count) in [("dkim.signed", signed), ("dkim.unsigned", accepted.count - signed)]
+        where count > 0 {
+            commands.append(["HINCRBY", .text(keys.counters), .text(field), .text(String(count))])
+        }
+        if let claim { commands.append(claim.record(answer)) }
         do {
-            _ = try await redis.transaction(accepted.flatMap(\.commands))
+            _ = try await redis.transaction(commands)
         } catch {
             logger.error("could not queue \(accepted.count) message(s): \(error)",
-                         ("message_id", accepted[0].id))
-            return .error(503, "the queue is unavailable; nothing was accepted, try again",
-                          headers: ["Retry-After": "5"])
+                         ("message_id", accepted.first?.id ?? ""))
+            let outage = unavailableToSend()
+            await settle(claim, outage)
+            return outage
         }
         for a in accepted {
             metrics.dkim.inc(a.dkim.isSigned ? "signed" : "unsigned")
@@ -165,6 +187,35 @@ extension APIDaemon {
                         ("bytes", String(a.bytes)))
         }
         return answer
+    }
+
+    /// The `from` domain must be one of the organisation's (TERN_ORG_DOMAINS).
+    func checkSender(_ m: SendRequest, _ domains: SendingDomains) throws(FieldRefusal) {
+        let domain = m.from.asciiDomain
+        guard !domains.allows(org: m.org, domain: domain) else { return }
+        let own = domains.domains(of: m.org)
+        throw FieldRefusal(403, field: "from", "org \(m.org) may not send from \(domain); "
+            + (own.isEmpty ? "it has no sending domain"
+                : "its domains are " + own.joined(separator: ", ")))
+    }
+
+    /// The built message's From field (a raw message's own) must be the organisation's too,
+    /// and have an aligned DKIM key unless TERN_ORG_UNSIGNED lets the organisation off.
+    func checkSigner(_ built: [UInt8], _ m: SendRequest, _ domains: SendingDomains)
+        throws(FieldRefusal)
+    {
+        let field = m.raw == nil ? "from" : "raw"
+        guard let domain = DKIMSigner.fromDomain(ofMessage: built) else {
+            throw FieldRefusal(422, field: field, "has no From address to check")
+        }
+        if domain != m.from.asciiDomain && !domains.allows(org: m.org, domain: domain) {
+            throw FieldRefusal(403, field: field, "its From field is in \(domain), which org "
+                + "\(m.org) may not send from")
+        }
+        if domains.requiresDKIM(org: m.org) && settings.dkimKeys.keys(for: domain).isEmpty {
+            throw FieldRefusal(422, field: field, "no DKIM key of TERN_DKIM_KEYS signs for "
+                + "\(domain), and org \(m.org) may send signed mail only")
+        }
     }
 
     /// Validates a send object. A key bound to an org sets the org when the object names

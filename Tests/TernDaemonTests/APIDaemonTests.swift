@@ -13,6 +13,7 @@ import TernTestSupport
 @Suite(.serialized) struct APIDaemonTests {
     static let key = "sekrit-key-0123456789"
     static let acmeKey = "acme-only-key"
+    static let opsKey = "operators-only-key"
 
     final class Harness: Sendable {
         let server: TestRedis
@@ -29,7 +30,8 @@ import TernTestSupport
             address = SocketAddress(host: "127.0.0.1", port: UInt16(freePort()))!
             var values = ["TERN_REDIS_URL": redisURL ?? server.url, "TERN_INSTANCE": "t",
                           "TERN_API_LISTEN": address.description,
-                          "TERN_API_KEYS": "\(APIDaemonTests.key), \(APIDaemonTests.acmeKey):acme",
+                          "TERN_API_KEYS": "\(APIDaemonTests.key), \(APIDaemonTests.acmeKey):acme, "
+                              + "\(APIDaemonTests.opsKey):@ops",
                           "TERN_API_MAX_BODY": "20000", "TERN_HOSTNAME": "api.tern.test",
                           "TERN_MAX_AGE": "1h", "TERN_RECORD_TTL": "1d"]
             values.merge(env) { _, b in b }
@@ -191,12 +193,17 @@ import TernTestSupport
         for (name, body, key, status, field) in APIDaemonTests.refusals {
             let reply = try await h.post(body, key: key)
             #expect(reply.status == status, "\(name): \(reply.text)")
-            #expect((reply.error["message"] as? String)?.isEmpty == false, "\(name)")
+            // RFC 9457: a problem document, its status that of the answer.
+            #expect(reply.headers["Content-Type"] == "application/problem+json", "\(name)")
+            #expect(reply.error["status"] as? Int == status, "\(name)")
+            #expect(reply.error["type"] as? String == "about:blank", "\(name)")
+            #expect(reply.error["title"] as? String == HTTPResponse.reason(status), "\(name)")
+            #expect((reply.error["detail"] as? String)?.isEmpty == false, "\(name)")
             if let field { #expect(reply.errorField == field, "\(name): \(reply.text)") }
         }
         for body in [#""x""#, "[1]"] {
             let reply = try await h.post(Array(body.utf8))
-            #expect(reply.error["message"] as? String == "must be a JSON object", "\(body)")
+            #expect(reply.error["detail"] as? String == "must be a JSON object", "\(body)")
         }
         let unframed = try await httpRequest(
             h.address, "POST", "/v1/send",
@@ -209,7 +216,7 @@ import TernTestSupport
             headers: [("Authorization", "Bearer \(APIDaemonTests.key)"),
                       ("Content-Type", "application/json"), ("Content-Length", "0")])
         #expect(empty.status == 400)
-        #expect(empty.error["message"] as? String == "is not valid JSON")
+        #expect(empty.error["detail"] as? String == "is not valid JSON")
         let wrongType = try await h.post(Self.json(Self.valid()),
                                          headers: [("Content-Type", "text/plain")])
         #expect(wrongType.status == 415)
@@ -320,7 +327,7 @@ import TernTestSupport
         #expect(health.json["redis"] as? String == "down")
         let send = try await h.post(APIDaemonTests.valid())
         #expect(send.status == 503)
-        #expect((send.error["message"] as? String)?.isEmpty == false)
+        #expect((send.error["detail"] as? String)?.isEmpty == false)
         #expect(send.headers["Retry-After"] == "5")
         let lookup = try await h.get("/v1/messages/\(MessageID.generate())")
         #expect(lookup.status == 503)
@@ -337,6 +344,7 @@ import TernTestSupport
 
         for bad in [[:], ["TERN_API_KEYS": " , "], ["TERN_API_KEYS": "k:Bad Org"],
                     ["TERN_API_KEYS": "a:b:c"], ["TERN_API_KEYS": "k,k"],
+                    ["TERN_API_KEYS": "k:@root"], ["TERN_API_KEYS": "k:"],
                     ["TERN_API_KEYS": "k", "TERN_API_MAX_BODY": "12x"],
                     ["TERN_API_KEYS": "k", "TERN_API_LISTEN": "localhost:80"]] {
             let e = Environment(bad)
@@ -356,7 +364,7 @@ import TernTestSupport
         let unknown = try await h.post(APIDaemonTests.valid(["pool": "transactional"]))
         #expect(unknown.status == 422)
         #expect(unknown.errorField == "pool")
-        #expect(unknown.error["message"] as? String
+        #expect(unknown.error["detail"] as? String
                 == "there is no pool named transactional; the pools are bulk, default")
         #expect(try await h.redis.run("XLEN", h.keys.stream(.submit)).int == 2)
         await h.stop()
@@ -377,9 +385,22 @@ import TernTestSupport
     }
 
     @Test func keysAreCheckedWholeAndByScheme() throws {
-        let keys = try APIKeys("alpha, beta:acme", variable: "K")
-        #expect(keys.check("Bearer alpha") == .allowed(org: nil))
-        #expect(keys.check("BEARER   beta ") == .allowed(org: "acme"))
+        let keys = try APIKeys("alpha, beta:acme, gamma:@ops, delta:@all", variable: "K")
+        let id = { (key: String) in
+            Crypto.sha256(Array(key.utf8)).prefix(8).map { String(format: "%02x", $0) }.joined()
+        }
+        #expect(keys.check("Bearer alpha") == .allowed(.init(scope: .all, keyID: id("alpha"))))
+        #expect(keys.check("BEARER   beta ")
+                == .allowed(.init(scope: .org("acme"), keyID: id("beta"))))
+        #expect(keys.check("Bearer gamma") == .allowed(.init(scope: .ops, keyID: id("gamma"))))
+        #expect(keys.check("Bearer delta") == .allowed(.init(scope: .all, keyID: id("delta"))))
+        // A key given by its digest only.
+        let hex = Crypto.sha256(Array("epsilon".utf8)).map { String(format: "%02x", $0) }
+            .joined()
+        let hashed = try APIKeys("sha256=\(hex):acme", variable: "K")
+        #expect(hashed.check("Bearer epsilon")
+                == .allowed(.init(scope: .org("acme"), keyID: id("epsilon"))))
+        #expect(hashed.check("Bearer sha256=\(hex)") == .wrong)
         #expect(keys.check("Bearer alph") == .wrong)
         #expect(keys.check("Bearer alphaa") == .wrong)
         #expect(keys.check("Bearer beta:acme") == .wrong)

@@ -84,4 +84,28 @@ extension APIDaemonTests {
         #expect(mine["opened"] as? String == "2023-11-14T22:13:20.000Z")
         await h.stop()
     }
+
+    @Test func anOpsKeyOperatesAndReadsButNeverSends() async throws {
+        let h = try await Harness()
+        let ops = APIDaemonTests.opsKey
+        let sent = try await h.post(APIDaemonTests.valid(["org": "acme"]))
+        let id = try #require(sent.json["id"] as? String)
+        for path in ["/v1/throttles", "/v1/breakers", "/v1/ips", "/v1/suppressions/acme",
+                     "/v1/messages/\(id)"] {
+            #expect(try await call(h, "GET", path, key: ops).status == 200, "\(path)")
+        }
+        #expect(try await call(h, "PUT", "/v1/suppressions/globex/a@b.example", key: ops)
+                .status == 201)
+        let send = try await h.post(APIDaemonTests.valid(), key: ops)
+        #expect(send.status == 403)
+        let batch = try await postBatch(h, Self.batch([Self.valid()]), key: ops)
+        #expect(batch.status == 403)
+        // An organisation's key gets 403 from every endpoint of the system's own state.
+        for path in ["/v1/throttles", "/v1/ips"] {
+            let reply = try await call(h, "GET", path, key: APIDaemonTests.acmeKey)
+            #expect(reply.status == 403, "\(path)")
+        }
+        #expect(try await h.redis.run("XLEN", h.keys.stream(.submit)).int == 1)
+        await h.stop()
+    }
 }

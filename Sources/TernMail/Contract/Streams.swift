@@ -65,6 +65,11 @@ public struct Keys: Sendable {
     /// String, set for 2 s when a sender was refused a lease of the group: senders holding
     /// idle sessions of it close one so the waiting sender gets a turn.
     public func leaseWanted(_ group: String) -> String { prefix + "lease-wanted:" + group }
+    /// String: the API's record of one Idempotency-Key of one API key (`scope`): a claim
+    /// while the first request runs (60 s), then its answer, kept for a day.
+    public func idempotency(_ scope: String, _ key: String) -> String {
+        prefix + "idem:" + scope + ":" + key
+    }
     /// Hash: counters a daemon keeps for operators (`bounce.forged`, `dnsbl.error`, ...).
     public var counters: String { prefix + "counters" }
     /// Hash: `<ip>|<provider>` → the JSON of that IP's adaptive rate towards that provider

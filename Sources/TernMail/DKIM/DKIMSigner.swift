@@ -156,6 +156,15 @@ public struct DKIMSigner: Sendable {
         return out
     }
 
+    /// The domain of a message's first From field as `sign` reads it (lowercase A-labels);
+    /// nil without one. The API checks it against the organisation's sending domains.
+    public static func fromDomain(ofMessage message: [UInt8]) -> String? {
+        let (fields, _) = headerFields(message)
+        return fields.first { $0.name == "from" }.flatMap {
+            fromDomain(String(decoding: message[$0.range], as: UTF8.self))
+        }
+    }
+
     /// The domain of the (first) address in a From field, in lowercase A-labels; nil when
     /// it holds no address.
     static func fromDomain(_ field: String) -> String? {
