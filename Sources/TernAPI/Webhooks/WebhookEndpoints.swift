@@ -30,12 +30,7 @@ extension APIDaemon {
         default:
             return notFound()
         }
-        switch authorize(request) {
-        case .failure(let refusal): return refusal.response
-        case .success(.some):
-            return .error(403, "webhooks need a key bound to no organisation")
-        case .success(.none): break
-        }
+        if let refusal = authorizeOperator(request, what: "webhooks") { return refusal }
         guard let webhooks else {
             return parts.isEmpty ? .json(200, ["webhooks": [Any]()])
                 : .error(404, "no such webhook endpoint", field: "name")
