@@ -7,8 +7,7 @@
 //   POST /v1/webhooks/{name}/failed/{event_id}/retry   one goes again
 //
 // Endpoints receive every organisation's events, so these need an operator key (bound to
-// no organisation, or @ops). A
-// secret is never shown.
+// no organisation, or @ops). A secret is never shown.
 
 import Foundation
 import TernCore
