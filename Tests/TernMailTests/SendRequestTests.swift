@@ -184,6 +184,10 @@ import TernMail
          + "\(Self.file(cid: "<X@Y>"))]}", "attachments[1].content_id", "earlier attachment"),
         ("{\(base),\"raw\":\"From: a@example.com\\n\\nx\",\"attachments\":[]}",
          "attachments", "cannot be combined with raw"),
+        ("{\(base),\"text\":\"t\",\"headers\":{\"Content-Disposition\":\"inline\"}}",
+         "headers.Content-Disposition", "set by Tern"),
+        ("{\(base),\"text\":\"t\",\"headers\":{\"Content-ID\":\"<a@b>\"}}",
+         "headers.Content-ID", "set by Tern"),
         ("{\(base),\"text\":\"t\",\"tags\":\"a\"}", "tags", "array of strings"),
         ("{\(base),\"text\":\"t\",\"tags\":[\"a\",2]}", "tags[1]", "must be a string"),
         ("{\(base),\"text\":\"t\",\"tags\":[\"a\",\"\"]}", "tags[1]", "1 to 64"),
@@ -290,7 +294,8 @@ import TernMail
     }
 
     @Test(arguments: ["Bcc", "bcc", "Delivered-To", "Resent-From", "Resent-Message-ID",
-                      "RESENT-TO", "Content-Length"])
+                      "RESENT-TO", "Content-Length", "Authentication-Results", "ARC-Seal",
+                      "Received-SPF", "X-Original-To"])
     func refusesEnvelopeAndTraceHeaders(_ name: String) {
         #expect(throws: ValidationError(
             field: "headers." + name,

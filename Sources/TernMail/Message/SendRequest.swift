@@ -75,7 +75,14 @@ public struct SendRequest: Sendable, Equatable {
     /// Fields no submitter writes: Bcc would show the hidden recipient to every reader,
     /// Delivered-To is trace written at delivery, Content-Length frames mailboxes, not mail,
     /// and the Resent-* fields (RFC 5322 §3.6.6) record a re-sending, which a request is not.
-    public static let envelopeHeaders: Set<String> = ["bcc", "delivered-to", "content-length"]
+    /// Authentication results (RFC 8601), ARC sets (RFC 8617) and Received-SPF are written
+    /// by receivers about what they checked; from a sender they would be forged verdicts.
+    /// X-Original-To and Envelope-To are delivery trace like Delivered-To.
+    public static let envelopeHeaders: Set<String> = [
+        "bcc", "delivered-to", "content-length", "authentication-results", "arc-seal",
+        "arc-message-signature", "arc-authentication-results", "received-spf",
+        "x-original-to", "envelope-to",
+    ]
 
     static func isEnvelopeHeader(_ name: String) -> Bool {
         let lower = name.lowercased()
