@@ -119,6 +119,7 @@ public struct APIDaemon: Daemon {
         if let answer = await controlRoute(request) { return answer }
         if let answer = await ipRoute(request) { return answer }
         if let answer = await webhookRoute(request) { return answer }
+        if let answer = await engagementRoute(request) { return answer }
         let prefix = "/v1/messages/"
         if path.hasPrefix(prefix) {
             let id = path.dropFirst(prefix.count)

@@ -121,7 +121,7 @@ extension APIDaemon {
     }
 
     /// A refusal when the key may not act for `org`, or `org` is not a valid name.
-    private func checkOrg(_ org: String, _ request: HTTPRequest) -> HTTPResponse? {
+    func checkOrg(_ org: String, _ request: HTTPRequest) -> HTTPResponse? {
         switch authorize(request) {
         case .failure(let refusal): return refusal.response
         case .success(let grant):
@@ -137,7 +137,7 @@ extension APIDaemon {
         }
     }
 
-    private func read(_ command: [String]) async -> RedisValue? {
+    func read(_ command: [String]) async -> RedisValue? {
         do {
             let value = try await redis.run(command)
             if case .error(let e) = value { throw RedisError.server(e) }
@@ -148,7 +148,7 @@ extension APIDaemon {
         }
     }
 
-    private func unavailable() -> HTTPResponse {
+    func unavailable() -> HTTPResponse {
         .error(503, "the queue is unavailable; try again", headers: ["Retry-After": "5"])
     }
 }

@@ -265,6 +265,11 @@ extension APIDaemon {
             + (settings.lifetime.maxAge + settings.lifetime.recordTTL).milliseconds / 1000))
         var fields: [RedisArg] = [.text(MessageField.tags), .text(m.tagsJSON)]
         if let sendAtMs { fields += [.text(MessageField.sendAtMs), .text(String(sendAtMs))] }
+        // The score and its source beside the record; absent, the scheduler looks it up.
+        if let e = m.engagement {
+            fields += [.text(MessageField.engagement), .text(String(e)),
+                       .text(MessageField.engagementSource), "api"]
+        }
         return [
             ["HSET", .text(record),
              .text(MessageField.id), .text(id),

@@ -213,6 +213,19 @@ import TernMail
         (#"{"from":"a@example.com","to":"B\r <b@example.net>","text":"t"}"#, "to", "controls"),
     ]
 
+    @Test func engagementIsAnIntegerScore() throws {
+        let base = #""from":"a@example.com","to":"b@example.net","text":"hi""#
+        #expect(try decode("{\(base)}").engagement == nil)
+        #expect(try decode("{\(base),\"engagement\":0}").engagement == 0)
+        #expect(try decode("{\(base),\"engagement\":100}").engagement == 100)
+        for bad in ["101", "-1", "1.5", "true", "\"50\"", "[]"] {
+            #expect(throws: ValidationError(field: "engagement",
+                                            message: "must be an integer 0 to 100")) {
+                try decode("{\(base),\"engagement\":\(bad)}")
+            }
+        }
+    }
+
     @Test func displayNamesAttachmentsTagsAndSendAt() throws {
         let request = try decode(#"""
             {"from":"\"Doe, Jane\" <jane@example.com>","to":{"email":"b@example.net",

@@ -6,8 +6,8 @@
 //   POST /v1/webhooks/{name}/failed/retry              every given-up delivery goes again
 //   POST /v1/webhooks/{name}/failed/{event_id}/retry   one goes again
 //
-// Endpoints receive every organisation's events, so these need a key bound to none. A
-// secret is never shown.
+// Endpoints receive every organisation's events, so these need an operator key (bound to
+// no organisation, or @ops). A secret is never shown.
 
 import Foundation
 import TernCore

@@ -179,7 +179,8 @@ public struct ControlStore: Sendable {
         let reply = try await redis.eval(
             ControlScripts.cancel,
             keys: [keys.message(id), keys.history(id), keys.attempts(id),
-                   keys.stream(.events), keys.groupQueue(group), keys.pauseHeld(owner)],
+                   keys.stream(.events), keys.groupQueue(group), keys.pauseHeld(owner),
+                   keys.groupDue(group)],
             args: [.text(id), .text(event.historyJSON), .text(event.json),
                    .text(String(recordTTL.milliseconds / 1000)),
                    .text(MessageState.cancellable.map(\.rawValue).joined(separator: ","))])
@@ -196,7 +197,7 @@ public struct ControlStore: Sendable {
 
 enum ControlScripts {
     /// KEYS: 1 message, 2 history, 3 attempts, 4 events stream, 5 the group's queue, 6 the
-    /// organisation's pause-held hash. ARGV: 1 id, 2 history entry, 3 event JSON, 4 record
+    /// organisation's pause-held hash, 7 the group's due set (`groupDue`). ARGV: 1 id, 2 history entry, 3 event JSON, 4 record
     /// TTL (s), 5 the cancellable states, ","-joined. Returns {"cancelled"}, {"state", s}
     /// when the state forbids it, {"missing"}.
     ///
@@ -213,6 +214,7 @@ enum ControlScripts {
         redis.call('HSET', KEYS[1], 'state', 'cancelled')
         redis.call('HDEL', KEYS[1], 'held')
         redis.call('ZREM', KEYS[5], ARGV[1])
+        redis.call('ZREM', KEYS[7], ARGV[1])
         redis.call('HDEL', KEYS[6], ARGV[1])
         redis.call('RPUSH', KEYS[2], ARGV[2])
         redis.call('XADD', KEYS[4], 'MAXLEN', '~', '1000000', '*', 'id', ARGV[1],

@@ -32,11 +32,14 @@ public struct AttemptRecord: Codable, Sendable, Equatable {
     public var tlsVersion: String?
     public var tlsCipher: String?
     public var tlsVerified: Bool?
+    /// The steps' durations in ms (`EntryField.connectMs`, ...); nil from a sender that
+    /// does not report them.
+    public var timings: AttemptTimings?
 
     enum CodingKeys: String, CodingKey {
         case at, attempt, outcome, code, enhanced, reply, stage, mx, addr, ip, tls, ms
         case tlsVersion = "tls_version", tlsCipher = "tls_cipher"
-        case tlsVerified = "tls_verified"
+        case tlsVerified = "tls_verified", timings
     }
 
     public init(at: String, attempt: Int, outcome: AttemptOutcome, code: Int, enhanced: String,
@@ -75,6 +78,37 @@ public struct AttemptRecord: Codable, Sendable, Equatable {
                   tlsCipher: e[EntryField.tlsCipher].flatMap { $0.isEmpty ? nil : $0 },
                   tlsVerified: e[EntryField.tlsVerified].flatMap {
                       $0 == "yes" ? true : $0 == "no" ? false : nil })
+        timings = AttemptTimings(result: e)
+    }
+}
+
+/// How long one attempt's steps took (ms), as the sender measured them.
+public struct AttemptTimings: Codable, Sendable, Equatable {
+    public var connectMs: Int
+    public var greetingMs: Int
+    public var tlsMs: Int
+    public var dataMs: Int
+    public var reused: Bool
+
+    enum CodingKeys: String, CodingKey {
+        case connectMs = "connect_ms", greetingMs = "greeting_ms", tlsMs = "tls_ms"
+        case dataMs = "data_ms", reused
+    }
+
+    /// From a `results` entry; nil when it has no timings.
+    public init?(result e: StreamEntryFields) {
+        guard let data = e[EntryField.dataMs].flatMap({ Int($0) }) else { return nil }
+        connectMs = Int(e[EntryField.connectMs] ?? "") ?? 0
+        greetingMs = Int(e[EntryField.greetingMs] ?? "") ?? 0
+        tlsMs = Int(e[EntryField.tlsMs] ?? "") ?? 0
+        dataMs = data
+        reused = e[EntryField.reused] == "yes"
+    }
+
+    /// The history and event fields.
+    public var detail: [String: any Sendable] {
+        ["connect_ms": connectMs, "greeting_ms": greetingMs, "tls_ms": tlsMs,
+         "data_ms": dataMs, "reused": reused]
     }
 }
 

@@ -57,12 +57,14 @@ public struct SendRequest: Sendable, Equatable {
     public var tagsJSON: String
     /// The earliest time the message may go; nil for at once (a past time is taken as now).
     public var sendAt: Date?
+    /// How engaged the recipient is, 0-100; nil leaves it to the organisation's store.
+    public var engagement: Int?
 
     // MARK: - Limits
 
     public static let knownFields: Set<String> = [
         "from", "to", "subject", "text", "html", "raw", "headers", "org", "pool", "metadata",
-        "reply_to", "attachments", "tags", "send_at",
+        "reply_to", "attachments", "tags", "send_at", "engagement",
     ]
     /// Fields Tern writes itself; a client may not supply them as custom headers.
     public static let reservedHeaders: Set<String> = [
@@ -174,6 +176,7 @@ public struct SendRequest: Sendable, Equatable {
         org = try SendRequest.name(json, "org")
         pool = try SendRequest.name(json, "pool")
         (metadata, metadataJSON) = try SendRequest.metadata(json["metadata"])
+        engagement = try SendRequest.engagement(json["engagement"])
         (tags, tagsJSON) = try SendRequest.tags(json["tags"])
         sendAt = try SendRequest.sendAt(json["send_at"], now: now)
     }
@@ -413,5 +416,16 @@ public struct SendRequest: Sendable, Equatable {
             throw ValidationError(field: "raw", message: "line \(line + 1) is longer than 998 "
                 + "octets")
         }
+    }
+
+    /// engagement: an integer 0-100 (a boolean is not one, though JSON gives it as a number).
+    private static func engagement(_ value: Any?) throws(ValidationError) -> Int? {
+        guard let value else { return nil }
+        guard let n = value as? NSNumber, !["c", "B"].contains(String(cString: n.objCType)),
+              n.doubleValue == n.doubleValue.rounded(), (0...100).contains(n.doubleValue)
+        else {
+            throw ValidationError(field: "engagement", message: "must be an integer 0 to 100")
+        }
+        return n.intValue
     }
 }
