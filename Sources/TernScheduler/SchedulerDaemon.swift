@@ -163,6 +163,7 @@ public struct SchedulerDaemon: Daemon {
                          .text(id)])
             cmds.append(["ZADD", .text(keys.dueGroups), "LT", .text(String(due)),
                          .text(record.group)])
+            cmds.append(["ZADD", .text(keys.deadlines), .text(String(expires)), .text(id)])
         }
         cmds += ack(.submit, entry)
         _ = try await redis.transaction(cmds)
@@ -174,9 +175,17 @@ public struct SchedulerDaemon: Daemon {
     /// Releases due messages group by group. The due index holds each group once, scored by
     /// when it may next send, so the cost of a pass grows with the groups that are due, not
     /// with all the groups there are.
+    /// The deadline sweep (`expireOverdue`) runs in the same loop, so the messages the
+    /// release script sets expired get their event from one task only.
     func releaseLoop(shutdown: Shutdown) async {
+        var swept: Int64 = 0
         while !shutdown.isRequested && !Task.isCancelled {
             do {
+                let now = clock()
+                if now - swept >= Self.sweepEveryMs || now < swept {
+                    swept = now
+                    try await expireOverdue(nowMs: now)
+                }
                 let released = try await releaseDue()
                 if released == 0 { try await Task.sleep(for: .milliseconds(20)) }
             } catch is CancellationError {
@@ -280,7 +289,7 @@ public struct SchedulerDaemon: Daemon {
     func releaseKeys(_ group: String, ip: SourceIP, nowMs: Int64) -> [String] {
         [keys.groupQueue(group), keys.dueGroups, keys.groupPace(group), keys.stream(.ready),
          keys.heldOrgs, keys.warmupSent(ip.address, day: WarmupDay.text(ms: nowMs)),
-         keys.orgCaps, keys.pauses, keys.groupDue(group)]
+         keys.orgCaps, keys.pauses, keys.groupDue(group), keys.deadlines, keys.expiring]
     }
 
     /// The provider name a pause gives: the profile's, `default` for every domain of none.
@@ -320,6 +329,10 @@ public struct SchedulerDaemon: Daemon {
         }
         if parts.first == "paused", parts.count == 4, parts[3] == "1" {
             try await notePaused(id: parts[1], field: parts[2], nowMs: nowMs)
+        }
+        if parts.first == "expired", parts.count == 2 {
+            let held = try await redis.run("HGET", keys.expiring, parts[1]).string
+            if let held { try await finishExpiry(id: parts[1], held: held) }
         }
         guard parts.first == "released", parts.count == 4,
               let ip = ips.compactMap({ $0 }).first(where: { $0.address == parts[3] })
@@ -611,7 +624,7 @@ public struct SchedulerDaemon: Daemon {
                   detail: [String: any Sendable]) -> [[RedisArg]] {
         let ttl = RedisArg.text(String(settings.lifetime.recordTTL.milliseconds / 1000))
         return [["HSET", .text(keys.message(r.id)), .text(MessageField.state),
-                 .text(state.rawValue)]]
+                 .text(state.rawValue)], ["ZREM", .text(keys.deadlines), .text(r.id)]]
             + event(r, kind, detail: detail)
             + [keys.message(r.id), keys.history(r.id), keys.attempts(r.id)].map {
                 ["EXPIRE", .text($0), ttl]

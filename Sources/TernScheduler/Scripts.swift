@@ -13,7 +13,8 @@ enum Scripts {
     /// KEYS: 1 group queue, 2 due index, 3 group pace, 4 ready stream, 5 held organisations,
     /// 6 the source IP's warm-up counts today, 7 the organisations' caps (`orgCaps`), 8 the
     /// operators' pauses (`pauses`, Control.swift), 9 the group's due messages by engagement
-    /// (`groupDue`).
+    /// (`groupDue`), 10 the deadlines (`deadlines`), 11 the messages set expired awaiting
+    /// their event (`expiring`).
     /// ARGV: 1 group name, 2 now (ms), 3 interval (ms), 4 source ip, 5 helo, 6 message key prefix,
     /// 7 how long a held message waits before it is looked at again (ms), 8 the warm-up cap
     /// name, 9 the IP's allowance under it now ("" not in warm-up, "none" counted uncapped),
@@ -24,7 +25,8 @@ enum Scripts {
     /// below which a message takes the IP of 20 (helo 21) instead of 4 ("" for none), or waits
     /// until 22 when that is not "" (no such IP may send now), 23 the organisations'
     /// engagement key prefix.
-    /// Returns {"paced"|"empty"|"capped"|"routed"|"released"|"dropped"|"held", id, attempt or
+    /// Returns {"paced"|"empty"|"capped"|"routed"|"released"|"dropped"|"expired"|"held", id,
+    /// attempt or
     /// org, first hold or the source IP, and for a hold by an organisation's cap "hour" or
     /// "day", by its pause "pause"}, or {"paused", first due id or "", the pause's field,
     /// first hold}.
@@ -49,7 +51,21 @@ enum Scripts {
     ///
     /// The held hash maps an organisation whose circuit breaker is not closed to the trial
     /// messages it may still send: 0 while open, counted down while half-open.
+    ///
+    /// A popped message past its deadline (`expires_ms`) is not released but set `expired`
+    /// in this step, so it is never both sent and expired; its id goes to `expiring`, which
+    /// the scheduler empties as it writes the event (`expireOverdue`). A message held by a
+    /// pause, a cap or the breaker goes back to its queue due no later than its deadline.
+    /// Messages that are never popped (their group, pool or provider paused, a warm-up or
+    /// engagement wait) are left to the deadline sweep, so no step here scans a group.
     static let release = RedisScript("""
+        local function expire(id, key, org, held)
+          redis.call('HSET', key, 'state', 'expired')
+          redis.call('HDEL', key, 'held')
+          redis.call('HDEL', ARGV[16] .. org, id)
+          redis.call('ZREM', KEYS[10], id)
+          redis.call('HSET', KEYS[11], id, held or '')
+        end
         local function reschedule(notBefore)
           if redis.call('ZCARD', KEYS[9]) > 0 then
             redis.call('ZADD', KEYS[2], notBefore, ARGV[1])
@@ -133,14 +149,26 @@ enum Scripts {
         local id = due[1]
         redis.call('ZREM', KEYS[9], id)
         local key = ARGV[6] .. id
-        local state = redis.call('HGET', key, 'state')
+        local m = redis.call('HMGET', key, 'state', 'org', 'expires_ms', 'held')
+        local state = m[1]
         if (not state) or (state ~= 'queued' and state ~= 'deferred') then
           reschedule(now)
           return {'dropped', id}
         end
-        local org = redis.call('HGET', key, 'org') or ''
+        local org = m[2] or ''
+        local deadline = tonumber(m[3] or '') or 0
+        if deadline > 0 and deadline <= now then
+          expire(id, key, org, m[4])
+          reschedule(now)
+          return {'expired', id}
+        end
+        -- A held message comes back no later than its deadline, to be expired then.
+        local function upTo(at)
+          if deadline > 0 and deadline < at then return deadline end
+          return at
+        end
         if redis.call('HEXISTS', KEYS[8], 'org:' .. org) == 1 then
-          redis.call('ZADD', KEYS[1], now + 3600000, id)
+          redis.call('ZADD', KEYS[1], upTo(now + 3600000), id)
           redis.call('HSET', ARGV[16] .. org, id, ARGV[1])
           reschedule(now)
           local first = redis.call('HSETNX', key, 'held', 'pause')
@@ -161,7 +189,7 @@ enum Scripts {
             wait, which = tonumber(ARGV[13]), 'hour'
           end
           if wait then
-            redis.call('ZADD', KEYS[1], now + wait, id)
+            redis.call('ZADD', KEYS[1], upTo(now + wait), id)
             reschedule(now)
             local first = redis.call('HSETNX', key, 'held', 'cap')
             return {'held', id, org, tostring(first), which}
@@ -170,7 +198,7 @@ enum Scripts {
         local trial = redis.call('HGET', KEYS[5], org)
         if trial then
           if tonumber(trial) <= 0 then
-            redis.call('ZADD', KEYS[1], now + tonumber(ARGV[7]), id)
+            redis.call('ZADD', KEYS[1], upTo(now + tonumber(ARGV[7])), id)
             reschedule(now)
             local first = redis.call('HSETNX', key, 'held', 'breaker')
             return {'held', id, org, tostring(first)}
@@ -198,5 +226,36 @@ enum Scripts {
         end
         reschedule(now + interval)
         return {'released', id, tostring(attempt), ip}
+        """)
+
+    /// KEYS: 1 deadlines, 2 expiring. ARGV: 1 now (ms), 2 message key prefix, 3 group queue
+    /// key prefix, 4 group due set key prefix, 5 pause-held key prefix, 6 at most this many.
+    /// Returns the `expiring` hash (id, held, ...): what still needs its event.
+    ///
+    /// The deadline sweep: a message past its deadline that still waits (`queued` or
+    /// `deferred`) leaves its group's queue and due set and its organisation's pause-held
+    /// hash and is set `expired`, in one step, as the release script does for one it pops;
+    /// the id of a message in a sender's hands or final just leaves the index (a result
+    /// past the deadline expires it, `RetryPolicy`). This is what ends a message whose group,
+    /// pool or provider is paused, or whose group waits on warm-up or a warm IP: the cost is
+    /// O(log n) per expired message, and the release script stays O(log n) per group.
+    static let expireOverdue = RedisScript("""
+        local ids = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0,
+                               tonumber(ARGV[6]))
+        for _, id in ipairs(ids) do
+          local key = ARGV[2] .. id
+          local m = redis.call('HMGET', key, 'state', 'pool', 'domain', 'org', 'held')
+          if m[1] == 'queued' or m[1] == 'deferred' then
+            local group = (m[2] or '') .. ':' .. (m[3] or '')
+            redis.call('ZREM', ARGV[3] .. group, id)
+            redis.call('ZREM', ARGV[4] .. group, id)
+            redis.call('HSET', key, 'state', 'expired')
+            redis.call('HDEL', key, 'held')
+            redis.call('HDEL', ARGV[5] .. (m[4] or ''), id)
+            redis.call('HSET', KEYS[2], id, m[5] or '')
+          end
+          redis.call('ZREM', KEYS[1], id)
+        end
+        return redis.call('HGETALL', KEYS[2])
         """)
 }

@@ -61,6 +61,13 @@ public struct Keys: Sendable {
     /// Sorted set: group names scored by the due time of their earliest message, so the
     /// scheduler finds due work without scanning groups.
     public var dueGroups: String { prefix + "due" }
+    /// Sorted set: ids of messages the scheduler filed, scored by their deadline
+    /// (`expires_ms`). The scheduler sweeps it for messages held past their deadline and
+    /// drops an id when its message reaches a final state.
+    public var deadlines: String { prefix + "deadlines" }
+    /// Hash: message id -> why it was held (`held` field, "" when not held), for messages the
+    /// scheduler has set `expired` but not yet given their event; emptied as they get it.
+    public var expiring: String { prefix + "expiring" }
     /// String: the time (ms) before which a group may not release its next message.
     public func groupPace(_ group: String) -> String { prefix + "pace:" + group }
     /// Sorted set: the connection leases senders hold on one source IP and provider
