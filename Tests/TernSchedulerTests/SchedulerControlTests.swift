@@ -59,7 +59,8 @@ extension SchedulerDaemonTests {
         let control = ControlStore(redis: h.redis, keys: h.keys)
         try await control.pause(Pause(kind: .org, name: "acme", reason: "", by: "test",
                                       sinceMs: nowMs()))
-        let held = try await h.submit(org: "acme")
+        // Its deadline two hours away: held an hour, not up to its deadline.
+        let held = try await h.submit(org: "acme", maxAge: 7_200_000)
         let other = try await h.submit(org: "globex")
         #expect(try await h.nextReady()["id"] == other)
         try await h.waitFor("noted as held") {

@@ -359,7 +359,8 @@ import TernTestSupport
         _ = try await redis.transaction([
             ["HSET", .text(keys.message(id)), "id", .text(id), "org", "o", "pool", "default",
              "from", "s@x.example", "rcpt", "a@inbox.example", "domain", "inbox.example",
-             "metadata", "{}", "created_ms", "0", "expires_ms", "99999999999999",
+             "metadata", "{}", "created_ms", .text(String(nowMs())),
+             "expires_ms", "99999999999999",
              "state", "queued", "attempts", "0"],
             xadd(keys.stream(.submit), [("id", id)]),
         ])
