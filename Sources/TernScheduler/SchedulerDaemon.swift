@@ -175,6 +175,7 @@ public struct SchedulerDaemon: Daemon {
     /// Releases due messages group by group. The due index holds each group once, scored by
     /// when it may next send, so the cost of a pass grows with the groups that are due, not
     /// with all the groups there are.
+    ///
     /// The deadline sweep (`expireOverdue`) runs in the same loop, so the messages the
     /// release script sets expired get their event from one task only.
     func releaseLoop(shutdown: Shutdown) async {

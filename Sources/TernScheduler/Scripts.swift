@@ -26,10 +26,9 @@ enum Scripts {
     /// until 22 when that is not "" (no such IP may send now), 23 the organisations'
     /// engagement key prefix.
     /// Returns {"paced"|"empty"|"capped"|"routed"|"released"|"dropped"|"expired"|"held", id,
-    /// attempt or
-    /// org, first hold or the source IP, and for a hold by an organisation's cap "hour" or
-    /// "day", by its pause "pause"}, or {"paused", first due id or "", the pause's field,
-    /// first hold}.
+    /// attempt or org, first hold or the source IP, and for a hold by an organisation's cap
+    /// "hour" or "day", by its pause "pause"}, or {"paused", first due id or "", the pause's
+    /// field, first hold}.
     ///
     /// Messages that have come due move from the queue to the due set, ranked by due time
     /// less their score × ARGV 17 (at most 100 a call: a backlog moves over a few calls); the
