@@ -4,7 +4,7 @@
 //
 //   PUT    /v1/engagement/{org}             {"address": score, ...}: set many at once; a
 //                                           score of null removes the address
-//   GET    /v1/engagement/{org}/{address}   one address's score
+//   GET    /v1/engagement/{org}/{address}   one address's score (null when none is recorded)
 //
 // A key bound to an organisation reads and sets only its own.
 
@@ -81,9 +81,7 @@ extension APIDaemon {
         guard let value = await read(["HGET", keys.engagement(org), member]) else {
             return unavailable()
         }
-        guard let score = value.string.flatMap({ Int($0) }) else {
-            return .error(404, "no engagement recorded for the address", field: "address")
-        }
+        let score: Any = value.string.flatMap { Int($0) } ?? NSNull()
         return .json(200, ["org": org, "address": member, "engagement": score])
     }
 

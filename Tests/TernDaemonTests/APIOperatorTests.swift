@@ -72,7 +72,8 @@ extension APIDaemonTests {
         // null removes; a bad score or address changes nothing.
         #expect(try await put("acme", #"{"bob@inbox.example": null}"#).json["removed"] as? Int
                 == 1)
-        #expect(try await call(h, "GET", "/v1/engagement/acme/bob@inbox.example").status == 404)
+        let gone = try await call(h, "GET", "/v1/engagement/acme/bob@inbox.example")
+        #expect(gone.status == 200 && gone.json["engagement"] is NSNull)
         let bad = try await put("acme", #"{"carol@inbox.example": 101}"#)
         #expect(bad.status == 422 && bad.errorField == "carol@inbox.example")
         #expect(try await put("acme", #"{"not-an-address": 5}"#).status == 422)
