@@ -21,7 +21,23 @@ import yaml
 
 import harness
 
-SPEC = yaml.safe_load((harness.REPO / "docs" / "openapi.yaml").read_text())
+
+class StrictLoader(yaml.SafeLoader):
+    """YAML that refuses a key given twice in one mapping: PyYAML keeps the last silently,
+    and a property described twice is described wrongly once."""
+
+    def construct_mapping(self, node, deep=False):
+        keys = [self.construct_object(key, deep=deep) for key, _ in node.value]
+        twice = sorted({str(k) for k in keys if keys.count(k) > 1})
+        if twice:
+            raise yaml.constructor.ConstructorError(
+                None, None, f"{twice} given twice", node.start_mark)
+        return super().construct_mapping(node, deep)
+
+
+StrictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG,
+                             StrictLoader.construct_mapping)
+SPEC = yaml.load((harness.REPO / "docs" / "openapi.yaml").read_text(), Loader=StrictLoader)
 METHODS = ("get", "put", "post", "delete", "patch")
 # Path parameters known only once the API runs (a message id, a failed delivery's id); the
 # others take their documented `example`, so the examples are real values too.
