@@ -343,6 +343,13 @@ def run(n, size, dkim):
             raise RuntimeError(f"{len(failures)} requests failed, first: {failures[0]!r}")
         done = float(stack.sink("wait", str(n), "60").split()[-1])
         wall = done - t0
+        # The sink has every message; CPU and commands are read once the scheduler has also
+        # applied every result (an `accepted` and a `delivered` event per message).
+        try:
+            wait_for("the delivered events",
+                     lambda: stack.redis("XLEN", "tern:stream:events") >= 2 * n, 60)
+        except RuntimeError as e:
+            print(f"  {e}")
         if perf:
             perf.send_signal(signal.SIGINT)
             perf.wait(30)
