@@ -58,7 +58,12 @@ let package = Package(
             name: "TernReputation", dependencies: ["TernCore", "TernMail", "TernDNS"],
             swiftSettings: strict),
 
-        .target(name: "TernCtl", dependencies: ["TernCore", "TernMail"], swiftSettings: strict),
+        // ternctl checks configuration with the daemons' own settings parsers.
+        .target(
+            name: "TernCtl",
+            dependencies: ["TernCore", "TernMail", "TernAPI", "TernScheduler", "TernSender",
+                           "TernBounce", "TernReputation"],
+            swiftSettings: strict),
         .executableTarget(
             name: "ternctl", dependencies: ["TernCtl"], path: "Sources/ternctl",
             swiftSettings: strict),

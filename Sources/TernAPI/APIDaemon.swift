@@ -3,9 +3,10 @@
 // MULTI/EXEC, so a message is either wholly accepted or not at all. It also answers what
 // became of a message and whether Redis is reachable.
 //
-// Routes: POST /v1/send, GET /v1/messages/{id}, GET /health, GET /metrics. Everything the
-// client sends is untrusted: the HTTP server bounds sizes and times, `SendRequest` validates
-// every field, and only what passed both reaches Redis.
+// Routes: POST /v1/send, POST /v1/send/batch, GET /v1/messages/{id}, GET /health,
+// GET /metrics, and the operators' routes (OperatorEndpoints, IPEndpoints,
+// ControlEndpoints). Everything the client sends is untrusted: the HTTP server bounds sizes
+// and times, `SendRequest` validates every field, and only what passed both reaches Redis.
 
 import Foundation
 import TernCore
@@ -84,7 +85,12 @@ public struct APIDaemon: Daemon {
             metrics.answered(response)
             return response
         }
+        if path == "/v1/send/batch" {
+            guard request.method == "POST" else { return notAllowed("POST") }
+            return await sendBatch(request)
+        }
         if let answer = await operatorRoute(request) { return answer }
+        if let answer = await controlRoute(request) { return answer }
         if let answer = await ipRoute(request) { return answer }
         let prefix = "/v1/messages/"
         if path.hasPrefix(prefix) {

@@ -17,6 +17,9 @@ public struct APISettings: Sendable {
     /// message and its JSON escaping must fit. At most 64 MiB: the built message (up to three
     /// times larger once quoted-printable) must stay far below Redis's 512 MB string limit.
     public let maxBody: Int
+    /// TERN_API_MAX_BATCH: most messages in one POST /v1/send/batch (default 1000; 1 to
+    /// 10000). The whole batch must also fit TERN_API_MAX_BODY.
+    public let maxBatch: Int
     /// TERN_HOSTNAME: the right-hand side of Message-ID fields (default the host name).
     public let hostname: String
     /// TERN_MAX_AGE and TERN_RECORD_TTL. The API sets their sum as a backstop expiry, so a
@@ -41,6 +44,9 @@ public struct APISettings: Sendable {
     public let pools: Set<String>?
     /// TERN_POOLS as a whole: the source IPs the operator endpoints list.
     public let ipPools: Pools
+    /// TERN_PROVIDERS_FILE, the scheduler's setting, read here to name each group's provider
+    /// in the state endpoints as the scheduler does.
+    public let providers: ProviderCatalog
     /// TERN_CFBL_ADDRESS: the complaint feedback address written into every message as
     /// CFBL-Address (RFC 9477), with a CFBL-Feedback-ID tagged with TERN_VERP_SECRET (then
     /// required). Unset: no CFBL fields. Its domain must be one that DKIM signs (d=) for
@@ -52,6 +58,7 @@ public struct APISettings: Sendable {
         listen = try env.address("TERN_API_LISTEN", default: "127.0.0.1:8025")
         keys = try APIKeys(env.string("TERN_API_KEYS", default: ""), variable: "TERN_API_KEYS")
         maxBody = try env.int("TERN_API_MAX_BODY", default: 10_485_760, range: 1024...(64 << 20))
+        maxBatch = try env.int("TERN_API_MAX_BATCH", default: 1000, range: 1...10_000)
         hostname = env.string("TERN_HOSTNAME", default: ProcessInfo.processInfo.hostName)
         lifetime = try MessageLifetime(env)
         idleTimeout = try env.duration("TERN_API_IDLE_TIMEOUT", default: .seconds(30))
@@ -61,6 +68,7 @@ public struct APISettings: Sendable {
         let poolText = env.string("TERN_POOLS", default: "")
         pools = poolText.isEmpty ? nil : try APISettings.poolNames(poolText)
         ipPools = try Pools(env)
+        providers = try ProviderCatalog.load(overrides: env.values["TERN_PROVIDERS_FILE"])
         let cfblAddress = env.string("TERN_CFBL_ADDRESS", default: "")
         if cfblAddress.isEmpty {
             cfbl = nil

@@ -13,6 +13,7 @@ extension APIDaemon {
         MessageField.id, MessageField.state, MessageField.org, MessageField.pool,
         MessageField.from, MessageField.recipient, MessageField.createdMs,
         MessageField.expiresMs, MessageField.metadata, MessageField.lastReply,
+        MessageField.held,
     ]
 
     func message(_ id: String, _ request: HTTPRequest) async -> HTTPResponse {
@@ -56,6 +57,8 @@ extension APIDaemon {
         if let ms = Int64(field(6)) { object["created"] = timestamp(ms: ms) }
         if let ms = Int64(field(7)) { object["expires"] = timestamp(ms: ms) }
         if !field(9).isEmpty { object["last_reply"] = field(9) }
+        // Why a due message waits: breaker, cap, warmup or pause (its history says more).
+        if !field(10).isEmpty { object["held"] = field(10) }
         return .json(200, object)
     }
 

@@ -6,11 +6,43 @@
 // made, the message built and DKIM-signed, and the record, its first history entry, the
 // `submit` entry, the `accepted` event and the `dkim.signed` or `dkim.unsigned` counter
 // written in one MULTI/EXEC: Redis applies all of it or none, so a refusal or an outage
-// leaves nothing behind for the scheduler to find.
+// leaves nothing behind for the scheduler to find. POST /v1/send/batch (BatchEndpoint.swift)
+// goes through the same checks and the same writes, message by message.
 
 import Foundation
 import TernCore
 import TernMail
+
+/// A request field the API refuses: the answer's status, the field's path, and why.
+struct FieldRefusal: Error {
+    let status: Int
+    let field: String
+    let detail: String
+
+    /// A `SendRequest` check's verdict: the org of a bound key is a 403; a document that is
+    /// not a JSON object cannot be read at all (400); any other field is unprocessable (422,
+    /// RFC 9110 §15.5.21).
+    init(_ error: ValidationError, boundOrg: String?) {
+        field = error.field
+        detail = error.message
+        status = error.field == "org" && boundOrg != nil ? 403 : error.field == "body" ? 400 : 422
+    }
+
+    init(_ status: Int, field: String, _ detail: String) {
+        self.status = status
+        self.field = field
+        self.detail = detail
+    }
+}
+
+/// A message that passed every check, built and signed: what its acceptance writes.
+struct AcceptedMessage {
+    let id: String
+    let message: SendRequest
+    let bytes: Int
+    let dkim: DKIMSigner.Outcome
+    let commands: [[RedisArg]]
+}
 
 extension APIDaemon {
     func send(_ request: HTTPRequest) async -> HTTPResponse {
@@ -19,8 +51,28 @@ extension APIDaemon {
         case .success(let org): boundOrg = org
         case .failure(let refusal): return refusal.response
         }
-        // RFC 9110 §15.5.12: a send has a body, and this server frames bodies by length only;
-        // without the field the body would be taken as empty and reported as bad JSON.
+        if let refusal = checkFraming(request) { return refusal }
+
+        let accepted: AcceptedMessage
+        do throws(FieldRefusal) {
+            let object: [String: Any]
+            do throws(ValidationError) {
+                object = try APIDaemon.jsonObject(body: request.body)
+            } catch {
+                throw FieldRefusal(error, boundOrg: boundOrg)
+            }
+            accepted = try prepare(object, boundOrg: boundOrg, now: Date())
+        } catch {
+            logger.debug("refused a send request", ("field", error.field),
+                         ("reason", error.detail))
+            return .error(error.status, error.detail, field: error.field)
+        }
+        return await commit([accepted], answer: .json(202, ["id": accepted.id]))
+    }
+
+    /// RFC 9110 §15.5.12: a send has a body, and this server frames bodies by length only;
+    /// without the field the body would be taken as empty and reported as bad JSON.
+    func checkFraming(_ request: HTTPRequest) -> HTTPResponse? {
         guard request.headers.contains("Content-Length") else {
             return .error(411, "send the request body with a Content-Length",
                           field: "Content-Length")
@@ -34,23 +86,35 @@ extension APIDaemon {
                               field: "Content-Type")
             }
         }
+        return nil
+    }
 
+    /// The body as a JSON object; fragments are read so that a bare string or number is told
+    /// it is not an object rather than that it is not JSON.
+    static func jsonObject(body: [UInt8]) throws(ValidationError) -> [String: Any] {
+        let parsed: Any
+        do {
+            parsed = try JSONSerialization.jsonObject(with: Data(body), options: .fragmentsAllowed)
+        } catch {
+            throw ValidationError(field: "body", message: "is not valid JSON")
+        }
+        guard let object = parsed as? [String: Any] else {
+            throw ValidationError(field: "body", message: "must be a JSON object")
+        }
+        return object
+    }
+
+    /// Checks one send object and, when it passes, builds and signs its message. Nothing is
+    /// written yet.
+    func prepare(_ object: [String: Any], boundOrg: String?, now: Date)
+        throws(FieldRefusal) -> AcceptedMessage
+    {
         let message: SendRequest
         do throws(ValidationError) {
-            message = try decode(request.body, boundOrg: boundOrg)
-            try checkPool(message.pool)
+            message = try validate(object, boundOrg: boundOrg)
         } catch {
-            logger.debug("refused a send request", ("field", error.field),
-                         ("reason", error.message))
-            if error.field == "org" && boundOrg != nil {
-                return .error(403, error.message, field: error.field)
-            }
-            // A body that is not a JSON object cannot be read at all (400); a readable
-            // request with a wrong field is unprocessable (422, RFC 9110 §15.5.21).
-            return .error(error.field == "body" ? 400 : 422, error.message, field: error.field)
+            throw FieldRefusal(error, boundOrg: boundOrg)
         }
-
-        let now = Date()
         let id = MessageID.generate(now: now)
         let createdMs = Int64((now.timeIntervalSince1970 * 1000).rounded(.down))
         let built = MessageBuilder.build(message, id: id, now: now, hostname: settings.hostname,
@@ -59,52 +123,60 @@ extension APIDaemon {
         // cooperative pool; RSA-2048 costs about 1 ms a key and Ed25519 far less (bench/dkim),
         // small beside the request's own parsing and the Redis round trip.
         let (body, dkim) = signer.sign(built, at: now)
-        switch dkim {
-        case .signed(let domain, let selectors):
-            logger.debug("dkim signed", ("message_id", id), ("dkim_domain", domain),
-                         ("selectors", selectors.joined(separator: ",")))
-        case .unsigned(let domain):
-            logger.debug("no dkim key for the From domain; sending unsigned", ("message_id", id),
-                         ("from_domain", domain ?? ""))
-        }
+        var commands = acceptCommands(message, id: id, body: body, createdMs: createdMs)
+        commands.append(["HINCRBY", .text(keys.counters),
+                         .text(dkim.isSigned ? "dkim.signed" : "dkim.unsigned"), "1"])
+        return AcceptedMessage(id: id, message: message, bytes: body.count, dkim: dkim,
+                               commands: commands)
+    }
+
+    /// Writes every accepted message in one MULTI/EXEC (one round trip) and answers `answer`;
+    /// 503 and nothing written when Redis fails.
+    func commit(_ accepted: [AcceptedMessage], answer: HTTPResponse) async -> HTTPResponse {
+        guard !accepted.isEmpty else { return answer }
         do {
-            var commands = acceptCommands(message, id: id, body: body, createdMs: createdMs)
-            commands.append(["HINCRBY", .text(keys.counters),
-                             .text(dkim.isSigned ? "dkim.signed" : "dkim.unsigned"), "1"])
-            _ = try await redis.transaction(commands)
-            metrics.dkim.inc(dkim.isSigned ? "signed" : "unsigned")
+            _ = try await redis.transaction(accepted.flatMap(\.commands))
         } catch {
-            logger.error("could not queue a message: \(error)", ("message_id", id))
+            logger.error("could not queue \(accepted.count) message(s): \(error)",
+                         ("message_id", accepted[0].id))
             return .error(503, "the queue is unavailable; nothing was accepted, try again",
                           headers: ["Retry-After": "5"])
         }
-        logger.info("accepted", ("message_id", id), ("org", message.org),
-                    ("pool", message.pool), ("domain", message.to.asciiDomain),
-                    ("bytes", String(body.count)))
-        return .json(202, ["id": id])
+        for a in accepted {
+            metrics.dkim.inc(a.dkim.isSigned ? "signed" : "unsigned")
+            switch a.dkim {
+            case .signed(let domain, let selectors):
+                logger.debug("dkim signed", ("message_id", a.id), ("dkim_domain", domain),
+                             ("selectors", selectors.joined(separator: ",")))
+            case .unsigned(let domain):
+                logger.debug("no dkim key for the From domain; sending unsigned",
+                             ("message_id", a.id), ("from_domain", domain ?? ""))
+            }
+            logger.info("accepted", ("message_id", a.id), ("org", a.message.org),
+                        ("pool", a.message.pool), ("domain", a.message.to.asciiDomain),
+                        ("bytes", String(a.bytes)))
+        }
+        return answer
     }
 
-    /// Decodes and validates the body. A key bound to an org sets the org when the request
-    /// names none, and refuses a request for another org.
-    func decode(_ body: [UInt8], boundOrg: String?) throws(ValidationError) -> SendRequest {
-        guard let boundOrg else { return try SendRequest.decode(body) }
-        let parsed: Any
-        do {
-            parsed = try JSONSerialization.jsonObject(with: Data(body), options: .fragmentsAllowed)
-        } catch {
-            throw ValidationError(field: "body", message: "is not valid JSON")
-        }
-        guard var object = parsed as? [String: Any] else {
-            throw ValidationError(field: "body", message: "must be a JSON object")
-        }
-        if let org = object["org"], !(org is NSNull) {
-            guard let name = org as? String, name == boundOrg else {
-                throw ValidationError(field: "org", message: "this API key may only send for "
-                    + "org \(boundOrg)")
+    /// Validates a send object. A key bound to an org sets the org when the object names
+    /// none, and refuses an object for another org.
+    func validate(_ json: [String: Any], boundOrg: String?) throws(ValidationError)
+        -> SendRequest
+    {
+        var object = json
+        if let boundOrg {
+            if let org = object["org"], !(org is NSNull) {
+                guard let name = org as? String, name == boundOrg else {
+                    throw ValidationError(field: "org", message: "this API key may only send "
+                        + "for org \(boundOrg)")
+                }
             }
+            object["org"] = boundOrg
         }
-        object["org"] = boundOrg
-        return try SendRequest(json: object)
+        let message = try SendRequest(json: object)
+        try checkPool(message.pool)
+        return message
     }
 
     /// A pool the scheduler would not know, when TERN_POOLS tells the API which it knows.

@@ -3,9 +3,11 @@
 //
 // A subcommand is a `CtlCommand` value in `TernCtl.commands`; adding one is adding a row.
 // Exit codes follow sysexits: 0 done, 64 bad usage, 66 an input that cannot be read,
-// 1 when the command ran and found something wrong.
+// 69 Redis or the API cannot be reached, 78 a setting is wrong, 1 when the command ran
+// and found something wrong (or was refused: a message that cannot be cancelled).
 
 import Foundation
+import TernCore
 
 /// Where a command writes; tests capture it in memory.
 public final class CtlOutput: @unchecked Sendable {
@@ -42,11 +44,17 @@ public struct CtlCommand: Sendable {
     /// The full `--help` text.
     public let help: String
     /// Runs with the arguments after the command's name; returns the exit code.
-    public let run: @Sendable (_ arguments: [String], _ io: CtlOutput) throws -> Int32
+    public let run: @Sendable (_ arguments: [String], _ io: CtlOutput) async throws -> Int32
 }
 
 public enum TernCtl {
-    public static let commands: [CtlCommand] = [ClassifyCommand.command, ProvidersCommand.command]
+    public static let commands: [CtlCommand] = [
+        StatusCommand.command, QueuesCommand.command, MessageCommand.command,
+        PauseCommands.pause, PauseCommands.resume, CancelCommand.command,
+        SuppressionsCommand.command, PoolsCommand.ips, PoolsCommand.pools,
+        ConfigCommand.command, SendTestCommand.command, ClassifyCommand.command,
+        ProvidersCommand.command,
+    ]
 
     public static var help: String {
         var text = """
@@ -55,14 +63,22 @@ public enum TernCtl {
             Tern's operators' tool. Commands:
 
             """
-        for c in commands { text += "  " + c.name.padding(toLength: 12, withPad: " ",
+        for c in commands { text += "  " + c.name.padding(toLength: 13, withPad: " ",
                                                            startingAt: 0) + c.summary + "\n" }
-        text += "\n`ternctl COMMAND --help` describes a command."
+        text += """
+
+            Commands that read or change the running system talk to Redis with the daemons'
+            own settings (TERN_REDIS_URL, TERN_REDIS_PREFIX; --env-file FILE reads them from
+            the daemons' environment file), except send-test, which uses the API
+            (TERN_API_URL, TERN_API_KEY). --json prints JSON for scripts.
+
+            `ternctl COMMAND --help` describes a command.
+            """
         return text
     }
 
     /// Runs a whole command line (without the program name).
-    public static func main(_ arguments: [String], io: CtlOutput) -> Int32 {
+    public static func main(_ arguments: [String], io: CtlOutput) async -> Int32 {
         guard let first = arguments.first else {
             io.error("no command given\n" + help)
             return 64
@@ -81,10 +97,19 @@ public enum TernCtl {
             return 0
         }
         do {
-            return try command.run(rest, io)
+            return try await command.run(rest, io)
         } catch let e as UsageError {
             io.error("\(command.name): \(e.description); `ternctl \(command.name) --help`")
             return 64
+        } catch let e as ConfigError {
+            io.error("\(command.name): configuration: \(e.description)")
+            return 78
+        } catch let e as Unreachable {
+            io.error("\(command.name): \(e.description)")
+            return 69
+        } catch let e as RedisError {
+            io.error("\(command.name): \(e.description)")
+            return 69
         } catch {
             io.error("\(command.name): \(error)")
             return 1

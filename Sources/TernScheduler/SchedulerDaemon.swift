@@ -38,6 +38,7 @@ public struct SchedulerDaemon: Daemon {
         self.breakers = Breakers(settings: settings.breaker)
         self.metrics = SchedulerMetrics(throttles: throttles, breakers: breakers)
         metrics.registry.streamMetrics(redis: redis, streams: consumedStreams)
+        metrics.pauseMetrics(redis: redis, keys: keys)
     }
 
     public func run(shutdown: Shutdown, ready: @escaping @Sendable (String) -> Void) async throws {
@@ -290,7 +291,8 @@ public struct SchedulerDaemon: Daemon {
             if case .room(let l, let n) = rooms[ip.address] { (limit, capName) = (l, n) }
             let reply = try await redis.eval(
                 Scripts.release, keys: releaseKeys(group, ip: ip, nowMs: now),
-                args: releaseArgs(group, ip: ip, nowMs: now, capName: capName, limit: limit))
+                args: releaseArgs(group, ip: ip, nowMs: now, provider: pauseName(provider),
+                                  capName: capName, limit: limit))
             guard try await isRelease(reply, group: group, pool: poolName, provider: provider,
                                       ip: ip, nowMs: now, charged: false)
             else { continue }
@@ -328,17 +330,24 @@ public struct SchedulerDaemon: Daemon {
     func releaseKeys(_ group: String, ip: SourceIP, nowMs: Int64) -> [String] {
         [keys.groupQueue(group), keys.dueGroups, keys.groupPace(group), keys.stream(.ready),
          keys.heldOrgs, keys.warmupSent(ip.address, day: WarmupDay.text(ms: nowMs)),
-         keys.orgCaps]
+         keys.orgCaps, keys.pauses]
     }
 
     /// `capName` and `limit`: the warm-up cap the script counts the release against ("" for
     /// an IP without one).
-    func releaseArgs(_ group: String, ip: SourceIP, nowMs: Int64, capName: String = "",
-                     limit: String = "") -> [RedisArg] {
+    /// The provider name a pause gives: the profile's, `default` for every domain of none.
+    func pauseName(_ scoped: ProviderProfile) -> String {
+        scoped.name.hasPrefix("default:") ? "default" : scoped.name
+    }
+
+    /// `provider`: the group's provider profile name, which a pause may name.
+    func releaseArgs(_ group: String, ip: SourceIP, nowMs: Int64, provider: String,
+                     capName: String = "", limit: String = "") -> [RedisArg] {
         [.text(group), .text(String(nowMs)),
          .text(String(settings.groupInterval.milliseconds)), .text(ip.address),
          .text(ip.helo), .text(keys.message("")), .text(String(holdMs)), .text(capName),
          .text(limit)] + OrgCaps.scriptArgs(prefix: keys.orgSentPrefix, nowMs: nowMs)
+            + [.text(provider), .text(keys.pauseHeldPrefix)]
     }
 
     /// Reads one reply of the release script: notes a message the breaker holds, and for a
@@ -349,6 +358,9 @@ public struct SchedulerDaemon: Daemon {
         let parts = reply.array?.compactMap(\.string) ?? []
         if parts.first == "held", parts.count >= 4, parts[3] == "1" {
             try await noteHeld(id: parts[1], org: parts[2], cap: parts.count > 4 ? parts[4] : nil)
+        }
+        if parts.first == "paused", parts.count == 4, parts[3] == "1" {
+            try await notePaused(id: parts[1], field: parts[2], nowMs: nowMs)
         }
         guard parts.first == "released", parts.count == 3 else { return false }
         metrics.releases.inc()
@@ -378,7 +390,8 @@ public struct SchedulerDaemon: Daemon {
         let calls: [[RedisArg]] = picked.map { ip in
             let keyArgs = releaseKeys(group, ip: ip, nowMs: nowMs).map { RedisArg.text($0) }
             return ["EVALSHA", .text(Scripts.release.sha), .text(String(keyArgs.count))]
-                + keyArgs + releaseArgs(group, ip: ip, nowMs: nowMs)
+                + keyArgs + releaseArgs(group, ip: ip, nowMs: nowMs,
+                                        provider: pauseName(provider))
         }
         var count = 0
         for (reply, ip) in zip(try await redis.pipeline(calls), picked) {
@@ -776,8 +789,11 @@ extension SchedulerDaemon {
         }
     }
 
-    /// The first time a breaker holds a message, its history says so.
+    /// The first time a breaker, a cap or a pause holds a message, its history says so.
     func noteHeld(id: String, org: String, cap: String? = nil) async throws {
+        if cap == "pause" {
+            return try await notePaused(id: id, field: Pause.field(.org, org), nowMs: nowMs())
+        }
         let reason = cap.map {
             "organisation \(org) reached its \($0 == "day" ? "daily" : "hourly") cap: "
                 + "waiting for the next \($0)"
@@ -786,5 +802,21 @@ extension SchedulerDaemon {
         let entry = MessageEvent(id: id, event: .held, atMs: nowMs(), org: org, from: "",
                                  to: "", metadataJSON: "{}", detail: ["reason": reason])
         try await redis.run("RPUSH", keys.history(id), entry.historyJSON)
+    }
+}
+
+// MARK: Pauses
+
+extension SchedulerDaemon {
+    /// The first time a pause holds a message, its history says which and why.
+    func notePaused(id: String, field: String, nowMs: Int64) async throws {
+        let json = try await redis.run("HGET", keys.pauses, field).string ?? "{}"
+        let pause = try? JSONDecoder().decode(Pause.self, from: Data(json.utf8))
+        let reason = pause?.holdReason ?? "\(field) is paused: waiting for a resume"
+        let org = try await redis.run("HGET", keys.message(id), MessageField.org).string ?? ""
+        let entry = MessageEvent(id: id, event: .held, atMs: nowMs, org: org, from: "", to: "",
+                                 metadataJSON: "{}", detail: ["reason": reason, "pause": field])
+        try await redis.run("RPUSH", keys.history(id), entry.historyJSON)
+        logger.info("held by a pause", ("message_id", id), ("pause", field))
     }
 }

@@ -62,6 +62,27 @@ struct SchedulerMetrics: Sendable {
         ProcessMetrics.register(in: registry)
     }
 
+    /// `tern_pauses_active`: the operators' pauses by kind, read from Redis at scrape time
+    /// (a scrape that cannot read them in a second keeps the last values).
+    func pauseMetrics(redis: RedisClient, keys: Keys) {
+        let gauge = registry.gauge("tern_pauses_active",
+                                   "Pauses operators set, by kind (group, provider, pool, org).",
+                                   labels: ["kind"])
+        registry.addCollector {
+            guard let reply = try? await redis.pipeline([["HKEYS", .text(keys.pauses)]],
+                                                        within: .seconds(1)).first,
+                  case .array(let fields) = reply
+            else { return }
+            var counts: [[String]: Double] = [:]
+            for kind in PauseKind.allCases { counts[[kind.rawValue]] = 0 }
+            for field in fields.compactMap(\.string) {
+                let kind = String(field.prefix(while: { $0 != ":" }))
+                if counts[[kind]] != nil { counts[[kind]]! += 1 }
+            }
+            gauge.replaceAll(counts)
+        }
+    }
+
     /// One applied result.
     func attempt(_ a: AttemptRecord, outcome: AttemptOutcome, provider: String) {
         let replyClass = (200..<600).contains(a.code) ? "\(a.code / 100)xx" : "none"

@@ -11,14 +11,22 @@ import TernCore
 
 enum Scripts {
     /// KEYS: 1 group queue, 2 due index, 3 group pace, 4 ready stream, 5 held organisations,
-    /// 6 the source IP's warm-up counts today, 7 the organisations' caps (`orgCaps`).
+    /// 6 the source IP's warm-up counts today, 7 the organisations' caps (`orgCaps`), 8 the
+    /// operators' pauses (`pauses`, Control.swift).
     /// ARGV: 1 group name, 2 now (ms), 3 interval (ms), 4 source ip, 5 helo, 6 message key prefix,
     /// 7 how long a held message waits before it is looked at again (ms), 8 the warm-up cap
     /// name, 9 the IP's allowance under it now ("" not in warm-up, "none" counted uncapped),
     /// 10 the organisation counters' key prefix, 11 this hour's and 12 today's bucket names,
-    /// 13 ms to the next hour, 14 ms to the next UTC day.
+    /// 13 ms to the next hour, 14 ms to the next UTC day, 15 the group's provider name,
+    /// 16 the prefix of the organisations' pause-held hashes.
     /// Returns {"paced"|"empty"|"capped"|"released"|"dropped"|"held", id, attempt or org,
-    /// first hold, and for a hold by an organisation's cap "hour" or "day"}.
+    /// first hold, and for a hold by an organisation's cap "hour" or "day", by its pause
+    /// "pause"}, or {"paused", first due id or "", the pause's field, first hold}.
+    ///
+    /// A paused group, pool or provider pops nothing and looks again in a second; a message
+    /// of a paused organisation waits an hour in its queue and is noted in `pause-held:<org>`,
+    /// which a resume uses to make it due again at once (Control.swift). Both checks are in
+    /// this step, so no message is released after the pause that stops it was written.
     ///
     /// An organisation's hourly and daily caps are checked and counted here too, for the
     /// messages actually released only: a message held for any reason uses no budget.
@@ -48,6 +56,19 @@ enum Scripts {
           reschedule(now)
           return {'empty'}
         end
+        local pool = string.match(ARGV[1], '^[^:]*')
+        local fields = {'group:' .. ARGV[1], 'pool:' .. pool, 'provider:' .. ARGV[15]}
+        local paused = redis.call('HMGET', KEYS[8], fields[1], fields[2], fields[3])
+        for i = 1, 3 do
+          if paused[i] then
+            reschedule(now + 1000)
+            local first = 0
+            if redis.call('EXISTS', ARGV[6] .. due[1]) == 1 then
+              first = redis.call('HSETNX', ARGV[6] .. due[1], 'held', 'pause')
+            end
+            return {'paused', due[1], fields[i], tostring(first)}
+          end
+        end
         local limit = ARGV[9]
         if limit ~= '' and limit ~= 'none' then
           local sent = tonumber(redis.call('HGET', KEYS[6], ARGV[8]) or '0')
@@ -65,6 +86,13 @@ enum Scripts {
           return {'dropped', id}
         end
         local org = redis.call('HGET', key, 'org') or ''
+        if redis.call('HEXISTS', KEYS[8], 'org:' .. org) == 1 then
+          redis.call('ZADD', KEYS[1], now + 3600000, id)
+          redis.call('HSET', ARGV[16] .. org, id, ARGV[1])
+          reschedule(now)
+          local first = redis.call('HSETNX', key, 'held', 'pause')
+          return {'held', id, org, tostring(first), 'pause'}
+        end
         local caps = redis.call('HGET', KEYS[7], org)
         local hourKey, dayKey
         if caps then

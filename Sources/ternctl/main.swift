@@ -3,4 +3,4 @@
 import Foundation
 import TernCtl
 
-exit(TernCtl.main(Array(CommandLine.arguments.dropFirst()), io: CtlOutput(echo: true)))
+exit(await TernCtl.main(Array(CommandLine.arguments.dropFirst()), io: CtlOutput(echo: true)))

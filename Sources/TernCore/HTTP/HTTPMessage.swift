@@ -120,11 +120,14 @@ public struct HTTPResponse: Sendable {
     /// The error document every Tern endpoint answers with:
     /// `{"error": {"field": <name or null>, "message": <text>}}`.
     public static func error(_ status: Int, _ message: String, field: String? = nil,
+                             extensions: [String: Any] = [:],
                              headers: HTTPHeaders = HTTPHeaders()) -> HTTPResponse {
         let detail: [String: Any] = ["field": field.map { $0 as Any } ?? NSNull(),
                                      "message": message]
+        var document = extensions
+        document["error"] = detail
         let data = (try? JSONSerialization.data(
-            withJSONObject: ["error": detail], options: [.sortedKeys, .withoutEscapingSlashes]))
+            withJSONObject: document, options: [.sortedKeys, .withoutEscapingSlashes]))
             ?? Data(#"{"error":{"field":null,"message":"error"}}"#.utf8)
         var h = headers
         h.set("Content-Type", "application/json")

@@ -1,0 +1,179 @@
+// What operators stop, start and look at while Tern runs (Contract/Control.swift holds the
+// Redis side, shared with ternctl):
+//
+//   POST   /v1/messages/{id}/cancel     cancel a message not yet in a sender's hands
+//   GET    /v1/pauses                   the active pauses
+//   PUT    /v1/pauses/{kind}/{name}     pause a group (pool:domain), provider, pool or org;
+//                                       body {"reason": "..."} (optional)
+//   DELETE /v1/pauses/{kind}/{name}     resume it
+//   GET    /v1/groups                   waiting groups: queue depth, provider, pauses
+//   GET    /v1/providers                providers: queues, each IP's rate and its reason
+//   GET    /v1/pools                    pools: IPs active, listed, in warm-up; queues
+//
+// A key bound to an organisation cancels only its messages, sees only its own pause and
+// pauses or resumes only its own organisation; the rest belongs to the whole system and
+// needs a key bound to none.
+//
+// Known limit: the operator's checks are those of every key; an "operations" scope for
+// keys is being added separately, and these routes will then ask for it.
+
+import Foundation
+import TernCore
+import TernMail
+
+extension APIDaemon {
+    var control: ControlStore { ControlStore(redis: redis, keys: keys) }
+
+    func controlRoute(_ request: HTTPRequest) async -> HTTPResponse? {
+        let path = request.path
+        let readOnly = request.method == "GET" || request.method == "HEAD"
+        if path.hasPrefix("/v1/messages/") && path.hasSuffix("/cancel") {
+            let id = path.dropFirst("/v1/messages/".count).dropLast("/cancel".count)
+            guard !id.contains("/") else { return nil }
+            guard request.method == "POST" else { return notAllowed("POST") }
+            return await cancel(String(id), request)
+        }
+        let views = ["/v1/groups", "/v1/providers", "/v1/pools"]
+        if views.contains(path) {
+            guard readOnly else { return notAllowed("GET, HEAD") }
+            return await stateView(path, request)
+        }
+        if path == "/v1/pauses" {
+            guard readOnly else { return notAllowed("GET, HEAD") }
+            return await listPauses(request)
+        }
+        guard path.hasPrefix("/v1/pauses/") else { return nil }
+        let parts = path.dropFirst("/v1/pauses/".count)
+            .split(separator: "/", maxSplits: 1, omittingEmptySubsequences: false)
+            .map { String($0).removingPercentEncoding ?? "" }
+        guard parts.count == 2 else { return notFound() }
+        guard request.method == "PUT" || request.method == "DELETE" else {
+            return notAllowed("PUT, DELETE")
+        }
+        return await changePause(kind: parts[0], name: parts[1], request)
+    }
+
+    // MARK: Cancel
+
+    func cancel(_ id: String, _ request: HTTPRequest) async -> HTTPResponse {
+        let bound: String?
+        switch authorize(request) {
+        case .failure(let refusal): return refusal.response
+        case .success(let org): bound = org
+        }
+        guard MessageID.isValid(id) else {
+            return .error(400, "is not a message id (26 lowercase base32 characters)",
+                          field: "id")
+        }
+        let outcome: CancelOutcome
+        do {
+            outcome = try await control.cancel(
+                id: id, org: bound, by: bound.map { "organisation \($0)" } ?? "an operator",
+                recordTTL: settings.lifetime.recordTTL)
+        } catch {
+            logger.error("could not cancel a message: \(error)", ("message_id", id))
+            return controlUnavailable()
+        }
+        switch outcome {
+        case .cancelled:
+            logger.notice("message cancelled", ("message_id", id), ("org", bound ?? ""))
+            return .json(200, ["id": id, "state": MessageState.cancelled.rawValue])
+        case .notFound:
+            return .error(404, "no such message", field: "id")
+        case .refused(let state):
+            let why = state == .sending ? "it is in a sender's hands" : "it is already final"
+            return .error(409, "the message is \(state.rawValue): \(why); it cannot be "
+                          + "cancelled", field: "state")
+        }
+    }
+
+    // MARK: Pauses
+
+    func listPauses(_ request: HTTPRequest) async -> HTTPResponse {
+        let bound: String?
+        switch authorize(request) {
+        case .failure(let refusal): return refusal.response
+        case .success(let org): bound = org
+        }
+        guard let all = try? await control.pauses() else { return controlUnavailable() }
+        let visible = all.filter { bound == nil || ($0.kind == .org && $0.name == bound) }
+        return .json(200, ["pauses": visible.map(\.object)])
+    }
+
+    func changePause(kind kindText: String, name: String, _ request: HTTPRequest) async
+        -> HTTPResponse
+    {
+        let bound: String?
+        switch authorize(request) {
+        case .failure(let refusal): return refusal.response
+        case .success(let org): bound = org
+        }
+        guard let kind = PauseKind(rawValue: kindText) else {
+            return .error(404, "a pause is of a group, provider, pool or org", field: "kind")
+        }
+        if let problem = kind.problem(with: name) {
+            return .error(400, problem, field: "name")
+        }
+        if let bound, kind != .org || name != bound {
+            return .error(403, "a key bound to organisation \(bound) pauses only that "
+                          + "organisation", field: "kind")
+        }
+        if request.method == "DELETE" {
+            guard let lifted = try? await control.resume(kind, name) else {
+                return controlUnavailable()
+            }
+            guard lifted else { return .error(404, "\(kind.rawValue) \(name) is not paused") }
+            logger.notice("resumed", ("kind", kind.rawValue), ("name", name))
+            return .json(200, ["kind": kind.rawValue, "name": name, "paused": false])
+        }
+        var reason = ""
+        if !request.body.isEmpty {
+            guard let body = (try? JSONSerialization.jsonObject(with: Data(request.body)))
+                as? [String: Any]
+            else { return .error(400, "must be a JSON object", field: "body") }
+            if let extra = Set(body.keys).subtracting(["reason"]).sorted().first {
+                return .error(400, "is not a field of a pause", field: extra)
+            }
+            guard let text = body["reason"] as? String, text.utf8.count <= 500 else {
+                return .error(400, "must be text of at most 500 octets", field: "reason")
+            }
+            reason = text
+        }
+        let pause = Pause(kind: kind, name: name, reason: reason,
+                          by: bound.map { "api key of \($0)" } ?? "api", sinceMs: nowMs())
+        guard let created = try? await control.pause(pause) else { return controlUnavailable() }
+        logger.notice("paused", ("kind", kind.rawValue), ("name", name), ("reason", reason))
+        return .json(created ? 201 : 200, pause.object)
+    }
+
+    // MARK: State
+
+    func stateView(_ path: String, _ request: HTTPRequest) async -> HTTPResponse {
+        switch authorize(request) {
+        case .failure(let refusal): return refusal.response
+        case .success(.some):
+            return .error(403, "\(path) needs a key bound to no organisation")
+        case .success(.none): break
+        }
+        let view = QueueView(redis: redis, keys: keys, providers: settings.providers,
+                             pools: settings.ipPools)
+        do {
+            switch path {
+            case "/v1/groups":
+                let (groups, truncated) = try await view.groups()
+                return .json(200, ["groups": groups, "truncated": truncated])
+            case "/v1/providers":
+                return .json(200, ["providers": try await view.providerStates()])
+            default:
+                return .json(200, ["pools": try await view.poolStates()])
+            }
+        } catch {
+            logger.error("could not read the queues: \(error)")
+            return controlUnavailable()
+        }
+    }
+
+    private func controlUnavailable() -> HTTPResponse {
+        .error(503, "the queue is unavailable; try again", headers: ["Retry-After": "5"])
+    }
+}

@@ -1,0 +1,244 @@
+// What operators change while Tern runs, shared by the API and `ternctl`: pauses of a group,
+// a provider, a pool or an organisation, and the cancellation of a message not yet sent.
+//
+// Both act in Redis in one atomic step (a Lua script or a single command), and the
+// scheduler's release script reads the same keys in its own atomic step, so a change never
+// races a release: a message is either released before a pause or a cancel, or not at all.
+//
+//   pauses                hash  `<kind>:<name>` -> JSON `Pause`; the release script reads it
+//   pause-held:<org>      hash  message id -> group, the messages an organisation's pause
+//                               holds back; a resume puts them back in their queues at once
+//   pauses:version        int   counts every change, so a reader that caches the pauses can
+//                               tell when to look again (the release script reads the hash)
+
+import Foundation
+import TernCore
+
+/// What a pause stops: one group (`pool:domain`), a provider profile (by its name), a pool,
+/// or an organisation.
+public enum PauseKind: String, Sendable, Codable, CaseIterable {
+    case group, provider, pool, org
+
+    /// Why `name` cannot name a thing of this kind, or nil when it can.
+    public func problem(with name: String) -> String? {
+        let visible = name.utf8.allSatisfy { $0 > 0x20 && $0 < 0x7F && $0 != 0x7C }
+        guard (1...255).contains(name.utf8.count), visible else {
+            return "must be 1 to 255 visible ASCII characters other than |"
+        }
+        switch self {
+        case .group:
+            let parts = name.split(separator: ":", maxSplits: 1)
+            guard parts.count == 2 else { return "a group is pool:domain" }
+            return nil
+        case .org:
+            let ok = name.utf8.count <= 64 && name.utf8.allSatisfy {
+                (97...122).contains($0) || (48...57).contains($0) || $0 == 95 || $0 == 45
+            }
+            return ok ? nil : "must be 1 to 64 characters of a-z, 0-9, _ and -"
+        case .provider, .pool:
+            return name.contains(":") ? "has no ':'" : nil
+        }
+    }
+}
+
+/// One active pause, as stored in the `pauses` hash.
+public struct Pause: Sendable, Codable, Equatable {
+    public var kind: PauseKind
+    public var name: String
+    /// Why, in the operator's words; shown in the history of every message it holds.
+    public var reason: String
+    /// Who paused (the API says which key's organisation, ternctl the user).
+    public var by: String
+    public var sinceMs: Int64
+
+    enum CodingKeys: String, CodingKey {
+        case kind, name, reason, by
+        case sinceMs = "since_ms"
+    }
+
+    public init(kind: PauseKind, name: String, reason: String, by: String, sinceMs: Int64) {
+        self.kind = kind
+        self.name = name
+        self.reason = reason
+        self.by = by
+        self.sinceMs = sinceMs
+    }
+
+    /// The field in the `pauses` hash.
+    public var field: String { Pause.field(kind, name) }
+    public static func field(_ kind: PauseKind, _ name: String) -> String {
+        kind.rawValue + ":" + name
+    }
+
+    /// What a message's history says while it waits for this pause.
+    public var holdReason: String {
+        "\(kind == .org ? "organisation" : kind.rawValue) \(name) is paused"
+            + (reason.isEmpty ? "" : " (\(reason))") + ": waiting for a resume"
+    }
+
+    /// The JSON operators see: `since` as a timestamp.
+    public var object: [String: any Sendable] {
+        ["kind": kind.rawValue, "name": name, "reason": reason, "by": by,
+         "since": timestamp(ms: sinceMs)]
+    }
+}
+
+extension Keys {
+    /// Hash: `<kind>:<name>` -> JSON `Pause`, the active pauses (`Control.swift`).
+    public var pauses: String { prefix + "pauses" }
+    /// String: incremented at every pause and resume.
+    public var pausesVersion: String { prefix + "pauses:version" }
+    /// Hash: message id -> group, the messages an organisation's pause holds back.
+    public func pauseHeld(_ org: String) -> String { prefix + "pause-held:" + org }
+    /// The prefix the release script appends an organisation to for `pauseHeld`.
+    public var pauseHeldPrefix: String { prefix + "pause-held:" }
+}
+
+extension MessageField {
+    /// Why a message waits although due: `breaker`, `cap`, `warmup` or `pause`; cleared at
+    /// release. Set with the first `held` history entry.
+    public static let held = "held"
+}
+
+extension MessageState {
+    /// States a message can be cancelled in: waiting in its group's queue, never in a
+    /// sender's hands (`sending`) nor final.
+    public static let cancellable: [MessageState] = [.queued, .deferred]
+}
+
+/// The outcome of a cancel request.
+public enum CancelOutcome: Sendable, Equatable {
+    case cancelled
+    /// No such message, or one of another organisation than the caller's.
+    case notFound
+    /// Already in a sender's hands or final: nothing was changed.
+    case refused(state: MessageState)
+}
+
+/// Pauses and cancellations over one Redis client.
+public struct ControlStore: Sendable {
+    public let redis: RedisClient
+    public let keys: Keys
+
+    public init(redis: RedisClient, keys: Keys) {
+        self.redis = redis
+        self.keys = keys
+    }
+
+    /// Every active pause, sorted by kind and name.
+    public func pauses() async throws -> [Pause] {
+        let map = try await redis.run("HGETALL", keys.pauses).fieldMap
+        return map.values.compactMap {
+            try? JSONDecoder().decode(Pause.self, from: Data($0.utf8))
+        }.sorted { ($0.kind.rawValue, $0.name) < ($1.kind.rawValue, $1.name) }
+    }
+
+    /// Sets a pause; true when it is new (a pause already there takes the new reason).
+    @discardableResult
+    public func pause(_ pause: Pause) async throws -> Bool {
+        let json = String(decoding: try JSONEncoder().encode(pause), as: UTF8.self)
+        let replies = try await redis.transaction([
+            ["HSET", .text(keys.pauses), .text(pause.field), .text(json)],
+            ["INCR", .text(keys.pausesVersion)],
+        ])
+        return replies.first?.int == 1
+    }
+
+    /// Lifts a pause; false when there was none. An organisation's held messages go back
+    /// into their queues, due now, in the same step.
+    @discardableResult
+    public func resume(_ kind: PauseKind, _ name: String, nowMs: Int64 = nowMs()) async throws
+        -> Bool
+    {
+        let held = kind == .org ? keys.pauseHeld(name) : keys.pauseHeld("")
+        let reply = try await redis.eval(
+            ControlScripts.resume, keys: [keys.pauses, keys.pausesVersion, held, keys.dueGroups],
+            args: [.text(Pause.field(kind, name)), .text(kind == .org ? "1" : "0"),
+                   .text(keys.groupQueue("")), .text(String(nowMs))])
+        return reply.int == 1
+    }
+
+    /// Cancels a message still waiting for release. `org`: the caller's organisation, when
+    /// it is bound to one (another organisation's message is "not found"). `recordTTL`: how
+    /// long the final record is kept, as the scheduler keeps it (TERN_RECORD_TTL).
+    public func cancel(id: String, org: String?, by: String, recordTTL: Duration,
+                       nowMs: Int64 = nowMs()) async throws -> CancelOutcome {
+        let fields = [MessageField.org, MessageField.pool, MessageField.domain,
+                      MessageField.from, MessageField.recipient, MessageField.metadata,
+                      MessageField.state]
+        let v = try await redis.run(["HMGET", keys.message(id)] + fields).array ?? []
+        guard v.count == fields.count, let stateText = v[6].string else { return .notFound }
+        let owner = v[0].string ?? ""
+        if let org, org != owner { return .notFound }
+        let event = MessageEvent(id: id, event: .cancelled, atMs: nowMs, org: owner,
+                                 from: v[3].string ?? "", to: v[4].string ?? "",
+                                 metadataJSON: v[5].string ?? "{}",
+                                 detail: ["reason": "cancelled by \(by)"])
+        let group = (v[1].string ?? "") + ":" + (v[2].string ?? "")
+        let reply = try await redis.eval(
+            ControlScripts.cancel,
+            keys: [keys.message(id), keys.history(id), keys.attempts(id),
+                   keys.stream(.events), keys.groupQueue(group), keys.pauseHeld(owner)],
+            args: [.text(id), .text(event.historyJSON), .text(event.json),
+                   .text(String(recordTTL.milliseconds / 1000)),
+                   .text(MessageState.cancellable.map(\.rawValue).joined(separator: ","))])
+        let parts = reply.array?.compactMap(\.string) ?? []
+        switch parts.first {
+        case "cancelled": return .cancelled
+        case "state":
+            let state = parts.count > 1 ? MessageState(rawValue: parts[1]) : nil
+            return .refused(state: state ?? MessageState(rawValue: stateText) ?? .sending)
+        default: return .notFound
+        }
+    }
+}
+
+enum ControlScripts {
+    /// KEYS: 1 message, 2 history, 3 attempts, 4 events stream, 5 the group's queue, 6 the
+    /// organisation's pause-held hash. ARGV: 1 id, 2 history entry, 3 event JSON, 4 record
+    /// TTL (s), 5 the cancellable states, ","-joined. Returns {"cancelled"}, {"state", s}
+    /// when the state forbids it, {"missing"}.
+    ///
+    /// The release script pops a message and sets it `sending` in one step, so this check
+    /// and that one never interleave: a message is released or cancelled, not both.
+    static let cancel = RedisScript("""
+        local state = redis.call('HGET', KEYS[1], 'state')
+        if not state then return {'missing'} end
+        local ok = false
+        for s in string.gmatch(ARGV[5], '[^,]+') do
+          if s == state then ok = true end
+        end
+        if not ok then return {'state', state} end
+        redis.call('HSET', KEYS[1], 'state', 'cancelled')
+        redis.call('HDEL', KEYS[1], 'held')
+        redis.call('ZREM', KEYS[5], ARGV[1])
+        redis.call('HDEL', KEYS[6], ARGV[1])
+        redis.call('RPUSH', KEYS[2], ARGV[2])
+        redis.call('XADD', KEYS[4], 'MAXLEN', '~', '1000000', '*', 'id', ARGV[1],
+                   'event', 'cancelled', 'json', ARGV[3])
+        for i = 1, 3 do redis.call('EXPIRE', KEYS[i], tonumber(ARGV[4])) end
+        return {'cancelled'}
+        """)
+
+    /// KEYS: 1 pauses, 2 version, 3 the organisation's pause-held hash, 4 due index.
+    /// ARGV: 1 field, 2 "1" for an organisation, 3 the group queue key prefix, 4 now (ms).
+    /// Returns 1 when a pause was lifted. Held messages still queued (not cancelled) become
+    /// due now; `XX` leaves out those that left their queue meanwhile.
+    ///
+    /// Known limit: all of an organisation's held messages move in this one step, which
+    /// keeps Redis busy for about a tenth of a second per hundred thousand of them.
+    static let resume = RedisScript("""
+        local gone = redis.call('HDEL', KEYS[1], ARGV[1])
+        redis.call('INCR', KEYS[2])
+        if ARGV[2] == '1' then
+          local held = redis.call('HGETALL', KEYS[3])
+          for i = 1, #held, 2 do
+            local id, group = held[i], held[i + 1]
+            redis.call('ZADD', ARGV[3] .. group, 'XX', 'LT', ARGV[4], id)
+            redis.call('ZADD', KEYS[4], 'LT', ARGV[4], group)
+          end
+          redis.call('DEL', KEYS[3])
+        end
+        return gone
+        """)
+}

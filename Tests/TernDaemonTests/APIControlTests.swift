@@ -1,0 +1,169 @@
+// The operators' controls against the running API and a real Redis: cancel, pauses and the
+// state of groups, providers and pools, with the scope of organisation-bound keys.
+
+import Foundation
+import Testing
+import TernCore
+import TernMail
+import TernTestSupport
+@testable import TernAPI
+
+extension APIDaemonTests {
+    func request(_ h: Harness, _ method: String, _ path: String, json: String? = nil,
+                 key: String = APIDaemonTests.key) async throws -> RawReply {
+        var headers = [("Authorization", "Bearer \(key)")]
+        if json != nil { headers.append(("Content-Type", "application/json")) }
+        return try await httpRequest(h.address, method, path, headers: headers,
+                                     body: Array((json ?? "").utf8))
+    }
+
+    @Test func cancelEndsAWaitingMessageAndRefusesOneBeingSent() async throws {
+        let h = try await Harness()
+        let sent = try await h.post(APIDaemonTests.valid(["org": "acme"]))
+        let id = try #require(sent.json["id"] as? String)
+
+        // Another organisation's key cannot even see it.
+        let globex = try await h.post(APIDaemonTests.valid(["org": "globex"]))
+        let foreign = try #require(globex.json["id"] as? String)
+        try await h.redis.run("HSET", h.keys.message(id), "held", "pause")
+        #expect(try await h.get("/v1/messages/\(id)").json["held"] as? String == "pause")
+        let hidden = try await request(h, "POST", "/v1/messages/\(foreign)/cancel",
+                                       key: APIDaemonTests.acmeKey)
+        #expect(hidden.status == 404 && hidden.errorField == "id")
+
+        let done = try await request(h, "POST", "/v1/messages/\(id)/cancel",
+                                     key: APIDaemonTests.acmeKey)
+        #expect(done.status == 200)
+        #expect(done.json["state"] as? String == "cancelled")
+        #expect(try await h.redis.run("HGET", h.keys.message(id), "state").string == "cancelled")
+        let events = try await h.redis.run("XRANGE", h.keys.stream(.events), "-", "+").array ?? []
+        let mine = events.compactMap { $0.array?[1].fieldMap }.filter { $0["id"] == id }
+        #expect(mine.map { $0["event"] } == ["accepted", "cancelled"])
+        let event = try #require(mine.last?["json"])
+        let object = try #require(try JSONSerialization.jsonObject(with: Data(event.utf8))
+                                  as? [String: Any])
+        #expect(object["org"] as? String == "acme")
+        #expect(object["to"] as? String == "Alice@inbox.example")
+        #expect(object["reason"] as? String == "cancelled by organisation acme")
+        let lookup = try await h.get("/v1/messages/\(id)")
+        let history = lookup.json["history"] as? [[String: Any]] ?? []
+        #expect(history.map { $0["event"] as? String } == ["accepted", "cancelled"])
+
+        let again = try await request(h, "POST", "/v1/messages/\(id)/cancel")
+        #expect(again.status == 409)
+        #expect((again.error["message"] as? String)?.hasPrefix("the message is cancelled") == true)
+
+        try await h.redis.run("HSET", h.keys.message(foreign), "state", "sending")
+        let busy = try await request(h, "POST", "/v1/messages/\(foreign)/cancel")
+        #expect(busy.status == 409 && busy.errorField == "state")
+        #expect((busy.error["message"] as? String)?.contains("in a sender's hands") == true)
+        #expect(try await h.redis.run("HGET", h.keys.message(foreign), "state").string
+                == "sending")
+
+        #expect(try await request(h, "POST", "/v1/messages/nope/cancel").status == 400)
+        #expect(try await request(h, "POST", "/v1/messages/\(MessageID.generate())/cancel")
+                .status == 404)
+        #expect(try await request(h, "GET", "/v1/messages/\(id)/cancel").status == 405)
+        #expect(try await httpRequest(h.address, "POST", "/v1/messages/\(id)/cancel").status
+                == 401)
+        await h.stop()
+    }
+
+    @Test func pausesAreSetListedAndLiftedWithinTheKeysScope() async throws {
+        let h = try await Harness()
+        let path = "/v1/pauses/group/default:inbox.example"
+        let made = try await request(h, "PUT", path, json: #"{"reason": "MX migration"}"#)
+        #expect(made.status == 201)
+        #expect(made.json["kind"] as? String == "group")
+        #expect(made.json["name"] as? String == "default:inbox.example")
+        #expect(made.json["reason"] as? String == "MX migration")
+        #expect(try await request(h, "PUT", path).status == 200)
+        #expect(try await request(h, "PUT", "/v1/pauses/provider/gmail").status == 201)
+        let list = try await request(h, "GET", "/v1/pauses")
+        #expect((list.json["pauses"] as? [[String: Any]])?.map { $0["name"] as? String }
+                == ["default:inbox.example", "gmail"])
+        // The pause is in Redis, where the scheduler's release step reads it.
+        #expect(try await h.redis.run("HEXISTS", h.keys.pauses, "group:default:inbox.example")
+                .int == 1)
+
+        // An organisation's key pauses its own organisation only, and sees only that.
+        let acme = APIDaemonTests.acmeKey
+        #expect(try await request(h, "PUT", "/v1/pauses/org/acme", key: acme).status == 201)
+        #expect(try await request(h, "PUT", "/v1/pauses/org/globex", key: acme).status == 403)
+        #expect(try await request(h, "PUT", "/v1/pauses/pool/default", key: acme).status == 403)
+        let own = try await request(h, "GET", "/v1/pauses", key: acme)
+        #expect((own.json["pauses"] as? [[String: Any]])?.map { $0["name"] as? String }
+                == ["acme"])
+
+        #expect(try await request(h, "PUT", "/v1/pauses/planet/x").status == 404)
+        let noColon = try await request(h, "PUT", "/v1/pauses/group/inbox.example")
+        #expect(noColon.status == 400 && noColon.errorField == "name")
+        let extra = try await request(h, "PUT", path, json: #"{"why": "x"}"#)
+        #expect(extra.status == 400 && extra.errorField == "why")
+        #expect(try await request(h, "POST", path).status == 405)
+
+        #expect(try await request(h, "DELETE", path).status == 200)
+        #expect(try await request(h, "DELETE", path).status == 404)
+        #expect(try await request(h, "DELETE", "/v1/pauses/org/acme", key: acme).status == 200)
+        #expect(try await h.redis.run("HKEYS", h.keys.pauses).array?.compactMap(\.string)
+                == ["provider:gmail"])
+        await h.stop()
+    }
+
+    @Test func groupsProvidersAndPoolsShowQueuesRatesAndPauses() async throws {
+        let h = try await Harness(env: ["TERN_POOLS": "default=127.0.0.2/out1.example,"
+                                        + "127.0.0.3/out2.example;bulk=127.0.0.4/bulk.example"])
+        let now = nowMs()
+        try await h.redis.run("ZADD", h.keys.dueGroups, String(now - 1000), "default:gmail.com",
+                              String(now + 60_000), "bulk:inbox.example")
+        try await h.redis.run("ZADD", h.keys.groupQueue("default:gmail.com"), String(now - 1000),
+                              "m1", String(now + 5000), "m2")
+        try await h.redis.run("ZADD", h.keys.groupQueue("bulk:inbox.example"),
+                              String(now + 60_000), "m3")
+        try await h.redis.run("HSET", h.keys.throttles, "127.0.0.2|gmail",
+                              #"{"ceiling":100,"rate":50,"state":"backing_off","#
+                              + #""holdUntilMs":0,"successes":0,"slowDownsInARow":1,"#
+                              + #""reason":"slow down: 421 4.7.28","changedMs":1700000000000}"#)
+        try await h.redis.run("SET", h.keys.poolActive("default"), "127.0.0.3")
+        try await h.redis.run("HSET", h.keys.ipState("127.0.0.2"), "status", "listed",
+                              "reason", "listed on zen")
+        _ = try await request(h, "PUT", "/v1/pauses/pool/bulk")
+
+        let groups = try await request(h, "GET", "/v1/groups")
+        #expect(groups.status == 200)
+        let list = try #require(groups.json["groups"] as? [[String: Any]])
+        #expect(list.map { $0["group"] as? String } == ["default:gmail.com", "bulk:inbox.example"])
+        #expect(list[0]["provider"] as? String == "gmail")
+        #expect(list[0]["queued"] as? Int == 2 && list[0]["due_now"] as? Int == 1)
+        #expect(list[1]["provider"] as? String == "default")
+        #expect(list[1]["paused"] as? [String] == ["pool:bulk"])
+
+        let providers = try await request(h, "GET", "/v1/providers")
+        let all = try #require(providers.json["providers"] as? [[String: Any]])
+        let gmail = try #require(all.first { $0["provider"] as? String == "gmail" })
+        #expect(gmail["queued"] as? Int == 2 && gmail["groups"] as? Int == 1)
+        let rate = try #require((gmail["throttles"] as? [[String: Any]])?.first)
+        #expect(rate["ip"] as? String == "127.0.0.2" && rate["rate"] as? Double == 50)
+        #expect(rate["state"] as? String == "backing_off")
+        #expect(rate["reason"] as? String == "slow down: 421 4.7.28")
+        #expect(rate["changed"] as? String == "2023-11-14T22:13:20.000Z")
+
+        let pools = try await request(h, "GET", "/v1/pools")
+        let byName = Dictionary(uniqueKeysWithValues: (pools.json["pools"] as? [[String: Any]]
+            ?? []).map { ($0["pool"] as? String ?? "", $0) })
+        #expect(byName["default"]?["active"] as? Int == 1)
+        #expect(byName["default"]?["listed"] as? Int == 1)
+        #expect(byName["default"]?["queued"] as? Int == 2)
+        #expect(byName["bulk"]?["paused"] as? Bool == true)
+        #expect(byName["bulk"]?["active"] as? Int == 1)
+        let ips = byName["default"]?["ips"] as? [[String: Any]] ?? []
+        #expect(ips.map { $0["active"] as? Bool } == [false, true])
+        #expect(ips.first?["reason"] as? String == "listed on zen")
+
+        for path in ["/v1/groups", "/v1/providers", "/v1/pools"] {
+            #expect(try await request(h, "GET", path, key: APIDaemonTests.acmeKey).status == 403)
+            #expect(try await request(h, "POST", path).status == 405)
+        }
+        await h.stop()
+    }
+}

@@ -1,0 +1,201 @@
+"""ternctl against the running system: the built binary, run with the daemons' own
+environment (TERN_REDIS_*, TERN_API_*), on the session's stack and test world.
+
+status, queues, pause and resume, cancel, suppressions, pools, config check (also with
+broken files), send-test end to end, and --json output that parses."""
+
+import json
+import os
+import re
+import subprocess
+import uuid
+
+import pytest
+
+from harness import wait_for
+
+
+def ternctl(tern, *args, env=None, timeout=60, text=True):
+    """Runs the built ternctl with the stack's environment (plus `env`); `text=False`
+    keeps the output as bytes, line ends and all."""
+    full = {**os.environ, **tern.env, **(env or {})}
+    return subprocess.run([str(tern.bin_dir / "ternctl"), *args], env=full,
+                          capture_output=True, text=text, timeout=timeout)
+
+
+def ternctl_json(tern, *args, code=0, env=None):
+    done = ternctl(tern, *args, "--json", env=env)
+    assert done.returncode == code, (done.returncode, done.stdout, done.stderr)
+    return json.loads(done.stdout)
+
+
+def address(local, domain="inbox.example"):
+    return f"{local}+{uuid.uuid4().hex[:12]}@{domain}"
+
+
+def held_by_pause(tern, message_id):
+    record = tern.message(message_id)
+    return any(h["event"] == "held" and "pause" in h for h in record["history"])
+
+
+def test_every_command_has_help(tern):
+    listed = ternctl(tern, "--help")
+    assert listed.returncode == 0
+    names = re.findall(r"^  ([a-z-]+) ", listed.stdout, re.M)
+    for name in ("status", "queues", "message", "pause", "resume", "cancel", "suppressions",
+                 "ips", "pools", "config", "send-test", "classify", "providers"):
+        assert name in names, listed.stdout
+        helped = ternctl(tern, name, "--help")
+        assert helped.returncode == 0, (name, helped.stderr)
+        assert helped.stdout.startswith("usage: ternctl " + name), (name, helped.stdout)
+    assert ternctl(tern, "status", "--bogus").returncode == 64
+
+
+def test_status_sees_the_daemons_the_leader_and_the_streams(tern):
+    report = ternctl_json(tern, "status")
+    names = [d["name"] for d in report["daemons"]]
+    assert any(n.startswith("scheduler-") for n in names), names
+    assert any(n.startswith("sender-") for n in names), names
+    assert any(n.startswith("reputation-") for n in names), names
+    assert report["leader"]["instance"].startswith("scheduler-")
+    streams = {s["stream"]: s for s in report["streams"]}
+    assert set(streams) == {"submit", "ready", "results", "inbound", "events"}
+    assert [g["group"] for g in streams["ready"]["groups"]] == ["sender"]
+    assert report["problems"] == []
+    text = ternctl(tern, "status")
+    assert text.returncode == 0, text.stderr
+    assert "leader: scheduler-" in text.stdout
+
+
+def test_a_paused_group_waits_shows_in_queues_and_goes_on_resume(tern):
+    group = "default:dual.example"
+    paused = ternctl(tern, "pause", "group", group, "--reason", "e2e maintenance")
+    assert paused.returncode == 0, paused.stderr
+    try:
+        message_id = tern.send(to=address("paused", "dual.example"), subject="paused",
+                               text="waits")
+        wait_for(lambda: held_by_pause(tern, message_id), what="a held entry")
+        held = [h for h in tern.message(message_id)["history"] if h["event"] == "held"][0]
+        assert held["pause"] == "group:" + group
+        assert "e2e maintenance" in held["reason"]
+        assert tern.message(message_id)["state"] == "queued"
+
+        queues = ternctl_json(tern, "queues")
+        mine = [g for g in queues["groups"] if g["group"] == group]
+        assert mine and mine[0]["paused"] == ["group:" + group], queues["groups"]
+        assert mine[0]["queued"] >= 1 and mine[0]["provider"] == "default"
+        listed = ternctl_json(tern, "pause", "--list")["pauses"]
+        assert [p["name"] for p in listed if p["kind"] == "group"] == [group]
+        metrics = tern.scrape("tern-scheduler").body.decode()
+        assert 'tern_pauses_active{kind="group"} 1' in metrics
+        shown = ternctl(tern, "message", message_id)
+        assert shown.returncode == 0 and "held: pause" in shown.stdout, shown.stdout
+    finally:
+        resumed = ternctl(tern, "resume", "group", group)
+    assert resumed.returncode == 0, resumed.stderr
+    tern.wait_for_state(message_id, "delivered")
+    assert ternctl(tern, "resume", "group", group).returncode == 1
+
+
+def test_a_pause_holds_across_a_scheduler_crash(tern):
+    org = "ctl" + uuid.uuid4().hex[:8]
+    assert ternctl(tern, "pause", "org", org, "--reason", "restart").returncode == 0
+    try:
+        message_id = tern.send(to=address("restart"), subject="held", text="x", org=org)
+        wait_for(lambda: held_by_pause(tern, message_id), what="a held entry")
+        tern.crash("tern-scheduler")
+        # The restarted scheduler leads again and releases other mail, not this.
+        other = tern.send(to=address("other"), subject="goes", text="x")
+        tern.wait_for_state(other, "delivered")
+        assert tern.message(message_id)["state"] == "queued"
+        assert ternctl_json(tern, "pause", "--list")["pauses"][0]["reason"] == "restart"
+    finally:
+        assert ternctl(tern, "resume", "org", org).returncode == 0
+    tern.wait_for_state(message_id, "delivered")
+
+
+def test_cancel_ends_a_held_message_and_refuses_a_final_one(tern):
+    org = "ctl" + uuid.uuid4().hex[:8]
+    assert ternctl(tern, "pause", "org", org).returncode == 0
+    try:
+        message_id = tern.send(to=address("cancel"), subject="cancel me", text="x", org=org)
+        wait_for(lambda: held_by_pause(tern, message_id), what="a held entry")
+        done = ternctl_json(tern, "cancel", message_id)
+        assert done == {"id": message_id, "cancelled": True, "state": "cancelled"}
+        assert tern.message(message_id)["state"] == "cancelled"
+        assert tern.event_names(message_id) == ["accepted", "cancelled"]
+        again = ternctl(tern, "cancel", message_id)
+        assert again.returncode == 1 and "it is cancelled" in again.stdout
+    finally:
+        assert ternctl(tern, "resume", "org", org).returncode == 0
+    # A delivered message cannot be cancelled, through ternctl or the API.
+    sent = tern.send(to=address("sent"), subject="sent", text="x")
+    tern.wait_for_state(sent, "delivered")
+    refused = ternctl_json(tern, "cancel", sent, code=1)
+    assert refused["state"] == "delivered" and refused["cancelled"] is False
+    answer = tern.http("POST", f"/v1/messages/{sent}/cancel")
+    assert answer.status == 409
+    assert "delivered" in answer.json()["error"]["message"]
+
+
+def test_suppressions_are_added_listed_exported_and_removed(tern):
+    org = "ctl" + uuid.uuid4().hex[:8]
+    assert ternctl(tern, "suppressions", "add", org, "Gone@Inbox.Example").returncode == 0
+    assert ternctl_json(tern, "suppressions", "list", org)["addresses"] == ["gone@inbox.example"]
+    export = ternctl(tern, "suppressions", "export", org, text=False)
+    assert export.stdout == b"address\r\ngone@inbox.example\r\n"
+    api = tern.http("GET", f"/v1/suppressions/{org}")
+    assert api.json()["addresses"] == ["gone@inbox.example"]
+    assert ternctl(tern, "suppressions", "remove", org, "gone@inbox.example").returncode == 0
+    assert ternctl(tern, "suppressions", "remove", org, "gone@inbox.example").returncode == 1
+
+
+def test_pools_and_ips(tern):
+    pools = ternctl_json(tern, "pools")["pools"]
+    default = [p for p in pools if p["pool"] == "default"][0]
+    assert sorted(ip["ip"] for ip in default["ips"]) == ["127.0.0.2", "127.0.0.3"]
+    assert default["active"] == 2 and default["listed"] == 0
+    ips = ternctl_json(tern, "ips")["ips"]
+    assert {ip["ip"]: ip["pools"] for ip in ips} == {"127.0.0.2": ["default"],
+                                                     "127.0.0.3": ["default"]}
+    api = tern.http("GET", "/v1/pools").json()["pools"]
+    assert [p["pool"] for p in api] == ["default"]
+
+
+def test_config_check_accepts_the_running_setup_and_names_what_is_broken(tern, tmp_path):
+    good = ternctl_json(tern, "config", "check")
+    assert good["ok"] is True, good
+    providers = tmp_path / "providers.json"
+    providers.write_text('{"providers": [{"name": "gmail", "messagesPerMinute": "x"}]}')
+    dnsbl = tmp_path / "dnsbl.json"
+    dnsbl.write_text("not json")
+    broken = {"TERN_PROVIDERS_FILE": str(providers), "TERN_DNSBL_FILE": str(dnsbl)}
+    done = ternctl(tern, "config", "check", env=broken)
+    assert done.returncode == 1, done.stdout
+    # The API reads the provider file too, to name each group's provider as the scheduler.
+    assert "scheduler: WRONG: TERN_PROVIDERS_FILE" in done.stdout
+    assert "api: WRONG: TERN_PROVIDERS_FILE" in done.stdout
+    assert "reputation: WRONG: TERN_DNSBL_FILE" in done.stdout
+    assert "sender: ok" in done.stdout and "bounce-receiver: ok" in done.stdout
+    report = ternctl_json(tern, "config", "check", code=1, env=broken)
+    files = {f["setting"]: f for f in report["files"]}
+    assert files["TERN_PROVIDERS_FILE"]["ok"] is False
+    assert files["TERN_PROVIDERS_FILE"]["file"] == str(providers)
+    assert files["TERN_DNSBL_FILE"]["ok"] is False
+
+
+def test_send_test_follows_a_message_to_its_final_event(tern):
+    done = ternctl(tern, "send-test", "--to", address("sendtest"), "--timeout", "30s")
+    assert done.returncode == 0, (done.stdout, done.stderr)
+    lines = done.stdout.splitlines()
+    assert lines[0].startswith("accepted as ")
+    assert any(" delivered " in line for line in lines), lines
+    assert lines[-1] == "final: delivered"
+    steps = ternctl(tern, "send-test", "--to", address("sendtest"), "--json")
+    assert steps.returncode == 0, steps.stderr
+    parsed = [json.loads(line) for line in steps.stdout.splitlines()]
+    assert parsed[0]["step"] == "accepted" and parsed[-1] == {
+        "step": "final", "id": parsed[0]["id"], "state": "delivered"}
+    assert "delivered" in [p.get("event") for p in parsed if p["step"] == "history"]
+    bounced = ternctl(tern, "send-test", "--to", address("x", "reject.example"))
+    assert bounced.returncode == 1 and bounced.stdout.splitlines()[-1] == "final: bounced"
