@@ -44,7 +44,8 @@ let package = Package(
             name: "TernDNS", dependencies: ["TernCore", "TernMail", "CUnbound"],
             swiftSettings: strict),
 
-        .target(name: "TernAPI", dependencies: ["TernCore", "TernMail"], swiftSettings: strict),
+        .target(name: "TernAPI", dependencies: ["TernCore", "TernMail", "TernDNS"],
+                swiftSettings: strict),
         .target(
             name: "TernScheduler", dependencies: ["TernCore", "TernMail"],
             swiftSettings: strict),

@@ -304,8 +304,11 @@ def test_bad_input_is_refused(tern, name, request_args, statuses, field):
     before = tern.submit_last_id()
     response = tern.http("POST", "/v1/send", **request_args)
     assert response.status in statuses, (response.status, response.body)
-    error = response.json()["error"]
-    assert isinstance(error["message"], str) and error["message"].strip()
+    headers = {name.lower(): value for name, value in response.headers.items()}
+    assert headers["content-type"] == "application/problem+json"
+    problem = response.json()
+    assert problem["status"] == response.status and problem["type"] == "about:blank"
+    assert isinstance(problem["detail"], str) and problem["detail"].strip()
     if field is not None:
-        assert error["field"] and error["field"].startswith(field), error
+        assert problem.get("field", "").startswith(field), problem
     assert tern.submit_last_id() == before, "a refused request reached the submit stream"

@@ -135,7 +135,7 @@ def test_cancel_ends_a_held_message_and_refuses_a_final_one(tern):
     assert refused["state"] == "delivered" and refused["cancelled"] is False
     answer = tern.http("POST", f"/v1/messages/{sent}/cancel")
     assert answer.status == 409
-    assert "delivered" in answer.json()["error"]["message"]
+    assert "delivered" in answer.json()["detail"]
 
 
 def test_suppressions_are_added_listed_exported_and_removed(tern):

@@ -15,7 +15,8 @@ local part starts with "reject" get 550 5.1.1 at RCPT.
 
 Counters per address go to --stats as JSON about every 100 ms when they change:
 connections, open (now), max_open, messages, rsets, quits, tls_broken (handshakes broken),
-mail_options (last 50), rcpts.
+mail_options (last 50), rcpts, per_connection (messages accepted on each closed connection,
+last 50).
 `peer ready` is printed on stdout once every address listens. Loopback addresses only.
 """
 
@@ -32,7 +33,7 @@ class Stats:
     def __init__(self, addrs):
         self.by_addr = {a: {"connections": 0, "open": 0, "max_open": 0, "messages": 0,
                             "rsets": 0, "quits": 0, "tls_broken": 0, "mail_options": [],
-                            "rcpts": []} for a in addrs}
+                            "rcpts": [], "per_connection": []} for a in addrs}
         self.dirty = True
 
     def bump(self, addr, key, n=1):
@@ -76,6 +77,7 @@ async def session(reader, writer, addr, profile, stats):
     def say(line):
         writer.write((line + "\r\n").encode())
 
+    delivered = 0
     try:
         if profile["greet554"]:
             say("554 5.7.1 peer.test has no service for you")
@@ -172,6 +174,7 @@ async def session(reader, writer, addr, profile, stats):
     except (ConnectionError, asyncio.IncompleteReadError, asyncio.CancelledError):
         pass
     finally:
+        stats.note(addr, "per_connection", delivered)
         stats.bump(addr, "open", -1)
         writer.close()
 

@@ -14,11 +14,14 @@ import TernMail
 
 public struct APIDaemon: Daemon {
     let settings: APISettings
-    let logger: Logger
+    /// The daemon's logger; while a request is handled, one that names the request.
+    var logger: Logger
     let redis: RedisClient
     let keys: Keys
     let signer: DKIMSigner
     let metrics: APIMetrics
+    /// Posts events to TERN_WEBHOOKS (Webhooks/); nil when none is configured.
+    let webhooks: Webhooks?
 
     public init(settings: APISettings, logger: Logger) throws {
         self.settings = settings
@@ -27,6 +30,9 @@ public struct APIDaemon: Daemon {
         self.keys = Keys(prefix: settings.common.redisPrefix)
         self.signer = DKIMSigner(keys: settings.dkimKeys)
         self.metrics = APIMetrics(redis: redis, keys: keys)
+        self.webhooks = try Webhooks(settings: settings.webhooks, redis: redis, keys: keys,
+                                     consumer: settings.common.instance, logger: logger,
+                                     registry: metrics.registry)
     }
 
     public func run(shutdown: Shutdown, ready: @escaping @Sendable (String) -> Void) async throws {
@@ -56,18 +62,38 @@ public struct APIDaemon: Daemon {
                                + "ignore it", ("cfbl_address", cfbl.address))
             }
         }
+        if let domains = settings.sendingDomains {
+            for org in domains.organisations where domains.requiresDKIM(org: org) {
+                // A `*.` entry is checked by its parent's name, as a From under it would be.
+                for domain in domains.domains(of: org).map({ $0.replacingOccurrences(
+                    of: "*.", with: "x.") }) where settings.dkimKeys.keys(for: domain).isEmpty {
+                    logger.warning("an organisation's sending domain has no DKIM key; its mail "
+                                   + "will be refused", ("org", org), ("domain", domain))
+                }
+            }
+        }
         logger.info("listening", ("listen", server.address.description),
                     ("keys", String(settings.keys.count)),
                     ("dkim_keys", String(settings.dkimKeys.allKeys.count)),
                     ("contract", String(Contract.version)))
+        await webhooks?.prepare()
         ready("listening on \(server.address)")
         Systemd.startWatchdog { true }
+        async let posting: Void = webhooks?.run(shutdown: shutdown) ?? ()
         await server.serve(until: shutdown)
+        await posting
     }
 
     // MARK: Routing
 
     func handle(_ request: HTTPRequest) async -> HTTPResponse {
+        // Every line logged for the request names it, as its answer does (X-Request-Id).
+        var scoped = self
+        scoped.logger = logger.with(("request_id", request.requestID))
+        return await scoped.route(request)
+    }
+
+    func route(_ request: HTTPRequest) async -> HTTPResponse {
         let path = request.path
         let readOnly = request.method == "GET" || request.method == "HEAD"
         if path == "/health" {
@@ -82,7 +108,7 @@ public struct APIDaemon: Daemon {
         if path == "/v1/send" {
             guard request.method == "POST" else { return notAllowed("POST") }
             let response = await send(request)
-            metrics.answered(response)
+            if !response.headers.contains("Idempotent-Replayed") { metrics.answered(response) }
             return response
         }
         if path == "/v1/send/batch" {
@@ -92,6 +118,8 @@ public struct APIDaemon: Daemon {
         if let answer = await operatorRoute(request) { return answer }
         if let answer = await controlRoute(request) { return answer }
         if let answer = await ipRoute(request) { return answer }
+        if let answer = await webhookRoute(request) { return answer }
+        if let answer = await engagementRoute(request) { return answer }
         let prefix = "/v1/messages/"
         if path.hasPrefix(prefix) {
             let id = path.dropFirst(prefix.count)
@@ -109,11 +137,11 @@ public struct APIDaemon: Daemon {
         .error(405, "method not allowed; use \(allow)", headers: ["Allow": allow])
     }
 
-    /// Checks the key. `.success(org)` carries the org the key is bound to, if any.
-    func authorize(_ request: HTTPRequest) -> Result<String?, Refusal> {
+    /// Checks the key: what it may do, or the answer that refuses the request.
+    func authorize(_ request: HTTPRequest) -> Result<APIKeys.Grant, Refusal> {
         switch settings.keys.check(request.headers["Authorization"]) {
-        case .allowed(let org):
-            return .success(org)
+        case .allowed(let grant):
+            return .success(grant)
         case .missing:
             // RFC 9110 §11.6.1: a 401 names the scheme in WWW-Authenticate (RFC 6750 §3).
             return .failure(Refusal(.error(
@@ -123,6 +151,29 @@ public struct APIDaemon: Daemon {
             logger.notice("refused a request with an unknown API key",
                           ("peer", request.remote?.host ?? ""), ("path", request.path))
             return .failure(Refusal(.error(403, "the API key is not valid")))
+        }
+    }
+
+    /// An operator endpoint's check: a key bound to an organisation may not see or change
+    /// the system's own state.
+    func authorizeOperator(_ request: HTTPRequest, what: String) -> HTTPResponse? {
+        switch authorize(request) {
+        case .failure(let refusal): return refusal.response
+        case .success(let grant) where !grant.mayOperate:
+            return .error(403, "\(what) need an operator key (one bound to no organisation, "
+                + "or an @ops key)")
+        case .success: return nil
+        }
+    }
+
+    /// A sending endpoint's check: what the key may do, or a refusal.
+    func authorizeSender(_ request: HTTPRequest) -> Result<APIKeys.Grant, Refusal> {
+        switch authorize(request) {
+        case .failure(let refusal): return .failure(refusal)
+        case .success(let grant) where !grant.maySend:
+            return .failure(Refusal(.error(403, "this API key is scoped to operations and "
+                + "cannot send")))
+        case .success(let grant): return .success(grant)
         }
     }
 

@@ -1,17 +1,56 @@
 // API keys: parsed from TERN_API_KEYS, checked against `Authorization: Bearer <key>`.
 //
+// Each entry is a key and, after a colon, its scope:
+//
+//     key            every endpoint, for any organisation (the operators' own key)
+//     key:@all       the same, said explicitly
+//     key:acme       sends and reads for organisation acme only; its suppressions and
+//                    breaker, never the system's throttles, IPs or warm-up (403)
+//     key:@ops       the operator endpoints (throttles, breakers, suppressions, IPs, warm-up,
+//                    pauses, cancels) and reading any message, but never sending (403)
+//
+// In place of a key, `sha256=<64 hex digits>` gives its SHA-256 digest (`printf %s KEY |
+// sha256sum`), so the environment file need not hold the key itself.
+//
 // Only SHA-256 digests of the keys are kept, and a presented key is hashed and compared with
 // every digest in constant time, without stopping at a match: the time a check takes says
 // nothing about which key was close, nor (all digests being 32 octets) how long keys are.
-// Keys are never logged.
+// Keys are never logged; a key is named by the first octets of its digest (`key_id`).
 
 import TernCore
 
 public struct APIKeys: Sendable {
+    /// What a key may do.
+    public enum Scope: Sendable, Equatable {
+        /// Everything, for any organisation.
+        case all
+        /// Send and read as this organisation only.
+        case org(String)
+        /// The operator endpoints and reading; no sending.
+        case ops
+    }
+
+    /// A key that matched: its scope and a name for it that reveals nothing.
+    public struct Grant: Sendable, Equatable {
+        public let scope: Scope
+        /// The first 8 octets of the key's SHA-256 digest, in hex: names the key in logs and
+        /// keeps one key's idempotency keys apart from another's.
+        public let keyID: String
+
+        /// The organisation the key is bound to, if any.
+        public var org: String? {
+            if case .org(let name) = scope { return name }
+            return nil
+        }
+
+        public var maySend: Bool { scope != .ops }
+        /// The system's own state: throttles, IPs, warm-up.
+        public var mayOperate: Bool { org == nil }
+    }
+
     struct Key: Sendable {
         let digest: [UInt8]
-        /// The org the key is bound to, or nil for a key that may act for any org.
-        let org: String?
+        let grant: Grant
     }
 
     let keys: [Key]
@@ -24,11 +63,11 @@ public struct APIKeys: Sendable {
         case missing
         /// A bearer token that is no key: 403.
         case wrong
-        /// A key; `org` is set when the key is bound to one.
-        case allowed(org: String?)
+        /// A key, with what it may do.
+        case allowed(Grant)
     }
 
-    /// Parses `key,key:org,...`; `variable` names the setting in errors.
+    /// Parses `key,key:org,key:@ops,...`; `variable` names the setting in errors.
     public init(_ text: String, variable: String) throws {
         var keys: [Key] = []
         var seen: [[UInt8]] = []
@@ -37,7 +76,7 @@ public struct APIKeys: Sendable {
             let parts = entry.split(separator: ":", omittingEmptySubsequences: false)
             let key = parts[0].trimmingSuffixSpaces()
             guard parts.count <= 2 else {
-                throw ConfigError(variable, "an entry has more than one ':' (key:org)")
+                throw ConfigError(variable, "an entry has more than one ':' (key:scope)")
             }
             // RFC 6750 §2.1: a bearer token is visible ASCII; ',' and ':' separate entries.
             guard (1...256).contains(key.utf8.count),
@@ -46,26 +85,48 @@ public struct APIKeys: Sendable {
                 throw ConfigError(variable, "a key must be 1 to 256 visible ASCII characters "
                     + "other than ',' and ':'")
             }
-            var org: String?
-            if parts.count == 2 {
-                let name = parts[1].trimmingSuffixSpaces()
-                guard APIKeys.isOrgName(name) else {
-                    throw ConfigError(variable, "org '\(name)' is not 1 to 64 characters of "
-                        + "a-z, 0-9, _ and -")
-                }
-                org = name
-            }
-            let digest = Crypto.sha256(Array(key.utf8))
+            let scope = parts.count == 2
+                ? try APIKeys.scope(parts[1].trimmingSuffixSpaces(), variable: variable) : .all
+            let digest = APIKeys.digest(given: key) ?? Crypto.sha256(Array(key.utf8))
             guard !seen.contains(digest) else {
                 throw ConfigError(variable, "a key is listed twice")
             }
             seen.append(digest)
-            keys.append(Key(digest: digest, org: org))
+            let id = digest.prefix(8).map { String($0, radix: 16).leftPadded(to: 2) }.joined()
+            keys.append(Key(digest: digest, grant: Grant(scope: scope, keyID: id)))
         }
         guard !keys.isEmpty else {
-            throw ConfigError(variable, "no API key is set; give at least one (key or key:org)")
+            throw ConfigError(variable, "no API key is set; give at least one (key, key:org "
+                + "or key:@ops)")
         }
         self.keys = keys
+    }
+
+    /// The digest of a `sha256=<hex>` entry; nil for a key given as itself.
+    static func digest(given entry: String) -> [UInt8]? {
+        guard entry.hasPrefix("sha256=") else { return nil }
+        let hex = Array(entry.utf8.dropFirst(7))
+        guard hex.count == 64 else { return nil }
+        var bytes: [UInt8] = []
+        for i in stride(from: 0, to: 64, by: 2) {
+            guard let byte = UInt8(String(decoding: hex[i..<i + 2], as: UTF8.self), radix: 16)
+            else { return nil }
+            bytes.append(byte)
+        }
+        return bytes
+    }
+
+    static func scope(_ text: String, variable: String) throws -> Scope {
+        switch text {
+        case "@all": return .all
+        case "@ops": return .ops
+        default:
+            guard APIKeys.isOrgName(text) else {
+                throw ConfigError(variable, "scope '\(text)' is neither @all, @ops nor an org "
+                    + "of 1 to 64 characters of a-z, 0-9, _ and -")
+            }
+            return .org(text)
+        }
     }
 
     /// Checks the value of an Authorization field.
@@ -77,7 +138,7 @@ public struct APIKeys: Sendable {
             match = key
         }
         guard let match else { return .wrong }
-        return .allowed(org: match.org)
+        return .allowed(match.grant)
     }
 
     /// The token of `Bearer <token>`; the scheme is case-insensitive (RFC 9110 §11.1).
@@ -94,6 +155,12 @@ public struct APIKeys: Sendable {
         (1...64).contains(s.utf8.count) && s.utf8.allSatisfy {
             (97...122).contains($0) || (48...57).contains($0) || $0 == 95 || $0 == 45
         }
+    }
+}
+
+extension String {
+    func leftPadded(to width: Int) -> String {
+        String(repeating: "0", count: max(0, width - count)) + self
     }
 }
 

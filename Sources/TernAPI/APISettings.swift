@@ -10,8 +10,9 @@ public struct APISettings: Sendable {
     /// TERN_API_LISTEN: address and port of the HTTP API (default 127.0.0.1:8025, loopback:
     /// put a TLS-terminating proxy in front to expose it). A systemd socket, if passed, wins.
     public let listen: SocketAddress
-    /// TERN_API_KEYS: comma list of `key` or `key:org`; a key bound to an org may only send
-    /// and read that org's messages. Required: an API without keys would refuse everyone.
+    /// TERN_API_KEYS: comma list of `key`, `key:org`, `key:@ops` or `key:@all` (APIKeys.swift);
+    /// a key bound to an org may only send and read that org's messages, an @ops key may
+    /// operate and read but not send. Required: an API without keys would refuse everyone.
     public let keys: APIKeys
     /// TERN_API_MAX_BODY: largest request body in octets (default 10485760, 10 MiB); a
     /// message and its JSON escaping must fit. At most 64 MiB: the built message (up to three
@@ -20,6 +21,13 @@ public struct APISettings: Sendable {
     /// TERN_API_MAX_BATCH: most messages in one POST /v1/send/batch (default 1000; 1 to
     /// 10000). The whole batch must also fit TERN_API_MAX_BODY.
     public let maxBatch: Int
+    /// TERN_API_IDEMPOTENCY_TTL: how long the answer to a request sent with an
+    /// Idempotency-Key is kept for its retries (default 24h, at least 1m).
+    public let idempotencyTTL: Duration
+    /// TERN_API_MAX_MESSAGE: largest message once built, in octets (default 10485760,
+    /// 10 MiB, near Postfix's default message_size_limit; receivers refuse bigger ones
+    /// anyway). Attachments grow by a third in base64, so it is checked on the built bytes.
+    public let maxMessage: Int
     /// TERN_HOSTNAME: the right-hand side of Message-ID fields (default the host name).
     public let hostname: String
     /// TERN_MAX_AGE and TERN_RECORD_TTL. The API sets their sum as a backstop expiry, so a
@@ -52,6 +60,12 @@ public struct APISettings: Sendable {
     /// required). Unset: no CFBL fields. Its domain must be one that DKIM signs (d=) for
     /// providers to use it.
     public let cfbl: CFBL?
+    /// TERN_ORG_DOMAINS and TERN_ORG_UNSIGNED (SendingDomains.swift): the domains a key bound
+    /// to an organisation may send from, and whether its mail must be DKIM-signed. Unset:
+    /// nil, nothing is checked.
+    public let sendingDomains: SendingDomains?
+    /// TERN_WEBHOOKS and the TERN_WEBHOOK_* settings (Webhooks/WebhookSettings.swift).
+    public let webhooks: WebhookSettings
 
     public init(_ env: Environment, common: CommonSettings) throws {
         self.common = common
@@ -59,6 +73,13 @@ public struct APISettings: Sendable {
         keys = try APIKeys(env.string("TERN_API_KEYS", default: ""), variable: "TERN_API_KEYS")
         maxBody = try env.int("TERN_API_MAX_BODY", default: 10_485_760, range: 1024...(64 << 20))
         maxBatch = try env.int("TERN_API_MAX_BATCH", default: 1000, range: 1...10_000)
+        idempotencyTTL = try env.duration("TERN_API_IDEMPOTENCY_TTL", default: .seconds(86400))
+        guard idempotencyTTL >= .seconds(60) else {
+            throw ConfigError("TERN_API_IDEMPOTENCY_TTL", "must be at least 1m: an answer must "
+                + "outlive the claim of the request that made it")
+        }
+        maxMessage = try env.int("TERN_API_MAX_MESSAGE", default: 10_485_760,
+                                 range: 1024...(64 << 20))
         hostname = env.string("TERN_HOSTNAME", default: ProcessInfo.processInfo.hostName)
         lifetime = try MessageLifetime(env)
         idleTimeout = try env.duration("TERN_API_IDLE_TIMEOUT", default: .seconds(30))
@@ -79,6 +100,10 @@ public struct APISettings: Sendable {
             }
             cfbl = CFBL(address: cfblAddress, verp: try VERP(env))
         }
+        let orgDomains = env.string("TERN_ORG_DOMAINS", default: "")
+        sendingDomains = orgDomains.isEmpty ? nil : try SendingDomains(
+            domains: orgDomains, unsigned: env.string("TERN_ORG_UNSIGNED", default: ""))
+        webhooks = try WebhookSettings(env)
         let dkimPath = env.string("TERN_DKIM_KEYS", default: "")
         do throws(DKIMKeyFileError) {
             dkimKeys = dkimPath.isEmpty ? .empty : try DKIMKeyTable.load(path: dkimPath)

@@ -22,9 +22,9 @@ import TernMail
 
 extension APIDaemon {
     func sendBatch(_ request: HTTPRequest) async -> HTTPResponse {
-        let boundOrg: String?
-        switch authorize(request) {
-        case .success(let org): boundOrg = org
+        let grant: APIKeys.Grant
+        switch authorizeSender(request) {
+        case .success(let g): grant = g
         case .failure(let refusal):
             metrics.answered(refusal.response)
             return refusal.response
@@ -33,12 +33,21 @@ extension APIDaemon {
             metrics.answered(refusal)
             return refusal
         }
+        let boundOrg = grant.org
+        var claim: IdempotencyClaim?
+        switch await claimIdempotency(request, keyID: grant.keyID) {
+        case .none: break
+        case .claimed(let c): claim = c
+        case .answer(let answer): return answer
+        }
         let items: [Any]
         do throws(FieldRefusal) {
             items = try batchItems(request.body)
         } catch {
             metrics.refused.inc(error.status == 400 ? "malformed" : "invalid")
-            return .error(error.status, error.detail, field: error.field)
+            let answer = HTTPResponse.error(error.status, error.detail, field: error.field)
+            await settle(claim, answer)
+            return answer
         }
 
         let now = Date()
@@ -66,12 +75,14 @@ extension APIDaemon {
                      ("refused", String(refused)))
         guard !accepted.isEmpty else {
             metrics.refused.inc("invalid", by: Double(refused))
-            return .error(422, "no message of the batch could be accepted", field: "messages",
-                          extensions: ["errors": results])
+            let answer = HTTPResponse.error(422, "no message of the batch could be accepted",
+                                            field: "messages", extensions: ["errors": results])
+            await settle(claim, answer)
+            return answer
         }
         let answer = await commit(accepted, answer: .json(200, [
             "accepted": accepted.count, "refused": refused, "results": results,
-        ]))
+        ]), claim: claim)
         if answer.status == 200 {
             metrics.accepted.inc(by: Double(accepted.count))
             if refused > 0 { metrics.refused.inc("invalid", by: Double(refused)) }

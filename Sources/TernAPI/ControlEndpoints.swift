@@ -12,10 +12,7 @@
 //
 // A key bound to an organisation cancels only its messages, sees only its own pause and
 // pauses or resumes only its own organisation; the rest belongs to the whole system and
-// needs a key bound to none.
-//
-// Known limit: the operator's checks are those of every key; an "operations" scope for
-// keys is being added separately, and these routes will then ask for it.
+// needs an operator key (bound to no organisation, or `@ops`).
 
 import Foundation
 import TernCore
@@ -59,7 +56,7 @@ extension APIDaemon {
         let bound: String?
         switch authorize(request) {
         case .failure(let refusal): return refusal.response
-        case .success(let org): bound = org
+        case .success(let grant): bound = grant.org
         }
         guard MessageID.isValid(id) else {
             return .error(400, "is not a message id (26 lowercase base32 characters)",
@@ -93,7 +90,7 @@ extension APIDaemon {
         let bound: String?
         switch authorize(request) {
         case .failure(let refusal): return refusal.response
-        case .success(let org): bound = org
+        case .success(let grant): bound = grant.org
         }
         guard let all = try? await control.pauses() else { return controlUnavailable() }
         let visible = all.filter { bound == nil || ($0.kind == .org && $0.name == bound) }
@@ -106,7 +103,7 @@ extension APIDaemon {
         let bound: String?
         switch authorize(request) {
         case .failure(let refusal): return refusal.response
-        case .success(let org): bound = org
+        case .success(let grant): bound = grant.org
         }
         guard let kind = PauseKind(rawValue: kindText) else {
             return .error(404, "a pause is of a group, provider, pool or org", field: "kind")
@@ -149,12 +146,7 @@ extension APIDaemon {
     // MARK: State
 
     func stateView(_ path: String, _ request: HTTPRequest) async -> HTTPResponse {
-        switch authorize(request) {
-        case .failure(let refusal): return refusal.response
-        case .success(.some):
-            return .error(403, "\(path) needs a key bound to no organisation")
-        case .success(.none): break
-        }
+        if let refusal = authorizeOperator(request, what: path) { return refusal }
         let view = QueueView(redis: redis, keys: keys, providers: settings.providers,
                              pools: settings.ipPools)
         do {

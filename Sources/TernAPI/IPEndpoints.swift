@@ -21,11 +21,7 @@ extension APIDaemon {
     func ipRoute(_ request: HTTPRequest) async -> HTTPResponse? {
         let path = request.path
         guard path == "/v1/ips" || path.hasPrefix("/v1/ips/") else { return nil }
-        switch authorize(request) {
-        case .failure(let refusal): return refusal.response
-        case .success(.some): return .error(403, "the IPs need a key bound to no organisation")
-        case .success(.none): break
-        }
+        if let refusal = authorizeOperator(request, what: "the IPs") { return refusal }
         let readOnly = request.method == "GET" || request.method == "HEAD"
         if path == "/v1/ips" {
             guard readOnly else { return notAllowed("GET, HEAD") }

@@ -14,12 +14,13 @@ extension APIDaemon {
         MessageField.from, MessageField.recipient, MessageField.createdMs,
         MessageField.expiresMs, MessageField.metadata, MessageField.lastReply,
         MessageField.held,
+        MessageField.tags, MessageField.sendAtMs,
     ]
 
     func message(_ id: String, _ request: HTTPRequest) async -> HTTPResponse {
         let boundOrg: String?
         switch authorize(request) {
-        case .success(let org): boundOrg = org
+        case .success(let grant): boundOrg = grant.org
         case .failure(let refusal): return refusal.response
         }
         guard MessageID.isValid(id) else {
@@ -59,6 +60,9 @@ extension APIDaemon {
         if !field(9).isEmpty { object["last_reply"] = field(9) }
         // Why a due message waits: breaker, cap, warmup or pause (its history says more).
         if !field(10).isEmpty { object["held"] = field(10) }
+        object["tags"] = (try? JSONSerialization.jsonObject(with: Data(field(11).utf8)))
+            as? [Any] ?? [Any]()
+        if let ms = Int64(field(12)) { object["send_at"] = timestamp(ms: ms) }
         return .json(200, object)
     }
 

@@ -47,12 +47,7 @@ extension APIDaemon {
     }
 
     func throttles(_ request: HTTPRequest) async -> HTTPResponse {
-        switch authorize(request) {
-        case .failure(let refusal): return refusal.response
-        case .success(.some):
-            return .error(403, "the throttles need a key bound to no organisation")
-        case .success(.none): break
-        }
+        if let refusal = authorizeOperator(request, what: "the throttles") { return refusal }
         guard let saved = await read(["HGETALL", keys.throttles]) else { return unavailable() }
         var list: [[String: Any]] = []
         for (key, json) in saved.fieldMap.sorted(by: { $0.key < $1.key }) {
@@ -74,7 +69,7 @@ extension APIDaemon {
         let bound: String?
         switch authorize(request) {
         case .failure(let refusal): return refusal.response
-        case .success(let org): bound = org
+        case .success(let grant): bound = grant.org
         }
         guard let saved = await read(["HGETALL", keys.breakers]) else { return unavailable() }
         var list: [[String: Any]] = []
@@ -126,10 +121,11 @@ extension APIDaemon {
     }
 
     /// A refusal when the key may not act for `org`, or `org` is not a valid name.
-    private func checkOrg(_ org: String, _ request: HTTPRequest) -> HTTPResponse? {
+    func checkOrg(_ org: String, _ request: HTTPRequest) -> HTTPResponse? {
         switch authorize(request) {
         case .failure(let refusal): return refusal.response
-        case .success(let bound):
+        case .success(let grant):
+            let bound = grant.org
             guard (1...64).contains(org.utf8.count), org.utf8.allSatisfy({
                 (97...122).contains($0) || (48...57).contains($0) || $0 == 95 || $0 == 45
             }) else {
@@ -141,7 +137,7 @@ extension APIDaemon {
         }
     }
 
-    private func read(_ command: [String]) async -> RedisValue? {
+    func read(_ command: [String]) async -> RedisValue? {
         do {
             let value = try await redis.run(command)
             if case .error(let e) = value { throw RedisError.server(e) }
@@ -152,7 +148,7 @@ extension APIDaemon {
         }
     }
 
-    private func unavailable() -> HTTPResponse {
+    func unavailable() -> HTTPResponse {
         .error(503, "the queue is unavailable; try again", headers: ["Retry-After": "5"])
     }
 }

@@ -3,7 +3,8 @@
 // Order of checks: key (401/403), a Content-Length (411), media type (415), JSON and fields
 // (400 for a body that is not a JSON object, 422 naming the field otherwise, a pool
 // TERN_POOLS does not list among them), the org a bound key allows (403). Only then is an id
-// made, the message built and DKIM-signed, and the record, its first history entry, the
+// made and the message built; a message over TERN_API_MAX_MESSAGE is refused (413, naming
+// its largest field). Then it is DKIM-signed, and the record, its first history entry, the
 // `submit` entry, the `accepted` event and the `dkim.signed` or `dkim.unsigned` counter
 // written in one MULTI/EXEC: Redis applies all of it or none, so a refusal or an outage
 // leaves nothing behind for the scheduler to find. POST /v1/send/batch (BatchEndpoint.swift)
@@ -46,12 +47,19 @@ struct AcceptedMessage {
 
 extension APIDaemon {
     func send(_ request: HTTPRequest) async -> HTTPResponse {
-        let boundOrg: String?
-        switch authorize(request) {
-        case .success(let org): boundOrg = org
+        let grant: APIKeys.Grant
+        switch authorizeSender(request) {
+        case .success(let g): grant = g
         case .failure(let refusal): return refusal.response
         }
         if let refusal = checkFraming(request) { return refusal }
+        let boundOrg = grant.org
+        var claim: IdempotencyClaim?
+        switch await claimIdempotency(request, keyID: grant.keyID) {
+        case .none: break
+        case .claimed(let c): claim = c
+        case .answer(let answer): return answer
+        }
 
         let accepted: AcceptedMessage
         do throws(FieldRefusal) {
@@ -65,9 +73,11 @@ extension APIDaemon {
         } catch {
             logger.debug("refused a send request", ("field", error.field),
                          ("reason", error.detail))
-            return .error(error.status, error.detail, field: error.field)
+            let answer = HTTPResponse.error(error.status, error.detail, field: error.field)
+            await settle(claim, answer)
+            return answer
         }
-        return await commit([accepted], answer: .json(202, ["id": accepted.id]))
+        return await commit([accepted], answer: .json(202, ["id": accepted.id]), claim: claim)
     }
 
     /// RFC 9110 §15.5.12: a send has a body, and this server frames bodies by length only;
@@ -111,36 +121,56 @@ extension APIDaemon {
     {
         let message: SendRequest
         do throws(ValidationError) {
-            message = try validate(object, boundOrg: boundOrg)
+            message = try validate(object, boundOrg: boundOrg, now: now)
         } catch {
             throw FieldRefusal(error, boundOrg: boundOrg)
         }
+        // Sending domains bind organisations' keys only (SendingDomains.swift).
+        let domains = boundOrg == nil ? nil : settings.sendingDomains
+        if let domains { try checkSender(message, domains) }
         let id = MessageID.generate(now: now)
         let createdMs = Int64((now.timeIntervalSince1970 * 1000).rounded(.down))
         let built = MessageBuilder.build(message, id: id, now: now, hostname: settings.hostname,
                                          cfbl: settings.cfbl)
+        if let domains { try checkSigner(built, message, domains) }
+        guard built.count <= settings.maxMessage else {
+            let field = message.largestField
+            logger.debug("refused a message over the size limit", ("field", field),
+                         ("bytes", String(built.count)))
+            throw FieldRefusal(413, field: field, "the message would be \(built.count) octets "
+                + "once built; the limit is \(settings.maxMessage)")
+        }
         // Signed here, once: every attempt sends these bytes. Signing runs inline on the
         // cooperative pool; RSA-2048 costs about 1 ms a key and Ed25519 far less (bench/dkim),
         // small beside the request's own parsing and the Redis round trip.
         let (body, dkim) = signer.sign(built, at: now)
-        var commands = acceptCommands(message, id: id, body: body, createdMs: createdMs)
-        commands.append(["HINCRBY", .text(keys.counters),
-                         .text(dkim.isSigned ? "dkim.signed" : "dkim.unsigned"), "1"])
+        let commands = acceptCommands(message, id: id, body: body, createdMs: createdMs)
         return AcceptedMessage(id: id, message: message, bytes: body.count, dkim: dkim,
                                commands: commands)
     }
 
-    /// Writes every accepted message in one MULTI/EXEC (one round trip) and answers `answer`;
-    /// 503 and nothing written when Redis fails.
-    func commit(_ accepted: [AcceptedMessage], answer: HTTPResponse) async -> HTTPResponse {
-        guard !accepted.isEmpty else { return answer }
+    /// Writes every accepted message, and the answer of a claimed Idempotency-Key, in one
+    /// MULTI/EXEC (one round trip) and answers `answer`; 503 and nothing written when Redis
+    /// fails.
+    func commit(_ accepted: [AcceptedMessage], answer: HTTPResponse, claim: IdempotencyClaim?)
+        async -> HTTPResponse
+    {
+        var commands = accepted.flatMap(\.commands)
+        // The DKIM counters once per transaction, not once per message of a batch.
+        let signed = accepted.filter(\.dkim.isSigned).count
+        for (field, count) in [("dkim.signed", signed), ("dkim.unsigned", accepted.count - signed)]
+        where count > 0 {
+            commands.append(["HINCRBY", .text(keys.counters), .text(field), .text(String(count))])
+        }
+        if let claim { commands.append(claim.record(answer)) }
         do {
-            _ = try await redis.transaction(accepted.flatMap(\.commands))
+            _ = try await redis.transaction(commands)
         } catch {
             logger.error("could not queue \(accepted.count) message(s): \(error)",
-                         ("message_id", accepted[0].id))
-            return .error(503, "the queue is unavailable; nothing was accepted, try again",
-                          headers: ["Retry-After": "5"])
+                         ("message_id", accepted.first?.id ?? ""))
+            let outage = unavailableToSend()
+            await settle(claim, outage)
+            return outage
         }
         for a in accepted {
             metrics.dkim.inc(a.dkim.isSigned ? "signed" : "unsigned")
@@ -159,10 +189,39 @@ extension APIDaemon {
         return answer
     }
 
+    /// The `from` domain must be one of the organisation's (TERN_ORG_DOMAINS).
+    func checkSender(_ m: SendRequest, _ domains: SendingDomains) throws(FieldRefusal) {
+        let domain = m.from.asciiDomain
+        guard !domains.allows(org: m.org, domain: domain) else { return }
+        let own = domains.domains(of: m.org)
+        throw FieldRefusal(403, field: "from", "org \(m.org) may not send from \(domain); "
+            + (own.isEmpty ? "it has no sending domain"
+                : "its domains are " + own.joined(separator: ", ")))
+    }
+
+    /// The built message's From field (a raw message's own) must be the organisation's too,
+    /// and have an aligned DKIM key unless TERN_ORG_UNSIGNED lets the organisation off.
+    func checkSigner(_ built: [UInt8], _ m: SendRequest, _ domains: SendingDomains)
+        throws(FieldRefusal)
+    {
+        let field = m.raw == nil ? "from" : "raw"
+        guard let domain = DKIMSigner.fromDomain(ofMessage: built) else {
+            throw FieldRefusal(422, field: field, "has no From address to check")
+        }
+        if domain != m.from.asciiDomain && !domains.allows(org: m.org, domain: domain) {
+            throw FieldRefusal(403, field: field, "its From field is in \(domain), which org "
+                + "\(m.org) may not send from")
+        }
+        if domains.requiresDKIM(org: m.org) && settings.dkimKeys.keys(for: domain).isEmpty {
+            throw FieldRefusal(422, field: field, "no DKIM key of TERN_DKIM_KEYS signs for "
+                + "\(domain), and org \(m.org) may send signed mail only")
+        }
+    }
+
     /// Validates a send object. A key bound to an org sets the org when the object names
     /// none, and refuses an object for another org.
-    func validate(_ json: [String: Any], boundOrg: String?) throws(ValidationError)
-        -> SendRequest
+    func validate(_ json: [String: Any], boundOrg: String?, now: Date = Date())
+        throws(ValidationError) -> SendRequest
     {
         var object = json
         if let boundOrg {
@@ -174,7 +233,7 @@ extension APIDaemon {
             }
             object["org"] = boundOrg
         }
-        let message = try SendRequest(json: object)
+        let message = try SendRequest(json: object, now: now)
         try checkPool(message.pool)
         return message
     }
@@ -190,13 +249,27 @@ extension APIDaemon {
     func acceptCommands(_ m: SendRequest, id: String, body: [UInt8], createdMs: Int64)
         -> [[RedisArg]]
     {
-        let expiresMs = createdMs + settings.lifetime.maxAge.milliseconds
+        // A scheduled message's age counts from its send time, so the backstop does too.
+        // Rounded: the parsed ".114" may be a hair under 114 ms as a Double.
+        let sendAtMs = m.sendAt.map { Int64(($0.timeIntervalSince1970 * 1000).rounded()) }
+        let startMs = max(createdMs, sendAtMs ?? 0)
+        let expiresMs = startMs + settings.lifetime.maxAge.milliseconds
+        var detail: [String: any Sendable] = [:]
+        if let sendAtMs { detail["send_at"] = timestamp(ms: sendAtMs) }
         let event = MessageEvent(id: id, event: .accepted, atMs: createdMs, org: m.org,
                                  from: m.from.description, to: m.to.description,
-                                 metadataJSON: m.metadataJSON)
+                                 metadataJSON: m.metadataJSON, tagsJSON: m.tagsJSON,
+                                 detail: detail)
         let record = keys.message(id), history = keys.history(id)
-        let backstop = RedisArg.text(String(
-            (settings.lifetime.maxAge + settings.lifetime.recordTTL).milliseconds / 1000))
+        let backstop = RedisArg.text(String((startMs - createdMs) / 1000
+            + (settings.lifetime.maxAge + settings.lifetime.recordTTL).milliseconds / 1000))
+        var fields: [RedisArg] = [.text(MessageField.tags), .text(m.tagsJSON)]
+        if let sendAtMs { fields += [.text(MessageField.sendAtMs), .text(String(sendAtMs))] }
+        // The score and its source beside the record; absent, the scheduler looks it up.
+        if let e = m.engagement {
+            fields += [.text(MessageField.engagement), .text(String(e)),
+                       .text(MessageField.engagementSource), "api"]
+        }
         return [
             ["HSET", .text(record),
              .text(MessageField.id), .text(id),
@@ -210,7 +283,7 @@ extension APIDaemon {
              .text(MessageField.createdMs), .text(String(createdMs)),
              .text(MessageField.expiresMs), .text(String(expiresMs)),
              .text(MessageField.state), .text(MessageState.queued.rawValue),
-             .text(MessageField.attempts), "0"],
+             .text(MessageField.attempts), "0"] + fields,
             ["RPUSH", .text(history), .text(event.historyJSON)],
             ["EXPIRE", .text(record), backstop],
             ["EXPIRE", .text(history), backstop],

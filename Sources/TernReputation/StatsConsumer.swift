@@ -36,7 +36,9 @@ extension ReputationDaemon {
             }
             let field = switch outcome {
             case .delivered: StatsField.delivered
-            case .deferred: StatsField.deferred
+            // An ambiguous attempt says nothing about the IP's standing either way; it counts
+            // with the deferrals, as nothing was confirmed.
+            case .deferred, .ambiguous: StatsField.deferred
             case .failed: StatsField.bounced
             }
             let domain = try await recipientDomain(e[EntryField.id] ?? "")

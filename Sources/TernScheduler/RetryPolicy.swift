@@ -16,10 +16,17 @@ public enum Decision: Equatable, Sendable {
 
 public struct RetryPolicy: Sendable {
     public let delays: [Duration]
+    /// TERN_AMBIGUOUS_RETRIES: resends after an ambiguous attempt (0: never).
+    public let ambiguousRetries: Int
+    /// TERN_AMBIGUOUS_RETRY_DELAY: the wait before such a resend.
+    public let ambiguousDelay: Duration
 
-    public init(delays: [Duration]) {
+    public init(delays: [Duration], ambiguousRetries: Int = 1,
+                ambiguousDelay: Duration = .seconds(3600)) {
         precondition(!delays.isEmpty, "retry policy needs at least one delay")
         self.delays = delays
+        self.ambiguousRetries = ambiguousRetries
+        self.ambiguousDelay = ambiguousDelay
     }
 
     /// The wait after the `attempt`-th attempt (1-based); the last delay repeats.
@@ -29,12 +36,19 @@ public struct RetryPolicy: Sendable {
 
     /// `reply`: the remote's text; a deferral that names when to come back ("try again in 10
     /// minutes") waits at least that long, never less than the policy's own delay.
+    /// `ambiguousBefore`: the message's earlier ambiguous attempts. An ambiguous one is sent
+    /// again after its own delay while resends remain and the deadline allows, and is
+    /// otherwise taken as delivered: it may well have arrived, and expiring would say not.
     public func decide(outcome: AttemptOutcome, attempt: Int, nowMs: Int64, expiresMs: Int64,
-                       reply: String = "") -> Decision
+                       reply: String = "", ambiguousBefore: Int = 0) -> Decision
     {
         switch outcome {
         case .delivered: return .delivered
         case .failed: return .bounced
+        case .ambiguous:
+            let at = nowMs + ambiguousDelay.milliseconds
+            return ambiguousBefore < ambiguousRetries && at <= expiresMs
+                ? .retry(atMs: at) : .delivered
         case .deferred:
             var wait = delay(afterAttempt: attempt)
             if let asked = Self.requestedWait(in: reply), asked > wait { wait = asked }

@@ -25,6 +25,9 @@ public struct SchedulerDaemon: Daemon {
     /// The release path's clock (ms since the epoch); tests move it to another UTC day.
     let clock: @Sendable () -> Int64
     let metrics: SchedulerMetrics
+    /// The release script's fixed engagement arguments: lead per point, default score and
+    /// the store's key prefix (made once, not per release).
+    let engagementArgs: [RedisArg]
 
     public init(settings: SchedulerSettings, logger: Logger,
                 clock: @escaping @Sendable () -> Int64 = { nowMs() }) throws {
@@ -33,10 +36,15 @@ public struct SchedulerDaemon: Daemon {
         self.logger = logger
         self.redis = try RedisClient(url: settings.common.redisURL)
         self.keys = Keys(prefix: settings.common.redisPrefix)
-        self.policy = RetryPolicy(delays: settings.retryDelays)
+        self.policy = RetryPolicy(delays: settings.retryDelays,
+                                  ambiguousRetries: settings.ambiguousRetries,
+                                  ambiguousDelay: settings.ambiguousDelay)
         self.throttles = Throttles(settings: settings.throttle)
         self.breakers = Breakers(settings: settings.breaker)
         self.metrics = SchedulerMetrics(throttles: throttles, breakers: breakers)
+        engagementArgs = [.text(String(settings.engagement.leadPerPointMs)),
+                          .text(String(settings.engagement.defaultScore)),
+                          .text(keys.engagement(""))]
         metrics.registry.streamMetrics(redis: redis, streams: consumedStreams)
         metrics.pauseMetrics(redis: redis, keys: keys)
     }
@@ -147,14 +155,18 @@ public struct SchedulerDaemon: Daemon {
                                       + "suppression list"])
         } else if record.state == .queued {
             // The scheduler owns the retry policy, so it sets the deadline from its own
-            // maximum age (a message's `expires_ms`, when the API gave one, may only shorten it).
-            let limit = record.createdMs + settings.lifetime.maxAge.milliseconds
+            // maximum age (a message's `expires_ms`, when the API gave one, may only shorten
+            // it). A message the client scheduled (send_at) is first due then, and its age
+            // counts from then: it is not late before it was meant to go.
+            let due = max(now, record.sendAtMs)
+            let limit = max(record.createdMs, record.sendAtMs)
+                + settings.lifetime.maxAge.milliseconds
             let expires = record.expiresMs > 0 ? min(record.expiresMs, limit) : limit
             cmds.append(["HSET", .text(keys.message(id)), .text(MessageField.expiresMs),
                          .text(String(expires))])
-            cmds.append(["ZADD", .text(keys.groupQueue(record.group)), .text(String(now)),
+            cmds.append(["ZADD", .text(keys.groupQueue(record.group)), .text(String(due)),
                          .text(id)])
-            cmds.append(["ZADD", .text(keys.dueGroups), "LT", .text(String(now)),
+            cmds.append(["ZADD", .text(keys.dueGroups), "LT", .text(String(due)),
                          .text(record.group)])
         }
         cmds += ack(.submit, entry)
@@ -185,6 +197,7 @@ public struct SchedulerDaemon: Daemon {
         let now = nowMs()
         var cmds: [[RedisArg]] = []
         var queues: [String: [RedisArg]] = [:], groups: [String] = []
+        var firstDue: [String: Int64] = [:]
         for (entry, record) in zip(entries, records) {
             guard let record else {
                 logger.error("submit entry for a message with no record", ("entry", entry.id))
@@ -202,19 +215,25 @@ public struct SchedulerDaemon: Daemon {
                                  detail: ["reason": "the recipient is on the organisation's "
                                           + "suppression list"])
             } else if record.state == .queued {
-                let limit = record.createdMs + settings.lifetime.maxAge.milliseconds
+                // As `intake`: due at send_at when the client scheduled it, and its age
+                // counts from then.
+                let due = max(now, record.sendAtMs)
+                let limit = max(record.createdMs, record.sendAtMs)
+                    + settings.lifetime.maxAge.milliseconds
                 let expires = record.expiresMs > 0 ? min(record.expiresMs, limit) : limit
                 if expires != record.expiresMs {
                     cmds.append(["HSET", .text(keys.message(record.id)),
                                  .text(MessageField.expiresMs), .text(String(expires))])
                 }
                 if queues[record.group] == nil { groups.append(record.group) }
-                queues[record.group, default: []] += [.text(String(now)), .text(record.id)]
+                queues[record.group, default: []] += [.text(String(due)), .text(record.id)]
+                firstDue[record.group] = min(firstDue[record.group] ?? due, due)
             }
         }
         for group in groups {
             cmds.append(["ZADD", .text(keys.groupQueue(group))] + queues[group, default: []])
-            cmds.append(["ZADD", .text(keys.dueGroups), "LT", .text(String(now)), .text(group)])
+            cmds.append(["ZADD", .text(keys.dueGroups), "LT",
+                         .text(String(firstDue[group] ?? now)), .text(group)])
         }
         let stream = keys.stream(.submit)
         let ids = entries.map { RedisArg.text($0.id) }
@@ -279,25 +298,29 @@ public struct SchedulerDaemon: Daemon {
                 try await redis.run("ZADD", keys.dueGroups, "XX", "GT", String(until), group)
                 continue
             }
-            let (choice, retryAt) = throttles.pick(ips, pool: poolName, provider: provider,
-                                                   nowMs: now, allowed: allowed)
-            guard let ip = choice else {
+            let (route, retryAt) = route(ips, pool: poolName, provider: provider,
+                                         rooms: rooms, allowed: allowed, nowMs: now)
+            guard let route else {
                 // Every IP of the pool is at its rate or held for this provider: the group
                 // waits, and never earlier than its first message is due.
                 try await redis.run("ZADD", keys.dueGroups, "XX", "GT", String(retryAt), group)
                 continue
             }
+            let ip = route.high
             var capName = "", limit = ""
             if case .room(let l, let n) = rooms[ip.address] { (limit, capName) = (l, n) }
             let reply = try await redis.eval(
                 Scripts.release, keys: releaseKeys(group, ip: ip, nowMs: now),
                 args: releaseArgs(group, ip: ip, nowMs: now, provider: pauseName(provider),
-                                  capName: capName, limit: limit))
-            guard try await isRelease(reply, group: group, pool: poolName, provider: provider,
-                                      ip: ip, nowMs: now, charged: false)
+                                  capName: capName, limit: limit, route: route))
+            guard let used = try await isRelease(reply, group: group, pool: poolName,
+                                                 provider: provider, ips: [ip, route.low],
+                                                 nowMs: now, charged: false)
             else { continue }
             released += 1
-            if !capName.isEmpty { caps[ip.address]?.sent[capName, default: 0] += 1 }
+            if !capName.isEmpty && used == ip {
+                caps[ip.address]?.sent[capName, default: 0] += 1
+            }
             // The rest of the group in one round trip, where no IP has a warm-up cap to
             // count (a capped IP releases one message per pass).
             if settings.groupInterval == .zero && rooms.values.allSatisfy({ $0 == .warm }) {
@@ -330,31 +353,40 @@ public struct SchedulerDaemon: Daemon {
     func releaseKeys(_ group: String, ip: SourceIP, nowMs: Int64) -> [String] {
         [keys.groupQueue(group), keys.dueGroups, keys.groupPace(group), keys.stream(.ready),
          keys.heldOrgs, keys.warmupSent(ip.address, day: WarmupDay.text(ms: nowMs)),
-         keys.orgCaps, keys.pauses]
+         keys.orgCaps, keys.pauses, keys.groupDue(group)]
     }
 
-    /// `capName` and `limit`: the warm-up cap the script counts the release against ("" for
-    /// an IP without one).
     /// The provider name a pause gives: the profile's, `default` for every domain of none.
     func pauseName(_ scoped: ProviderProfile) -> String {
         scoped.name.hasPrefix("default:") ? "default" : scoped.name
     }
 
-    /// `provider`: the group's provider profile name, which a pause may name.
+    /// `provider`: the group's provider profile name, which a pause may name. `capName` and
+    /// `limit`: the warm-up cap the script counts the release against ("" for an IP without
+    /// one). `route`: the warm IP for a message under the engagement threshold.
     func releaseArgs(_ group: String, ip: SourceIP, nowMs: Int64, provider: String,
-                     capName: String = "", limit: String = "") -> [RedisArg] {
-        [.text(group), .text(String(nowMs)),
-         .text(String(settings.groupInterval.milliseconds)), .text(ip.address),
-         .text(ip.helo), .text(keys.message("")), .text(String(holdMs)), .text(capName),
-         .text(limit)] + OrgCaps.scriptArgs(prefix: keys.orgSentPrefix, nowMs: nowMs)
+                     capName: String = "", limit: String = "", route: EngagementRoute? = nil)
+        -> [RedisArg]
+    {
+        var routing: [RedisArg] = ["", "", "", ""]
+        if let route, route.routing, let threshold = settings.engagement.warmupThreshold {
+            routing = [.text(String(threshold)), .text(route.low?.address ?? ""),
+                       .text(route.low?.helo ?? ""),
+                       .text(route.low == nil ? String(route.lowRetryMs) : "")]
+        }
+        return [.text(group), .text(String(nowMs)),
+                .text(String(settings.groupInterval.milliseconds)), .text(ip.address),
+                .text(ip.helo), .text(keys.message("")), .text(String(holdMs)), .text(capName),
+                .text(limit)] + OrgCaps.scriptArgs(prefix: keys.orgSentPrefix, nowMs: nowMs)
             + [.text(provider), .text(keys.pauseHeldPrefix)]
+            + engagementArgs.prefix(2) + routing + engagementArgs.suffix(1)
     }
 
     /// Reads one reply of the release script: notes a message the breaker holds, and for a
     /// released one counts it against the IP's throttle (unless `charged` at the pick
-    /// already) and logs it. True when a message was released.
+    /// already) and logs it. The IP of `ips` the message went from, nil when none went.
     func isRelease(_ reply: RedisValue, group: String, pool: String, provider: ProviderProfile,
-                   ip: SourceIP, nowMs: Int64, charged: Bool) async throws -> Bool {
+                   ips: [SourceIP?], nowMs: Int64, charged: Bool) async throws -> SourceIP? {
         let parts = reply.array?.compactMap(\.string) ?? []
         if parts.first == "held", parts.count >= 4, parts[3] == "1" {
             try await noteHeld(id: parts[1], org: parts[2], cap: parts.count > 4 ? parts[4] : nil)
@@ -362,14 +394,16 @@ public struct SchedulerDaemon: Daemon {
         if parts.first == "paused", parts.count == 4, parts[3] == "1" {
             try await notePaused(id: parts[1], field: parts[2], nowMs: nowMs)
         }
-        guard parts.first == "released", parts.count == 3 else { return false }
+        guard parts.first == "released", parts.count == 4,
+              let ip = ips.compactMap({ $0 }).first(where: { $0.address == parts[3] })
+        else { return nil }
         metrics.releases.inc()
         if !charged {
             throttles.sent(ip: ip.address, pool: pool, provider: provider, nowMs: nowMs)
         }
         logger.info("released", ("message_id", parts[1]), ("group", group),
                     ("provider", provider.name), ("ip", ip.address), ("attempt", parts[2]))
-        return true
+        return ip
     }
 
     /// With no pace, the rest of a group's due messages go in one round trip rather than
@@ -379,9 +413,13 @@ public struct SchedulerDaemon: Daemon {
     /// interval more than it had to, never less.
     func releaseBurst(_ group: String, pool: String, ips: [SourceIP],
                       provider: ProviderProfile, nowMs: Int64) async throws -> Int {
-        let due = try await redis.run("ZCOUNT", keys.groupQueue(group), "-inf", String(nowMs))
+        let counts = try await redis.pipeline([
+            ["ZCARD", .text(keys.groupDue(group))],
+            ["ZCOUNT", .text(keys.groupQueue(group)), "-inf", .text(String(nowMs))],
+        ])
+        let due = try counts.reduce(0) { $0 + (try $1.get().int ?? 0) }
         var picked: [SourceIP] = []
-        while picked.count < min(due.int ?? 0, Self.releaseBurst - 1),
+        while picked.count < min(due, Self.releaseBurst - 1),
               let ip = throttles.pick(ips, pool: pool, provider: provider, nowMs: nowMs).ip {
             throttles.sent(ip: ip.address, pool: pool, provider: provider, nowMs: nowMs)
             picked.append(ip)
@@ -395,8 +433,8 @@ public struct SchedulerDaemon: Daemon {
         }
         var count = 0
         for (reply, ip) in zip(try await redis.pipeline(calls), picked) {
-            if try await isRelease(reply, group: group, pool: pool, provider: provider, ip: ip,
-                                   nowMs: nowMs, charged: true) { count += 1 }
+            if try await isRelease(reply, group: group, pool: pool, provider: provider,
+                                   ips: [ip], nowMs: nowMs, charged: true) != nil { count += 1 }
         }
         return count
     }
@@ -460,6 +498,8 @@ public struct SchedulerDaemon: Daemon {
                                         profile: provider)
         detail["provider"] = provider.name
         detail["signal"] = signal.rawValue
+        detail.merge(engagementDetail(record)) { a, _ in a }
+        detail.merge(attempt.timings?.detail ?? [:]) { a, _ in a }
         cmds += throttleChange(record, ip: attempt.ip,
                                provider: Throttles.scope(provider, domain: record.domain),
                                signal: signal,
@@ -470,7 +510,18 @@ public struct SchedulerDaemon: Daemon {
         let decision = record.state.isFinal
             ? nil
             : policy.decide(outcome: outcome, attempt: attempt.attempt, nowMs: now,
-                            expiresMs: record.expiresMs, reply: attempt.reply)
+                            expiresMs: record.expiresMs, reply: attempt.reply,
+                            ambiguousBefore: record.ambiguous)
+        if attempt.outcome == .ambiguous {
+            // Kept apart from a plain deferral or delivery in the history and the event.
+            detail["ambiguous"] = true
+            cmds.append(["HINCRBY", .text(keys.message(id)), .text(MessageField.ambiguous), "1"])
+            if decision == .delivered {
+                detail["note"] = "delivery unknown: the connection was lost after the final "
+                    + "dot; not sent again after \(record.ambiguous) resend(s) "
+                    + "(TERN_AMBIGUOUS_RETRIES)"
+            }
+        }
         switch decision {
         case nil:
             log.notice("result for a message already final", ("state", record.state.rawValue))
@@ -611,16 +662,26 @@ public struct SchedulerDaemon: Daemon {
         let from: String
         let to: String
         let metadata: String
+        let tags: String
         let expiresMs: Int64
         let createdMs: Int64
+        /// When the client asked the message to go; 0 for at once.
+        let sendAtMs: Int64
         let state: MessageState
+        /// The score given by the API or recorded for the address; nil: the default.
+        var engagement: Int? = nil
+        var engagementSource = ""
+        /// Earlier attempts whose outcome was ambiguous.
+        var ambiguous = 0
         var group: String { pool + ":" + domain }
     }
 
     static let recordFields = [
         MessageField.org, MessageField.pool, MessageField.domain, MessageField.from,
         MessageField.recipient, MessageField.metadata, MessageField.expiresMs,
-        MessageField.state, MessageField.createdMs,
+        MessageField.state, MessageField.createdMs, MessageField.tags,
+        MessageField.sendAtMs, MessageField.engagement, MessageField.engagementSource,
+        MessageField.ambiguous,
     ]
 
     func load(_ id: String) async throws -> Record? {
@@ -649,14 +710,18 @@ public struct SchedulerDaemon: Daemon {
         else { return nil }
         return Record(id: id, org: v[0].string ?? "", pool: v[1].string ?? "",
                       domain: v[2].string ?? "", from: v[3].string ?? "", to: v[4].string ?? "",
-                      metadata: v[5].string ?? "{}", expiresMs: Int64(v[6].int ?? 0),
-                      createdMs: Int64(v[8].int ?? 0), state: state)
+                      metadata: v[5].string ?? "{}", tags: v[9].string ?? "[]",
+                      expiresMs: Int64(v[6].int ?? 0), createdMs: Int64(v[8].int ?? 0),
+                      sendAtMs: Int64(v[10].int ?? 0), state: state,
+                      engagement: v[11].string.flatMap { Int($0) },
+                      engagementSource: v[12].string ?? "", ambiguous: v[13].int ?? 0)
     }
 
     /// Commands that append `kind` to the message's history and to `events`.
     func event(_ r: Record, _ kind: EventKind, detail: [String: any Sendable]) -> [[RedisArg]] {
         let e = MessageEvent(id: r.id, event: kind, atMs: nowMs(), org: r.org, from: r.from,
-                             to: r.to, metadataJSON: r.metadata, detail: detail)
+                             to: r.to, metadataJSON: r.metadata, tagsJSON: r.tags,
+                             detail: detail)
         return [
             ["RPUSH", .text(keys.history(r.id)), .text(e.historyJSON)],
             xadd(keys.stream(.events), [(EntryField.id, r.id), (EntryField.event, kind.rawValue),

@@ -12,6 +12,15 @@ public struct SchedulerSettings: Sendable {
     /// grows from 5 minutes to a day over the first two days, then retries daily until
     /// TERN_MAX_AGE: RFC 5321 §4.5.4.1 asks for at least 4-5 days before giving up.
     public let retryDelays: [Duration]
+    /// TERN_AMBIGUOUS_RETRIES: how often a message is sent again after an ambiguous attempt
+    /// (connection lost after the final dot: it may have arrived, each resend risks a
+    /// duplicate); 0 never resends and takes it as delivered (unknown) at once. Default 1.
+    public let ambiguousRetries: Int
+    /// TERN_AMBIGUOUS_RETRY_DELAY: the wait before that resend, apart from the retry
+    /// schedule (default 1h): time for a remote that did take the message to send its
+    /// bounce first, which ends the message before it goes twice, and for a remote that
+    /// lost the connection mid-reply to recover.
+    public let ambiguousDelay: Duration
     /// TERN_MAX_AGE and TERN_RECORD_TTL (see `MessageLifetime`).
     public let lifetime: MessageLifetime
     /// TERN_GROUP_INTERVAL: the least time between two releases of one group
@@ -30,6 +39,8 @@ public struct SchedulerSettings: Sendable {
     public let warmupFull: [String: WarmupFullBehaviour]
     /// TERN_WARMUP_PACING, TERN_WARMUP_BURST: how a warm-up IP's cap is spread over the day.
     public let warmupPacing: WarmupPacing
+    /// TERN_ENGAGEMENT_*: how engagement scores order and route messages.
+    public let engagement: EngagementSettings
     /// TERN_SCHEDULER_CLAIM_IDLE: entries pending this long on a dead consumer are taken over.
     public let claimIdle: Duration
     /// TERN_SCHEDULER_LEASE: how long the leader's lease lives unless renewed; a standby
@@ -49,6 +60,8 @@ public struct SchedulerSettings: Sendable {
         pools = try Pools(env)
         retryDelays = try env.durations("TERN_RETRY_DELAYS", default: Self.defaultRetryDelays)
         guard !retryDelays.isEmpty else { throw ConfigError("TERN_RETRY_DELAYS", "empty") }
+        ambiguousRetries = try env.int("TERN_AMBIGUOUS_RETRIES", default: 1, range: 0...10)
+        ambiguousDelay = try env.duration("TERN_AMBIGUOUS_RETRY_DELAY", default: .seconds(3600))
         lifetime = try MessageLifetime(env)
         groupInterval = try env.duration("TERN_GROUP_INTERVAL", default: .zero)
         providers = try ProviderCatalog.load(overrides: env.values["TERN_PROVIDERS_FILE"])
@@ -93,6 +106,7 @@ public struct SchedulerSettings: Sendable {
         }
         pacing.burst = try env.fraction("TERN_WARMUP_BURST", default: pacing.burst)
         warmupPacing = pacing
+        engagement = try EngagementSettings(env)
     }
 }
 

@@ -12,16 +12,29 @@ import TernCore
 enum Scripts {
     /// KEYS: 1 group queue, 2 due index, 3 group pace, 4 ready stream, 5 held organisations,
     /// 6 the source IP's warm-up counts today, 7 the organisations' caps (`orgCaps`), 8 the
-    /// operators' pauses (`pauses`, Control.swift).
+    /// operators' pauses (`pauses`, Control.swift), 9 the group's due messages by engagement
+    /// (`groupDue`).
     /// ARGV: 1 group name, 2 now (ms), 3 interval (ms), 4 source ip, 5 helo, 6 message key prefix,
     /// 7 how long a held message waits before it is looked at again (ms), 8 the warm-up cap
     /// name, 9 the IP's allowance under it now ("" not in warm-up, "none" counted uncapped),
     /// 10 the organisation counters' key prefix, 11 this hour's and 12 today's bucket names,
     /// 13 ms to the next hour, 14 ms to the next UTC day, 15 the group's provider name,
-    /// 16 the prefix of the organisations' pause-held hashes.
-    /// Returns {"paced"|"empty"|"capped"|"released"|"dropped"|"held", id, attempt or org,
-    /// first hold, and for a hold by an organisation's cap "hour" or "day", by its pause
-    /// "pause"}, or {"paused", first due id or "", the pause's field, first hold}.
+    /// 16 the prefix of the organisations' pause-held hashes, 17 the lead per point of
+    /// engagement (ms), 18 the score of a message without one, 19 the engagement threshold
+    /// below which a message takes the IP of 20 (helo 21) instead of 4 ("" for none), or waits
+    /// until 22 when that is not "" (no such IP may send now), 23 the organisations'
+    /// engagement key prefix.
+    /// Returns {"paced"|"empty"|"capped"|"routed"|"released"|"dropped"|"held", id, attempt or
+    /// org, first hold or the source IP, and for a hold by an organisation's cap "hour" or
+    /// "day", by its pause "pause"}, or {"paused", first due id or "", the pause's field,
+    /// first hold}.
+    ///
+    /// Messages that have come due move from the queue to the due set, ranked by due time
+    /// less their score × ARGV 17 (at most 100 a call: a backlog moves over a few calls); the
+    /// lowest rank goes next. A held message goes back to the queue. A message due for the
+    /// first time without a score takes the one its organisation recorded (`engagement:`,
+    /// the address lowercased), or is marked `default`. Known limit: Lua lowercases ASCII
+    /// only, so an address with non-ASCII capitals misses its recorded score.
     ///
     /// A paused group, pool or provider pops nothing and looks again in a second; a message
     /// of a paused organisation waits an hour in its queue and is noted in `pause-held:<org>`,
@@ -38,6 +51,10 @@ enum Scripts {
     /// messages it may still send: 0 while open, counted down while half-open.
     static let release = RedisScript("""
         local function reschedule(notBefore)
+          if redis.call('ZCARD', KEYS[9]) > 0 then
+            redis.call('ZADD', KEYS[2], notBefore, ARGV[1])
+            return
+          end
           local first = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
           if #first == 0 then
             redis.call('ZREM', KEYS[2], ARGV[1])
@@ -51,7 +68,32 @@ enum Scripts {
           reschedule(pace)
           return {'paced'}
         end
-        local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'LIMIT', 0, 1)
+        local default = tonumber(ARGV[18])
+        local came = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'WITHSCORES',
+                                'LIMIT', 0, 100)
+        if #came > 0 then
+          local lead, ids = tonumber(ARGV[17]), {}
+          for i = 1, #came, 2 do
+            local key = ARGV[6] .. came[i]
+            local m = redis.call('HMGET', key, 'engagement', 'engagement_source', 'org', 'rcpt')
+            local e = tonumber(m[1] or '')
+            if not m[2] then
+              -- First time due: the score the organisation recorded for the address, kept
+              -- on the record so that every later attempt ranks the same.
+              e = tonumber(redis.call('HGET', ARGV[23] .. (m[3] or ''),
+                                      string.lower(m[4] or '')) or '')
+              if e then
+                redis.call('HSET', key, 'engagement', e, 'engagement_source', 'recorded')
+              else
+                redis.call('HSET', key, 'engagement_source', 'default')
+              end
+            end
+            redis.call('ZADD', KEYS[9], tonumber(came[i + 1]) - (e or default) * lead, came[i])
+            ids[#ids + 1] = came[i]
+          end
+          redis.call('ZREM', KEYS[1], unpack(ids))
+        end
+        local due = redis.call('ZRANGE', KEYS[9], 0, 0)
         if #due == 0 then
           reschedule(now)
           return {'empty'}
@@ -69,7 +111,18 @@ enum Scripts {
             return {'paused', due[1], fields[i], tostring(first)}
           end
         end
-        local limit = ARGV[9]
+        local ip, helo, limit = ARGV[4], ARGV[5], ARGV[9]
+        local threshold = tonumber(ARGV[19])
+        if threshold then
+          local e = redis.call('HGET', ARGV[6] .. due[1], 'engagement')
+          if (tonumber(e or '') or default) < threshold then
+            if ARGV[22] ~= '' then
+              reschedule(tonumber(ARGV[22]))
+              return {'routed', due[1]}
+            end
+            ip, helo, limit = ARGV[20], ARGV[21], ''
+          end
+        end
         if limit ~= '' and limit ~= 'none' then
           local sent = tonumber(redis.call('HGET', KEYS[6], ARGV[8]) or '0')
           if sent >= tonumber(limit) then
@@ -78,7 +131,7 @@ enum Scripts {
           end
         end
         local id = due[1]
-        redis.call('ZREM', KEYS[1], id)
+        redis.call('ZREM', KEYS[9], id)
         local key = ARGV[6] .. id
         local state = redis.call('HGET', key, 'state')
         if (not state) or (state ~= 'queued' and state ~= 'deferred') then
@@ -127,8 +180,8 @@ enum Scripts {
         redis.call('HDEL', key, 'held')
         local attempt = redis.call('HINCRBY', key, 'attempts', 1)
         redis.call('HSET', key, 'state', 'sending')
-        redis.call('XADD', KEYS[4], '*', 'id', id, 'attempt', attempt, 'ip', ARGV[4],
-                   'helo', ARGV[5])
+        redis.call('XADD', KEYS[4], '*', 'id', id, 'attempt', attempt, 'ip', ip,
+                   'helo', helo)
         if limit ~= '' then
           redis.call('HINCRBY', KEYS[6], ARGV[8], 1)
           redis.call('EXPIRE', KEYS[6], 259200)
@@ -144,6 +197,6 @@ enum Scripts {
           redis.call('SET', KEYS[3], now + interval, 'PX', interval + 1000)
         end
         reschedule(now + interval)
-        return {'released', id, tostring(attempt)}
+        return {'released', id, tostring(attempt), ip}
         """)
 }

@@ -1,6 +1,7 @@
-// The per-group connection limit shared by every sender process: each SMTP connection opened
-// for a group `{pool}:{domain}` holds a lease, a member of the sorted set `lease:{group}`
-// scored by when it expires (Redis's own clock, so hosts with skewed clocks agree).
+// The connection limit shared by every sender process: each SMTP connection holds a lease on
+// its scope — the source IP and provider, `{ip}|{provider}` (see `MXDelivery`) — a member of
+// the sorted set `lease:{scope}` scored by when it expires (Redis's own clock, so hosts with
+// skewed clocks agree). Below, "group" names that scope.
 //
 // A lease is taken by a Lua script that first drops the expired ones, so the leases of a
 // sender that died vanish within `ttl` without anyone cleaning up after it. A live sender
@@ -18,7 +19,8 @@ public final class GroupLeases: Sendable {
 
     let redis: RedisClient
     let keys: Keys
-    /// TERN_GROUP_MAX_CONNECTIONS: leases per group across all senders.
+    /// TERN_GROUP_MAX_CONNECTIONS: leases per scope across all senders, unless `acquire` is
+    /// given the provider's own limit.
     public let limit: Int
     /// Unique to this process: lease ids of two senders never collide, even across restarts.
     let token: String
@@ -67,9 +69,11 @@ public final class GroupLeases: Sendable {
 
     public var count: Int { held.withLock { $0.count } }
 
-    /// A new lease on `group`, or nil when the group has `limit` already (or Redis failed:
-    /// without Redis the limit cannot be kept, so no connection is opened).
-    public func acquire(_ group: String) async -> String? {
+    /// A new lease on `group`, or nil when the group has `limit` (by default the one given
+    /// at init) already, or Redis failed: without Redis the limit cannot be kept, so no
+    /// connection is opened.
+    public func acquire(_ group: String, limit: Int? = nil) async -> String? {
+        let limit = limit ?? self.limit
         let id = "\(token).\(counter.add(1, ordering: .relaxed).newValue)"
         let ttl = String(Self.ttl.milliseconds)
         do {

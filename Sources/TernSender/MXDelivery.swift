@@ -14,6 +14,12 @@
 // A reused session that fails before the first reply of the transaction (the server closed
 // it while idle, or says 421 to MAIL) costs nothing: the message is offered once more on a
 // fresh connection.
+//
+// The provider of the recipient domain (by its name, else by the MX host, from the same catalog
+// as the scheduler's) sets the session's limits: at most its `messagesPerConnection` messages
+// on one session, and at most its `connectionsPerIP` sessions from one source IP to it, held
+// as leases in Redis across every sender (`GroupLeases`, scope `{ip}|{provider}`, or
+// `{ip}|mx:{host}` for a domain of no known provider: unrelated servers share nothing).
 
 import TernCore
 import TernMail
@@ -26,15 +32,22 @@ public struct MXDelivery: Sendable {
     public let port: UInt16
     public let timeouts: SMTPClientTimeouts
     public let pool: SessionPool
-    /// TERN_GROUP_CONNECTION_WAIT: how long a message waits for a connection of its group.
+    /// TERN_GROUP_CONNECTION_WAIT: how long a message waits for a connection.
     public let groupWait: Duration
+    /// The provider profiles (TERN_PROVIDERS_FILE over the built-in ones).
+    public let providers: ProviderCatalog
+    /// TERN_GROUP_MAX_CONNECTIONS: the most connections any profile may allow one IP.
+    public let maxConnections: Int
     public let logger: Logger
     /// STARTTLS settings; nil sends everything in clear text.
     public let tls: SMTPClientTLS?
 
     public init(resolver: DNSResolver, port: UInt16, timeouts: SMTPClientTimeouts,
                 pool: SessionPool, groupWait: Duration, logger: Logger,
-                tls: SMTPClientTLS? = nil) {
+                tls: SMTPClientTLS? = nil, providers: ProviderCatalog = .builtin,
+                maxConnections: Int = .max) {
+        self.providers = providers
+        self.maxConnections = maxConnections
         self.resolver = resolver
         self.port = port
         self.timeouts = timeouts
@@ -45,8 +58,8 @@ public struct MXDelivery: Sendable {
     }
 
     /// Delivers `message` to the MX hosts of `domain`, connecting from `source` (nil: the
-    /// kernel picks) and announcing `helo`; a new connection takes a lease on `group`.
-    public func deliver(_ message: OutboundMessage, domain: String, group: String,
+    /// kernel picks) and announcing `helo`.
+    public func deliver(_ message: OutboundMessage, domain: String,
                         source: SocketAddress?, helo: String) async -> DeliveryResult {
         let plan: MXPlan
         switch await resolver.mx(domain) {
@@ -77,11 +90,11 @@ public struct MXDelivery: Sendable {
         case .hosts(let list): hosts = list
         }
         return await tryHosts(hosts, implicit: implicit, message: message,
-                              domain: domain, group: group, source: source, helo: helo)
+                              domain: domain, source: source, helo: helo)
     }
 
     private func tryHosts(_ hosts: [String], implicit: Bool, message: OutboundMessage,
-                          domain: String, group: String, source: SocketAddress?, helo: String)
+                          domain: String, source: SocketAddress?, helo: String)
         async -> DeliveryResult
     {
         var unreachable: DeliveryResult?
@@ -97,7 +110,7 @@ public struct MXDelivery: Sendable {
                                           address: address, detail: "cancelled")
                 }
                 let result = await attempt(message, to: remote, mxHost: host, domain: domain,
-                                           group: group, source: source, helo: helo)
+                                           source: source, helo: helo)
                 switch result.fallback {
                 case .none, .withoutTLS:
                     return result
@@ -144,26 +157,31 @@ public struct MXDelivery: Sendable {
 
     /// One address: a pooled session or a new one, the message, the session given back.
     private func attempt(_ message: OutboundMessage, to remote: SocketAddress, mxHost: String,
-                         domain: String, group: String, source: SocketAddress?, helo: String)
+                         domain: String, source: SocketAddress?, helo: String)
         async -> DeliveryResult
     {
         let policy = SMTPClient.policy(tls, domain: domain, mxHost: mxHost)
         let key = SessionKey(source: source?.host ?? "", mxHost: mxHost, address: remote.host,
                              port: remote.port, tls: policy)
+        let profile = providers.provider(forDomain: domain, mxHosts: [mxHost])
+        let scope = Self.leaseScope(source: key.source, profile: profile, mxHost: mxHost)
+        let limit = min(profile.connectionsPerIP, maxConnections)
         for _ in 0..<2 {
             let session: PooledSession
             var reused = false
             var note = ""
-            switch await pool.session(for: key, group: group, wait: groupWait, connect: {
+            switch await pool.session(for: key, group: scope, limit: limit,
+                                      maxMessages: profile.messagesPerConnection,
+                                      wait: groupWait, connect: {
                 await SMTPClient.open(to: remote, mxHost: mxHost, from: source, helo: helo,
                                       timeouts: timeouts, tls: tls, domain: domain)
             }) {
             case .failed(let result): return result
             case .busy:
-                // RFC 3463 §3.5: 4.4.5, system congestion (our own limit for the group).
+                // RFC 3463 §3.5: 4.4.5, system congestion (our own limit for the provider).
                 return DeliveryResult(outcome: .deferred, stage: .connect, mxHost: mxHost,
-                                      address: remote.host, detail: "the group \(group) "
-                                          + "had all its connections busy for \(groupWait)",
+                                      address: remote.host, detail: "\(scope) had all its "
+                                          + "\(limit) connections busy for \(groupWait)",
                                       status: Self.status(4, 4, 5))
             case .opened(let s, let why):
                 session = s
@@ -185,6 +203,13 @@ public struct MXDelivery: Sendable {
         return DeliveryResult(outcome: .deferred, stage: .connect, mxHost: mxHost,
                               address: remote.host, detail: "no usable session",
                               status: Self.status(4, 4, 2))
+    }
+
+    /// What a connection lease counts against: the source IP ("*" when the kernel picks)
+    /// and the provider, or the MX host for a domain of no known provider.
+    static func leaseScope(source: String, profile: ProviderProfile, mxHost: String) -> String {
+        let ip = source.isEmpty ? "*" : source
+        return ip + "|" + (profile.name == "default" ? "mx:" + mxHost.lowercased() : profile.name)
     }
 
     /// A reused session that ended before the transaction got a real answer: the server

@@ -46,7 +46,8 @@ public struct SenderDaemon: Daemon {
         let delivery = MXDelivery(resolver: resolver, port: settings.smtpPort,
                                   timeouts: settings.timeouts, pool: pool,
                                   groupWait: settings.groupConnectionWait, logger: logger,
-                                  tls: try settings.clientTLS())
+                                  tls: try settings.clientTLS(), providers: settings.providers,
+                                  maxConnections: settings.groupMaxConnections)
         let slots = Slots(limit: settings.concurrency)
         let writer = ResultWriter(redis: redis)
         logger.info("contract v\(Contract.version)", ("dns", settings.dnsResolver.description),
@@ -169,8 +170,7 @@ public struct SenderDaemon: Daemon {
     // MARK: One attempt
 
     static let recordFields = [MessageField.from, MessageField.recipient, MessageField.domain,
-                               MessageField.body, MessageField.state, MessageField.pool,
-                               MessageField.ambiguous]
+                               MessageField.body, MessageField.state]
 
     /// The message records of the entries just read, in one round trip rather than one per
     /// delivery; nil for each when that fails (each delivery then reads its own).
@@ -222,7 +222,7 @@ public struct SenderDaemon: Daemon {
         let helo = (entry[EntryField.helo] ?? "").isEmpty
             ? settings.hostname : entry[EntryField.helo]!
         let domain = values[2].string ?? ""
-        var result: DeliveryResult
+        let result: DeliveryResult
         if let from = values[0].string, let rcpt = values[1].string, let body = values[3].bytes,
            !domain.isEmpty, !rcpt.isEmpty, !from.isEmpty
         {
@@ -234,27 +234,13 @@ public struct SenderDaemon: Daemon {
             } else {
                 let message = OutboundMessage(returnPath: settings.verp.address(for: id),
                                               recipient: rcpt, content: body)
-                let group = (values[5].string ?? "") + ":" + domain
-                result = await delivery.deliver(message, domain: domain, group: group,
-                                                source: source, helo: helo)
+                result = await delivery.deliver(message, domain: domain, source: source,
+                                                helo: helo)
             }
         } else {
             log.critical("message record incomplete", ("entry", entry.id))
             result = DeliveryResult(outcome: .failed, stage: .connect,
                                     detail: "message record incomplete: cannot send")
-        }
-        var ambiguous = false
-        if result.outcome == .deferred, result.stage == .dot, result.reply == nil {
-            // RFC 5321 §6.1: the server may hold the message. It is sent again up to
-            // TERN_AMBIGUOUS_RETRIES times (after the scheduler's retry delay); then taken
-            // as delivered rather than sent yet again.
-            ambiguous = true
-            let resent = values[6].string.flatMap { Int($0) } ?? 0
-            if resent >= settings.ambiguousRetries {
-                result.outcome = .delivered
-                result.detail += "; taken as delivered after \(settings.ambiguousRetries) "
-                    + "resend(s) (TERN_AMBIGUOUS_RETRIES)"
-            }
         }
         if Task.isCancelled {
             // Shutdown ran out of grace: the outcome is unknown, so it is not reported.
@@ -278,10 +264,13 @@ public struct SenderDaemon: Daemon {
             (EntryField.tlsVersion, result.tls?.version ?? ""),
             (EntryField.tlsCipher, result.tls?.cipher ?? ""),
             (EntryField.tlsVerified, result.tls.map { $0.verified ? "yes" : "no" } ?? ""),
+            (EntryField.connectMs, String(result.timings.connectMs)),
+            (EntryField.greetingMs, String(result.timings.greetingMs)),
+            (EntryField.tlsMs, String(result.timings.tlsMs)),
+            (EntryField.dataMs, String(result.timings.dataMs)),
+            (EntryField.reused, result.timings.reused ? "yes" : "no"),
         ]
-        let count: [[RedisArg]] = ambiguous
-            ? [["HINCRBY", .text(keys.message(id)), .text(MessageField.ambiguous), "1"]] : []
-        await commit(entry, result: entryFields, extra: count, log: log, writer: writer)
+        await commit(entry, result: entryFields, log: log, writer: writer)
     }
 
     /// In one MULTI/EXEC: the result (when there is one), then the acknowledgement and

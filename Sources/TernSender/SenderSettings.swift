@@ -21,21 +21,18 @@ public struct SenderSettings: Sendable {
     /// TERN_SENDER_CONCURRENCY: deliveries in flight at once (default 2000). Each costs a
     /// task, its message and, while it talks, a connection: a few tens of KB.
     public let concurrency: Int
-    /// TERN_MAX_MESSAGES_PER_CONNECTION: messages one SMTP session carries before QUIT
-    /// (default 100); 1 turns connection reuse off.
+    /// TERN_MAX_MESSAGES_PER_CONNECTION: the most messages one SMTP session carries before
+    /// QUIT, whatever the provider profile allows (default 100); 1 turns connection reuse off.
     public let maxMessagesPerConnection: Int
     /// TERN_CONNECTION_IDLE: an idle session is closed with QUIT after this (default 30s).
     public let connectionIdle: Duration
-    /// TERN_GROUP_MAX_CONNECTIONS: connections one group `{pool}:{domain}` may have open
-    /// across all senders (default 10), held as leases in Redis.
+    /// TERN_GROUP_MAX_CONNECTIONS: the most connections one source IP may have open to one
+    /// provider across all senders, whatever its profile's `connectionsPerIP` (default 10),
+    /// held as leases in Redis.
     public let groupMaxConnections: Int
     /// TERN_GROUP_CONNECTION_WAIT: how long a message waits for a connection when its group
     /// has all it may open; then the attempt defers (default 2m).
     public let groupConnectionWait: Duration
-    /// TERN_AMBIGUOUS_RETRIES: how many times a message is sent again after a connection
-    /// lost after its final dot (it may have arrived: each resend risks a duplicate). Once
-    /// spent, such an attempt is reported delivered, the reply text saying it is ambiguous.
-    public let ambiguousRetries: Int
     /// TERN_SENDER_CLAIM_IDLE: `ready` entries pending this long on another sender (a dead
     /// one) are taken over. It must exceed the longest attempt; this process keeps its own
     /// in-flight entries fresh, so only abandoned ones ever look this idle.
@@ -58,6 +55,10 @@ public struct SenderSettings: Sendable {
     /// clear text without trying TLS (default 1h).
     public let tlsFallbackTTL: Duration
 
+    /// TERN_PROVIDERS_FILE: the provider profiles whose connection limits apply, the same
+    /// file the scheduler reads.
+    public let providers: ProviderCatalog
+
     /// TERN_METRICS_LISTEN: /metrics and /health (default 127.0.0.1:9102, or 9110 + N for
     /// a numeric TERN_INSTANCE N, as `tern-sender@N` sets it; `off` for none).
     public let metricsListen: SocketAddress?
@@ -78,7 +79,6 @@ public struct SenderSettings: Sendable {
                                           range: 1...100_000)
         groupConnectionWait = try env.duration("TERN_GROUP_CONNECTION_WAIT",
                                                default: .seconds(120))
-        ambiguousRetries = try env.int("TERN_AMBIGUOUS_RETRIES", default: 1, range: 0...100)
         claimIdle = try env.duration("TERN_SENDER_CLAIM_IDLE", default: .seconds(600))
         guard claimIdle >= .seconds(1) else {
             throw ConfigError("TERN_SENDER_CLAIM_IDLE", "must be at least 1s")
@@ -111,6 +111,7 @@ public struct SenderSettings: Sendable {
         let ca = env.string("TERN_TLS_CA_FILE", default: "")
         tlsCAFile = ca.isEmpty ? nil : ca
         tlsFallbackTTL = try env.duration("TERN_TLS_FALLBACK_TTL", default: .seconds(3600))
+        providers = try ProviderCatalog.load(overrides: env.values["TERN_PROVIDERS_FILE"])
     }
 
     /// The client TLS context and policies; a CA file that cannot be read is a

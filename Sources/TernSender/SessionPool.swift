@@ -56,9 +56,14 @@ public final class PooledSession: @unchecked Sendable {
     let lease: String
     /// Messages offered on this session so far.
     public internal(set) var messages = 0
+    /// Messages after which it is closed: its provider's `messagesPerConnection`, at most
+    /// TERN_MAX_MESSAGES_PER_CONNECTION.
+    let maxMessages: Int
     var idleSince = ContinuousClock.now
 
-    init(connection: SMTPClientConnection, key: SessionKey, group: String, lease: String) {
+    init(connection: SMTPClientConnection, key: SessionKey, group: String, lease: String,
+         maxMessages: Int) {
+        self.maxMessages = maxMessages
         self.connection = connection
         self.key = key
         self.group = group
@@ -148,23 +153,28 @@ public final class SessionPool: Sendable {
     // MARK: Taking and giving back
 
     /// A ready session for `key`: an idle one, else one opened by `connect` under a new lease
-    /// on `group`, else the first one given back or opened within `wait`.
+    /// on `group` (one of at most `limit`, by default the leases' own), else the first one
+    /// given back or opened within `wait`. A new session carries at most `maxMessages`
+    /// (by default TERN_MAX_MESSAGES_PER_CONNECTION).
     public func session(
-        for key: SessionKey, group: String, wait: Duration,
-        connect: () async -> SMTPClient.Opening
+        for key: SessionKey, group: String, limit: Int? = nil, maxMessages: Int? = nil,
+        wait: Duration, connect: () async -> SMTPClient.Opening
     ) async -> Checkout {
         let deadline = ContinuousClock.now + wait
         var inLine = false
         while !Task.isCancelled, !state.withLock({ $0.closed }) {
             if let s = takeIdle(key) { return .reused(s) }
-            if mayAsk(group), let lease = await leasedOrRefused(group) {
+            if mayAsk(group), let lease = await leasedOrRefused(group, limit: limit) {
                 switch await connect() {
                 case .ready(let connection, let note):
                     state.withLock { $0.open += 1 }
                     var kept = key
                     kept.tls = connection.tlsPolicy
                     return .opened(PooledSession(connection: connection, key: kept,
-                                                 group: group, lease: lease), note: note)
+                                                 group: group, lease: lease,
+                                                 maxMessages: min(maxMessages ?? .max,
+                                                                  self.maxMessages)),
+                                   note: note)
                 case .failed(let result):
                     await leases.release(lease)
                     wakeGroup(group)
@@ -189,7 +199,7 @@ public final class SessionPool: Sendable {
     /// in step and under its message limit, closed with QUIT otherwise.
     public func giveBack(_ s: PooledSession) async {
         s.messages += 1
-        let keep = s.connection.isReady && s.messages < maxMessages
+        let keep = s.connection.isReady && s.messages < s.maxMessages
         let waiter: Waiter? = state.withLock { st in
             guard keep, !st.closed else { return nil }
             if var line = st.waiters[s.key], !line.isEmpty {
@@ -331,8 +341,8 @@ public final class SessionPool: Sendable {
     }
 
     /// A new lease, or nil, remembering the refusal.
-    private func leasedOrRefused(_ group: String) async -> String? {
-        let lease = await leases.acquire(group)
+    private func leasedOrRefused(_ group: String, limit: Int?) async -> String? {
+        let lease = await leases.acquire(group, limit: limit)
         if lease == nil { state.withLock { $0.refused[group] = .now } }
         return lease
     }

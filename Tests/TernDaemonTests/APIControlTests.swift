@@ -51,12 +51,12 @@ extension APIDaemonTests {
 
         let again = try await request(h, "POST", "/v1/messages/\(id)/cancel")
         #expect(again.status == 409)
-        #expect((again.error["message"] as? String)?.hasPrefix("the message is cancelled") == true)
+        #expect((again.error["detail"] as? String)?.hasPrefix("the message is cancelled") == true)
 
         try await h.redis.run("HSET", h.keys.message(foreign), "state", "sending")
         let busy = try await request(h, "POST", "/v1/messages/\(foreign)/cancel")
         #expect(busy.status == 409 && busy.errorField == "state")
-        #expect((busy.error["message"] as? String)?.contains("in a sender's hands") == true)
+        #expect((busy.error["detail"] as? String)?.contains("in a sender's hands") == true)
         #expect(try await h.redis.run("HGET", h.keys.message(foreign), "state").string
                 == "sending")
 

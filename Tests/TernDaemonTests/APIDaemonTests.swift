@@ -13,6 +13,7 @@ import TernTestSupport
 @Suite(.serialized) struct APIDaemonTests {
     static let key = "sekrit-key-0123456789"
     static let acmeKey = "acme-only-key"
+    static let opsKey = "operators-only-key"
 
     final class Harness: Sendable {
         let server: TestRedis
@@ -29,7 +30,8 @@ import TernTestSupport
             address = SocketAddress(host: "127.0.0.1", port: UInt16(freePort()))!
             var values = ["TERN_REDIS_URL": redisURL ?? server.url, "TERN_INSTANCE": "t",
                           "TERN_API_LISTEN": address.description,
-                          "TERN_API_KEYS": "\(APIDaemonTests.key), \(APIDaemonTests.acmeKey):acme",
+                          "TERN_API_KEYS": "\(APIDaemonTests.key), \(APIDaemonTests.acmeKey):acme, "
+                              + "\(APIDaemonTests.opsKey):@ops",
                           "TERN_API_MAX_BODY": "20000", "TERN_HOSTNAME": "api.tern.test",
                           "TERN_MAX_AGE": "1h", "TERN_RECORD_TTL": "1d"]
             values.merge(env) { _, b in b }
@@ -191,12 +193,17 @@ import TernTestSupport
         for (name, body, key, status, field) in APIDaemonTests.refusals {
             let reply = try await h.post(body, key: key)
             #expect(reply.status == status, "\(name): \(reply.text)")
-            #expect((reply.error["message"] as? String)?.isEmpty == false, "\(name)")
+            // RFC 9457: a problem document, its status that of the answer.
+            #expect(reply.headers["Content-Type"] == "application/problem+json", "\(name)")
+            #expect(reply.error["status"] as? Int == status, "\(name)")
+            #expect(reply.error["type"] as? String == "about:blank", "\(name)")
+            #expect(reply.error["title"] as? String == HTTPResponse.reason(status), "\(name)")
+            #expect((reply.error["detail"] as? String)?.isEmpty == false, "\(name)")
             if let field { #expect(reply.errorField == field, "\(name): \(reply.text)") }
         }
         for body in [#""x""#, "[1]"] {
             let reply = try await h.post(Array(body.utf8))
-            #expect(reply.error["message"] as? String == "must be a JSON object", "\(body)")
+            #expect(reply.error["detail"] as? String == "must be a JSON object", "\(body)")
         }
         let unframed = try await httpRequest(
             h.address, "POST", "/v1/send",
@@ -209,7 +216,7 @@ import TernTestSupport
             headers: [("Authorization", "Bearer \(APIDaemonTests.key)"),
                       ("Content-Type", "application/json"), ("Content-Length", "0")])
         #expect(empty.status == 400)
-        #expect(empty.error["message"] as? String == "is not valid JSON")
+        #expect(empty.error["detail"] as? String == "is not valid JSON")
         let wrongType = try await h.post(Self.json(Self.valid()),
                                          headers: [("Content-Type", "text/plain")])
         #expect(wrongType.status == 415)
@@ -320,7 +327,7 @@ import TernTestSupport
         #expect(health.json["redis"] as? String == "down")
         let send = try await h.post(APIDaemonTests.valid())
         #expect(send.status == 503)
-        #expect((send.error["message"] as? String)?.isEmpty == false)
+        #expect((send.error["detail"] as? String)?.isEmpty == false)
         #expect(send.headers["Retry-After"] == "5")
         let lookup = try await h.get("/v1/messages/\(MessageID.generate())")
         #expect(lookup.status == 503)
@@ -337,6 +344,7 @@ import TernTestSupport
 
         for bad in [[:], ["TERN_API_KEYS": " , "], ["TERN_API_KEYS": "k:Bad Org"],
                     ["TERN_API_KEYS": "a:b:c"], ["TERN_API_KEYS": "k,k"],
+                    ["TERN_API_KEYS": "k:@root"], ["TERN_API_KEYS": "k:"],
                     ["TERN_API_KEYS": "k", "TERN_API_MAX_BODY": "12x"],
                     ["TERN_API_KEYS": "k", "TERN_API_LISTEN": "localhost:80"]] {
             let e = Environment(bad)
@@ -356,7 +364,7 @@ import TernTestSupport
         let unknown = try await h.post(APIDaemonTests.valid(["pool": "transactional"]))
         #expect(unknown.status == 422)
         #expect(unknown.errorField == "pool")
-        #expect(unknown.error["message"] as? String
+        #expect(unknown.error["detail"] as? String
                 == "there is no pool named transactional; the pools are bulk, default")
         #expect(try await h.redis.run("XLEN", h.keys.stream(.submit)).int == 2)
         await h.stop()
@@ -377,9 +385,22 @@ import TernTestSupport
     }
 
     @Test func keysAreCheckedWholeAndByScheme() throws {
-        let keys = try APIKeys("alpha, beta:acme", variable: "K")
-        #expect(keys.check("Bearer alpha") == .allowed(org: nil))
-        #expect(keys.check("BEARER   beta ") == .allowed(org: "acme"))
+        let keys = try APIKeys("alpha, beta:acme, gamma:@ops, delta:@all", variable: "K")
+        let id = { (key: String) in
+            Crypto.sha256(Array(key.utf8)).prefix(8).map { String(format: "%02x", $0) }.joined()
+        }
+        #expect(keys.check("Bearer alpha") == .allowed(.init(scope: .all, keyID: id("alpha"))))
+        #expect(keys.check("BEARER   beta ")
+                == .allowed(.init(scope: .org("acme"), keyID: id("beta"))))
+        #expect(keys.check("Bearer gamma") == .allowed(.init(scope: .ops, keyID: id("gamma"))))
+        #expect(keys.check("Bearer delta") == .allowed(.init(scope: .all, keyID: id("delta"))))
+        // A key given by its digest only.
+        let hex = Crypto.sha256(Array("epsilon".utf8)).map { String(format: "%02x", $0) }
+            .joined()
+        let hashed = try APIKeys("sha256=\(hex):acme", variable: "K")
+        #expect(hashed.check("Bearer epsilon")
+                == .allowed(.init(scope: .org("acme"), keyID: id("epsilon"))))
+        #expect(hashed.check("Bearer sha256=\(hex)") == .wrong)
         #expect(keys.check("Bearer alph") == .wrong)
         #expect(keys.check("Bearer alphaa") == .wrong)
         #expect(keys.check("Bearer beta:acme") == .wrong)
@@ -387,5 +408,72 @@ import TernTestSupport
         #expect(keys.check("alpha") == .missing)
         #expect(keys.check("Token alpha") == .missing)
         #expect(keys.check(nil) == .missing)
+    }
+}
+
+/// The /v1/send fields beyond text: attachments, tags and send_at reach the record, the
+/// status and the events; a message over TERN_API_MAX_MESSAGE is refused naming its field.
+@Suite(.serialized) struct APISendContentTests {
+    typealias Harness = APIDaemonTests.Harness
+
+    @Test func tagsAndSendAtAreStoredAndShown() async throws {
+        let h = try await Harness()
+        let sendAt = Date().addingTimeInterval(3600)
+        let sendAtText = timestamp(ms: Int64(sendAt.timeIntervalSince1970 * 1000))
+        let reply = try await h.post(APIDaemonTests.valid([
+            "tags": ["welcome", "ünï"], "send_at": sendAtText,
+            "attachments": [["filename": "a.txt", "content_type": "text/plain",
+                             "content": Data("hello".utf8).base64EncodedString()]],
+        ]))
+        #expect(reply.status == 202, "\(reply.text)")
+        let id = try #require(reply.json["id"] as? String)
+        let record = try await h.redis.run("HGETALL", h.keys.message(id)).fieldMap
+        #expect(record["tags"] == #"["welcome","ünï"]"#)
+        let sendAtMs = try #require(Int64(record["send_at_ms"] ?? ""))
+        #expect(timestamp(ms: sendAtMs) == sendAtText)
+        // The message's age counts from its send time: TERN_MAX_AGE (1h) after it.
+        #expect(Int64(record["expires_ms"] ?? "") == sendAtMs + 3_600_000)
+        #expect(record["body"]?.contains("Content-Disposition: attachment; filename=a.txt")
+                == true)
+
+        let status = try await h.get("/v1/messages/\(id)")
+        #expect(status.json["tags"] as? [String] == ["welcome", "ünï"])
+        #expect(status.json["send_at"] as? String == sendAtText)
+        let history = status.json["history"] as? [[String: Any]] ?? []
+        #expect(history.first?["send_at"] as? String == sendAtText)
+
+        let events = try await h.redis.run("XRANGE", h.keys.stream(.events), "-", "+")
+        let event = try #require(events.array?.first?.array?[1].fieldMap)
+        let json = APIDaemon.jsonObject(event["json"]) ?? [:]
+        #expect(json["tags"] as? [String] == ["welcome", "ünï"])
+
+        // Without either: an empty tag list, no send_at.
+        let plain = try await h.post(APIDaemonTests.valid())
+        let plainID = try #require(plain.json["id"] as? String)
+        let plainStatus = try await h.get("/v1/messages/\(plainID)")
+        #expect((plainStatus.json["tags"] as? [Any])?.isEmpty == true)
+        #expect(plainStatus.json["send_at"] == nil)
+        await h.stop()
+    }
+
+    @Test func refusalsNameTheAttachmentField() async throws {
+        let h = try await Harness(env: ["TERN_API_MAX_MESSAGE": "4096"])
+        let good = ["filename": "a.bin", "content": "AAAA"]
+        let bad = try await h.post(APIDaemonTests.valid([
+            "attachments": [good, good, ["filename": "c.bin", "content": "not base64!"]],
+        ]))
+        #expect(bad.status == 422)
+        #expect(bad.errorField == "attachments[2].content")
+
+        // 4000 bytes become 5,400 of base64: over the 4096-octet limit once built.
+        let big = Data(repeating: 7, count: 4000).base64EncodedString()
+        let large = try await h.post(APIDaemonTests.valid([
+            "attachments": [good, ["filename": "big.bin", "content": big]],
+        ]))
+        #expect(large.status == 413)
+        #expect(large.errorField == "attachments[1].content")
+        // Neither left anything behind.
+        #expect(try await h.storedKeys().isEmpty)
+        await h.stop()
     }
 }

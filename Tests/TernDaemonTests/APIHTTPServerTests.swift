@@ -227,7 +227,7 @@ func withServer(_ configure: (inout HTTPServerSettings) -> Void = { _ in },
             let reply = try await client.response()
             #expect(reply.status == status, "\(name)")
             #expect(reply.headers["Connection"] == "close", "\(name)")
-            #expect((reply.error["message"] as? String)?.isEmpty == false, "\(name)")
+            #expect((reply.error["detail"] as? String)?.isEmpty == false, "\(name)")
             #expect(await client.closedByServer(), "\(name)")
         }
     }

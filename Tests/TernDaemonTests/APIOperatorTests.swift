@@ -52,6 +52,45 @@ extension APIDaemonTests {
         await h.stop()
     }
 
+    @Test func engagementIsSetInBulkAndReadWithinTheKeysScope() async throws {
+        let h = try await Harness()
+        func put(_ org: String, _ body: String, key: String = APIDaemonTests.key) async throws
+            -> RawReply
+        {
+            try await httpRequest(h.address, "PUT", "/v1/engagement/\(org)",
+                                  headers: [("Authorization", "Bearer \(key)"),
+                                            ("Content-Type", "application/json")],
+                                  body: Array(body.utf8))
+        }
+        let set = try await put("acme", #"{"Alice@Inbox.example": 92, "bob@inbox.example": 10}"#)
+        #expect(set.status == 200 && set.json["set"] as? Int == 2)
+        #expect(try await h.redis.run("HGETALL", h.keys.engagement("acme")).fieldMap
+                == ["alice@inbox.example": "92", "bob@inbox.example": "10"])
+        let one = try await call(h, "GET", "/v1/engagement/acme/alice@inbox.example",
+                                 key: APIDaemonTests.acmeKey)
+        #expect(one.status == 200 && one.json["engagement"] as? Int == 92)
+        // null removes; a bad score or address changes nothing.
+        #expect(try await put("acme", #"{"bob@inbox.example": null}"#).json["removed"] as? Int
+                == 1)
+        #expect(try await call(h, "GET", "/v1/engagement/acme/bob@inbox.example").status == 404)
+        let bad = try await put("acme", #"{"carol@inbox.example": 101}"#)
+        #expect(bad.status == 422 && bad.errorField == "carol@inbox.example")
+        #expect(try await put("acme", #"{"not-an-address": 5}"#).status == 422)
+        #expect(try await put("acme", "[1]").status == 400)
+        #expect(try await h.redis.run("HLEN", h.keys.engagement("acme")).int == 1)
+        // Another organisation's store is not an acme key's.
+        #expect(try await put("globex", #"{"a@b.example": 1}"#, key: APIDaemonTests.acmeKey)
+                .status == 404)
+        #expect(try await call(h, "POST", "/v1/engagement/acme").status == 405)
+
+        // A send with a score of its own keeps it, with its source, on the record.
+        let sent = try await h.post(APIDaemonTests.valid(["org": "acme", "engagement": 75]))
+        let id = try #require(sent.json["id"] as? String)
+        let record = try await h.redis.run("HGETALL", h.keys.message(id)).fieldMap
+        #expect(record["engagement"] == "75" && record["engagement_source"] == "api")
+        await h.stop()
+    }
+
     @Test func throttlesAndBreakersShowWhatTheSchedulerSaved() async throws {
         let h = try await Harness()
         try await h.redis.run("HSET", h.keys.throttles, "127.0.0.2|gmail",
@@ -82,6 +121,30 @@ extension APIDaemonTests {
         #expect((own.json["breakers"] as? [Any])?.count == 1)
         #expect(mine["state"] as? String == "open")
         #expect(mine["opened"] as? String == "2023-11-14T22:13:20.000Z")
+        await h.stop()
+    }
+
+    @Test func anOpsKeyOperatesAndReadsButNeverSends() async throws {
+        let h = try await Harness()
+        let ops = APIDaemonTests.opsKey
+        let sent = try await h.post(APIDaemonTests.valid(["org": "acme"]))
+        let id = try #require(sent.json["id"] as? String)
+        for path in ["/v1/throttles", "/v1/breakers", "/v1/ips", "/v1/suppressions/acme",
+                     "/v1/messages/\(id)"] {
+            #expect(try await call(h, "GET", path, key: ops).status == 200, "\(path)")
+        }
+        #expect(try await call(h, "PUT", "/v1/suppressions/globex/a@b.example", key: ops)
+                .status == 201)
+        let send = try await h.post(APIDaemonTests.valid(), key: ops)
+        #expect(send.status == 403)
+        let batch = try await postBatch(h, Self.batch([Self.valid()]), key: ops)
+        #expect(batch.status == 403)
+        // An organisation's key gets 403 from every endpoint of the system's own state.
+        for path in ["/v1/throttles", "/v1/ips"] {
+            let reply = try await call(h, "GET", path, key: APIDaemonTests.acmeKey)
+            #expect(reply.status == 403, "\(path)")
+        }
+        #expect(try await h.redis.run("XLEN", h.keys.stream(.submit)).int == 1)
         await h.stop()
     }
 }

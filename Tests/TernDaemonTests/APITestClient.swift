@@ -16,8 +16,10 @@ struct RawReply: Sendable {
         (try? JSONSerialization.jsonObject(with: Data(body))) as? [String: Any] ?? [:]
     }
 
-    /// The `error` object of an error answer.
-    var error: [String: Any] { json["error"] as? [String: Any] ?? [:] }
+    /// The problem document (RFC 9457) of an error answer; empty for any other answer.
+    var error: [String: Any] {
+        headers["Content-Type"] == "application/problem+json" ? json : [:]
+    }
     var errorField: String? { error["field"] as? String }
 }
 

@@ -157,20 +157,52 @@ import TernSender
         try await peer.wait(addr, "messages", atLeast: 16)
         #expect(peer.count(addr, "messages") == 16)
         #expect(peer.count(addr, "max_open") == 2)
-        let leases = try await h.redis.run("ZCARD", h.keys.groupLeases("default:held.example"))
+        let scope = "127.0.0.2|mx:mx.held.example"
+        let leases = try await h.redis.run("ZCARD", h.keys.groupLeases(scope))
         #expect((leases.int ?? -1) <= 2)
         await Self.stop(h, peer)
     }
 
-    @Test func aConnectionLostAfterTheDotIsSentOnceMoreThenTakenAsDelivered() async throws {
+    @Test func theProviderProfileSetsSessionLengthAndConnectionsPerIP() async throws {
+        // held.example as a provider of its own: 3 messages a session, 2 sessions per IP.
+        let file = NSTemporaryDirectory() + "tern-providers-\(UUID().uuidString).json"
+        try Data(#"""
+            {"providers": [{"name": "heldco", "domains": ["held.example"],
+              "messagesPerMinute": 600, "connectionsPerIP": 2, "messagesPerConnection": 3}]}
+            """#.utf8).write(to: URL(fileURLWithPath: file))
+        defer { try? FileManager.default.removeItem(atPath: file) }
+        let (h, peer) = try await Self.start([
+            "TERN_PROVIDERS_FILE": file, "TERN_SENDER_CONCURRENCY": "4",
+            "TERN_CONNECTION_IDLE": "1s",
+        ], daemon: false)
+        try h.startDaemon()
+        try h.startDaemon(instance: "t2")
+        var ids: [String] = []
+        for i in 0..<12 { ids.append(try await h.submit(to: "p\(i)@held.example")) }
+        for id in ids { #expect(try await h.result(id)["outcome"] == "delivered") }
+        let addr = "127.0.0.47"
+        try await peer.wait(addr, "messages", atLeast: 12)
+        #expect(peer.count(addr, "messages") == 12)
+        // Eight deliveries in flight at most, two connections; three messages a session
+        // (fewer only on a sender's last one, idle until it is closed).
+        #expect(peer.count(addr, "max_open") == 2)
+        for _ in 0..<200 where peer.perConnection(addr).reduce(0, +) < 12 {
+            try await Task.sleep(for: .milliseconds(50))
+        }
+        let sessions = peer.perConnection(addr)
+        #expect(sessions.reduce(0, +) == 12 && sessions.max() == 3, "\(sessions)")
+        #expect(sessions.filter { $0 == 3 }.count >= 3, "\(sessions)")
+        await Self.stop(h, peer)
+    }
+
+    @Test func aConnectionLostAfterTheDotIsReportedAmbiguous() async throws {
         let (h, peer) = try await Self.start([:])
         let id = try await h.submit(to: "a@lost.example")
         let first = try await h.result(id)
-        #expect(first["outcome"] == "deferred" && first["stage"] == "dot", "\(first)")
+        #expect(first["outcome"] == "ambiguous" && first["stage"] == "dot", "\(first)")
         #expect(first["code"] == "0" && first["reply"]?.contains("ambiguous") == true)
-        let count = try await h.redis.run("HGET", h.keys.message(id), "ambiguous")
-        #expect(count.string == "1")
-        // The scheduler releases it again (TERN_AMBIGUOUS_RETRIES is 1 by default).
+        // What to do about it is the scheduler's (TERN_AMBIGUOUS_RETRIES): a second release
+        // is sent again and reported the same way.
         _ = try await h.redis.transaction([xadd(h.keys.stream(.ready), [
             ("id", id), ("attempt", "2"), ("ip", "127.0.0.2"), ("helo", "out1.tern.example"),
         ])])
@@ -180,10 +212,28 @@ import TernSender
             if all.count == 2 { second = all[1]; break }
             try await Task.sleep(for: .milliseconds(50))
         }
-        #expect(second["outcome"] == "delivered" && second["stage"] == "dot", "\(second)")
-        #expect(second["reply"]?.contains("taken as delivered after 1 resend") == true)
+        #expect(second["outcome"] == "ambiguous" && second["attempt"] == "2", "\(second)")
         try await peer.wait("127.0.0.49", "messages", atLeast: 2)
         #expect(peer.count("127.0.0.49", "messages") == 2)
+        await Self.stop(h, peer)
+    }
+
+    @Test func everyResultCarriesItsTimings() async throws {
+        let (h, peer) = try await Self.start(["TERN_GROUP_MAX_CONNECTIONS": "1"])
+        let first = try await h.result(try await h.submit(to: "t1@reuse.example"))
+        let second = try await h.result(try await h.submit(to: "t2@reuse.example"))
+        for (r, reused) in [(first, "no"), (second, "yes")] {
+            let ms = ["connect_ms", "greeting_ms", "tls_ms", "data_ms"].map { Int(r[$0] ?? "") }
+            #expect(ms.allSatisfy { ($0 ?? -1) >= 0 }, "\(r)")
+            #expect(r["reused"] == reused, "\(r)")
+            // The steps fit in the whole attempt.
+            #expect(ms.compactMap { $0 }.reduce(0, +) <= Int(r["ms"] ?? "") ?? -1, "\(r)")
+        }
+        // A reused session spent nothing on opening.
+        #expect(second["connect_ms"] == "0" && second["greeting_ms"] == "0")
+        // A refused connection still says how long the connect took.
+        let none = try await h.result(try await h.submit(to: "x@closed.example"))
+        #expect(Int(none["connect_ms"] ?? "") ?? -1 >= 0 && none["data_ms"] == "0", "\(none)")
         await Self.stop(h, peer)
     }
 

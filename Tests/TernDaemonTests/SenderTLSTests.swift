@@ -19,6 +19,7 @@ import TernSender
         let r = try await h.result(id)
         #expect(r["outcome"] == "delivered", "\(r)")
         #expect(r["tls_version"] == "TLSv1.3" && r["tls_verified"] == "yes")
+        #expect(Int(r["tls_ms"] ?? "") ?? -1 >= 0 && r["reused"] == "no", "\(r)")
         #expect(r["tls_cipher"]?.hasPrefix("TLS_") == true)
         #expect(r["tls"] == "TLSv1.3 " + (r["tls_cipher"] ?? ""))
         let spooled = try #require(h.world.spooled(for: rcpt).first)

@@ -227,6 +227,9 @@ final class TestPeer: Sendable {
 
     func count(_ addr: String, _ key: String) -> Int { counters(addr)[key] as? Int ?? -1 }
 
+    /// Messages accepted on each closed connection of `addr` (the last 50).
+    func perConnection(_ addr: String) -> [Int] { counters(addr)["per_connection"] as? [Int] ?? [] }
+
     /// Waits (up to 20 s) until `key` of `addr` reaches `n`.
     func wait(_ addr: String, _ key: String, atLeast n: Int) async throws {
         for _ in 0..<400 where count(addr, key) < n {

@@ -184,6 +184,9 @@ import TernCore
         ("From:\r\n  news@example.com (the news)", "example.com"),
         ("From: <x@bücher.example>", "xn--bcher-kva.example"),
         ("From: a@one.example, b@two.example", "one.example"),
+        // A "<" inside a quoted display name is text, not the address: signing must not
+        // take another domain's keys for it.
+        (#"From: "x <a@other.example> \" <" <me@example.com>"#, "example.com"),
     ])
     func fromDomain(_ field: String, _ domain: String) {
         #expect(DKIMSigner.fromDomain(field) == domain)

@@ -156,9 +156,9 @@ import Testing
             {"from":"a@example.com","to":"b@example.net","subject":"s",
              "text":"plain text","html":"<p>Grüße</p>"}
             """#)
-        let boundary = "=_tern_" + id
+        let boundary = "=_tern_alt_" + id
         #expect(message.contains(
-            "\r\nContent-Type: multipart/alternative; boundary=\"\(boundary)\"\r\n"))
+            "\r\nContent-Type: multipart/alternative;\r\n boundary=\"\(boundary)\"\r\n"))
         #expect(split(message).body == """
             --\(boundary)\r
             Content-Type: text/plain; charset=utf-8\r
@@ -247,6 +247,119 @@ import Testing
     ])
     func mailDate(_ seconds: Double, _ expected: String) {
         #expect(MailDate.string(from: Date(timeIntervalSince1970: seconds)) == expected)
+    }
+
+    @Test func displayNamesAreQuotedOrEncoded() throws {
+        let message = try build(#"""
+            {"from":{"email":"news@example.com","name":"Tern News"},
+             "reply_to":"\"Doe, Jane \\\"JD\\\"\" <help@example.com>",
+             "to":{"email":"reader@bücher.example","name":"Zoë Bäcker"},"text":"x"}
+            """#)
+        let head = split(message).head
+        #expect(head.contains("\r\nFrom: Tern News <news@example.com>\r\n"))
+        #expect(head.contains(#"\#r\#nReply-To: "Doe, Jane \"JD\"" <help@example.com>\#r\#n"#))
+        #expect(head.contains("\r\nTo: =?UTF-8?B?" + Data("Zoë Bäcker".utf8).base64EncodedString()
+                              + "?= <reader@xn--bcher-kva.example>\r\n"))
+        expectWellFormed(message, maxLine: 78)
+    }
+
+    @Test func attachmentsMakeMultipartMixed() throws {
+        let bytes: [UInt8] = Array(0...255) + Array(0...255)
+        let content = Data(bytes).base64EncodedString()
+        let message = try build("""
+            {"from":"a@example.com","to":"b@example.net","text":"see attached",
+             "attachments":[{"filename":"data.bin","content":"\(content)"},
+                            {"filename":"März – Übersicht.pdf","content_type":"application/pdf",
+                             "content":"JVBERi0="}]}
+            """)
+        let mixed = "=_tern_mix_" + id
+        let head = split(message).head
+        #expect(head.hasSuffix("\r\nContent-Type: multipart/mixed;\r\n boundary=\"\(mixed)\""))
+        #expect(!head.contains("Content-Transfer-Encoding"))
+        let body = split(message).body
+        #expect(body.hasPrefix("--\(mixed)\r\nContent-Type: text/plain; charset=utf-8\r\n"
+                               + "Content-Transfer-Encoding: 7bit\r\n\r\nsee attached\r\n\r\n"
+                               + "--\(mixed)\r\n"))
+        #expect(body.contains("Content-Type: application/octet-stream; name=data.bin\r\n"
+                              + "Content-Disposition: attachment; filename=data.bin\r\n"
+                              + "Content-Transfer-Encoding: base64\r\n\r\n"))
+        // 512 bytes: 684 characters of base64 in lines of 76.
+        let base64 = Data(bytes).base64EncodedString()
+        #expect(body.contains(String(base64.prefix(76)) + "\r\n" + String(base64.dropFirst(76)
+            .prefix(76)) + "\r\n"))
+        // RFC 2231: the UTF-8 name percent-encoded, in pieces when long.
+        let encoded = "utf-8''M%C3%A4rz%20%E2%80%93%20%C3%9Cbersicht.pdf"
+        #expect(body.contains("Content-Disposition: attachment;\r\n filename*=" + encoded
+                              + "\r\n"), "\(body)")
+        #expect(body.hasSuffix("\r\n--\(mixed)--\r\n"))
+        expectWellFormed(message, maxLine: 78)
+    }
+
+    @Test func longFileNamesContinueOverLines() throws {
+        let name = String(repeating: "ä", count: 60) + ".txt"
+        let message = try build("""
+            {"from":"a@example.com","to":"b@example.net","text":"x",
+             "attachments":[{"filename":"\(name)","content":""}]}
+            """)
+        #expect(message.contains("\r\n filename*0*=utf-8''%C3%A4"))
+        #expect(message.contains("\r\n filename*1*=%C3%A4"))
+        expectWellFormed(message, maxLine: 78)
+    }
+
+    @Test func inlineImagesGoWithTheHTMLInMultipartRelated() throws {
+        let message = try build(#"""
+            {"from":"a@example.com","to":"b@example.net","text":"plain",
+             "html":"<img src=\"cid:logo@x\">",
+             "attachments":[{"filename":"logo.png","content_type":"image/png","content":"iVBORw==",
+                             "content_id":"logo@x"},
+                            {"filename":"terms.pdf","content":"JVBERi0="}]}
+            """#)
+        let mixed = "=_tern_mix_" + id, alt = "=_tern_alt_" + id, rel = "=_tern_rel_" + id
+        let lines = message.components(separatedBy: "\r\n")
+        // The structure, read from the delimiter lines in order.
+        let delimiters = lines.filter { $0.hasPrefix("--=_tern_") }
+        #expect(delimiters == ["--\(mixed)", "--\(alt)", "--\(alt)", "--\(rel)", "--\(rel)",
+                               "--\(rel)--", "--\(alt)--", "--\(mixed)", "--\(mixed)--"])
+        #expect(message.contains("Content-Type: multipart/related;\r\n boundary=\"\(rel)\";"
+                                 + " type=\"text/html\"\r\n"))
+        #expect(message.contains("Content-Type: image/png; name=logo.png\r\n"
+                                 + "Content-Disposition: inline; filename=logo.png\r\n"
+                                 + "Content-ID: <logo@x>\r\n"))
+        #expect(message.contains("Content-Disposition: attachment; filename=terms.pdf\r\n"))
+    }
+
+    @Test func inlineAttachmentsWithoutHTMLAreAttached() throws {
+        let message = try build(#"""
+            {"from":"a@example.com","to":"b@example.net","text":"plain",
+             "attachments":[{"filename":"logo.png","content":"iVBORw==","content_id":"logo@x"}]}
+            """#)
+        #expect(message.contains("multipart/mixed") && !message.contains("multipart/related"))
+    }
+
+    @Test func transferEncodingFollowsTheContent() {
+        let cases: [(String, String)] = [
+            ("plain ASCII\r\n", "7bit"),
+            ("has =_ which could start a boundary\r\n", "quoted-printable"),
+            ("Grüße aus Köln\r\n", "quoted-printable"),
+            (String(repeating: "x", count: 999) + "\r\n", "quoted-printable"),
+            ("日本語のテキストです。これは長い文章です。\r\n", "base64"),
+            ("Привет, как дела? Всё хорошо.\r\n", "base64"),
+        ]
+        for (text, expected) in cases {
+            #expect(MIMEPart.encode(Array(text.utf8)).name == expected, "\(text)")
+        }
+    }
+
+    @Test func boundariesNeverOccurInTheContent() throws {
+        // Text that copies Tern's boundary lines exactly is not sent 7bit, so the copy is
+        // changed by the encoding and cannot end a part.
+        let fake = "--=_tern_alt_\(id)--"
+        let message = try build("""
+            {"from":"a@example.com","to":"b@example.net","text":"\(fake)\\nmore","html":"<p>x</p>"}
+            """)
+        let lines = message.components(separatedBy: "\r\n")
+        #expect(lines.filter { $0 == fake }.count == 1, "\(message)")
+        #expect(message.contains("--=3D_tern_alt_\(id)--\r\n"))
     }
 
     @Test func pythonEmailPackageReadsTheMessage() async throws {

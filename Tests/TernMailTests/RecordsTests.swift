@@ -11,13 +11,17 @@ import TernMail
         #expect(timestamp(ms: ms) == text)
     }
 
-    @Test func eventJSONCarriesMetadataAndDetail() throws {
+    @Test func eventJSONCarriesMetadataTagsAndDetail() throws {
         let e = MessageEvent(id: "m", event: .bounced, atMs: 0, org: "o", from: "f@x.example",
                              to: "t@y.example", metadataJSON: #"{"uid":42}"#,
+                             tagsJSON: #"["spring","ünï"]"#,
                              detail: ["code": 550, "reply": "5.1.1 no"])
         #expect(e.json == #"{"at":"1970-01-01T00:00:00.000Z","code":550,"event":"bounced","#
                 + #""from":"f@x.example","id":"m","metadata":{"uid":42},"org":"o","#
-                + #""reply":"5.1.1 no","to":"t@y.example"}"#)
+                + #""reply":"5.1.1 no","tags":["spring","ünï"],"to":"t@y.example"}"#)
+        let untagged = MessageEvent(id: "m", event: .accepted, atMs: 0, org: "o", from: "f",
+                                    to: "t", metadataJSON: "{}")
+        #expect(untagged.json.contains(#""tags":[]"#))
         #expect(e.historyJSON == #"{"at":"1970-01-01T00:00:00.000Z","code":550,"#
                 + #""event":"bounced","reply":"5.1.1 no"}"#)
     }

@@ -5,8 +5,18 @@ import Testing
 import TernMail
 
 @Suite struct SendRequestTests {
+    /// 2025-03-04T10:05:07Z, the time the table's send_at values are judged at.
+    static let now = Date(timeIntervalSince1970: 1_741_082_707)
+
     func decode(_ json: String) throws(ValidationError) -> SendRequest {
-        try SendRequest.decode(Array(json.utf8))
+        try SendRequest.decode(Array(json.utf8), now: Self.now)
+    }
+
+    /// One attachment as JSON.
+    static func file(name: String = "a.pdf", type: String = "application/pdf",
+                     content: String = "JVBERi0=", cid: String? = nil) -> String {
+        "{\"filename\":\"\(name)\",\"content_type\":\"\(type)\",\"content\":\"\(content)\""
+            + (cid.map { ",\"content_id\":\"\($0)\"" } ?? "") + "}"
     }
 
     @Test func minimalRequestGetsDefaults() throws {
@@ -142,7 +152,127 @@ import TernMail
          "string, number or boolean"),
         ("{\(base),\"text\":\"t\",\"metadata\":{\"a\":\"\(String(repeating: "m", count: 4100))\"}}",
          "metadata", "limit is 4096"),
+        ("{\(base),\"text\":\"t\",\"attachments\":{}}", "attachments", "array"),
+        ("{\(base),\"text\":\"t\",\"attachments\":[\(Self.file()),\(Self.file()),"
+         + "\(Self.file(content: "bm90IGJhc2U2NC*="))]}", "attachments[2].content",
+         "not valid base64"),
+        ("{\(base),\"text\":\"t\",\"attachments\":[\(Self.file(content: "abc"))]}",
+         "attachments[0].content", "not valid base64"),
+        ("{\(base),\"text\":\"t\",\"attachments\":[\(Self.file(name: "../etc/passwd"))]}",
+         "attachments[0].filename", "without a path"),
+        ("{\(base),\"text\":\"t\",\"attachments\":[\(Self.file(name: "a\\\\b"))]}",
+         "attachments[0].filename", "without a path"),
+        ("{\(base),\"text\":\"t\",\"attachments\":[\(Self.file(name: "a\\u0000b"))]}",
+         "attachments[0].filename", "control"),
+        ("{\(base),\"text\":\"t\",\"attachments\":[\(Self.file(name: "fdp\\u202e.exe"))]}",
+         "attachments[0].filename", "control"),
+        ("{\(base),\"text\":\"t\",\"attachments\":[\(Self.file(name: ".."))]}",
+         "attachments[0].filename", "must name a file"),
+        ("{\(base),\"text\":\"t\",\"attachments\":[\(Self.file(type: "pdf"))]}",
+         "attachments[0].content_type", "is not a media type"),
+        ("{\(base),\"text\":\"t\",\"attachments\":[\(Self.file(type: "text/plain; x"))]}",
+         "attachments[0].content_type", "malformed or repeated parameter"),
+        ("{\(base),\"text\":\"t\",\"attachments\":[\(Self.file(type: "multipart/mixed"))]}",
+         "attachments[0].content_type", "cannot be attached"),
+        ("{\(base),\"text\":\"t\",\"attachments\":[{\"filename\":\"a\",\"content\":\"\","
+         + "\"size\":1}]}", "attachments[0].size", "not a known field"),
+        ("{\(base),\"text\":\"t\",\"attachments\":[{\"content\":\"\"}]}",
+         "attachments[0].filename", "is required"),
+        ("{\(base),\"text\":\"t\",\"attachments\":[\(Self.file(cid: "a b"))]}",
+         "attachments[0].content_id", "RFC 2392"),
+        ("{\(base),\"text\":\"t\",\"attachments\":[\(Self.file(cid: "x@y")),"
+         + "\(Self.file(cid: "<X@Y>"))]}", "attachments[1].content_id", "earlier attachment"),
+        ("{\(base),\"raw\":\"From: a@example.com\\n\\nx\",\"attachments\":[]}",
+         "attachments", "cannot be combined with raw"),
+        ("{\(base),\"text\":\"t\",\"headers\":{\"Content-Disposition\":\"inline\"}}",
+         "headers.Content-Disposition", "set by Tern"),
+        ("{\(base),\"text\":\"t\",\"headers\":{\"Content-ID\":\"<a@b>\"}}",
+         "headers.Content-ID", "set by Tern"),
+        ("{\(base),\"text\":\"t\",\"tags\":\"a\"}", "tags", "array of strings"),
+        ("{\(base),\"text\":\"t\",\"tags\":[\"a\",2]}", "tags[1]", "must be a string"),
+        ("{\(base),\"text\":\"t\",\"tags\":[\"a\",\"\"]}", "tags[1]", "1 to 64"),
+        ("{\(base),\"text\":\"t\",\"tags\":[\"a\",\"a\"]}", "tags[1]", "repeats"),
+        ("{\(base),\"text\":\"t\",\"tags\":[\(String(repeating: "\"t\",", count: 11))\"x\"]}",
+         "tags", "the limit is 10"),
+        ("{\(base),\"text\":\"t\",\"send_at\":\"tomorrow\"}", "send_at", "RFC 3339"),
+        ("{\(base),\"text\":\"t\",\"send_at\":\"2025-03-04 10:05\"}", "send_at", "RFC 3339"),
+        ("{\(base),\"text\":\"t\",\"send_at\":\"2025-02-30T10:05:00Z\"}", "send_at",
+         "RFC 3339"),
+        ("{\(base),\"text\":\"t\",\"send_at\":\"2025-03-04T10:05:00\"}", "send_at",
+         "RFC 3339"),
+        ("{\(base),\"text\":\"t\",\"send_at\":1741082707}", "send_at", "RFC 3339"),
+        ("{\(base),\"text\":\"t\",\"send_at\":\"2025-04-04T10:05:08Z\"}", "send_at",
+         "more than 30 days ahead"),
+        (#"{"from":"Alice <a@example.com","to":"b@example.net","text":"t"}"#, "from", "space"),
+        (#"{"from":{"name":"A"},"to":"b@example.net","text":"t"}"#, "from.email",
+         "is required"),
+        (#"{"from":{"email":"a@example.com","nom":"A"},"to":"b@example.net","text":"t"}"#,
+         "from.nom", "not a known field"),
+        (#"{"from":"a@example.com","to":{"email":"b@example.net","name":"B\nBcc: x"},"#
+         + #""text":"t"}"#, "to", "controls"),
+        (#"{"from":"a@example.com","to":"B\r <b@example.net>","text":"t"}"#, "to", "controls"),
     ]
+
+    @Test func engagementIsAnIntegerScore() throws {
+        let base = #""from":"a@example.com","to":"b@example.net","text":"hi""#
+        #expect(try decode("{\(base)}").engagement == nil)
+        #expect(try decode("{\(base),\"engagement\":0}").engagement == 0)
+        #expect(try decode("{\(base),\"engagement\":100}").engagement == 100)
+        for bad in ["101", "-1", "1.5", "true", "\"50\"", "[]"] {
+            #expect(throws: ValidationError(field: "engagement",
+                                            message: "must be an integer 0 to 100")) {
+                try decode("{\(base),\"engagement\":\(bad)}")
+            }
+        }
+    }
+
+    @Test func displayNamesAttachmentsTagsAndSendAt() throws {
+        let request = try decode(#"""
+            {"from":"\"Doe, Jane\" <jane@example.com>","to":{"email":"b@example.net",
+             "name":" Zoë Bäcker "},"reply_to":"Help Desk <help@example.com>","text":"t",
+             "attachments":[{"filename":" Übersicht.pdf ","content":"JVBER\ni0=",
+                             "content_type":"Text/CSV; Charset=\"utf-8\"; name=x"},
+                            {"filename":"logo.png","content":"","content_id":"<Logo@x>"}],
+             "tags":["welcome","ünï/2"],"send_at":"2025-03-05T11:05:07.5+01:00"}
+            """#)
+        #expect(request.from.description == "jane@example.com" && request.fromName == "Doe, Jane")
+        #expect(request.toName == "Zoë Bäcker" && request.to.description == "b@example.net")
+        #expect(request.replyToName == "Help Desk")
+        #expect(request.attachments.count == 2)
+        let pdf = request.attachments[0]
+        #expect(pdf.filename == "Übersicht.pdf" && pdf.content == Array("%PDF-".utf8))
+        #expect(pdf.mediaType == "text/csv" && pdf.parameters.map(\.name) == ["charset"])
+        #expect(pdf.parameters.first?.value == "utf-8" && pdf.contentID == nil)
+        #expect(request.attachments[1].contentID == "Logo@x")
+        #expect(request.attachments[1].content.isEmpty)
+        #expect(request.tags == ["welcome", "ünï/2"])
+        #expect(request.tagsJSON == #"["welcome","ünï/2"]"#)
+        #expect(request.sendAt == Self.now.addingTimeInterval(86400 + 0.5))
+    }
+
+    @Test func sendAtInThePastMeansNow() throws {
+        let request = try decode(
+            "{\(Self.base),\"text\":\"t\",\"send_at\":\"2020-01-01T00:00:00Z\"}")
+        #expect(request.sendAt == nil)
+        let edge = try decode("{\(Self.base),\"text\":\"t\",\"send_at\":\"2025-04-03T10:05:07Z\"}")
+        #expect(edge.sendAt == Self.now.addingTimeInterval(30 * 86400))
+    }
+
+    @Test(arguments: [
+        ("2025-03-04T10:05:07Z", 1_741_082_707.0), ("2025-03-04t10:05:07.250z", 1_741_082_707.25),
+        ("2025-03-04T12:05:07+02:00", 1_741_082_707), ("2025-03-04T05:05:07-05:00", 1_741_082_707),
+        ("2024-02-29T00:00:00Z", 1_709_164_800),
+    ])
+    func rfc3339(_ text: String, _ seconds: Double) {
+        #expect(RFC3339.parse(text) == Date(timeIntervalSince1970: seconds))
+    }
+
+    @Test(arguments: ["2025-13-01T00:00:00Z", "2023-02-29T00:00:00Z", "2025-03-04T24:00:00Z",
+                      "2025-03-04T10:05:07.Z", "2025-03-04T10:05:07+0200", "2025-03-04T10:05Z",
+                      "2025-03-04T10:05:07Z ", ""])
+    func rfc3339Refuses(_ text: String) {
+        #expect(RFC3339.parse(text) == nil)
+    }
 
     @Test(arguments: failures) func namesTheField(_ json: String, _ field: String,
                                                   _ fragment: String)
@@ -164,7 +294,8 @@ import TernMail
     }
 
     @Test(arguments: ["Bcc", "bcc", "Delivered-To", "Resent-From", "Resent-Message-ID",
-                      "RESENT-TO", "Content-Length"])
+                      "RESENT-TO", "Content-Length", "Authentication-Results", "ARC-Seal",
+                      "Received-SPF", "X-Original-To"])
     func refusesEnvelopeAndTraceHeaders(_ name: String) {
         #expect(throws: ValidationError(
             field: "headers." + name,

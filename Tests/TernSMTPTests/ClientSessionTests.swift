@@ -242,7 +242,7 @@ import TernMail
         _ = s.receive(Self.reply(250))
         _ = s.receive(Self.reply(354))
         let r = Self.result(s.linkFailed(.closed))
-        #expect(r?.outcome == .deferred && r?.stage == .dot && r?.reply == nil)
+        #expect(r?.outcome == .ambiguous && r?.stage == .dot && r?.reply == nil)
         #expect(r?.text.contains("ambiguous") == true)
     }
 

@@ -27,6 +27,24 @@ import TernMail
                               expiresMs: 61_000) == .retry(atMs: 61_000))
     }
 
+    @Test func anAmbiguousAttemptIsSentOnceMoreAfterItsOwnDelayThenTakenAsDelivered() {
+        let p = RetryPolicy(delays: [.seconds(60)], ambiguousRetries: 1,
+                            ambiguousDelay: .seconds(3600))
+        // (ambiguous attempts before, deadline) -> decision
+        let cases: [(Int, Int64, Decision)] = [
+            (0, 10_000_000, .retry(atMs: 3_601_000)),   // not the retry schedule's 61 s
+            (1, 10_000_000, .delivered),                // resends spent
+            (0, 3_600_999, .delivered),                 // past the deadline: not expired
+        ]
+        for (before, expires, expected) in cases {
+            #expect(p.decide(outcome: .ambiguous, attempt: 1, nowMs: 1_000, expiresMs: expires,
+                             ambiguousBefore: before) == expected)
+        }
+        let never = RetryPolicy(delays: [.seconds(60)], ambiguousRetries: 0)
+        #expect(never.decide(outcome: .ambiguous, attempt: 1, nowMs: 1_000,
+                             expiresMs: 10_000_000) == .delivered)
+    }
+
     @Test func defaultDelaysGrowToADayWithinTwoDays() {
         let total = SchedulerSettings.defaultRetryDelays.reduce(Duration.zero, +)
         // 5m+10m+20m+1h+2h+4h+8h+12h+24h = 51h35m before the 24h delay starts repeating.

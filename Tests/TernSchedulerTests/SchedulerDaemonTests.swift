@@ -42,7 +42,8 @@ import TernTestSupport
 
         /// Writes a message as the API does and submits it.
         func submit(to rcpt: String = "a@inbox.example", pool: String = "default",
-                    org: String = "acme", maxAge: Int64 = 600_000) async throws -> String {
+                    org: String = "acme", maxAge: Int64 = 600_000,
+                    extra: [RedisArg] = []) async throws -> String {
             let id = MessageID.generate()
             let now = nowMs()
             let domain = String(rcpt.split(separator: "@").last!)
@@ -51,7 +52,8 @@ import TernTestSupport
                  "pool", .text(pool), "from", "s@tern.example", "rcpt", .text(rcpt),
                  "domain", .text(domain), "body", "Subject: x\r\n\r\nhi\r\n",
                  "metadata", #"{"k":"v"}"#, "created_ms", .text(String(now)),
-                 "expires_ms", .text(String(now + maxAge)), "state", "queued", "attempts", "0"],
+                 "expires_ms", .text(String(now + maxAge)), "state", "queued", "attempts", "0"]
+                    + extra,
                 xadd(keys.stream(.submit), [("id", id)]),
             ])
             return id
@@ -97,6 +99,38 @@ import TernTestSupport
             }
             Issue.record("timed out waiting for \(what)")
         }
+    }
+
+    /// send_at: intake files the message at its send time, so a message submitted after it
+    /// but due now goes first, and the scheduled one is not released before its time. Its
+    /// deadline counts from the send time, and its events carry its tags.
+    @Test func scheduledMessageWaitsForItsSendTime() async throws {
+        let h = try await Harness(env: ["TERN_MAX_AGE": "1h"])
+        let sendAt = nowMs() + 1500
+        let scheduled = try await h.submit(extra: [
+            "send_at_ms", .text(String(sendAt)), "tags", #"["later"]"#,
+            "expires_ms", .text(String(sendAt + 86_400_000))])
+        try await h.waitFor("the scheduled message filed") {
+            try await h.redis.run("ZSCORE", h.keys.groupQueue("default:inbox.example"),
+                                  scheduled).int == Int(sendAt)
+        }
+        let now = try await h.submit()
+        let first = try await h.nextReady()
+        #expect(first["id"] == now)
+        let second = try await h.nextReady()
+        #expect(second["id"] == scheduled)
+        #expect(nowMs() >= sendAt, "released before its send_at")
+        let expires = try await h.redis.run("HGET", h.keys.message(scheduled), "expires_ms")
+        #expect(Int64(expires.int ?? 0) == sendAt + 3_600_000)
+
+        try await h.result(scheduled, attempt: "1", outcome: "delivered", code: "250",
+                           reply: "2.0.0 ok")
+        try await h.waitFor("delivered") { try await h.state(scheduled) == "delivered" }
+        let all = try await h.redis.run("XRANGE", h.keys.stream(.events), "-", "+")
+        let delivered = (all.array ?? []).compactMap { $0.array?[1].fieldMap }
+            .first { $0["id"] == scheduled && $0["event"] == "delivered" }
+        #expect(delivered?["json"]?.contains(#""tags":["later"]"#) == true)
+        await h.stop()
     }
 
     @Test func releasesWithASourceIPThenRecordsDelivery() async throws {

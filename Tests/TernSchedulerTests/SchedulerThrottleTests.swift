@@ -109,9 +109,12 @@ extension SchedulerDaemonTests {
         var ids: [String] = []
         for _ in 0..<5 { ids.append(try await h.submit()) }
         try await h.waitFor("all taken in") {
-            let queued = try await h.redis.run("ZCARD", h.keys.groupQueue("default:inbox.example"))
+            // Waiting in the queue, or come due and ranked by engagement.
+            let group = "default:inbox.example"
+            let queued = try await h.redis.run("ZCARD", h.keys.groupQueue(group))
+            let due = try await h.redis.run("ZCARD", h.keys.groupDue(group))
             let released = try await h.redis.run("XLEN", h.keys.stream(.ready))
-            return (queued.int ?? 0) + (released.int ?? 0) == 5
+            return (queued.int ?? 0) + (due.int ?? 0) + (released.int ?? 0) == 5
         }
         try await h.waitFor("group held") {
             let score = try await h.redis.run("ZSCORE", h.keys.dueGroups, "default:inbox.example")

@@ -74,16 +74,38 @@ public struct HTTPRequest: Sendable {
     public var body: [UInt8]
     /// The peer, for logs.
     public var remote: SocketAddress?
+    /// Names this request in logs and in the answer's X-Request-Id: the client's own
+    /// X-Request-Id when it is a sane one, else one the server made.
+    public var requestID: String
 
     public init(method: String, path: String, query: String? = nil,
                 headers: HTTPHeaders = HTTPHeaders(), body: [UInt8] = [],
-                remote: SocketAddress? = nil) {
+                remote: SocketAddress? = nil, requestID: String? = nil) {
         self.method = method
         self.path = path
         self.query = query
         self.headers = headers
         self.body = body
         self.remote = remote
+        self.requestID = requestID ?? HTTPRequest.requestID(offered: headers["X-Request-Id"])
+    }
+
+    /// `offered` when it is 1 to 128 characters of letters, digits and `-._:@+=/` (it goes
+    /// into logs and back into a header, so nothing else is taken); otherwise a new random
+    /// 128-bit id in hex.
+    public static func requestID(offered: String?) -> String {
+        if let offered, (1...128).contains(offered.utf8.count), offered.utf8.allSatisfy({
+            (48...57).contains($0) || (65...90).contains($0) || (97...122).contains($0)
+                || Array("-._:@+=/".utf8).contains($0)
+        }) {
+            return offered
+        }
+        var generator = SystemRandomNumberGenerator()
+        return (0..<2).map { _ in
+            let n = generator.next() as UInt64
+            let hex = String(n, radix: 16)
+            return String(repeating: "0", count: 16 - hex.count) + hex
+        }.joined()
     }
 }
 
@@ -117,21 +139,30 @@ public struct HTTPResponse: Sendable {
         return HTTPResponse(status: status, headers: h, body: Array(data))
     }
 
-    /// The error document every Tern endpoint answers with:
-    /// `{"error": {"field": <name or null>, "message": <text>}}`.
+    /// The error document every Tern endpoint answers with, a problem document of RFC 9457
+    /// as `application/problem+json`: `type` (about:blank: the status says what kind of
+    /// problem it is, §4.2.1), `title` (the status's reason phrase), `status`, `detail` (what
+    /// went wrong, for people), and the extension members `field` (the request field at
+    /// fault: a JSON path such as `messages[3].to`, or a header name) when there is one, and
+    /// whatever `extensions` adds (a batch's `errors`).
     public static func error(_ status: Int, _ message: String, field: String? = nil,
                              extensions: [String: Any] = [:],
                              headers: HTTPHeaders = HTTPHeaders()) -> HTTPResponse {
-        let detail: [String: Any] = ["field": field.map { $0 as Any } ?? NSNull(),
-                                     "message": message]
         var document = extensions
-        document["error"] = detail
-        let data = (try? JSONSerialization.data(
-            withJSONObject: document, options: [.sortedKeys, .withoutEscapingSlashes]))
-            ?? Data(#"{"error":{"field":null,"message":"error"}}"#.utf8)
+        document["type"] = "about:blank"
+        document["title"] = reason(status)
+        document["status"] = status
+        document["detail"] = message
+        if let field { document["field"] = field }
+        let data = JSONSerialization.isValidJSONObject(document)
+            ? try? JSONSerialization.data(withJSONObject: document,
+                                          options: [.sortedKeys, .withoutEscapingSlashes])
+            : nil
         var h = headers
-        h.set("Content-Type", "application/json")
-        return HTTPResponse(status: status, headers: h, body: Array(data))
+        h.set("Content-Type", "application/problem+json")
+        return HTTPResponse(status: status, headers: h, body: Array(data ?? Data(
+            #"{"detail":"error","status":500,"title":"Internal Server Error","type":"about:blank"}"#
+                .utf8)))
     }
 
     /// Plain text (the Prometheus exposition format is text/plain; version=0.0.4).

@@ -3,8 +3,10 @@
 // One task per connection reads requests one after another (keep-alive, pipelining in
 // order), with a limit on every part of a request and a deadline on every wait, so a client
 // can cost only bounded memory and time. Bodies come with Content-Length only. A request the
-// server refuses (malformed, too large, too slow) gets its status and a JSON error, and its
-// connection is closed, since the server cannot know where the next request would begin.
+// server refuses (malformed, too large, too slow) gets its status and a problem document
+// (RFC 9457), and its connection is closed, since the server cannot know where the next
+// request would begin. Every answer carries X-Request-Id: the client's own when it sent a
+// sane one, else one the server makes; handlers put it in their log lines (`request_id`).
 // On shutdown it stops accepting, closes idle connections, lets requests in progress finish
 // for a bounded grace, then cancels what is left.
 
@@ -191,7 +193,10 @@ public final class HTTPServer: Sendable {
                 logger.debug("refused request: \(problem.message)",
                              ("status", String(problem.status)),
                              ("peer", connection.remote?.description ?? ""))
-                let response = HTTPResponse.error(problem.status, problem.message)
+                // A request refused before its head was read has no id of its own.
+                let response = HTTPResponse.error(
+                    problem.status, problem.message,
+                    headers: ["X-Request-Id": HTTPRequest.requestID(offered: nil)])
                 if await write(response, to: connection, head: false, close: true) {
                     await lingeringClose(connection)
                 }
@@ -199,10 +204,12 @@ public final class HTTPServer: Sendable {
                 return
             case .request(let request, let keepAlive, let head):
                 let started = ContinuousClock.now
-                let response = await handler(request)
+                var response = await handler(request)
+                response.headers.set("X-Request-Id", request.requestID)
                 let close = !keepAlive || draining
                 let written = await write(response, to: connection, head: head, close: close)
                 logger.debug("\(request.method) \(Logger.printable(request.path, limit: 200))",
+                             ("request_id", request.requestID),
                              ("status", String(response.status)),
                              ("ms", String((ContinuousClock.now - started).milliseconds)))
                 if !written || close {

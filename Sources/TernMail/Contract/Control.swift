@@ -165,7 +165,7 @@ public struct ControlStore: Sendable {
                        nowMs: Int64 = nowMs()) async throws -> CancelOutcome {
         let fields = [MessageField.org, MessageField.pool, MessageField.domain,
                       MessageField.from, MessageField.recipient, MessageField.metadata,
-                      MessageField.state]
+                      MessageField.state, MessageField.tags]
         let v = try await redis.run(["HMGET", keys.message(id)] + fields).array ?? []
         guard v.count == fields.count, let stateText = v[6].string else { return .notFound }
         let owner = v[0].string ?? ""
@@ -173,12 +173,14 @@ public struct ControlStore: Sendable {
         let event = MessageEvent(id: id, event: .cancelled, atMs: nowMs, org: owner,
                                  from: v[3].string ?? "", to: v[4].string ?? "",
                                  metadataJSON: v[5].string ?? "{}",
+                                 tagsJSON: v[7].string ?? "[]",
                                  detail: ["reason": "cancelled by \(by)"])
         let group = (v[1].string ?? "") + ":" + (v[2].string ?? "")
         let reply = try await redis.eval(
             ControlScripts.cancel,
             keys: [keys.message(id), keys.history(id), keys.attempts(id),
-                   keys.stream(.events), keys.groupQueue(group), keys.pauseHeld(owner)],
+                   keys.stream(.events), keys.groupQueue(group), keys.pauseHeld(owner),
+                   keys.groupDue(group)],
             args: [.text(id), .text(event.historyJSON), .text(event.json),
                    .text(String(recordTTL.milliseconds / 1000)),
                    .text(MessageState.cancellable.map(\.rawValue).joined(separator: ","))])
@@ -195,7 +197,7 @@ public struct ControlStore: Sendable {
 
 enum ControlScripts {
     /// KEYS: 1 message, 2 history, 3 attempts, 4 events stream, 5 the group's queue, 6 the
-    /// organisation's pause-held hash. ARGV: 1 id, 2 history entry, 3 event JSON, 4 record
+    /// organisation's pause-held hash, 7 the group's due set (`groupDue`). ARGV: 1 id, 2 history entry, 3 event JSON, 4 record
     /// TTL (s), 5 the cancellable states, ","-joined. Returns {"cancelled"}, {"state", s}
     /// when the state forbids it, {"missing"}.
     ///
@@ -212,6 +214,7 @@ enum ControlScripts {
         redis.call('HSET', KEYS[1], 'state', 'cancelled')
         redis.call('HDEL', KEYS[1], 'held')
         redis.call('ZREM', KEYS[5], ARGV[1])
+        redis.call('ZREM', KEYS[7], ARGV[1])
         redis.call('HDEL', KEYS[6], ARGV[1])
         redis.call('RPUSH', KEYS[2], ARGV[2])
         redis.call('XADD', KEYS[4], 'MAXLEN', '~', '1000000', '*', 'id', ARGV[1],

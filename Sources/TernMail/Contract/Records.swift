@@ -32,11 +32,14 @@ public struct AttemptRecord: Codable, Sendable, Equatable {
     public var tlsVersion: String?
     public var tlsCipher: String?
     public var tlsVerified: Bool?
+    /// The steps' durations in ms (`EntryField.connectMs`, ...); nil from a sender that
+    /// does not report them.
+    public var timings: AttemptTimings?
 
     enum CodingKeys: String, CodingKey {
         case at, attempt, outcome, code, enhanced, reply, stage, mx, addr, ip, tls, ms
         case tlsVersion = "tls_version", tlsCipher = "tls_cipher"
-        case tlsVerified = "tls_verified"
+        case tlsVerified = "tls_verified", timings
     }
 
     public init(at: String, attempt: Int, outcome: AttemptOutcome, code: Int, enhanced: String,
@@ -75,14 +78,45 @@ public struct AttemptRecord: Codable, Sendable, Equatable {
                   tlsCipher: e[EntryField.tlsCipher].flatMap { $0.isEmpty ? nil : $0 },
                   tlsVerified: e[EntryField.tlsVerified].flatMap {
                       $0 == "yes" ? true : $0 == "no" ? false : nil })
+        timings = AttemptTimings(result: e)
+    }
+}
+
+/// How long one attempt's steps took (ms), as the sender measured them.
+public struct AttemptTimings: Codable, Sendable, Equatable {
+    public var connectMs: Int
+    public var greetingMs: Int
+    public var tlsMs: Int
+    public var dataMs: Int
+    public var reused: Bool
+
+    enum CodingKeys: String, CodingKey {
+        case connectMs = "connect_ms", greetingMs = "greeting_ms", tlsMs = "tls_ms"
+        case dataMs = "data_ms", reused
+    }
+
+    /// From a `results` entry; nil when it has no timings.
+    public init?(result e: StreamEntryFields) {
+        guard let data = e[EntryField.dataMs].flatMap({ Int($0) }) else { return nil }
+        connectMs = Int(e[EntryField.connectMs] ?? "") ?? 0
+        greetingMs = Int(e[EntryField.greetingMs] ?? "") ?? 0
+        tlsMs = Int(e[EntryField.tlsMs] ?? "") ?? 0
+        dataMs = data
+        reused = e[EntryField.reused] == "yes"
+    }
+
+    /// The history and event fields.
+    public var detail: [String: any Sendable] {
+        ["connect_ms": connectMs, "greeting_ms": greetingMs, "tls_ms": tlsMs,
+         "data_ms": dataMs, "reused": reused]
     }
 }
 
 public typealias StreamEntryFields = [String: String]
 
 /// A message event: appended to `events` (field `json`) and to the message's history.
-/// Every event carries the message's identity and its metadata; `detail` adds what the
-/// event is about (the remote reply, the DSN status, the next retry time).
+/// Every event carries the message's identity, its metadata and its tags; `detail` adds
+/// what the event is about (the remote reply, the DSN status, the next retry time).
 public struct MessageEvent: Sendable {
     public var id: String
     public var event: EventKind
@@ -92,10 +126,13 @@ public struct MessageEvent: Sendable {
     public var to: String
     /// The metadata object exactly as the client gave it (JSON text).
     public var metadataJSON: String
+    /// The tags exactly as the API stored them (a JSON array of strings).
+    public var tagsJSON: String
     public var detail: [String: any Sendable]
 
     public init(id: String, event: EventKind, atMs: Int64, org: String, from: String, to: String,
-                metadataJSON: String, detail: [String: any Sendable] = [:]) {
+                metadataJSON: String, tagsJSON: String = "[]",
+                detail: [String: any Sendable] = [:]) {
         self.id = id
         self.event = event
         self.atMs = atMs
@@ -103,6 +140,7 @@ public struct MessageEvent: Sendable {
         self.from = from
         self.to = to
         self.metadataJSON = metadataJSON
+        self.tagsJSON = tagsJSON
         self.detail = detail
     }
 
@@ -115,6 +153,8 @@ public struct MessageEvent: Sendable {
         // The API stored the metadata as a JSON object with sorted keys; it goes in as is.
         let meta = metadataJSON.trimmingCharacters(in: .whitespaces)
         object["metadata"] = RawJSON(meta.hasPrefix("{") && meta.hasSuffix("}") ? meta : "{}")
+        let tags = tagsJSON.trimmingCharacters(in: .whitespaces)
+        object["tags"] = RawJSON(tags.hasPrefix("[") && tags.hasSuffix("]") ? tags : "[]")
         for (k, v) in detail { object[k] = v }
         return SortedJSON.encode(object)
     }

@@ -54,17 +54,27 @@ public struct Keys: Sendable {
     public func attempts(_ id: String) -> String { prefix + "att:" + id }
     /// Sorted set: message ids of one group, scored by the time (ms) they are due.
     public func groupQueue(_ group: String) -> String { prefix + "q:" + group }
+    /// Sorted set: message ids of one group that have come due, scored by due time less
+    /// their engagement lead, so the most engaged go first (the release script moves them
+    /// here from `groupQueue` as they come due).
+    public func groupDue(_ group: String) -> String { prefix + "qd:" + group }
     /// Sorted set: group names scored by the due time of their earliest message, so the
     /// scheduler finds due work without scanning groups.
     public var dueGroups: String { prefix + "due" }
     /// String: the time (ms) before which a group may not release its next message.
     public func groupPace(_ group: String) -> String { prefix + "pace:" + group }
-    /// Sorted set: the connection leases senders hold on a group, lease ids scored by the
-    /// time (ms, Redis clock) they expire unless renewed.
+    /// Sorted set: the connection leases senders hold on one source IP and provider
+    /// (`{ip}|{provider}`, or `{ip}|mx:{host}` without a known provider), lease ids scored by
+    /// the time (ms, Redis clock) they expire unless renewed.
     public func groupLeases(_ group: String) -> String { prefix + "lease:" + group }
-    /// String, set for 2 s when a sender was refused a lease of the group: senders holding
+    /// String, set for 2 s when a sender was refused a lease of the scope: senders holding
     /// idle sessions of it close one so the waiting sender gets a turn.
     public func leaseWanted(_ group: String) -> String { prefix + "lease-wanted:" + group }
+    /// String: the API's record of one Idempotency-Key of one API key (`scope`): a claim
+    /// while the first request runs (60 s), then its answer, kept for a day.
+    public func idempotency(_ scope: String, _ key: String) -> String {
+        prefix + "idem:" + scope + ":" + key
+    }
     /// Hash: counters a daemon keeps for operators (`bounce.forged`, `dnsbl.error`, ...).
     public var counters: String { prefix + "counters" }
     /// Hash: `<ip>|<provider>` → the JSON of that IP's adaptive rate towards that provider
@@ -87,6 +97,10 @@ public struct Keys: Sendable {
     /// String: messages an organisation released in one hour or UTC day; the release script
     /// appends `<org>:h:<yyyy-mm-ddThh>` or `<org>:d:<yyyy-mm-dd>` to this prefix.
     public var orgSentPrefix: String { prefix + "orgsent:" }
+    /// Hash: an organisation's recorded engagement, recipient address (lowercased) -> score
+    /// 0-100, set by operators through the API; read by the release script for a message
+    /// without one, the first time it comes due.
+    public func engagement(_ org: String) -> String { prefix + "engagement:" + org }
     /// Set: the recipient addresses (lowercased) an organisation must not mail again.
     public func suppressions(_ org: String) -> String { prefix + "supp:" + org }
     /// String: marks one report (message id, kind, recipient) as applied, so a report that
@@ -196,13 +210,22 @@ public enum MessageField {
     public static let domain = "domain"         // recipient domain, lowercased A-label
     public static let body = "body"            // the complete RFC 5322 message, CRLF lines
     public static let metadata = "metadata"    // JSON object echoed in events
+    public static let tags = "tags"            // JSON array of strings echoed in events
+    /// When the client asked the message to go (send_at); absent for at once.
+    public static let sendAtMs = "send_at_ms"
     public static let createdMs = "created_ms"
     public static let expiresMs = "expires_ms"
     public static let state = "state"          // MessageState raw value
     public static let attempts = "attempts"
     public static let lastReply = "last_reply"
-    /// Attempts whose outcome was ambiguous (connection lost after the final dot); sender.
+    /// Attempts whose outcome was ambiguous (connection lost after the final dot), counted
+    /// by the scheduler.
     public static let ambiguous = "ambiguous"
+    /// The message's engagement score 0-100, from the API or the organisation's store.
+    public static let engagement = "engagement"
+    /// Where the score came from: `api`, `recorded` or `default` (written by the release
+    /// script the first time the message comes due; absent before).
+    public static let engagementSource = "engagement_source"
 }
 
 /// Where a message is in its life. Final states never change again.
@@ -239,6 +262,14 @@ public enum EntryField {
     /// "yes" when the MX host's certificate verified, "no" when not, "" in clear text.
     public static let tlsVerified = "tls_verified"
     public static let elapsedMs = "ms"
+    /// The attempt's steps in ms (`DeliveryTimings`): TCP connect; greeting and EHLO; the
+    /// TLS handshake; MAIL to the reply to the final dot. Connect, greeting and TLS are 0 on a
+    /// session opened for an earlier message (`reused` "yes").
+    public static let connectMs = "connect_ms"
+    public static let greetingMs = "greeting_ms"
+    public static let tlsMs = "tls_ms"
+    public static let dataMs = "data_ms"
+    public static let reused = "reused"
     // inbound: one classified report about one recipient (`ReportRecord`, docs/bounces.md)
     public static let kind = "kind"             // bounce, delay, complaint, feedback, ...
     public static let severity = "severity"     // hard, soft, none
@@ -270,6 +301,10 @@ public enum AttemptOutcome: String, Sendable, Codable {
     case deferred
     /// Final: a 5xx, a null MX, a domain that does not exist.
     case failed
+    /// The connection was lost after the final dot with no reply: the remote may hold the
+    /// message (RFC 5321 §6.1). The scheduler sends it once more after
+    /// TERN_AMBIGUOUS_RETRY_DELAY, or takes it as delivered (unknown).
+    case ambiguous
 }
 
 /// Events a message produces, as appended to `events` and shown in its history.

@@ -156,16 +156,39 @@ public struct DKIMSigner: Sendable {
         return out
     }
 
+    /// The domain of a message's first From field as `sign` reads it (lowercase A-labels);
+    /// nil without one. The API checks it against the organisation's sending domains.
+    public static func fromDomain(ofMessage message: [UInt8]) -> String? {
+        let (fields, _) = headerFields(message)
+        return fields.first { $0.name == "from" }.flatMap {
+            fromDomain(String(decoding: message[$0.range], as: UTF8.self))
+        }
+    }
+
     /// The domain of the (first) address in a From field, in lowercase A-labels; nil when
     /// it holds no address.
     static func fromDomain(_ field: String) -> String? {
         guard let colon = field.firstIndex(of: ":") else { return nil }
         let value = field[field.index(after: colon)...]
             .replacingOccurrences(of: "\r\n", with: "")
+        // The first "<" outside a quoted display name: `"a <x@other>" <me@here>` is from here.
+        var open: String.Index?
+        var quoted = false, escaped = false
+        for i in value.indices {
+            let c = value[i]
+            if escaped {
+                escaped = false
+            } else if quoted && c == "\\" {
+                escaped = true
+            } else if c == "\"" {
+                quoted.toggle()
+            } else if !quoted && c == "<" {
+                open = i
+                break
+            }
+        }
         let address: Substring
-        if let open = value.firstIndex(of: "<"),
-           let close = value[open...].firstIndex(of: ">")
-        {
+        if let open, let close = value[open...].firstIndex(of: ">") {
             address = value[value.index(after: open)..<close]
         } else {
             address = value.split(separator: ",").first ?? ""

@@ -137,37 +137,156 @@ enum HeaderWriter {
     /// characters (RFC 2047 §5) and at most 75 characters; whitespace between adjacent
     /// encoded words is dropped by decoders (§6.2), so the folding adds nothing.
     static func encodedWords(_ name: String, _ value: String) -> String {
-        let overhead = "=?UTF-8?B??=".utf8.count
         var out = name + ":"
-        var chunk: [UInt8] = []
-        var chunks: [[UInt8]] = []
+        for (k, word) in words(value, firstLine: out.utf8.count + 1).enumerated() {
+            out += (k == 0 ? " " : "\r\n ") + word
+        }
+        return out + "\r\n"
+    }
 
+    /// `value` as encoded words: the first sized to fit a line already `firstLine` octets
+    /// long, the others a line of their own after one space of folding. With `atSpaces`,
+    /// words end after a space where they can (see `mailbox`).
+    static func words(_ value: String, firstLine: Int, atSpaces: Bool = false) -> [String] {
+        let overhead = "=?UTF-8?B??=".utf8.count
         func capacity(_ lineLength: Int) -> Int {
             // Bytes that fit: base64 turns each 3 bytes into 4 characters.
             let room = min(maxEncodedWord, max(softLimit - lineLength, 40)) - overhead
             return room / 4 * 3
         }
-        var limit = capacity(out.utf8.count + 1)
+        // The units a word holds whole: characters, or runs of them up to a space.
+        var units: [[UInt8]] = []
+        var run: [UInt8] = []
         for character in value {
-            var pieces = [Array(String(character).utf8)]
-            if pieces[0].count > capacity(1) {
+            let bytes = Array(String(character).utf8)
+            if !atSpaces || bytes.count + run.count > capacity(1) {
+                if !run.isEmpty { units.append(run) }
+                run = []
+            }
+            if bytes.count > capacity(1) {
                 // A single character too long for a word (long emoji sequences): split it
                 // by scalars, which still keeps every encoded word valid UTF-8.
-                pieces = character.unicodeScalars.map { Array(String($0).utf8) }
-            }
-            for piece in pieces {
-                if chunk.count + piece.count > limit && !chunk.isEmpty {
-                    chunks.append(chunk)
-                    chunk = []
-                    limit = capacity(1)
+                units += character.unicodeScalars.map { Array(String($0).utf8) }
+            } else if atSpaces {
+                run += bytes
+                if character == " " {
+                    units.append(run)
+                    run = []
                 }
-                chunk += piece
+            } else {
+                units.append(bytes)
             }
         }
+        if !run.isEmpty { units.append(run) }
+
+        var chunk: [UInt8] = []
+        var chunks: [[UInt8]] = []
+        var limit = capacity(firstLine)
+        for unit in units {
+            if chunk.count + unit.count > limit && !chunk.isEmpty {
+                chunks.append(chunk)
+                chunk = []
+                limit = capacity(1)
+            }
+            chunk += unit
+        }
         if !chunk.isEmpty || chunks.isEmpty { chunks.append(chunk) }
-        for (k, bytes) in chunks.enumerated() {
-            out += (k == 0 ? " " : "\r\n ") + "=?UTF-8?B?" + Data(bytes).base64EncodedString()
-                + "?="
+        return chunks.map { "=?UTF-8?B?" + Data($0).base64EncodedString() + "?=" }
+    }
+
+    /// "Name: display name <address>\r\n" (RFC 5322 §3.4 name-addr), or the bare address
+    /// without a name. A name of plain words goes as it is, other ASCII as a quoted string,
+    /// and anything else as encoded words, which a phrase may hold (RFC 2047 §5 rule 3).
+    /// Those words break after a space, which they keep (§6.2: decoders drop the folding
+    /// between them), rather than inside a word: some decoders, Python's among them, show
+    /// the folding between two words of a phrase as a space.
+    static func mailbox(_ field: String, name: String?, address: String) -> String {
+        guard let name, !name.isEmpty else { return field + ": " + address + "\r\n" }
+        var tokens: [String]
+        let printable = name.utf8.allSatisfy { (32...126).contains($0) } && !name.contains("=?")
+        if printable {
+            let words = name.split(separator: " ", omittingEmptySubsequences: false)
+            let atoms = words.allSatisfy {
+                !$0.isEmpty && $0.unicodeScalars.allSatisfy(EmailAddress.isAtext)
+            }
+            if atoms {
+                tokens = words.map(String.init)
+            } else {
+                tokens = [quotedString(name)]
+            }
+        } else {
+            tokens = words(name, firstLine: field.utf8.count + 2, atSpaces: true)
+        }
+        return folded(field, tokens + ["<" + address + ">"])
+    }
+
+    /// "Name: value; p=v; ...\r\n" for Content-Type and Content-Disposition. Each
+    /// parameter value is a token, a quoted string, or, when it is not printable ASCII or
+    /// too long for one line, RFC 2231 continued and percent-encoded UTF-8 pieces.
+    static func parameterized(_ field: String, _ value: String,
+                              _ parameters: [(name: String, value: String)]) -> String {
+        var tokens = [value]
+        for p in parameters {
+            for piece in parameter(p.name, p.value) {
+                tokens[tokens.count - 1] += ";"
+                tokens.append(piece)
+            }
+        }
+        return folded(field, tokens)
+    }
+
+    static func parameter(_ name: String, _ value: String) -> [String] {
+        let printable = value.utf8.allSatisfy { (32...126).contains($0) }
+        if printable && Attachment.isToken(value) && value.utf8.count <= 60 {
+            return [name + "=" + value]
+        }
+        if printable && value.utf8.count <= 60 {
+            return [name + "=" + quotedString(value)]
+        }
+        // RFC 2231 §4: attribute-char is printable ASCII but space, "*", "'", "%" and the
+        // tspecials; everything else is %XX. Pieces never split a %XX triplet.
+        var pieces: [String] = []
+        var piece = "utf-8''"
+        for b in value.utf8 {
+            let plain = (33...126).contains(b) && !"*'%()<>@,;:\\\"/[]?=".utf8.contains(b)
+            let text = plain ? String(UnicodeScalar(b)) : "%" + hexByte(b)
+            if piece.utf8.count + text.utf8.count > 50 {
+                pieces.append(piece)
+                piece = ""
+            }
+            piece += text
+        }
+        pieces.append(piece)
+        if pieces.count == 1 { return [name + "*=" + pieces[0]] }
+        return pieces.enumerated().map { name + "*\($0.offset)*=" + $0.element }
+    }
+
+    /// RFC 5322 §3.2.4 quoted-string of printable ASCII: `"` and `\` escaped.
+    static func quotedString(_ text: String) -> String {
+        var quoted = "\""
+        for c in text.unicodeScalars {
+            if c == "\"" || c == "\\" { quoted += "\\" }
+            quoted.unicodeScalars.append(c)
+        }
+        return quoted + "\""
+    }
+
+    private static func hexByte(_ b: UInt8) -> String {
+        let digits = Array("0123456789ABCDEF")
+        return String([digits[Int(b >> 4)], digits[Int(b & 15)]])
+    }
+
+    /// "Name: t1 t2 ...\r\n", folding before a token that would take the line past 78.
+    static func folded(_ field: String, _ tokens: [String]) -> String {
+        var out = field + ":"
+        var line = out.utf8.count
+        for token in tokens {
+            if line > field.utf8.count + 1 && line + 1 + token.utf8.count > softLimit {
+                out += "\r\n"
+                line = 0
+            }
+            out += " " + token
+            line += 1 + token.utf8.count
         }
         return out + "\r\n"
     }

@@ -1,6 +1,7 @@
 // Turns a validated send request into the RFC 5322 message Tern stores and sends: CRLF line
-// endings, the header fields Tern owns first, the client's custom fields after them, and MIME
-// bodies in 7bit when they are plain short-lined ASCII and quoted-printable otherwise.
+// endings, the header fields Tern owns first (addresses with their display names), the
+// client's custom fields after them, and the MIME tree of `structure` (MIMEPart.swift
+// chooses each part's transfer encoding).
 
 import Foundation
 
@@ -27,63 +28,62 @@ public enum MessageBuilder {
         head += "Date: " + MailDate.string(from: now) + "\r\n"
         head += "Message-ID: " + messageID + "\r\n"
         head += feedback
-        head += "From: " + headerForm(request.from) + "\r\n"
-        if let replyTo = request.replyTo { head += "Reply-To: " + headerForm(replyTo) + "\r\n" }
-        head += "To: " + headerForm(request.to) + "\r\n"
+        head += HeaderWriter.mailbox("From", name: request.fromName,
+                                     address: headerForm(request.from))
+        if let replyTo = request.replyTo {
+            head += HeaderWriter.mailbox("Reply-To", name: request.replyToName,
+                                         address: headerForm(replyTo))
+        }
+        head += HeaderWriter.mailbox("To", name: request.toName, address: headerForm(request.to))
         if let subject = request.subject { head += HeaderWriter.unstructured("Subject", subject) }
         head += "MIME-Version: 1.0\r\n"
 
-        var body: [UInt8] = []
-        switch (request.text, request.html) {
-        case let (text?, html?):
-            // RFC 2046 §5.1.1: "=_" cannot occur in quoted-printable output, and the id makes
-            // the boundary unique to this message.
-            let boundary = "=_tern_" + id
-            head += "Content-Type: multipart/alternative; boundary=\"" + boundary + "\"\r\n"
-            body += Array("--\(boundary)\r\n".utf8)
-            body += entity(text, subtype: "plain")
-            body += Array("\r\n--\(boundary)\r\n".utf8)
-            body += entity(html, subtype: "html")
-            body += Array("\r\n--\(boundary)--\r\n".utf8)
-        case let (text?, nil):
-            body = part(text, subtype: "plain", head: &head)
-        case let (nil, html?):
-            body = part(html, subtype: "html", head: &head)
-        case (nil, nil):
-            // SendRequest guarantees a body; an empty text part keeps the message valid.
-            body = part("", subtype: "plain", head: &head)
-        }
+        let (fields, body) = structure(request, id: id).rendered()
+        head += fields
         for field in request.headers {
             head += HeaderWriter.unstructured(field.name, field.value)
         }
         return Array((head + "\r\n").utf8) + body
     }
 
-    /// A MIME entity: its Content-Type and Content-Transfer-Encoding fields, an empty line and
-    /// the encoded content (ending in CRLF).
-    private static func entity(_ content: String, subtype: String) -> [UInt8] {
-        var head = ""
-        let body = part(content, subtype: subtype, head: &head)
-        return Array((head + "\r\n").utf8) + body
-    }
-
-    /// Appends the part's fields to `head` and returns its encoded content.
-    private static func part(_ content: String, subtype: String, head: inout String)
-        -> [UInt8]
-    {
-        var text = MessageBody.normalizeLineEndings(Array(content.utf8))
-        if !text.isEmpty && text.last != 0x0A { text += [0x0D, 0x0A] }
-        head += "Content-Type: text/\(subtype); charset=utf-8\r\n"
-        if needsEncoding(text) {
-            head += "Content-Transfer-Encoding: quoted-printable\r\n"
-            return QuotedPrintable.encode(text)
+    /// The MIME tree of a request (RFC 2046): one text part, or text and HTML as
+    /// multipart/alternative; an HTML part with inline attachments goes in a
+    /// multipart/related with them (RFC 2387), and attachments make the whole the first part
+    /// of a multipart/mixed. Inline attachments without HTML to show them are plain
+    /// attachments.
+    static func structure(_ request: SendRequest, id: String) -> MIMEPart {
+        let inline = request.html == nil ? [] : request.attachments.filter {
+            $0.contentID != nil
         }
-        head += "Content-Transfer-Encoding: 7bit\r\n"
-        return text
+        var html = request.html.map { MIMEPart.text($0, subtype: "html") }
+        if let page = html, !inline.isEmpty {
+            html = .multipart(subtype: "related", boundary: MIMEPart.boundary("rel", id: id),
+                              parameters: [(name: "type", value: "text/html")],
+                              parts: [page] + inline.map(MIMEPart.attachment))
+        }
+        let text = request.text.map { MIMEPart.text($0, subtype: "plain") }
+        var root: MIMEPart
+        switch (text, html) {
+        case let (text?, html?):
+            root = .multipart(subtype: "alternative", boundary: MIMEPart.boundary("alt", id: id),
+                              parameters: [], parts: [text, html])
+        case let (text?, nil): root = text
+        case let (nil, html?): root = html
+        case (nil, nil):
+            // SendRequest guarantees a body; an empty text part keeps the message valid.
+            root = MIMEPart.text("", subtype: "plain")
+        }
+        let files = inline.isEmpty ? request.attachments
+            : request.attachments.filter { $0.contentID == nil }
+        if !files.isEmpty {
+            root = .multipart(subtype: "mixed", boundary: MIMEPart.boundary("mix", id: id),
+                              parameters: [], parts: [root] + files.map(MIMEPart.attachment))
+        }
+        return root
     }
 
     /// 7bit (RFC 2045 §2.7) allows only ASCII without NUL or lone CR/LF, in lines of at most
-    /// 998 octets; anything else is sent quoted-printable.
+    /// 998 octets; anything else is sent quoted-printable or base64.
     static func needsEncoding(_ text: [UInt8]) -> Bool {
         for b in text where b >= 0x80 || (b < 0x20 && b != 0x09 && b != 0x0D && b != 0x0A) {
             return true

@@ -32,10 +32,15 @@ public struct SendRequest: Sendable, Equatable {
     /// The one recipient.
     public var to: EmailAddress
     public var replyTo: EmailAddress?
+    /// Display names shown beside from, to and reply_to in the header; nil when not given.
+    public var fromName: String?
+    public var toName: String?
+    public var replyToName: String?
     public var subject: String?
     public var text: String?
     public var html: String?
-    /// A complete RFC 5322 message; when set, subject, text, html, headers and reply_to are not.
+    /// A complete RFC 5322 message; when set, subject, text, html, headers, reply_to and
+    /// attachments are not.
     public var raw: String?
     /// Custom header fields, sorted by name (JSON objects have no order).
     public var headers: [HeaderField]
@@ -44,23 +49,40 @@ public struct SendRequest: Sendable, Equatable {
     public var metadata: [String: MetadataValue]
     /// `metadata` as compact JSON with sorted keys, "{}" when there is none; echoed in events.
     public var metadataJSON: String
+    /// Files to attach; empty for none.
+    public var attachments: [Attachment]
+    /// Short labels the client groups its mail by, echoed in status and events.
+    public var tags: [String]
+    /// `tags` as a compact JSON array, "[]" when there are none.
+    public var tagsJSON: String
+    /// The earliest time the message may go; nil for at once (a past time is taken as now).
+    public var sendAt: Date?
+    /// How engaged the recipient is, 0-100; nil leaves it to the organisation's store.
+    public var engagement: Int?
 
     // MARK: - Limits
 
     public static let knownFields: Set<String> = [
         "from", "to", "subject", "text", "html", "raw", "headers", "org", "pool", "metadata",
-        "reply_to",
+        "reply_to", "attachments", "tags", "send_at", "engagement",
     ]
     /// Fields Tern writes itself; a client may not supply them as custom headers.
     public static let reservedHeaders: Set<String> = [
         "from", "to", "subject", "date", "message-id", "return-path", "received",
         "dkim-signature", "content-type", "content-transfer-encoding", "mime-version",
-        "reply-to", "cfbl-address", "cfbl-feedback-id",
+        "reply-to", "cfbl-address", "cfbl-feedback-id", "content-disposition", "content-id",
     ]
     /// Fields no submitter writes: Bcc would show the hidden recipient to every reader,
     /// Delivered-To is trace written at delivery, Content-Length frames mailboxes, not mail,
     /// and the Resent-* fields (RFC 5322 §3.6.6) record a re-sending, which a request is not.
-    public static let envelopeHeaders: Set<String> = ["bcc", "delivered-to", "content-length"]
+    /// Authentication results (RFC 8601), ARC sets (RFC 8617) and Received-SPF are written
+    /// by receivers about what they checked; from a sender they would be forged verdicts.
+    /// X-Original-To and Envelope-To are delivery trace like Delivered-To.
+    public static let envelopeHeaders: Set<String> = [
+        "bcc", "delivered-to", "content-length", "authentication-results", "arc-seal",
+        "arc-message-signature", "arc-authentication-results", "received-spf",
+        "x-original-to", "envelope-to",
+    ]
 
     static func isEnvelopeHeader(_ name: String) -> Bool {
         let lower = name.lowercased()
@@ -72,10 +94,17 @@ public struct SendRequest: Sendable, Equatable {
     /// A subject must fit one line after "Subject: " (RFC 5322 §2.1.1's 998 octets).
     public static let maxSubjectBytes = 998 - "Subject: ".utf8.count
     public static let defaultName = "default"
+    public static let maxTags = 10
+    public static let maxTagBytes = 64
+    /// How far ahead send_at may be: further than a month is more likely a mistake (a year
+    /// typed wrong) than a plan, and the record would wait in Redis all that time.
+    public static let maxScheduleAhead: TimeInterval = 30 * 86400
 
     // MARK: - Decoding
 
-    public static func decode(_ body: Data) throws(ValidationError) -> SendRequest {
+    public static func decode(_ body: Data, now: Date = Date())
+        throws(ValidationError) -> SendRequest
+    {
         let parsed: Any
         do {
             // Fragments allowed, so that a bare string or number is told it is not an object
@@ -87,15 +116,17 @@ public struct SendRequest: Sendable, Equatable {
         guard let object = parsed as? [String: Any] else {
             throw ValidationError(field: "body", message: "must be a JSON object")
         }
-        return try SendRequest(json: object)
+        return try SendRequest(json: object, now: now)
     }
 
-    public static func decode(_ body: [UInt8]) throws(ValidationError) -> SendRequest {
-        try decode(Data(body))
+    public static func decode(_ body: [UInt8], now: Date = Date())
+        throws(ValidationError) -> SendRequest
+    {
+        try decode(Data(body), now: now)
     }
 
-    /// Validates an already-decoded JSON object, field by field.
-    public init(json: [String: Any]) throws(ValidationError) {
+    /// Validates an already-decoded JSON object, field by field; `now` judges send_at.
+    public init(json: [String: Any], now: Date = Date()) throws(ValidationError) {
         let unknown = json.keys.filter { !SendRequest.knownFields.contains($0) }.sorted()
         if let first = unknown.first {
             throw ValidationError(field: first, message: unknown.count == 1
@@ -104,10 +135,13 @@ public struct SendRequest: Sendable, Equatable {
         // JSON null is taken as absent, as most client libraries write absent fields that way.
         let json = json.filter { !($0.value is NSNull) }
 
-        from = try SendRequest.address(json, "from", required: true)!
-        to = try SendRequest.address(json, "to", required: true)!
+        let sender = try SendRequest.address(json, "from", required: true)!
+        let recipient = try SendRequest.address(json, "to", required: true)!
+        let replyAddress = try SendRequest.address(json, "reply_to", required: false)
+        (from, fromName) = (sender.address, sender.name)
+        (to, toName) = (recipient.address, recipient.name)
+        (replyTo, replyToName) = (replyAddress?.address, replyAddress?.name)
         try SendRequest.checkDeliverable(to)
-        replyTo = try SendRequest.address(json, "reply_to", required: false)
 
         subject = try SendRequest.string(json, "subject")
         if let subject {
@@ -126,9 +160,10 @@ public struct SendRequest: Sendable, Equatable {
         html = try SendRequest.body(json, "html")
         raw = try SendRequest.string(json, "raw")
         headers = try SendRequest.headerFields(json["headers"])
+        attachments = try Attachment.decodeList(json["attachments"])
 
         if let raw {
-            for field in ["subject", "text", "html", "headers", "reply_to"]
+            for field in ["subject", "text", "html", "headers", "reply_to", "attachments"]
             where json[field] != nil {
                 throw ValidationError(field: field, message: "cannot be combined with raw; put "
                     + "it in the raw message")
@@ -141,6 +176,20 @@ public struct SendRequest: Sendable, Equatable {
         org = try SendRequest.name(json, "org")
         pool = try SendRequest.name(json, "pool")
         (metadata, metadataJSON) = try SendRequest.metadata(json["metadata"])
+        engagement = try SendRequest.engagement(json["engagement"])
+        (tags, tagsJSON) = try SendRequest.tags(json["tags"])
+        sendAt = try SendRequest.sendAt(json["send_at"], now: now)
+    }
+
+    /// The field that adds most to the built message, named when it is too large: base64
+    /// makes an attachment a third larger than its bytes.
+    public var largestField: String {
+        var sizes = [("text", text?.utf8.count ?? 0), ("html", html?.utf8.count ?? 0),
+                     ("raw", raw?.utf8.count ?? 0)]
+        for (i, a) in attachments.enumerated() {
+            sizes.append(("attachments[\(i)].content", a.content.count / 3 * 4))
+        }
+        return sizes.max { $0.1 < $1.1 }?.0 ?? "body"
     }
 
     // MARK: - Field checks
@@ -156,7 +205,7 @@ public struct SendRequest: Sendable, Equatable {
     }
 
     private static func address(_ json: [String: Any], _ field: String, required: Bool)
-        throws(ValidationError) -> EmailAddress?
+        throws(ValidationError) -> NamedAddress?
     {
         guard let value = json[field] else {
             if required { throw ValidationError(field: field, message: "is required") }
@@ -166,14 +215,7 @@ public struct SendRequest: Sendable, Equatable {
             throw ValidationError(field: field, message: "must be one address as a string; "
                 + "send one request per recipient")
         }
-        guard let text = value as? String else {
-            throw ValidationError(field: field, message: "must be a string")
-        }
-        do throws(EmailAddressError) {
-            return try EmailAddress(text)
-        } catch {
-            throw ValidationError(field: field, message: error.message)
-        }
+        return try NamedAddress.decode(value, field: field)
     }
 
     /// A recipient Tern could never deliver to is refused now rather than bounced later:
@@ -307,6 +349,53 @@ public struct SendRequest: Sendable, Equatable {
         return (result, String(decoding: encoded, as: UTF8.self))
     }
 
+    /// Up to `maxTags` distinct strings of 1 to 64 octets without controls.
+    private static func tags(_ value: Any?) throws(ValidationError) -> ([String], String) {
+        guard let value else { return ([], "[]") }
+        guard let list = value as? [Any] else {
+            throw ValidationError(field: "tags", message: "must be an array of strings")
+        }
+        guard list.count <= maxTags else {
+            throw ValidationError(field: "tags", message: "has \(list.count) tags; the limit "
+                + "is \(maxTags)")
+        }
+        var tags: [String] = []
+        for (i, item) in list.enumerated() {
+            let field = "tags[\(i)]"
+            guard let tag = item as? String else {
+                throw ValidationError(field: field, message: "must be a string")
+            }
+            guard (1...maxTagBytes).contains(tag.utf8.count),
+                  !tag.unicodeScalars.contains(where: EmailAddress.isControl)
+            else {
+                throw ValidationError(field: field, message: "must be 1 to \(maxTagBytes) "
+                    + "octets without control characters")
+            }
+            guard !tags.contains(tag) else {
+                throw ValidationError(field: field, message: "repeats an earlier tag")
+            }
+            tags.append(tag)
+        }
+        let encoded = (try? JSONSerialization.data(
+            withJSONObject: tags, options: [.withoutEscapingSlashes])) ?? Data("[]".utf8)
+        return (tags, String(decoding: encoded, as: UTF8.self))
+    }
+
+    /// An RFC 3339 timestamp at most `maxScheduleAhead` after `now`; nil when it is not
+    /// after `now`, as "send at a time already past" can only mean at once.
+    private static func sendAt(_ value: Any?, now: Date) throws(ValidationError) -> Date? {
+        guard let value else { return nil }
+        guard let text = value as? String, let date = RFC3339.parse(text) else {
+            throw ValidationError(field: "send_at", message: "must be an RFC 3339 timestamp "
+                + "such as 2026-12-24T09:00:00Z")
+        }
+        guard date.timeIntervalSince(now) <= maxScheduleAhead else {
+            throw ValidationError(field: "send_at", message: "is more than "
+                + "\(Int(maxScheduleAhead / 86400)) days ahead")
+        }
+        return date > now ? date : nil
+    }
+
     /// A raw message must have a header section with a From field, no NUL, and no line over
     /// 998 octets (RFC 5322 §2.1.1): Tern sends it as given and cannot rewrap it.
     private static func checkRaw(_ raw: String) throws(ValidationError) {
@@ -327,5 +416,16 @@ public struct SendRequest: Sendable, Equatable {
             throw ValidationError(field: "raw", message: "line \(line + 1) is longer than 998 "
                 + "octets")
         }
+    }
+
+    /// engagement: an integer 0-100 (a boolean is not one, though JSON gives it as a number).
+    private static func engagement(_ value: Any?) throws(ValidationError) -> Int? {
+        guard let value else { return nil }
+        guard let n = value as? NSNumber, !["c", "B"].contains(String(cString: n.objCType)),
+              n.doubleValue == n.doubleValue.rounded(), (0...100).contains(n.doubleValue)
+        else {
+            throw ValidationError(field: "engagement", message: "must be an integer 0 to 100")
+        }
+        return n.intValue
     }
 }

@@ -30,6 +30,9 @@ public final class SMTPClientConnection: @unchecked Sendable {
     private var session: SMTPClientSession
     private let tlsContext: TLSContext?
     private var closed = false
+    /// What opening the session took; the first message's result carries it.
+    public internal(set) var openTimings = DeliveryTimings()
+    private var messagesSent = 0
 
     /// Runs a session over a stream that is already connected. STARTTLS is used as
     /// `tlsPolicy` says when `tlsContext` is given, never without it.
@@ -51,11 +54,14 @@ public final class SMTPClientConnection: @unchecked Sendable {
         timeouts: SMTPClientTimeouts = SMTPClientTimeouts(),
         tlsContext: TLSContext? = nil, tlsPolicy: TLSPolicy = .disabled
     ) async throws -> SMTPClientConnection {
+        let started = ContinuousClock.now
         let tcp = try await TCPConnection.connect(to: address, from: source,
                                                   deadline: .now + timeouts.connect)
-        return SMTPClientConnection(stream: tcp, helo: helo, mxHost: mxHost,
-                                    address: address.host, timeouts: timeouts,
-                                    tlsContext: tlsContext, tlsPolicy: tlsPolicy)
+        let connection = SMTPClientConnection(stream: tcp, helo: helo, mxHost: mxHost,
+                                              address: address.host, timeouts: timeouts,
+                                              tlsContext: tlsContext, tlsPolicy: tlsPolicy)
+        connection.openTimings.connectMs = (ContinuousClock.now - started).milliseconds
+        return connection
     }
 
     /// The TLS session, once STARTTLS succeeded.
@@ -72,21 +78,39 @@ public final class SMTPClientConnection: @unchecked Sendable {
     /// Reads the greeting and says EHLO (HELO if need be). Nil when the session is ready
     /// for a message; otherwise the result that ends this attempt at this address.
     public func open() async -> DeliveryResult? {
+        let started = ContinuousClock.now
+        var result: DeliveryResult?
         switch await run(session.start()) {
-        case .ready: return nil
-        case .finished(let result): return result
-        case .close(let result): return result ?? lostResult(.greeting)
-        case .receive, .send, .startTLS: return lostResult(.greeting)
+        case .ready: result = nil
+        case .finished(let r): result = r
+        case .close(let r): result = r ?? lostResult(.greeting)
+        case .receive, .send, .startTLS: result = lostResult(.greeting)
         }
+        openTimings.greetingMs = (ContinuousClock.now - started).milliseconds
+            - openTimings.tlsMs
+        result?.timings = openTimings
+        return result
     }
 
-    /// Sends one message; the session must be ready.
+    /// Sends one message; the session must be ready. The result carries the session's
+    /// opening times when it is the first message on it.
     public func send(_ message: OutboundMessage) async -> DeliveryResult {
+        let started = ContinuousClock.now
+        var result: DeliveryResult
         switch await run(session.send(message)) {
-        case .finished(let result): return result
-        case .close(let result): return result ?? lostResult(.mail)
-        case .ready, .receive, .send, .startTLS: return lostResult(.mail)
+        case .finished(let r): result = r
+        case .close(let r): result = r ?? lostResult(.mail)
+        case .ready, .receive, .send, .startTLS: result = lostResult(.mail)
         }
+        if messagesSent == 0 {
+            result.timings = openTimings
+        } else {
+            result.timings = DeliveryTimings()
+            result.timings.reused = true
+        }
+        result.timings.dataMs = (ContinuousClock.now - started).milliseconds
+        messagesSent += 1
+        return result
     }
 
     /// QUIT, then close. Failures are ignored: the outcome is already known.
@@ -132,6 +156,8 @@ public final class SMTPClientConnection: @unchecked Sendable {
     private func startTLS(timeout: Duration) async -> SMTPClientAction {
         guard let tlsContext, !closed else { return session.tlsFailed("no TLS context") }
         reader.discardBuffered()
+        let started = ContinuousClock.now
+        defer { openTimings.tlsMs = (ContinuousClock.now - started).milliseconds }
         do {
             let tls = try await TLSStream.connect(over: stream, context: tlsContext,
                                                   host: session.mxHost,
@@ -281,15 +307,18 @@ public enum SMTPClient {
         timeouts: SMTPClientTimeouts, tlsContext: TLSContext?, tlsPolicy: TLSPolicy
     ) async -> Opening {
         let connection: SMTPClientConnection
+        let started = ContinuousClock.now
         do {
             connection = try await SMTPClientConnection.connect(
                 to: address, from: source, helo: helo, mxHost: mxHost, timeouts: timeouts,
                 tlsContext: tlsContext, tlsPolicy: tlsPolicy)
         } catch {
             let why = error as? IOError == .timedOut ? "connect timed out" : "\(error)"
-            return .failed(DeliveryResult(outcome: .deferred, stage: .connect, mxHost: mxHost,
-                                          address: address.host, detail: why,
-                                          status: .noAnswer, fallback: .nextAddress))
+            var failed = DeliveryResult(outcome: .deferred, stage: .connect, mxHost: mxHost,
+                                        address: address.host, detail: why,
+                                        status: .noAnswer, fallback: .nextAddress)
+            failed.timings.connectMs = (ContinuousClock.now - started).milliseconds
+            return .failed(failed)
         }
         if let refused = await connection.open() {
             await connection.quit()

@@ -340,8 +340,9 @@ public struct SMTPClientSession: Sendable {
                                  detail: "\(failure) while sending the message text"))
         case .text:
             // RFC 5321 §4.5.3.2.6 and §6.1: the server may have taken the message already;
-            // retrying may deliver it twice, giving up may lose it. Tern retries.
-            return .close(result(.deferred, .dot, status: status, detail:
+            // retrying may deliver it twice, giving up may lose it. The scheduler decides
+            // (TERN_AMBIGUOUS_RETRIES).
+            return .close(result(.ambiguous, .dot, status: status, detail:
                 "\(failure) after the final dot with no reply: the outcome is ambiguous, "
                 + "the message may have been delivered"))
         case .ready, .refused, .quit, .closed:

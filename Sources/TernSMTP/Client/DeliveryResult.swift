@@ -44,6 +44,23 @@ public enum DeliveryFallback: Sendable, Equatable {
     case withoutTLS
 }
 
+/// How long the steps of one attempt took, in ms. A message sent on a session opened for an
+/// earlier one (`reused`) spent nothing on connect, greeting or TLS.
+public struct DeliveryTimings: Sendable, Equatable {
+    /// The TCP connection.
+    public var connectMs: Int64 = 0
+    /// From connected to ready for a message: the greeting, EHLO (both of them with
+    /// STARTTLS), less the TLS handshake.
+    public var greetingMs: Int64 = 0
+    /// The TLS handshake alone; 0 in clear text.
+    public var tlsMs: Int64 = 0
+    /// The transaction: MAIL to the reply to the final dot (or to where it ended).
+    public var dataMs: Int64 = 0
+    public var reused = false
+
+    public init() {}
+}
+
 /// The result of one attempt, ready to be written to the `results` stream.
 public struct DeliveryResult: Sendable, Equatable {
     public var outcome: AttemptOutcome
@@ -61,6 +78,8 @@ public struct DeliveryResult: Sendable, Equatable {
     /// The RFC 3463 status for an outcome without a reply (4.4.1 for no answer, ...).
     public var status: EnhancedStatus?
     public var fallback: DeliveryFallback
+    /// The steps' durations, as far as the attempt got.
+    public var timings = DeliveryTimings()
 
     public init(outcome: AttemptOutcome, reply: SMTPReply? = nil, stage: DeliveryStage,
                 mxHost: String = "", address: String = "", tls: TLSSessionInfo? = nil,

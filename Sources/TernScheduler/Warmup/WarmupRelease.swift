@@ -75,9 +75,14 @@ extension SchedulerDaemon {
     /// The first time a group waits for warm-up room, its first due message's history
     /// says so (the release script clears the mark when the message leaves).
     func noteWarmupHold(group: String, reason: String, nowMs: Int64) async throws {
-        let due = try await redis.run("ZRANGEBYSCORE", keys.groupQueue(group), "-inf",
-                                      String(nowMs), "LIMIT", "0", "1")
-        guard let id = due.array?.first?.string else { return }
+        // The next to go: the first of the due set, else of the queue (not moved yet).
+        let heads = try await redis.pipeline([
+            ["ZRANGE", .text(keys.groupDue(group)), "0", "0"],
+            ["ZRANGEBYSCORE", .text(keys.groupQueue(group)), "-inf", .text(String(nowMs)),
+             "LIMIT", "0", "1"],
+        ])
+        let firsts = try heads.map { try $0.get().array?.first?.string }
+        guard let id = firsts.compactMap({ $0 }).first else { return }
         let first = try await redis.run("HSETNX", keys.message(id), "held", "warmup").int
         guard first == 1 else { return }
         let org = try await redis.run("HGET", keys.message(id), MessageField.org).string ?? ""
