@@ -3,6 +3,14 @@ import TernCore
 import TernTestSupport
 
 @Suite struct RedisClientTests {
+    @Test func aBadURLIsRefusedNotTrapped() {
+        for url in ["redis://127.0.0.1:99999", "redis://127.0.0.1:6379/abc",
+                    "redis://127.0.0.1:6379/-1", "http://127.0.0.1:6379"] {
+            #expect(throws: RedisError.self, "\(url)") { try RedisClient(url: url) }
+        }
+        #expect(throws: Never.self) { try RedisClient(url: "redis://127.0.0.1:6380/2") }
+    }
+
     @Test func commandsPipelinesAndTransactions() async throws {
         let server = try TestRedis()
         defer { server.stop() }

@@ -15,14 +15,18 @@ public final class RedisClient: Sendable {
 
     /// `url`: `redis://[:password@]host:port[/db]`, numeric host only.
     public init(url: String, maxIdle: Int = 32, connectTimeout: Duration = .seconds(5)) throws {
+        // A port over 65535 or a database that is not a number is a bad URL, not a trap
+        // nor a silent database 0.
         guard let u = URLComponents(string: url), u.scheme == "redis",
               let host = u.host,
-              let address = SocketAddress(host: host, port: UInt16(u.port ?? 6379))
+              let port = UInt16(exactly: u.port ?? 6379),
+              let address = SocketAddress(host: host, port: port)
         else { throw RedisError.badURL(url) }
+        let path = u.path.trimmingCharacters(in: CharacterSet(charactersIn: "/"))
+        guard path.isEmpty || (Int(path) ?? -1) >= 0 else { throw RedisError.badURL(url) }
         self.address = address
         self.password = u.password.flatMap { $0.isEmpty ? nil : $0 }
-        let path = u.path.trimmingCharacters(in: CharacterSet(charactersIn: "/"))
-        self.db = path.isEmpty ? 0 : (Int(path) ?? 0)
+        self.db = Int(path) ?? 0
         self.maxIdle = maxIdle
         self.connectTimeout = connectTimeout
     }
