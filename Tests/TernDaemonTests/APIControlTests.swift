@@ -51,6 +51,8 @@ extension APIDaemonTests {
 
         let again = try await request(h, "POST", "/v1/messages/\(id)/cancel")
         #expect(again.status == 409)
+        // RFC 9110 §15.5.10: the problem's title is the status's reason phrase.
+        #expect(again.error["title"] as? String == "Conflict")
         #expect((again.error["detail"] as? String)?.hasPrefix("the message is cancelled") == true)
 
         try await h.redis.run("HSET", h.keys.message(foreign), "state", "sending")

@@ -13,16 +13,12 @@ public final class RedisClient: Sendable {
     private let maxIdle: Int
     private let connectTimeout: Duration
 
-    /// `url`: `redis://[:password@]host:port[/db]`, numeric host only.
+    /// `url`: `redis://[:password@]host:port[/db]`, numeric host only (RedisURL).
     public init(url: String, maxIdle: Int = 32, connectTimeout: Duration = .seconds(5)) throws {
-        guard let u = URLComponents(string: url), u.scheme == "redis",
-              let host = u.host,
-              let address = SocketAddress(host: host, port: UInt16(u.port ?? 6379))
-        else { throw RedisError.badURL(url) }
-        self.address = address
-        self.password = u.password.flatMap { $0.isEmpty ? nil : $0 }
-        let path = u.path.trimmingCharacters(in: CharacterSet(charactersIn: "/"))
-        self.db = path.isEmpty ? 0 : (Int(path) ?? 0)
+        let parsed = try RedisURL(url)
+        self.address = parsed.address
+        self.password = parsed.password
+        self.db = parsed.db
         self.maxIdle = maxIdle
         self.connectTimeout = connectTimeout
     }
