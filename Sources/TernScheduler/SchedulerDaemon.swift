@@ -199,6 +199,7 @@ public struct SchedulerDaemon: Daemon {
         var cmds: [[RedisArg]] = []
         var queues: [String: [RedisArg]] = [:], groups: [String] = []
         var firstDue: [String: Int64] = [:]
+        var deadlines: [RedisArg] = []
         for (entry, record) in zip(entries, records) {
             guard let record else {
                 logger.error("submit entry for a message with no record", ("entry", entry.id))
@@ -229,8 +230,10 @@ public struct SchedulerDaemon: Daemon {
                 if queues[record.group] == nil { groups.append(record.group) }
                 queues[record.group, default: []] += [.text(String(due)), .text(record.id)]
                 firstDue[record.group] = min(firstDue[record.group] ?? due, due)
+                deadlines += [.text(String(expires)), .text(record.id)]
             }
         }
+        if !deadlines.isEmpty { cmds.append(["ZADD", .text(keys.deadlines)] + deadlines) }
         for group in groups {
             cmds.append(["ZADD", .text(keys.groupQueue(group))] + queues[group, default: []])
             cmds.append(["ZADD", .text(keys.dueGroups), "LT",
