@@ -7,6 +7,9 @@
 // `expiring`; here it gets its `expired` event, history entry and record TTL in one
 // transaction that also takes it out of `expiring`. A crash between the two leaves the id
 // there for the next sweep, so the event is written once and the message is never released.
+//
+// Known limit: a message filed before the `deadlines` index existed is not in it: the release
+// script still expires it when popped, but in a paused group it waits for the resume.
 
 import Foundation
 import TernCore
