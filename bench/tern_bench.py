@@ -3,7 +3,12 @@
 
     bench/run.sh [N] [SIZE ...]          (defaults: 20000 messages, sizes 2048 and 20480)
 
-For each size it starts a private Redis, the test world's DNS (testworld/world.py) with
+For each size and each DKIM mode (DKIM=off, on or both, the default) it first runs Postfix's
+`/work/shared/bench/postfix-relay.sh N SIZE [dkim]` (Postfix, with OpenDKIM when signing),
+then Tern on the same sink, and prints the ratio of the two delivered rates and of their CPU
+per message (POSTFIX=0 skips Postfix). With DKIM on, the api signs every message with an
+RSA-2048 key for bench.example made in the run's folder (TERN_DKIM_KEYS), as OpenDKIM does
+for Postfix. For each run it starts a private Redis, the test world's DNS (testworld/world.py) with
 bench.example's MX pointing at the sink, the api, scheduler and sender(s) from
 .build/release, and Postfix's smtp-sink through /work/shared/bench/sink.sh (the same sink
 and address the Postfix figures were measured with). It posts N messages to /v1/send from
@@ -13,7 +18,9 @@ of each daemon and of Redis, peak RSS of each daemon, Redis commands per message
 commandstats delta), and the injector's own rate. Everything listens on 127.0.0.0/8 only and
 is stopped by pid at the end.
 
-Environment: CLIENTS (64), SENDERS (1), BIN_DIR (.build/release), SINK_ADDR (127.0.0.9:2526),
+Environment: DKIM (both), POSTFIX (1), BATCH (100 messages per POST /v1/send/batch; 0 posts
+one message per /v1/send; a server without the batch route falls back to single sends),
+CLIENTS (64; 8 with batches), SENDERS (1), BIN_DIR (.build/release), SINK_ADDR (127.0.0.9:2526),
 BENCH_ENV (extra "K=V K=V" for the daemons, e.g. TERN_GROUP_MAX_CONNECTIONS=20), PROFILE
 (a daemon's name, e.g. sender1: `perf record -g` samples it during the run; `perf report -i`
 the file it names). valgrind 3.19's callgrind dies at start-up on these daemons here.
@@ -21,6 +28,7 @@ the file it names). valgrind 3.19's callgrind dies at start-up on these daemons 
 
 import asyncio
 import json
+import re
 import os
 import signal
 import socket
@@ -37,7 +45,10 @@ from harness import Resp  # noqa: E402  (the e2e tests' small RESP client)
 SHARED_BENCH = Path(os.environ.get("SHARED_BENCH", "/work/shared/bench"))
 BIN = Path(os.environ.get("BIN_DIR", ROOT / ".build" / "release"))
 SINK_ADDR = os.environ.get("SINK_ADDR", "127.0.0.9:2526")
-CLIENTS = int(os.environ.get("CLIENTS", "64"))
+BATCH = int(os.environ.get("BATCH", "100"))
+CLIENTS = int(os.environ.get("CLIENTS", "8" if BATCH > 1 else "64"))
+DKIM_MODES = {"off": [False], "on": [True], "both": [False, True]}
+POSTFIX = os.environ.get("POSTFIX", "1") != "0"
 SENDERS = int(os.environ.get("SENDERS", "1"))
 API_KEY = "benchkey"
 # PROFILE=scheduler (or api, sender1): sample that daemon with `perf record` during the run.
@@ -124,7 +135,17 @@ class Stack:
         self.procs[name] = p
         return p
 
-    def start(self):
+    def dkim_keys(self):
+        """An RSA-2048 key for bench.example, as OpenDKIM gets in postfix-relay.sh."""
+        key = self.dir / "bench.example.rsa.pem"
+        subprocess.run(["openssl", "genpkey", "-algorithm", "RSA", "-pkeyopt",
+                        "rsa_keygen_bits:2048", "-out", str(key)], check=True,
+                       capture_output=True)
+        table = self.dir / "dkim-keys"
+        table.write_text(f"bench.example bench rsa-sha256 {key.name}\n")
+        return str(table)
+
+    def start(self, dkim=False):
         self.redis_port = free_port()
         self.spawn("redis", ["redis-server", "--bind", "127.0.0.1", "--port",
                              str(self.redis_port), "--save", "", "--appendonly", "no",
@@ -145,6 +166,12 @@ class Stack:
         self.dns_port = json.loads(describe.read_text())["dns"]["port"]
 
         self.sink("start")
+        # bench.example would fall to the `default` profile and its per-IP ceiling: give it a
+        # profile of its own far above anything measured here, so the pipeline is measured.
+        providers = self.dir / "providers.json"
+        providers.write_text(json.dumps({"providers": [{
+            "name": "bench", "domains": ["bench.example"], "messagesPerMinute": 6_000_000,
+            "connectionsPerIP": 100, "messagesPerConnection": 100}]}))
         self.api_port = free_port()
         env = {k: v for k, v in os.environ.items() if not k.startswith("TERN_")}
         env.update({
@@ -160,11 +187,13 @@ class Stack:
             "TERN_SMTP_PORT": self.sink_port,
             "TERN_VERP_DOMAIN": "bounces.tern.example",
             "TERN_VERP_SECRET": "5a" * 32,
+            "TERN_PROVIDERS_FILE": str(providers),
         })
         for pair in os.environ.get("BENCH_ENV", "").split():
             key, _, value = pair.partition("=")
             env[key] = value
-        self.spawn("api", [str(BIN / "tern-api")], env)
+        api_env = {**env, "TERN_DKIM_KEYS": self.dkim_keys()} if dkim else env
+        self.spawn("api", [str(BIN / "tern-api")], api_env)
         self.spawn("scheduler", [str(BIN / "tern-scheduler")], env)
         for i in range(SENDERS):
             self.spawn(f"sender{i + 1}", [str(BIN / "tern-sender")],
@@ -202,36 +231,66 @@ class Stack:
             pass
 
 
-async def inject(port, n, size, clients):
-    """Posts n messages over `clients` keep-alive connections; returns the failures."""
+def request(path, body):
+    return (b"POST " + path + b" HTTP/1.1\r\nHost: bench\r\n"
+            b"Authorization: Bearer " + API_KEY.encode() + b"\r\n"
+            b"Content-Type: application/json\r\n"
+            b"Content-Length: %d\r\n\r\n" % len(body) + body)
+
+
+async def response(reader):
+    status = await reader.readline()
+    length = 0
+    while (header := await reader.readline()) not in (b"\r\n", b""):
+        if header.lower().startswith(b"content-length:"):
+            length = int(header.split(b":")[1])
+    return status, await reader.readexactly(length)
+
+
+async def batch_route(port):
+    """True when the api has POST /v1/send/batch (an empty batch is refused, not 404)."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(request(b"/v1/send/batch", b'{"messages":[]}'))
+    status, _ = await response(reader)
+    writer.close()
+    return b" 404 " not in status and b" 405 " not in status
+
+
+async def inject(port, n, size, clients, batch):
+    """Posts n messages over `clients` keep-alive connections, `batch` per request (single
+    sends when batch <= 1); returns the failures."""
     line = "x" * 75 + "\n"
     text = (line * (size // len(line) + 1))[:size]
+    per = max(batch, 1)
     queue = asyncio.Queue()
-    for i in range(n):
-        queue.put_nowait(i)
+    for i in range(0, n, per):
+        queue.put_nowait(range(i, min(i + per, n)))
     failures = []
+
+    def message(i):
+        return {"from": "news@bench.example", "to": f"u{i}@bench.example",
+                "subject": f"bench {i}", "text": text, "org": "bench", "pool": "default"}
 
     async def client():
         reader, writer = await asyncio.open_connection("127.0.0.1", port)
         while True:
             try:
-                i = queue.get_nowait()
+                items = queue.get_nowait()
             except asyncio.QueueEmpty:
                 break
-            body = json.dumps({"from": "news@tern.example", "to": f"u{i}@bench.example",
-                               "subject": f"bench {i}", "text": text, "org": "bench",
-                               "pool": "default"}).encode()
-            writer.write(b"POST /v1/send HTTP/1.1\r\nHost: bench\r\n"
-                         b"Authorization: Bearer " + API_KEY.encode() + b"\r\n"
-                         b"Content-Type: application/json\r\n"
-                         b"Content-Length: %d\r\n\r\n" % len(body) + body)
-            status = await reader.readline()
-            length = 0
-            while (header := await reader.readline()) not in (b"\r\n", b""):
-                if header.lower().startswith(b"content-length:"):
-                    length = int(header.split(b":")[1])
-            await reader.readexactly(length)
-            if b" 202 " not in status:
+            if batch > 1:
+                body = json.dumps({"messages": [message(i) for i in items]}).encode()
+                writer.write(request(b"/v1/send/batch", body))
+            else:
+                writer.write(request(b"/v1/send", json.dumps(message(items[0])).encode()))
+            status, answer = await response(reader)
+            if batch > 1:
+                # Per-item results: every item must carry an id.
+                results = json.loads(answer).get("results", []) if answer else []
+                accepted = sum(1 for r in results if isinstance(r, dict) and r.get("id"))
+                if accepted != len(items):
+                    failures.append(status + answer[:300])
+            elif b" 202 " not in status:
                 failures.append(status)
         writer.close()
 
@@ -239,11 +298,32 @@ async def inject(port, n, size, clients):
     return failures
 
 
-def run(n, size):
+def load_average():
+    return Path("/proc/loadavg").read_text().split()[0]
+
+
+def postfix(n, size, dkim):
+    """Postfix's figures for the same case, from the shared harness: (msg/s, cpu-ms/msg)."""
+    script = SHARED_BENCH / "postfix-relay.sh"
+    argv = [str(script), str(n), str(size)] + (["dkim"] if dkim else [])
+    done = subprocess.run(argv, capture_output=True, text=True)
+    print("  " + "\n  ".join(done.stdout.strip().splitlines()), flush=True)
+    found = re.search(r"postfix: \d+ msgs \d+ B: (\d+) msg/s, ([\d.]+) cpu-s", done.stdout)
+    if done.returncode != 0 or not found:
+        print(f"  postfix-relay.sh failed ({done.returncode}): {done.stderr.strip()[-500:]}")
+        return None
+    return float(found.group(1)), float(found.group(2))
+
+
+def run(n, size, dkim):
+    """One Tern run; returns (msg/s, cpu-ms per message of Tern and Redis)."""
     work = tempfile.mkdtemp(prefix="bench-tern-", dir="/tmp")
     stack = Stack(work)
     try:
-        stack.start()
+        stack.start(dkim)
+        batch = BATCH if BATCH > 1 and asyncio.run(batch_route(stack.api_port)) else 0
+        if BATCH > 1 and not batch:
+            print("  the api has no POST /v1/send/batch: single sends")
         pids = stack.daemons()
         cpu0 = {name: cpu_seconds(pid) for name, pid in pids.items()}
         calls0 = command_calls(stack.redis)
@@ -254,7 +334,8 @@ def run(n, size):
                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         own0 = os.times()
         t0 = time.time()
-        failures = asyncio.run(inject(stack.api_port, n, size, CLIENTS))
+        clients = CLIENTS if batch else int(os.environ.get("CLIENTS", "64"))
+        failures = asyncio.run(inject(stack.api_port, n, size, clients, batch))
         injected = time.time() - t0
         own = os.times()
         backlog = stack.backlog()
@@ -262,6 +343,13 @@ def run(n, size):
             raise RuntimeError(f"{len(failures)} requests failed, first: {failures[0]!r}")
         done = float(stack.sink("wait", str(n), "60").split()[-1])
         wall = done - t0
+        # The sink has every message; CPU and commands are read once the scheduler has also
+        # applied every result (an `accepted` and a `delivered` event per message).
+        try:
+            wait_for("the delivered events",
+                     lambda: stack.redis("XLEN", "tern:stream:events") >= 2 * n, 60)
+        except RuntimeError as e:
+            print(f"  {e}")
         if perf:
             perf.send_signal(signal.SIGINT)
             perf.wait(30)
@@ -271,8 +359,11 @@ def run(n, size):
         delta.pop("info", None)
         rss = {name: peak_rss_mb(pid) for name, pid in pids.items() if name != "redis"}
         total_cpu = sum(v for k, v in cpu.items())
-        print(f"tern: {n} msgs {size} B: {n / wall:.0f} msg/s delivered "
-              f"({wall:.1f} s), injected at {n / injected:.0f} req/s by {CLIENTS} clients")
+        signed = stack.redis("HGET", "tern:counters", "dkim.signed") or 0
+        how = f"batches of {batch}" if batch else "single sends"
+        print(f"tern: {n} msgs {size} B{' (dkim)' if dkim else ''}: {n / wall:.0f} msg/s "
+              f"delivered ({wall:.1f} s), injected at {n / injected:.0f} msg/s by {clients} "
+              f"clients in {how}; dkim.signed {int(signed)}; load {load_average()}")
         print("  cpu-s per 1000 msgs: " + ", ".join(
             f"{k} {v * 1000 / n:.2f}" for k, v in cpu.items())
             + f"; all of Tern and Redis {total_cpu * 1000 / n:.2f}")
@@ -285,7 +376,7 @@ def run(n, size):
         print(f"  sink sessions/quits/messages: {stack.sink('stats')}")
         print("  waiting when the last request was answered: " + ", ".join(
             f"{k} {v}" for k, v in backlog.items()))
-        return n / wall
+        return n / wall, total_cpu / n * 1000
     finally:
         stack.stop()
         if PROFILE:
@@ -295,11 +386,26 @@ def run(n, size):
 def main(argv):
     n = int(argv[0]) if argv else 20000
     sizes = [int(s) for s in argv[1:]] or [2048, 20480]
+    modes = DKIM_MODES.get(os.environ.get("DKIM", "both"))
+    if modes is None:
+        sys.exit("DKIM must be off, on or both")
     for name in ("tern-api", "tern-scheduler", "tern-sender"):
         if not (BIN / name).exists():
             sys.exit(f"{BIN / name} missing: run `swift build -c release` first")
+    rows = []
     for size in sizes:
-        run(n, size)
+        for dkim in modes:
+            load = load_average()
+            pf = postfix(n, size, dkim) if POSTFIX else None
+            tern = run(n, size, dkim)
+            rows.append((size, dkim, load, pf, tern))
+    print(f"\n{n} messages | load at start | Postfix msg/s, cpu-ms/msg | Tern msg/s, cpu-ms/msg"
+          " | Tern/Postfix msg/s, Postfix/Tern cpu per msg")
+    for size, dkim, load, pf, (rate, cpu) in rows:
+        ratio = f"{rate / pf[0]:.2f}x, {pf[1] / cpu:.2f}x" if pf else "-"
+        base = f"{pf[0]:.0f}, {pf[1]:.2f}" if pf else "-"
+        print(f"{size} B {'dkim' if dkim else 'no dkim':8}| {load:5} | {base:>12} | "
+              f"{rate:.0f}, {cpu:.2f} | {ratio}")
 
 
 if __name__ == "__main__":

@@ -188,6 +188,51 @@ def test_config_check_accepts_the_running_setup_and_names_what_is_broken(tern, t
     assert files["TERN_DNSBL_FILE"]["ok"] is False
 
 
+def test_config_check_parses_the_redis_url_and_the_api_keys_as_the_daemons_do(tern):
+    """A TERN_REDIS_URL the daemons refuse (exit 78) and a mistyped sha256= key are named,
+    and the Redis password is never shown."""
+    done = ternctl(tern, "config", "check", env={"TERN_REDIS_URL": "http://:pw-secret@x"})
+    assert done.returncode == 1, done.stdout
+    for daemon in ("api", "scheduler", "sender", "bounce-receiver", "reputation"):
+        assert f"{daemon}: WRONG: TERN_REDIS_URL: 'http://:***@x' is not" in done.stdout
+    assert "pw-secret" not in done.stdout + done.stderr
+    short = "sha256=" + "a" * 63 + ":acme"
+    report = ternctl_json(tern, "config", "check", "--daemon", "api", code=1,
+                          env={"TERN_API_KEYS": short})
+    problem = report["daemons"][0]["problem"]
+    assert problem.startswith("TERN_API_KEYS: an entry starts with sha256= but"), problem
+
+
+def test_a_daemon_logs_its_redis_url_without_the_password(tern, tmp_path):
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TERN_")}
+    port = tern.env["TERN_REDIS_URL"].rsplit(":", 1)[1].split("/")[0]
+    env.update(TERN_REDIS_URL=f"redis://:pw-secret@127.0.0.1:{port}",
+               TERN_INSTANCE="masktest", TERN_REDIS_PREFIX="masktest:")
+    log = tmp_path / "scheduler.log"
+    with open(log, "w") as out:
+        daemon = subprocess.Popen([str(tern.bin_dir / "tern-scheduler")], env=env,
+                                  stdout=out, stderr=subprocess.STDOUT,
+                                  stdin=subprocess.DEVNULL)
+        try:
+            wait_for(lambda: "starting" in log.read_text(), timeout=30)
+        finally:
+            daemon.terminate()
+            daemon.wait(timeout=30)
+    text = log.read_text()
+    assert "pw-secret" not in text, text
+    assert f"redis=redis://:***@127.0.0.1:{port}" in text, text
+
+
+def test_a_mistyped_sha256_key_stops_the_api_with_exit_78(tern):
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TERN_")}
+    env.update(TERN_API_KEYS="sha256=" + "a" * 63 + ":acme", TERN_API_LISTEN="127.0.0.1:0",
+               TERN_REDIS_URL=tern.env["TERN_REDIS_URL"])
+    done = subprocess.run([str(tern.bin_dir / "tern-api")], env=env, capture_output=True,
+                          text=True, timeout=30, stdin=subprocess.DEVNULL)
+    assert done.returncode == 78, done.stderr
+    assert "TERN_API_KEYS: an entry starts with sha256= but" in done.stderr
+
+
 def test_send_test_follows_a_message_to_its_final_event(tern):
     done = ternctl(tern, "send-test", "--to", address("sendtest"), "--timeout", "30s")
     assert done.returncode == 0, (done.stdout, done.stderr)

@@ -87,7 +87,8 @@ public struct APIKeys: Sendable {
             }
             let scope = parts.count == 2
                 ? try APIKeys.scope(parts[1].trimmingSuffixSpaces(), variable: variable) : .all
-            let digest = APIKeys.digest(given: key) ?? Crypto.sha256(Array(key.utf8))
+            let digest = try APIKeys.digest(given: key, variable: variable)
+                ?? Crypto.sha256(Array(key.utf8))
             guard !seen.contains(digest) else {
                 throw ConfigError(variable, "a key is listed twice")
             }
@@ -102,18 +103,34 @@ public struct APIKeys: Sendable {
         self.keys = keys
     }
 
-    /// The digest of a `sha256=<hex>` entry; nil for a key given as itself.
-    static func digest(given entry: String) -> [UInt8]? {
+    /// The digest of a `sha256=<hex>` entry; nil for a key given as itself. An entry that
+    /// starts `sha256=` but holds no digest is a mistake, not a key: taken as a plain key it
+    /// would let in whoever presents the mistyped text.
+    static func digest(given entry: String, variable: String) throws -> [UInt8]? {
         guard entry.hasPrefix("sha256=") else { return nil }
         let hex = Array(entry.utf8.dropFirst(7))
-        guard hex.count == 64 else { return nil }
         var bytes: [UInt8] = []
-        for i in stride(from: 0, to: 64, by: 2) {
-            guard let byte = UInt8(String(decoding: hex[i..<i + 2], as: UTF8.self), radix: 16)
-            else { return nil }
-            bytes.append(byte)
+        if hex.count == 64 {
+            for i in stride(from: 0, to: 64, by: 2) {
+                guard let high = hexValue(hex[i]), let low = hexValue(hex[i + 1]) else { break }
+                bytes.append(high << 4 | low)
+            }
+        }
+        guard bytes.count == 32 else {
+            throw ConfigError(variable, "an entry starts with sha256= but is not followed by "
+                + "exactly 64 hex digits (it has \(hex.count) characters)")
         }
         return bytes
+    }
+
+    /// One hex digit's value; signs and anything else are not digits.
+    private static func hexValue(_ c: UInt8) -> UInt8? {
+        switch c {
+        case 0x30...0x39: return c - 0x30
+        case 0x41...0x46: return c - 0x41 + 10
+        case 0x61...0x66: return c - 0x61 + 10
+        default: return nil
+        }
     }
 
     static func scope(_ text: String, variable: String) throws -> Scope {

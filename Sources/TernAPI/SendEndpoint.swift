@@ -203,23 +203,47 @@ extension APIDaemon {
                 : "its domains are " + own.joined(separator: ", ")))
     }
 
-    /// The built message's From field (a raw message's own) must be the organisation's too,
-    /// and have an aligned DKIM key unless TERN_ORG_UNSIGNED lets the organisation off.
+    /// The built message's From field (a raw message's own) must hold exactly one mailbox,
+    /// read strictly (MailboxList, as DKIM reads it to sign), in the organisation's domains,
+    /// and have an aligned DKIM key unless TERN_ORG_UNSIGNED lets the organisation off. A
+    /// Sender field (headers.Sender, or a raw message's) must be the organisation's too:
+    /// readers show it as who sent the mail "on behalf of" the author.
     func checkSigner(_ built: [UInt8], _ m: SendRequest, _ domains: SendingDomains)
         throws(FieldRefusal)
     {
         let field = m.raw == nil ? "from" : "raw"
-        guard let domain = DKIMSigner.fromDomain(ofMessage: built) else {
-            throw FieldRefusal(422, field: field, "has no From address to check")
+        let froms = MailboxList.fieldValues("From", in: built)
+        guard froms.count == 1, let authors = MailboxList.parse(froms[0]), authors.count == 1
+        else {
+            throw FieldRefusal(422, field: field, "must have exactly one From field holding "
+                + "exactly one address (name <local@domain> or local@domain) to check "
+                + "against org \(m.org)'s domains")
         }
-        if domain != m.from.asciiDomain && !domains.allows(org: m.org, domain: domain) {
-            throw FieldRefusal(403, field: field, "its From field is in \(domain), which org "
-                + "\(m.org) may not send from")
-        }
+        let domain = authors[0].asciiDomain
+        try checkDomain(domain, of: "From", field: field, m, domains)
         if domains.requiresDKIM(org: m.org) && settings.dkimKeys.keys(for: domain).isEmpty {
             throw FieldRefusal(422, field: field, "no DKIM key of TERN_DKIM_KEYS signs for "
                 + "\(domain), and org \(m.org) may send signed mail only")
         }
+        let senderField = m.raw != nil ? "raw"
+            : m.headers.first { $0.name.lowercased() == "sender" }.map { "headers." + $0.name }
+        for value in MailboxList.fieldValues("Sender", in: built) {
+            let field = senderField ?? "raw"
+            guard let senders = MailboxList.parse(value), senders.count == 1 else {
+                throw FieldRefusal(422, field: field, "the Sender field must hold exactly one "
+                    + "address (name <local@domain> or local@domain)")
+            }
+            try checkDomain(senders[0].asciiDomain, of: "Sender", field: field, m, domains)
+        }
+    }
+
+    /// 403 naming `field` when `domain` is not one of the organisation's.
+    func checkDomain(_ domain: String, of header: String, field: String, _ m: SendRequest,
+                     _ domains: SendingDomains) throws(FieldRefusal)
+    {
+        guard !domains.allows(org: m.org, domain: domain) else { return }
+        throw FieldRefusal(403, field: field, "its \(header) field is in \(domain), which org "
+            + "\(m.org) may not send from")
     }
 
     /// Validates a send object. A key bound to an org sets the org when the object names

@@ -23,6 +23,7 @@ enum ConfigCommand {
             file is wrong and why. Files are checked on their own too, so several broken
             files are all reported at once:
 
+              TERN_REDIS_URL        the Redis server (for every daemon)
               TERN_POOLS            pools, source IPs and EHLO names
               TERN_PROVIDERS_FILE   provider overrides (also: ternctl providers check)
               TERN_DKIM_KEYS        the DKIM key list and every key file it names
@@ -57,6 +58,7 @@ enum ConfigCommand {
         for daemon in chosen {
             let problem = check {
                 let common = try CommonSettings(env, role: daemon)
+                try checkRedisURL(common.redisURL)
                 switch daemon {
                 case "api": _ = try APISettings(env, common: common)
                 case "scheduler": _ = try SchedulerSettings(env, common: common)
@@ -102,6 +104,16 @@ enum ConfigCommand {
             return e.description
         } catch {
             return "\(error)"
+        }
+    }
+
+    /// TERN_REDIS_URL as the daemons' Redis client parses it when they start (exit 78).
+    static func checkRedisURL(_ url: String) throws {
+        do throws(RedisError) {
+            _ = try RedisURL(url)
+        } catch {
+            throw ConfigError("TERN_REDIS_URL", "'\(RedisURL.masked(url))' is not "
+                + "redis://[:password@]host[:port][/db] with a numeric host")
         }
     }
 

@@ -109,6 +109,11 @@ public struct SchedulerDaemon: Daemon {
         // the in-memory breaker is right and the next change rewrites the hash.
         consumer.sideBySide = Self.applyConcurrency
         consumer.orderKey = { $0[EntryField.id] ?? $0.id }
+        switch stream {
+        case .submit: consumer.applyBatch = intakeBatch
+        case .results: consumer.applyBatch = applyResults
+        default: break
+        }
         await consumer.run(shutdown: shutdown, apply: apply) { entry in
             _ = try await redis.transaction(ack(stream, entry))
         }
@@ -167,6 +172,74 @@ public struct SchedulerDaemon: Daemon {
         cmds += ack(.submit, entry)
         _ = try await redis.transaction(cmds)
         log.debug("queued", ("group", record.group))
+    }
+
+    /// A whole `submit` batch in three round trips rather than three per message: the
+    /// records, the organisations' suppression lists, then one transaction that queues every
+    /// message (one ZADD per group), ends the suppressed ones and acknowledges every entry.
+    /// The effects are `intake`'s, entry by entry; a crash before EXEC leaves the batch pending.
+    @Sendable func intakeBatch(_ entries: [StreamEntry]) async throws {
+        let records = try await loadAll(entries.map { $0[EntryField.id] })
+        var recipients: [String: [String]] = [:]
+        for case let r? in records where r.state == .queued {
+            recipients[r.org, default: []].append(r.to.lowercased())
+        }
+        let orgs = Array(recipients.keys)
+        let found = try await redis.pipeline(orgs.map { org in
+            ["SMISMEMBER", .text(keys.suppressions(org))]
+                + recipients[org, default: []].map { RedisArg.text($0) }
+        })
+        var suppressed: Set<String> = []
+        for (org, reply) in zip(orgs, found) {
+            for (rcpt, flag) in zip(recipients[org, default: []], try reply.get().array ?? [])
+            where flag.int == 1 { suppressed.insert(org + "\u{0}" + rcpt) }
+        }
+        let now = nowMs()
+        var cmds: [[RedisArg]] = []
+        var queues: [String: [RedisArg]] = [:], groups: [String] = []
+        var firstDue: [String: Int64] = [:]
+        for (entry, record) in zip(entries, records) {
+            guard let record else {
+                logger.error("submit entry for a message with no record", ("entry", entry.id))
+                continue
+            }
+            let log = logger.with(("message_id", record.id))
+            if settings.pools.byName[record.pool] == nil {
+                log.warning("unknown ip pool", ("pool", record.pool))
+                let detail: [String: any Sendable] = ["reason": "unknown ip pool \(record.pool)"]
+                cmds += finalize(record, .bounced, state: .bounced, detail: detail)
+            } else if record.state == .queued,
+                      suppressed.contains(record.org + "\u{0}" + record.to.lowercased()) {
+                log.info("suppressed", ("org", record.org), ("rcpt", record.to))
+                cmds += finalize(record, .suppressed, state: .suppressed,
+                                 detail: ["reason": "the recipient is on the organisation's "
+                                          + "suppression list"])
+            } else if record.state == .queued {
+                // As `intake`: due at send_at when the client scheduled it, and its age
+                // counts from then.
+                let due = max(now, record.sendAtMs)
+                let limit = max(record.createdMs, record.sendAtMs)
+                    + settings.lifetime.maxAge.milliseconds
+                let expires = record.expiresMs > 0 ? min(record.expiresMs, limit) : limit
+                if expires != record.expiresMs {
+                    cmds.append(["HSET", .text(keys.message(record.id)),
+                                 .text(MessageField.expiresMs), .text(String(expires))])
+                }
+                if queues[record.group] == nil { groups.append(record.group) }
+                queues[record.group, default: []] += [.text(String(due)), .text(record.id)]
+                firstDue[record.group] = min(firstDue[record.group] ?? due, due)
+            }
+        }
+        for group in groups {
+            cmds.append(["ZADD", .text(keys.groupQueue(group))] + queues[group, default: []])
+            cmds.append(["ZADD", .text(keys.dueGroups), "LT",
+                         .text(String(firstDue[group] ?? now)), .text(group)])
+        }
+        let stream = keys.stream(.submit)
+        let ids = entries.map { RedisArg.text($0.id) }
+        cmds.append(["XACK", .text(stream), .text(StreamName.submit.group)] + ids)
+        cmds.append(["XDEL", .text(stream)] + ids)
+        _ = try await redis.transaction(cmds)
     }
 
     // MARK: Release
@@ -369,26 +442,52 @@ public struct SchedulerDaemon: Daemon {
     // MARK: Results
 
     @Sendable func applyResult(_ entry: StreamEntry) async throws {
+        try await applyResults([entry])
+    }
+
+    /// Results in two round trips however many there are: their records, then one
+    /// transaction with every result's commands and one XACK for all the entries. A message
+    /// with two results in the batch has them applied one after the other.
+    @Sendable func applyResults(_ entries: [StreamEntry]) async throws {
+        let ids = entries.map { $0[EntryField.id] }
+        guard Set(ids.compactMap { $0 }).count == ids.compactMap({ $0 }).count else {
+            for entry in entries { try await applyResults([entry]) }
+            return
+        }
+        let records = try await loadAll(ids)
+        var cmds: [[RedisArg]] = []
+        var after: [() -> Void] = []
+        for (entry, record) in zip(entries, records) {
+            if let done = resultCommands(entry, record, into: &cmds) { after.append(done) }
+        }
+        let stream = keys.stream(.results)
+        cmds.append(["XACK", .text(stream), .text(StreamName.results.group)]
+            + entries.map { RedisArg.text($0.id) })
+        _ = try await redis.transaction(cmds)
+        for done in after { done() }
+    }
+
+    /// Appends what one result changes to `cmds` (nothing for a malformed entry or a
+    /// message without a record); returns what to count and log once it is written.
+    func resultCommands(_ entry: StreamEntry, _ record: Record?, into cmds: inout [[RedisArg]])
+        -> (() -> Void)?
+    {
         let now = nowMs()
-        guard let id = entry[EntryField.id],
+        guard entry[EntryField.id] != nil,
               let attempt = AttemptRecord(result: entry.fields, at: timestamp(ms: now))
         else {
             logger.critical("malformed results entry", ("entry", entry.id),
                             ("fields", "\(entry.fields)"))
-            _ = try await redis.transaction(ack(.results, entry))
-            return
+            return nil
         }
-        guard let record = try await load(id) else {
-            _ = try await redis.transaction(ack(.results, entry))
-            return
-        }
+        guard let record else { return nil }
+        let id = record.id
         let log = logger.with(("message_id", id))
-        let attemptJSON = String(decoding: try JSONEncoder().encode(attempt), as: UTF8.self)
-        var cmds: [[RedisArg]] = [
-            ["RPUSH", .text(keys.attempts(id)), .text(attemptJSON)],
-            ["HSET", .text(keys.message(id)), .text(MessageField.lastReply),
-             .text(attempt.reply)],
-        ]
+        guard let encoded = try? JSONEncoder().encode(attempt) else { return nil }
+        cmds.append(["RPUSH", .text(keys.attempts(id)), .text(String(decoding: encoded,
+                                                                     as: UTF8.self))])
+        cmds.append(["HSET", .text(keys.message(id)), .text(MessageField.lastReply),
+                     .text(attempt.reply)])
         var detail: [String: any Sendable] = [
             "attempt": attempt.attempt, "code": attempt.code, "enhanced": attempt.enhanced,
             "reply": attempt.reply, "mx": attempt.mx, "ip": attempt.ip,
@@ -448,12 +547,13 @@ public struct SchedulerDaemon: Daemon {
                          .text(record.group)])
             cmds += event(record, .deferred, detail: detail)
         }
-        cmds += ack(.results, entry)
-        _ = try await redis.transaction(cmds)
-        metrics.attempt(attempt, outcome: attempt.outcome, provider: provider.name)
-        log.info("attempt \(attempt.outcome.rawValue)", ("domain", record.domain),
-                 ("mx", attempt.mx), ("ip", attempt.ip), ("code", String(attempt.code)),
-                 ("decision", decision.map { "\($0)" } ?? "none"))
+        let metrics = self.metrics
+        return {
+            metrics.attempt(attempt, outcome: attempt.outcome, provider: provider.name)
+            log.info("attempt \(attempt.outcome.rawValue)", ("domain", record.domain),
+                     ("mx", attempt.mx), ("ip", attempt.ip), ("code", String(attempt.code)),
+                     ("decision", decision.map { "\($0)" } ?? "none"))
+        }
     }
 
     // MARK: Inbound reports
@@ -576,14 +676,37 @@ public struct SchedulerDaemon: Daemon {
         var group: String { pool + ":" + domain }
     }
 
+    static let recordFields = [
+        MessageField.org, MessageField.pool, MessageField.domain, MessageField.from,
+        MessageField.recipient, MessageField.metadata, MessageField.expiresMs,
+        MessageField.state, MessageField.createdMs, MessageField.tags,
+        MessageField.sendAtMs, MessageField.engagement, MessageField.engagementSource,
+        MessageField.ambiguous,
+    ]
+
     func load(_ id: String) async throws -> Record? {
-        let f = [MessageField.org, MessageField.pool, MessageField.domain, MessageField.from,
-                 MessageField.recipient, MessageField.metadata, MessageField.expiresMs,
-                 MessageField.state, MessageField.createdMs, MessageField.tags,
-                 MessageField.sendAtMs, MessageField.engagement, MessageField.engagementSource,
-                 MessageField.ambiguous]
-        let v = try await redis.run(["HMGET", keys.message(id)] + f).array ?? []
-        guard v.count == f.count, let state = v[7].string.flatMap(MessageState.init(rawValue:))
+        let v = try await redis.run(["HMGET", keys.message(id)] + Self.recordFields)
+        return record(id, v)
+    }
+
+    /// The records of many messages in one round trip (nil where there is none).
+    func loadAll(_ ids: [String?]) async throws -> [Record?] {
+        let fields = Self.recordFields.map { RedisArg.text($0) }
+        let known = ids.compactMap { $0 }
+        let replies = try await redis.pipeline(known.map {
+            ["HMGET", .text(keys.message($0))] + fields
+        })
+        var next = zip(known, replies).makeIterator()
+        return try ids.map { id in
+            guard id != nil, let (id, reply) = next.next() else { return nil }
+            return record(id, try reply.get())
+        }
+    }
+
+    func record(_ id: String, _ reply: RedisValue) -> Record? {
+        let v = reply.array ?? []
+        guard v.count == Self.recordFields.count,
+              let state = v[7].string.flatMap(MessageState.init(rawValue:))
         else { return nil }
         return Record(id: id, org: v[0].string ?? "", pool: v[1].string ?? "",
                       domain: v[2].string ?? "", from: v[3].string ?? "", to: v[4].string ?? "",

@@ -49,6 +49,7 @@ public struct SenderDaemon: Daemon {
                                   tls: try settings.clientTLS(), providers: settings.providers,
                                   maxConnections: settings.groupMaxConnections)
         let slots = Slots(limit: settings.concurrency)
+        let writer = ResultWriter(redis: redis)
         logger.info("contract v\(Contract.version)", ("dns", settings.dnsResolver.description),
                     ("smtp_port", String(settings.smtpPort)))
         ready("delivering up to \(settings.concurrency) messages at once")
@@ -67,11 +68,11 @@ public struct SenderDaemon: Daemon {
         let upkeep = Task { await pool.maintain() }
         let renewal = Task { await leases.keepRenewed(logger: logger) }
         await withDiscardingTaskGroup { group in
-            await readLoop(shutdown: shutdown, slots: slots) { entry in
+            await readLoop(shutdown: shutdown, slots: slots) { entry, record in
                 group.addTask {
                     metrics.started.inc()
                     metrics.inFlight.add(1)
-                    await handle(entry, delivery: delivery)
+                    await handle(entry, record: record, delivery: delivery, writer: writer)
                     metrics.inFlight.add(-1)
                     slots.finish(entry.id)
                 }
@@ -93,9 +94,10 @@ public struct SenderDaemon: Daemon {
 
     // MARK: Reading `ready`
 
-    /// Reads entries while there is room, until shutdown. `start` launches one delivery.
+    /// Reads entries while there is room, until shutdown. `start` launches one delivery,
+    /// with its message record when the read ahead got it.
     func readLoop(shutdown: Shutdown, slots: Slots,
-                  start: (StreamEntry) -> Void) async {
+                  start: (StreamEntry, RedisValue?) -> Void) async {
         let stream = keys.stream(.ready)
         let group = StreamName.ready.group
         let consumer = settings.common.instance
@@ -135,8 +137,9 @@ public struct SenderDaemon: Daemon {
                     }
                     entries += claimed
                 }
-                for entry in entries where slots.begin(entry.id) {
-                    start(entry)
+                let fresh = entries.filter { slots.begin($0.id) }
+                for (entry, record) in zip(fresh, await records(of: fresh)) {
+                    start(entry, record)
                 }
             } catch {
                 if shutdown.isRequested { break }
@@ -166,7 +169,24 @@ public struct SenderDaemon: Daemon {
 
     // MARK: One attempt
 
-    func handle(_ entry: StreamEntry, delivery: MXDelivery) async {
+    static let recordFields = [MessageField.from, MessageField.recipient, MessageField.domain,
+                               MessageField.body, MessageField.state]
+
+    /// The message records of the entries just read, in one round trip rather than one per
+    /// delivery; nil for each when that fails (each delivery then reads its own).
+    func records(of entries: [StreamEntry]) async -> [RedisValue?] {
+        let fields = Self.recordFields.map { RedisArg.text($0) }
+        let replies = try? await redis.pipeline(entries.map { entry in
+            ["HMGET", .text(keys.message(entry[EntryField.id] ?? ""))] + fields
+        })
+        guard let replies, replies.count == entries.count else {
+            return entries.map { _ in nil }
+        }
+        return replies.map { if case .error = $0 { nil } else { $0 } }
+    }
+
+    func handle(_ entry: StreamEntry, record: RedisValue? = nil, delivery: MXDelivery,
+                writer: ResultWriter? = nil) async {
         let started = ContinuousClock.now
         guard let id = entry[EntryField.id], !id.isEmpty else {
             logger.critical("ready entry without a message id", ("entry", entry.id),
@@ -175,11 +195,14 @@ public struct SenderDaemon: Daemon {
             return
         }
         let log = logger.with(("message_id", id))
-        let fields = [MessageField.from, MessageField.recipient, MessageField.domain,
-                      MessageField.body, MessageField.state]
+        let fields = Self.recordFields
         let values: [RedisValue]
         do {
-            values = try await redis.run(["HMGET", keys.message(id)] + fields).array ?? []
+            if let record {
+                values = record.array ?? []
+            } else {
+                values = try await redis.run(["HMGET", keys.message(id)] + fields).array ?? []
+            }
         } catch {
             // Left pending: the next start (or a claim) tries again.
             log.error("reading the message record failed: \(error)")
@@ -247,19 +270,21 @@ public struct SenderDaemon: Daemon {
             (EntryField.dataMs, String(result.timings.dataMs)),
             (EntryField.reused, result.timings.reused ? "yes" : "no"),
         ]
-        await commit(entry, result: entryFields, log: log)
+        await commit(entry, result: entryFields, log: log, writer: writer)
     }
 
     /// In one MULTI/EXEC: the result (when there is one), then the acknowledgement and
     /// deletion of the `ready` entry. Retried a few times, since a result lost after the
     /// remote accepted would mean sending the message again.
+    /// With a `writer`, the transaction is first shared with other deliveries' results.
     func commit(_ entry: StreamEntry, result: [(String, String)]?, extra: [[RedisArg]] = [],
-                log: Logger) async {
+                log: Logger, writer: ResultWriter? = nil) async {
         let stream = keys.stream(.ready)
         var commands: [[RedisArg]] = extra
         if let result { commands.append(xadd(keys.stream(.results), result)) }
         commands.append(["XACK", .text(stream), .text(StreamName.ready.group), .text(entry.id)])
         commands.append(["XDEL", .text(stream), .text(entry.id)])
+        if let writer, await writer.write(commands) { return }
         for attempt in 1...5 {
             do {
                 _ = try await redis.transaction(commands)

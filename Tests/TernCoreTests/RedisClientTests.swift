@@ -11,6 +11,29 @@ import TernTestSupport
         #expect(throws: Never.self) { try RedisClient(url: "redis://127.0.0.1:6380/2") }
     }
 
+    /// The password never reaches a log line or an error, even of a URL that does not parse.
+    @Test func theRedisPasswordIsMasked() {
+        let cases = [
+            ("redis://:pw@127.0.0.1", "redis://:***@127.0.0.1"),
+            ("redis://:p@ss:w/rd@127.0.0.1:6380/2", "redis://:***@127.0.0.1:6380/2"),
+            ("redis://tern:pw@127.0.0.1", "redis://tern:***@127.0.0.1"),
+            ("redis://pw@127.0.0.1", "redis://***@127.0.0.1"),
+            ("http://:pw@x", "http://:***@x"),
+            ("pw@127.0.0.1", "***@127.0.0.1"),
+            ("redis://127.0.0.1:6379", "redis://127.0.0.1:6379"),
+        ]
+        for (url, masked) in cases { #expect(RedisURL.masked(url) == masked, "\(url)") }
+        do {
+            _ = try RedisClient(url: "redis://:secret-pw@127.0.0.1:99999")
+            Issue.record("accepted a port over 65535")
+        } catch {
+            #expect("\(error)" == "bad redis URL: redis://:***@127.0.0.1:99999")
+        }
+        let parsed = try? RedisURL("redis://:secret-pw@127.0.0.1:6380/3")
+        #expect(parsed?.password == "secret-pw" && parsed?.db == 3
+                && parsed?.address.description == "127.0.0.1:6380")
+    }
+
     @Test func commandsPipelinesAndTransactions() async throws {
         let server = try TestRedis()
         defer { server.stop() }

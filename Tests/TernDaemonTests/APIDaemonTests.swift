@@ -402,6 +402,19 @@ import TernTestSupport
         #expect(hashed.check("Bearer epsilon")
                 == .allowed(.init(scope: .org("acme"), keyID: id("epsilon"))))
         #expect(hashed.check("Bearer sha256=\(hex)") == .wrong)
+        // A mistyped digest is a configuration error, never a plain key that anyone who
+        // reads the file could present; signs are no hex digits.
+        let head = String(hex.dropLast()), tail = String(hex.dropFirst())
+        let mistyped: [String] = [head, hex + "0", "", "+" + tail, "-" + tail,
+                                  String(hex.dropLast(2)) + "+f", head + "g"]
+        for entry in mistyped.map({ "sha256=" + $0 }) {
+            #expect(throws: ConfigError.self, "\(entry)") {
+                _ = try APIKeys(entry + ":acme", variable: "K")
+            }
+        }
+        let upper = try APIKeys("sha256=\(hex.uppercased())", variable: "K")
+        #expect(upper.check("Bearer epsilon")
+                == .allowed(.init(scope: .all, keyID: id("epsilon"))))
         #expect(keys.check("Bearer alph") == .wrong)
         #expect(keys.check("Bearer alphaa") == .wrong)
         #expect(keys.check("Bearer beta:acme") == .wrong)

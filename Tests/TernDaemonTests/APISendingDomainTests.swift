@@ -88,6 +88,64 @@ extension APIDaemonTests {
         await lenient.stop()
     }
 
+    /// A raw From the check could read one way and a reader (or DKIM) another is refused:
+    /// two fields, two mailboxes, a continuation line hiding the real author, an open
+    /// bracket. A Sender field, given or raw, must be the organisation's too.
+    @Test func aRawFromOrSenderIsReadStrictlyAgainstTheOrgsDomains() async throws {
+        let keysFile = try await Self.acmeKeysFile()
+        defer { try? FileManager.default.removeItem(
+            atPath: (keysFile as NSString).deletingLastPathComponent) }
+        let h = try await Harness(env: [
+            "TERN_DKIM_KEYS": keysFile,
+            "TERN_ORG_DOMAINS": "acme=acme.example,*.acme.example",
+        ])
+        let acme = APIDaemonTests.acmeKey
+        let tail = "To: alice@tls.example\r\n\r\nx\r\n"
+        // raw header lines, status, field
+        let cases: [(String, Int, String)] = [
+            ("From: news@acme.example\r\nFrom: ceo@evil.example\r\n", 422, "raw"),
+            ("From: \"x\" <news@acme.example>, ceo@evil.example\r\n", 422, "raw"),
+            ("From: news@evil.example\r\n from: news@acme.example\r\n", 422, "raw"),
+            ("From: news@evil.example\r\n (news@acme.example)\r\n", 403, "raw"),
+            ("From: <news@acme.example\r\n", 422, "raw"),
+            ("From: undisclosed:;\r\n", 422, "raw"),
+            ("From: \"a <news@acme.example>\" <ceo@evil.example>\r\n", 403, "raw"),
+            ("From: news@acme.example\r\nSender: ops@evil.example\r\n", 403, "raw"),
+            ("From: news@acme.example\r\nSender: a@acme.example, b@acme.example\r\n",
+             422, "raw"),
+            ("From: news@acme.example\r\nSender: x@acme.example\r\nSender: y@acme.example"
+             + "\r\n", 422, "raw"),
+            ("From: \"News (team)\" <news@acme.example> (the list)\r\n"
+             + "Sender: ops@mail.acme.example\r\n", 202, ""),
+            ("From: News\r\n <news@acme.example>\r\n", 202, ""),
+        ]
+        for (header, status, field) in cases {
+            let reply = try await h.post(["from": "news@acme.example", "to": "alice@tls.example",
+                                          "raw": header + tail], key: acme)
+            #expect(reply.status == status, "\(header): \(reply.text)")
+            #expect(reply.errorField == (field.isEmpty ? nil : field), "\(header)")
+            if let id = reply.json["id"] as? String {
+                let stored = try await h.redis.run("HGET", h.keys.message(id), "body").string
+                #expect(stored?.hasPrefix("DKIM-Signature: v=1; a=ed25519-sha256; "
+                                          + "c=relaxed/relaxed; d=acme.example;") == true)
+            }
+        }
+        for (sender, status) in [("ops@evil.example", 403), ("a@acme.example, b@acme.example",
+                                  422), ("Ops <ops@x.acme.example>", 202)] {
+            let reply = try await h.post(Self.valid(["from": "news@acme.example",
+                                                     "headers": ["Sender": sender]]), key: acme)
+            #expect(reply.status == status, "\(sender): \(reply.text)")
+            #expect(reply.errorField == (status == 202 ? nil : "headers.Sender"))
+        }
+        // The operators' key is not held to the domains, but two From fields are refused all
+        // the same (RFC 5322 §3.6).
+        let two = try await h.post(["from": "news@acme.example", "to": "alice@tls.example",
+                                    "raw": "From: a@x.example\r\nfrom: b@y.example\r\n" + tail])
+        #expect(two.status == 422 && two.errorField == "raw", "\(two.text)")
+        #expect(two.error["detail"] as? String == "has 2 From fields; RFC 5322 §3.6 allows one")
+        await h.stop()
+    }
+
     @Test func sendingDomainsAreParsedStrictly() throws {
         let d = try SendingDomains(domains: "acme = Acme.example,*.acme.example; b=b.example",
                                    unsigned: "b")

@@ -305,6 +305,100 @@ import TernMail
         }
     }
 
+    /// A raw message is held to the same list: its Bcc would be sent to every reader as
+    /// given, and its trace and Resent-* fields would be forged.
+    @Test(arguments: ["Bcc", "bcc", "Delivered-To", "Resent-From", "RESENT-TO",
+                      "Content-Length", "Authentication-Results", "ARC-Seal", "X-Original-To"])
+    func refusesEnvelopeAndTraceFieldsInRaw(_ name: String) throws {
+        let raw = "From: a@example.com\r\n\(name): x@y.example\r\n\r\nx"
+        let json = try JSONSerialization.data(withJSONObject: [
+            "from": "a@example.com", "to": "b@example.net", "raw": raw])
+        do {
+            let request = try SendRequest.decode(json)
+            Issue.record("accepted: \(request)")
+        } catch {
+            #expect(error.field == "raw")
+            #expect(error.message.hasPrefix("has a \(name) field, an envelope or trace field "
+                                            + "that is not sent"), "\(error.message)")
+            #expect(error.message.contains("hidden recipients") == (name.lowercased() == "bcc"))
+        }
+    }
+
+    @Test(arguments: [("From: a@example.com\r\nFrom: b@example.com\r\n", "2 From"),
+                      ("From: a@example.com\r\nfrom : b@example.com\r\n", "2 From"),
+                      ("From: a@example.com\r\nSender: a@example.com\r\nSENDER: b@x.example"
+                       + "\r\n", "2 Sender")])
+    func refusesARawMessageWithTwoAuthors(_ header: String, _ fragment: String) throws {
+        let json = try JSONSerialization.data(withJSONObject: [
+            "from": "a@example.com", "to": "b@example.net", "raw": header + "\r\nx"])
+        #expect(throws: ValidationError(field: "raw", message: "has \(fragment) fields; "
+                                        + "RFC 5322 §3.6 allows one")) {
+            _ = try SendRequest.decode(json)
+        }
+    }
+
+    /// C1 controls and bidirectional overrides and isolates in display names and custom
+    /// field values (U+0085 is a line end to some readers; U+202E reverses what follows).
+    @Test(arguments: ["\u{85}", "\u{9F}", "\u{80}", "\u{202A}", "\u{202E}", "\u{2066}",
+                      "\u{2069}", "\u{200F}"])
+    func refusesC1AndBidiControlsInNamesAndFieldValues(_ control: String) throws {
+        let name = "Bank\(control) Support"
+        let cases: [([String: Any], String)] = [
+            (["from": ["email": "a@example.com", "name": name]], "from"),
+            (["from": "\(name) <a@example.com>"], "from"),
+            (["to": "\(name) <b@example.net>"], "to"),
+            (["reply_to": ["email": "r@example.com", "name": name]], "reply_to"),
+            (["headers": ["X-Campaign": name]], "headers.X-Campaign"),
+        ]
+        for (change, field) in cases {
+            var object: [String: Any] = ["from": "a@example.com", "to": "b@example.net",
+                                         "text": "t"]
+            object.merge(change) { $1 }
+            #expect(throws: ValidationError.self) { _ = try SendRequest(json: object) }
+            do {
+                _ = try SendRequest(json: object)
+            } catch {
+                #expect(error.field == field)
+                #expect(error.message.contains("controls"), "\(error.message)")
+            }
+        }
+        // C1 is refused in a subject too; a bidirectional mark is not (right-to-left text).
+        let subject: [String: Any] = ["from": "a@example.com", "to": "b@example.net",
+                                      "text": "t", "subject": "x\(control)y"]
+        if control.unicodeScalars.first!.value < 0xA0 {
+            #expect(throws: ValidationError(field: "subject",
+                                            message: "must not contain controls")) {
+                _ = try SendRequest(json: subject)
+            }
+        } else {
+            #expect(try SendRequest(json: subject).subject == "x\(control)y")
+        }
+    }
+
+    @Test func mailboxListsAreReadStrictly() {
+        let cases: [(String, [String]?)] = [
+            (" news@acme.example", ["news@acme.example"]),
+            (" \"News, Team\" <news@acme.example> (list)", ["news@acme.example"]),
+            (" \"a <x@evil.example>\" <news@acme.example>", ["news@acme.example"]),
+            (" News\r\n <news@acme.example>", ["news@acme.example"]),
+            (" Zoë Ü. <zoe@acme.example>", ["zoe@acme.example"]),
+            (" a@x.example, B <b@y.example>", ["a@x.example", "b@y.example"]),
+            (" news@evil.example from: news@acme.example", nil),
+            (" <news@acme.example", nil),
+            (" news@acme.example>", nil),
+            (" undisclosed-recipients:;", nil),
+            (" a@x.example,", nil),
+            (" ", nil),
+            (" News <news@acme.example> <b@x.example>", nil),
+            (" (a) news@acme.example (unclosed", nil),
+            (" \"open <news@acme.example>", nil),
+            (" a@x.example\r\nb@y.example", nil),
+        ]
+        for (value, expected) in cases {
+            #expect(MailboxList.parse(value)?.map(\.description) == expected, "\(value)")
+        }
+    }
+
     @Test(arguments: ["Return-Path", "Received", "DKIM-Signature"])
     func refusesTraceHeadersTernWrites(_ name: String) {
         #expect(throws: ValidationError(field: "headers." + name,

@@ -13,20 +13,12 @@ public final class RedisClient: Sendable {
     private let maxIdle: Int
     private let connectTimeout: Duration
 
-    /// `url`: `redis://[:password@]host:port[/db]`, numeric host only.
+    /// `url`: `redis://[:password@]host:port[/db]`, numeric host only (RedisURL).
     public init(url: String, maxIdle: Int = 32, connectTimeout: Duration = .seconds(5)) throws {
-        // A port over 65535 or a database that is not a number is a bad URL, not a trap
-        // nor a silent database 0.
-        guard let u = URLComponents(string: url), u.scheme == "redis",
-              let host = u.host,
-              let port = UInt16(exactly: u.port ?? 6379),
-              let address = SocketAddress(host: host, port: port)
-        else { throw RedisError.badURL(url) }
-        let path = u.path.trimmingCharacters(in: CharacterSet(charactersIn: "/"))
-        guard path.isEmpty || (Int(path) ?? -1) >= 0 else { throw RedisError.badURL(url) }
-        self.address = address
-        self.password = u.password.flatMap { $0.isEmpty ? nil : $0 }
-        self.db = Int(path) ?? 0
+        let parsed = try RedisURL(url)
+        self.address = parsed.address
+        self.password = parsed.password
+        self.db = parsed.db
         self.maxIdle = maxIdle
         self.connectTimeout = connectTimeout
     }

@@ -7,7 +7,10 @@
 // in whoever wrote it, so it is logged whole and dropped rather than stop the stream.
 //
 // A batch may be applied side by side (`sideBySide` above 1): entries with the same
-// `orderKey` (the same message, say) still go one after the other, in stream order.
+// `orderKey` (the same message, say) still go one after the other, in stream order. Or it
+// may be applied whole (`applyBatch`): one call, typically a few round trips and one
+// transaction for all its entries; when that fails, each entry is applied alone, so one bad
+// entry is still found and dropped on its own.
 
 import Foundation
 
@@ -23,11 +26,17 @@ public struct StreamConsumer: Sendable {
     /// After each batch, trim the stream below what every group has acknowledged (for
     /// streams that several groups read, so no entry is deleted before all have seen it).
     public var trimAcknowledged = false
+    /// Trims at most this often while entries keep coming (each trim is three or four round
+    /// trips), and at once when the stream falls quiet.
+    public var trimInterval: Duration = .milliseconds(250)
     public var batch = 100
     /// How many entries of a batch are applied at once; 1 applies them in stream order.
     public var sideBySide = 1
     /// Entries with the same key are applied one after the other even side by side.
     public var orderKey: @Sendable (StreamEntry) -> String = { $0.id }
+    /// Applies and acknowledges a whole batch in one go, all of it or nothing; when it
+    /// throws, the batch is applied entry by entry through `apply`.
+    public var applyBatch: (@Sendable ([StreamEntry]) async throws -> Void)?
 
     public init(redis: RedisClient, stream: String, group: String, consumer: String,
                 logger: Logger) {
@@ -46,6 +55,8 @@ public struct StreamConsumer: Sendable {
         var failures: [String: Int] = [:]
         var lastClaim = ContinuousClock.now
         var pendingFirst = true
+        var untrimmed = false
+        var lastTrim = ContinuousClock.now
         while !shutdown.isRequested && !Task.isCancelled {
             do {
                 var entries = try await redis.readGroup(
@@ -61,7 +72,21 @@ public struct StreamConsumer: Sendable {
                         stream: stream, group: group, consumer: consumer, minIdle: claimIdle,
                         count: batch)
                 }
-                for (entry, error) in await applyAll(entries, apply) {
+                var results: [(StreamEntry, (any Error)?)]? = nil
+                if let applyBatch, entries.count > 1 {
+                    do {
+                        try await applyBatch(entries)
+                        results = entries.map { ($0, nil) }
+                    } catch is CancellationError {
+                        return
+                    } catch {
+                        logger.warning("applying a batch of \(stream) failed, applying its "
+                                       + "entries one by one: \(error)",
+                                       ("entries", String(entries.count)))
+                    }
+                }
+                if results == nil { results = await applyAll(entries, apply) }
+                for (entry, error) in results ?? [] {
                     if let error {
                         let count = failures[entry.id, default: 0] + 1
                         failures[entry.id] = count
@@ -78,8 +103,13 @@ public struct StreamConsumer: Sendable {
                     }
                     failures[entry.id] = nil
                 }
-                if trimAcknowledged && !entries.isEmpty {
-                    try await redis.trimAcknowledged(stream: stream)
+                if trimAcknowledged {
+                    untrimmed = untrimmed || !entries.isEmpty
+                    if untrimmed && (entries.isEmpty || .now - lastTrim >= trimInterval) {
+                        try await redis.trimAcknowledged(stream: stream)
+                        untrimmed = false
+                        lastTrim = .now
+                    }
                 }
             } catch is CancellationError {
                 return

@@ -68,7 +68,8 @@ public enum DaemonMain {
             logger.critical("configuration error: \(error)")
             exit(ExitCode.config.rawValue)
         }
-        logger.info("starting", ("instance", common.instance), ("redis", common.redisURL))
+        logger.info("starting", ("instance", common.instance),
+                    ("redis", RedisURL.masked(common.redisURL)))
         let log = logger
         // Lives until the process exits; reloads run one at a time, never during start-up.
         Task {

@@ -166,9 +166,14 @@ public struct DKIMSigner: Sendable {
     }
 
     /// The domain of the (first) address in a From field, in lowercase A-labels; nil when
-    /// it holds no address.
+    /// it holds no address. A field MailboxList cannot read is read leniently after.
     static func fromDomain(_ field: String) -> String? {
         guard let colon = field.firstIndex(of: ":") else { return nil }
+        // A strict reading first: the API's sending-domain check reads a From field the
+        // same way (MailboxList) and refuses it unless it holds exactly this one mailbox.
+        if let first = MailboxList.parse(String(field[field.index(after: colon)...]))?.first {
+            return first.asciiDomain
+        }
         let value = field[field.index(after: colon)...]
             .replacingOccurrences(of: "\r\n", with: "")
         // The first "<" outside a quoted display name: `"a <x@other>" <me@here>` is from here.

@@ -85,9 +85,11 @@ public struct NamedAddress: Sendable, Hashable {
         guard let name = name?.trimmingCharacters(in: .whitespaces), !name.isEmpty else {
             return nil
         }
-        if name.unicodeScalars.contains(where: SendRequest.isForbiddenInHeader) {
+        // Bidirectional controls too: they could make "Bank" <x@evil> read as another
+        // sender (Trojan Source, CVE-2021-42574).
+        if name.unicodeScalars.contains(where: SendRequest.isForbiddenInName) {
             throw ValidationError(field: field, message: "the display name must not contain "
-                + "CR, LF or other controls")
+                + "CR, LF or other controls (C1, or bidirectional ones such as U+202E)")
         }
         guard name.utf8.count <= maxNameBytes else {
             throw ValidationError(field: field, message: "the display name is longer than "

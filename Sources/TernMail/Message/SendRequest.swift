@@ -247,8 +247,16 @@ public struct SendRequest: Sendable, Equatable {
 
     /// Controls other than tab have no place in a header field; CR and LF would start a new
     /// field (header injection), NUL is refused by many servers.
+    /// C1 controls (U+0080-U+009F) are no text either; some readers take U+0085 as a line end.
     static func isForbiddenInHeader(_ s: Unicode.Scalar) -> Bool {
-        (s.value < 0x20 && s != "\t") || s.value == 0x7F
+        (s.value < 0x20 && s != "\t") || (0x7F...0x9F).contains(s.value)
+    }
+
+    /// Display names and custom field values also refuse the invisible bidirectional
+    /// controls, which make text read as other text (as in addresses and file names). A
+    /// subject keeps them: right-to-left subjects may need the marks and isolates.
+    static func isForbiddenInName(_ s: Unicode.Scalar) -> Bool {
+        isForbiddenInHeader(s) || EmailAddress.isBidiControl(s)
     }
 
     private static func headerFields(_ value: Any?) throws(ValidationError) -> [HeaderField] {
@@ -280,8 +288,9 @@ public struct SendRequest: Sendable, Equatable {
             if text.unicodeScalars.contains(where: { $0 == "\r" || $0 == "\n" || $0 == "\0" }) {
                 throw ValidationError(field: field, message: "must not contain CR, LF or NUL")
             }
-            if text.unicodeScalars.contains(where: isForbiddenInHeader) {
-                throw ValidationError(field: field, message: "must not contain controls")
+            if text.unicodeScalars.contains(where: isForbiddenInName) {
+                throw ValidationError(field: field, message: "must not contain controls "
+                    + "(C0, C1, or bidirectional ones such as U+202E)")
             }
             // RFC 5322 §2.1.1: the field must fit one 998-octet line even unfolded, so
             // folding is a nicety and never a necessity.
@@ -396,8 +405,9 @@ public struct SendRequest: Sendable, Equatable {
         return date > now ? date : nil
     }
 
-    /// A raw message must have a header section with a From field, no NUL, and no line over
-    /// 998 octets (RFC 5322 §2.1.1): Tern sends it as given and cannot rewrap it.
+    /// A raw message must have a header section with one From field, at most one Sender,
+    /// none of `envelopeHeaders` or Resent-*, no NUL, and no line over 998 octets
+    /// (RFC 5322 §2.1.1): Tern sends it as given and cannot rewrap it.
     private static func checkRaw(_ raw: String) throws(ValidationError) {
         let bytes = MessageBody.normalizeLineEndings(Array(raw.utf8))
         guard !bytes.isEmpty else {
@@ -411,6 +421,26 @@ public struct SendRequest: Sendable, Equatable {
         }
         guard section.contains("From") else {
             throw ValidationError(field: "raw", message: "has no From header field")
+        }
+        // RFC 5322 §3.6: one From and at most one Sender. With two, readers, filters and
+        // DKIM could each take a different one as the author.
+        for name in ["From", "Sender"] {
+            let count = section.fields.filter {
+                $0.name.caseInsensitiveCompare(name) == .orderedSame
+            }.count
+            if count > 1 {
+                throw ValidationError(field: "raw", message: "has \(count) \(name) fields; "
+                    + "RFC 5322 §3.6 allows one")
+            }
+        }
+        // The recipient is the request's `to`; these fields would say otherwise, show a
+        // hidden recipient (Bcc) or forge a receiver's trace, as in `headers`.
+        if let field = section.fields.first(where: { isEnvelopeHeader($0.name) }) {
+            throw ValidationError(field: "raw", message: "has a \(field.name) field, an "
+                + "envelope or trace field that is not sent"
+                + (field.name.lowercased() == "bcc"
+                    ? " (it would show the hidden recipients to every reader)" : "")
+                + "; remove it")
         }
         if let line = MessageBody.linesLonger(than: MessageBody.maxLineLength, in: bytes).first {
             throw ValidationError(field: "raw", message: "line \(line + 1) is longer than 998 "

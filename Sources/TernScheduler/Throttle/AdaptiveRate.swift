@@ -46,6 +46,10 @@ public struct AdaptiveRate: Sendable, Equatable, Codable {
     /// The least time between two messages at the current rate.
     public var intervalMs: Int64 { Int64((60_000 / max(rate, 0.001)).rounded(.up)) }
 
+    /// The same in microseconds: above 60,000 a minute it is under a millisecond, and a
+    /// whole millisecond would cap every IP at 1,000 messages a second.
+    public var intervalUs: Int64 { Int64((60_000_000 / max(rate, 0.001)).rounded(.up)) }
+
     public func mayRelease(nowMs: Int64) -> Bool { nowMs >= holdUntilMs }
 
     /// Applies one attempt's signal; returns true when the rate or state changed.

@@ -10,11 +10,12 @@ import TernMail
 final class Throttles: Sendable {
     struct State: Sendable {
         var rates: [String: AdaptiveRate] = [:]
-        /// The earliest time each IP may send its next message to each provider.
-        var nextAtMs: [String: Int64] = [:]
-        /// The earliest time a pool may send its next message to a provider that limits the
-        /// pool as a whole (`poolMessagesPerMinute`).
-        var poolNextAtMs: [String: Int64] = [:]
+        /// The earliest time each IP may send its next message to each provider, in µs
+        /// since the epoch: at a high rate several messages fall into one millisecond.
+        var nextAtUs: [String: Int64] = [:]
+        /// The earliest time (µs) a pool may send its next message to a provider that limits
+        /// the pool as a whole (`poolMessagesPerMinute`).
+        var poolNextAtUs: [String: Int64] = [:]
         var turn: [String: Int] = [:]
 
         /// The rate kept for `key`, or a new one at the provider's ceiling.
@@ -59,9 +60,11 @@ final class Throttles: Sendable {
               allowed: Set<String>? = nil) -> (ip: SourceIP?, retryAtMs: Int64)
     {
         state.withLock { s in
+            // A time in µs is due when it falls in the current millisecond or before.
+            let endUs = (nowMs + 1) * 1000
             if provider.poolMessagesPerMinute > 0,
-               let poolAt = s.poolNextAtMs[pool + "|" + provider.name], poolAt > nowMs {
-                return (nil, poolAt)
+               let poolAt = s.poolNextAtUs[pool + "|" + provider.name], poolAt >= endUs {
+                return (nil, poolAt / 1000)
             }
             var earliest = Int64.max
             let start = s.turn[pool + "|" + provider.name, default: 0]
@@ -70,12 +73,12 @@ final class Throttles: Sendable {
                 if let allowed, !allowed.contains(ip.address) { continue }
                 let key = Self.key(ip: ip.address, provider: provider.name)
                 let rate = s.rate(key, provider, nowMs)
-                let at = max(rate.holdUntilMs, s.nextAtMs[key] ?? 0)
-                if at <= nowMs {
+                let at = max(rate.holdUntilMs * 1000, s.nextAtUs[key] ?? 0)
+                if at < endUs {
                     s.turn[pool + "|" + provider.name] = (start + offset + 1) % ips.count
                     return (ip, nowMs)
                 }
-                earliest = min(earliest, at)
+                earliest = min(earliest, at / 1000)
             }
             return (nil, earliest)
         }
@@ -87,13 +90,13 @@ final class Throttles: Sendable {
         state.withLock { s in
             if provider.poolMessagesPerMinute > 0 {
                 let key = pool + "|" + provider.name
-                let interval = Int64((60_000 / Double(provider.poolMessagesPerMinute))
+                let interval = Int64((60_000_000 / Double(provider.poolMessagesPerMinute))
                     .rounded(.up))
-                s.poolNextAtMs[key] = max(s.poolNextAtMs[key] ?? 0, nowMs) + interval
+                s.poolNextAtUs[key] = max(s.poolNextAtUs[key] ?? 0, nowMs * 1000) + interval
             }
             let key = Self.key(ip: ip, provider: provider.name)
             let rate = s.rate(key, provider, nowMs)
-            s.nextAtMs[key] = max(s.nextAtMs[key] ?? 0, nowMs) + rate.intervalMs
+            s.nextAtUs[key] = max(s.nextAtUs[key] ?? 0, nowMs * 1000) + rate.intervalUs
         }
     }
 
