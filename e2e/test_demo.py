@@ -87,6 +87,11 @@ def test_sigterm_during_start_stops_every_child(tmp_path, stage, children_then):
         stop_leftovers(started)
     assert leaked == [], output
     assert "stopped everything the demo started" in output
+    # The directory stays, and the demo says where it is and how to remove it.
+    work = tmp_path / "w"
+    assert f"logs and delivered mail are kept in {work}; remove it with: rm -rf {work}" \
+        in output, output
+    assert work.is_dir()
 
 
 def test_keep_running_prints_a_curl_command_that_works(tmp_path):

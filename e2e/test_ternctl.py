@@ -4,6 +4,8 @@ environment (TERN_REDIS_*, TERN_API_*), on the session's stack and test world.
 status, queues, pause and resume, cancel, suppressions, pools, config check (also with
 broken files), send-test end to end, and --json output that parses."""
 
+import csv
+import io
 import json
 import os
 import re
@@ -246,3 +248,61 @@ def test_send_test_follows_a_message_to_its_final_event(tern):
     assert "delivered" in [p.get("event") for p in parsed if p["step"] == "history"]
     bounced = ternctl(tern, "send-test", "--to", address("x", "reject.example"))
     assert bounced.returncode == 1 and bounced.stdout.splitlines()[-1] == "final: bounced"
+
+
+def test_pauses_say_who_set_them_and_an_org_key_cannot_lift_an_operators(tern):
+    org = "who" + uuid.uuid4().hex[:8]
+    assert ternctl(tern, "pause", "org", org, "--reason", "--help").returncode == 0
+    try:
+        listed = ternctl_json(tern, "pause", "--list")["pauses"]
+        mine = [p for p in listed if p["name"] == org]
+        assert mine and mine[0]["by"] == "ternctl" and mine[0]["reason"] == "--help", listed
+        text = ternctl(tern, "pause", "--list").stdout
+        assert re.search(rf"^org +{org} .* ternctl +--help$", text, re.M), text
+    finally:
+        assert ternctl(tern, "resume", "org", org).returncode == 0
+    assert ternctl(tern, "pause", "provider", "nosuchprovider").returncode == 64
+    refused = ternctl(tern, "pause", "org", org, "--reason", "line\nbreak")
+    assert refused.returncode == 64 and "--reason" in refused.stderr, refused.stderr
+    normalised = ternctl_json(tern, "pause", "group", "default:DUAL.example.")
+    assert normalised["name"] == "default:dual.example"
+    assert ternctl(tern, "resume", "group", "default:dual.example").returncode == 0
+
+
+def test_text_output_escapes_controls_stored_in_redis(tern):
+    # Data written before reasons were checked, or by hand, must not reach the terminal raw.
+    org = "esc" + uuid.uuid4().hex[:8]
+    hostile = "\x1b[2J\x1b]0;owned\x07\rforged line\u202e"
+    pause = {"kind": "org", "name": org, "reason": hostile, "by": "old\x1b[31m",
+             "since_ms": 1764800000000}
+    tern.redis("HSET", tern.key("pauses"), "org:" + org, json.dumps(pause))
+    try:
+        text = ternctl(tern, "pause", "--list", text=False).stdout
+        assert b"\x1b" not in text and b"\r" not in text and b"\x07" not in text
+        assert "\u202e".encode() not in text
+        assert rb"\x1b[2J\x1b]0;owned\x07\x0dforged line\u202e" in text, text
+    finally:
+        tern.redis("HDEL", tern.key("pauses"), "org:" + org)
+    message_id = tern.send(to=address("esc"), subject="escapes", text="x")
+    tern.wait_for_state(message_id, "delivered")
+    tern.redis("RPUSH", tern.key("hist:" + message_id),
+               json.dumps({"at": "2026-12-04T00:00:00Z", "event": "note", "detail": hostile}))
+    shown = ternctl(tern, "message", message_id, text=False)
+    assert shown.returncode == 0, shown.stderr
+    assert b"\x1b" not in shown.stdout and b"\r" not in shown.stdout
+    assert rb"detail=\x1b[2J" in shown.stdout, shown.stdout
+
+
+def test_the_suppression_export_is_csv_that_reads_back(tern):
+    org = "csv" + uuid.uuid4().hex[:8]
+    odd = '"a,b"@inbox.example'
+    assert tern.http("PUT", f"/v1/suppressions/{org}/%22a%2Cb%22%40inbox.example").status == 201
+    assert ternctl(tern, "suppressions", "add", org, "plain@inbox.example").returncode == 0
+    api = tern.http("GET", f"/v1/suppressions/{org}?format=csv").body.decode()
+    export = ternctl(tern, "suppressions", "export", org, text=False).stdout.decode()
+    assert api == export
+    for text in (api, export):
+        rows = list(csv.reader(io.StringIO(text, newline="")))
+        assert rows == [["address"], [odd], ["plain@inbox.example"]], text
+    bad = tern.http("GET", f"/v1/suppressions/{org}?format=xml")
+    assert bad.status == 400 and bad.json()["field"] == "format"

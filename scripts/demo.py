@@ -4,7 +4,8 @@ world standing in for the Internet (DNS + MX hosts on 127.0.0.x), and the five d
 Sends three messages through the HTTP API (one delivered, one deferred then delivered, one
 bounced), shows each one arriving at its MX host and every event it produces, then, with
 --keep-running, leaves everything up until Ctrl-C. Everything it starts is stopped on exit,
-interrupt included. Nothing leaves 127.0.0.0/8.
+interrupt included; its directory (logs, delivered mail) is kept and named at the end.
+Nothing leaves 127.0.0.0/8.
 """
 
 import argparse
@@ -61,6 +62,9 @@ def main():
         for part in reversed(parts):
             part.stop()
         print("stopped everything the demo started", flush=True)
+        # The logs are what a user looks at after a surprise, so the directory stays.
+        print(f"logs and delivered mail are kept in {work}; remove it with: rm -rf {work}",
+              flush=True)
 
 
 def try_it(stack):

@@ -4,15 +4,18 @@
 //   POST   /v1/messages/{id}/cancel     cancel a message not yet in a sender's hands
 //   GET    /v1/pauses                   the active pauses
 //   PUT    /v1/pauses/{kind}/{name}     pause a group (pool:domain), provider, pool or org;
-//                                       body {"reason": "..."} (optional)
+//                                       body {"reason": "..."} (optional); the name must be
+//                                       a pool of TERN_POOLS, a provider profile, or both
+//                                       (a group), and is kept lowercased, in A-labels
 //   DELETE /v1/pauses/{kind}/{name}     resume it
 //   GET    /v1/groups                   waiting groups: queue depth, provider, pauses
 //   GET    /v1/providers                providers: queues, each IP's rate and its reason
 //   GET    /v1/pools                    pools: IPs active, listed, in warm-up; queues
 //
 // A key bound to an organisation cancels only its messages, sees only its own pause and
-// pauses or resumes only its own organisation; the rest belongs to the whole system and
-// needs an operator key (bound to no organisation, or `@ops`).
+// pauses or resumes only its own organisation, and only when no operator paused it (a
+// pause's `by` names the setter's scope and key id); the rest belongs to the whole system
+// and needs an operator key (bound to no organisation, or `@ops`).
 
 import Foundation
 import TernCore
@@ -97,50 +100,89 @@ extension APIDaemon {
         return .json(200, ["pauses": visible.map(\.object)])
     }
 
-    func changePause(kind kindText: String, name: String, _ request: HTTPRequest) async
+    func changePause(kind kindText: String, name given: String, _ request: HTTPRequest) async
         -> HTTPResponse
     {
-        let bound: String?
+        let grant: APIKeys.Grant
         switch authorize(request) {
         case .failure(let refusal): return refusal.response
-        case .success(let grant): bound = grant.org
+        case .success(let g): grant = g
         }
+        let bound = grant.org
         guard let kind = PauseKind(rawValue: kindText) else {
             return .error(404, "a pause is of a group, provider, pool or org", field: "kind")
         }
-        if let problem = kind.problem(with: name) {
-            return .error(400, problem, field: "name")
+        let name: String
+        switch pauseNames.canonical(kind, given) {
+        case .success(let canonical): name = canonical
+        case .failure(.malformed(let problem)): return .error(400, problem, field: "name")
+        case .failure(.unknown(let problem)): return .error(404, problem, field: "name")
         }
         if let bound, kind != .org || name != bound {
             return .error(403, "a key bound to organisation \(bound) pauses only that "
                           + "organisation", field: "kind")
         }
+        // A bound key changes only the pauses a key of its organisation set.
+        let owner = bound.map(Pause.ownerPrefix(org:))
         if request.method == "DELETE" {
-            guard let lifted = try? await control.resume(kind, name) else {
+            guard let change = try? await control.resume(kind, name, owner: owner) else {
                 return controlUnavailable()
             }
-            guard lifted else { return .error(404, "\(kind.rawValue) \(name) is not paused") }
-            logger.notice("resumed", ("kind", kind.rawValue), ("name", name))
+            switch change {
+            case .refused(let by): return notOwned(kind, name, by: by)
+            case .notPaused: return .error(404, "\(kind.rawValue) \(name) is not paused")
+            default: break
+            }
+            logger.notice("resumed", ("kind", kind.rawValue), ("name", name),
+                          ("key_id", grant.keyID))
             return .json(200, ["kind": kind.rawValue, "name": name, "paused": false])
         }
         var reason = ""
         if !request.body.isEmpty {
+            if let refusal = checkMediaType(request) { return refusal }
             guard let body = (try? JSONSerialization.jsonObject(with: Data(request.body)))
                 as? [String: Any]
             else { return .error(400, "must be a JSON object", field: "body") }
             if let extra = Set(body.keys).subtracting(["reason"]).sorted().first {
                 return .error(400, "is not a field of a pause", field: extra)
             }
-            guard let text = body["reason"] as? String, text.utf8.count <= 500 else {
-                return .error(400, "must be text of at most 500 octets", field: "reason")
+            guard let text = body["reason"] as? String else {
+                return .error(400, "must be text", field: "reason")
+            }
+            if let problem = Pause.reasonProblem(text) {
+                return .error(422, problem, field: "reason")
             }
             reason = text
         }
-        let pause = Pause(kind: kind, name: name, reason: reason,
-                          by: bound.map { "api key of \($0)" } ?? "api", sinceMs: nowMs())
-        guard let created = try? await control.pause(pause) else { return controlUnavailable() }
-        logger.notice("paused", ("kind", kind.rawValue), ("name", name), ("reason", reason))
-        return .json(created ? 201 : 200, pause.object)
+        let pause = Pause(kind: kind, name: name, reason: reason, by: Self.setter(grant),
+                          sinceMs: nowMs())
+        guard let change = try? await control.pause(pause, owner: owner) else {
+            return controlUnavailable()
+        }
+        if case .refused(let by) = change { return notOwned(kind, name, by: by) }
+        logger.notice("paused", ("kind", kind.rawValue), ("name", name), ("reason", reason),
+                      ("key_id", grant.keyID))
+        return .json(change == .created ? 201 : 200, pause.object)
+    }
+
+    /// The pauses' names are checked against the pools and providers the scheduler knows.
+    var pauseNames: PauseNames {
+        PauseNames(pools: settings.ipPools, providers: settings.providers)
+    }
+
+    /// A pause's `by` when set through the API: the key's scope and its id.
+    static func setter(_ grant: APIKeys.Grant) -> String {
+        switch grant.scope {
+        case .all: return "all:" + grant.keyID
+        case .ops: return "ops:" + grant.keyID
+        case .org(let org): return Pause.ownerPrefix(org: org) + grant.keyID
+        }
+    }
+
+    private func notOwned(_ kind: PauseKind, _ name: String, by: String) -> HTTPResponse {
+        .error(403, "the pause of \(kind.rawValue) \(name) was set by \(by); a key bound to "
+               + "an organisation changes only the pauses a key of its organisation set",
+               field: "name")
     }
 
     // MARK: State

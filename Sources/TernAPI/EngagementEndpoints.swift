@@ -35,6 +35,7 @@ extension APIDaemon {
 
     func setEngagement(org: String, _ request: HTTPRequest) async -> HTTPResponse {
         if let refusal = checkOrg(org, request) { return refusal }
+        if let refusal = checkMediaType(request) { return refusal }
         guard let object = (try? JSONSerialization.jsonObject(with: Data(request.body)))
             as? [String: Any]
         else {

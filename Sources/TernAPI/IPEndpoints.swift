@@ -166,6 +166,7 @@ extension APIDaemon {
     }
 
     func changeWarmup(_ ip: String, _ request: HTTPRequest) async -> HTTPResponse {
+        if let refusal = checkMediaType(request) { return refusal }
         guard let body = (try? JSONSerialization.jsonObject(with: Data(request.body)))
             as? [String: Any]
         else { return .error(400, "must be a JSON object", field: "body") }

@@ -4,7 +4,8 @@
 //   GET    /v1/throttles                      every source IP's rate per provider
 //   GET    /v1/breakers                       every organisation's breaker
 //   GET    /v1/suppressions/{org}             the organisation's suppressed addresses
-//                                              (`?format=csv` for an export)
+//                                              (`?format=csv` for an RFC 4180 export,
+//                                              `?format=json` the default; others 400)
 //   PUT    /v1/suppressions/{org}/{address}   suppress an address
 //   DELETE /v1/suppressions/{org}/{address}   mail it again
 //
@@ -88,15 +89,19 @@ extension APIDaemon {
 
     func suppressions(org: String, _ request: HTTPRequest) async -> HTTPResponse {
         if let refusal = checkOrg(org, request) { return refusal }
+        let formats = (request.query ?? "").split(separator: "&")
+            .filter { $0.hasPrefix("format=") }.map { $0.dropFirst("format=".count) }
+        guard formats.count <= 1, ["json", "csv"].contains(formats.first ?? "json") else {
+            return .error(400, "must be json or csv, given once", field: "format")
+        }
         guard let members = await read(["SMEMBERS", keys.suppressions(org)]) else {
             return unavailable()
         }
         let addresses = (members.array ?? []).compactMap(\.string).sorted()
-        if request.query?.split(separator: "&").contains("format=csv") == true {
-            // An export for other systems: one address a line under a header (RFC 4180).
-            // Addresses hold no comma, quote or line break, so none needs quoting.
-            return .text(200, (["address"] + addresses).joined(separator: "\r\n") + "\r\n",
-                         contentType: "text/csv; charset=utf-8")
+        if formats.first == "csv" {
+            // An export for other systems (RFC 4180; a quoted local part is quoted again).
+            return .text(200, SuppressionExport.csv(addresses),
+                         contentType: SuppressionExport.mediaType)
         }
         return .json(200, ["org": org, "addresses": addresses])
     }

@@ -87,14 +87,18 @@ extension APIDaemon {
             return .error(411, "send the request body with a Content-Length",
                           field: "Content-Length")
         }
-        if let type = request.headers["Content-Type"] {
-            let media = type.split(separator: ";").first.map {
-                $0.trimmingCharacters(in: .whitespaces).lowercased()
-            }
-            guard media == "application/json" else {
-                return .error(415, "send the request as application/json",
-                              field: "Content-Type")
-            }
+        return checkMediaType(request)
+    }
+
+    /// Every JSON body must say so: without Content-Type, or with another type, the body is
+    /// refused (415) rather than guessed at.
+    func checkMediaType(_ request: HTTPRequest) -> HTTPResponse? {
+        let media = request.headers["Content-Type"]?.split(separator: ";").first.map {
+            $0.trimmingCharacters(in: .whitespaces).lowercased()
+        }
+        guard media == "application/json" else {
+            return .error(415, "send the request body as application/json",
+                          field: "Content-Type")
         }
         return nil
     }

@@ -24,10 +24,44 @@ public final class CtlOutput: @unchecked Sendable {
         }
     }
 
+    /// Writes one line made of text read from Redis or the network, its control characters
+    /// and bidirectional overrides escaped (`printable`), so stored text cannot move the
+    /// cursor, recolour the terminal or forge lines.
+    public func text(_ text: String) { line(printable(text)) }
+
+    /// Writes `text` exactly, with no line break added (a CSV export ends its own lines).
+    public func raw(_ text: String) {
+        if echo { FileHandle.standardOutput.write(Data(text.utf8)) } else { out += text }
+    }
+
     public func error(_ text: String) {
         if echo { FileHandle.standardError.write(Data(("ternctl: " + text + "\n").utf8)) } else {
             err += "ternctl: " + text + "\n"
         }
+    }
+}
+
+/// `text` with every C0 and C1 control character, DEL and bidirectional override written as
+/// `\xHH` or `\uHHHH`, so it shows as it is on a terminal instead of acting on it.
+public func printable(_ text: String) -> String {
+    guard text.unicodeScalars.contains(where: isUnprintable) else { return text }
+    var out = ""
+    for scalar in text.unicodeScalars {
+        if !isUnprintable(scalar) {
+            out.unicodeScalars.append(scalar)
+        } else if scalar.value < 0x100 {
+            out += "\\x" + String(format: "%02x", scalar.value)
+        } else {
+            out += "\\u" + String(format: "%04x", scalar.value)
+        }
+    }
+    return out
+}
+
+private func isUnprintable(_ s: Unicode.Scalar) -> Bool {
+    switch s.value {
+    case 0..<0x20, 0x7F...0x9F, 0x200E, 0x200F, 0x202A...0x202E, 0x2066...0x2069: return true
+    default: return false
     }
 }
 
@@ -92,12 +126,11 @@ public enum TernCtl {
             return 64
         }
         let rest = Array(arguments.dropFirst())
-        if rest.contains("--help") || rest.contains("-h") {
-            io.line(command.help)
-            return 0
-        }
         do {
             return try await command.run(rest, io)
+        } catch is HelpRequested {
+            io.line(command.help)
+            return 0
         } catch let e as UsageError {
             io.error("\(command.name): \(e.description); `ternctl \(command.name) --help`")
             return 64
@@ -117,8 +150,12 @@ public enum TernCtl {
     }
 }
 
+/// `--help` or `-h` where an option may stand: the command prints its help instead.
+struct HelpRequested: Error {}
+
 /// Reads options of the form `--name value` and `--flag`; the rest are operands.
-/// `--` ends the options.
+/// `--` ends the options. An option that takes a value takes the next argument whatever it
+/// is (`--reason --help` is a reason); `--help` or `-h` elsewhere asks for the help.
 struct ArgumentReader {
     var options: [String: [String]] = [:]
     var flags: Set<String> = []
@@ -130,6 +167,7 @@ struct ArgumentReader {
         while i < arguments.count {
             let a = arguments[i]
             i += 1
+            if !onlyOperands && (a == "--help" || a == "-h") { throw HelpRequested() }
             if onlyOperands || !a.hasPrefix("--") || a == "-" {
                 operands.append(a)
                 continue

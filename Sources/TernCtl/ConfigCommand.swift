@@ -37,7 +37,8 @@ enum ConfigCommand {
               --daemon NAME   check only NAME (api, scheduler, sender, bounce-receiver,
                               reputation); may repeat. Default: all five.
 
-            Exit status: 0 when every daemon would start, 1 when one would not.
+            Exit status: 0 when every daemon would start, 1 when one would not, 64 bad
+            usage, 78 when --env-file cannot be read or is not KEY=VALUE lines.
 
             \(CtlContext.optionsHelp)
             """,

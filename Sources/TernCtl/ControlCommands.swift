@@ -35,8 +35,17 @@ enum PauseCommands {
 
             \(kinds)
 
-              --reason TEXT    why, shown in the held messages' history and in --list
-              --list           print the active pauses
+              --reason TEXT    why, shown in the held messages' history and in --list: at
+                               most 500 characters, no control characters
+              --list           print the active pauses, with who set each (`by`: ternctl,
+                               or the API key's scope and id, as ops:KEYID or org:ORG:KEYID)
+
+            NAME must be a pool of TERN_POOLS, a provider profile, or POOL:DOMAIN; provider
+            names and domains are lowercased, a domain's trailing dot dropped and an
+            internationalised one written in A-labels, as the scheduler names groups.
+
+            Exit status: 0, 64 bad usage (an unknown pool or provider, a bad reason),
+            69 Redis does not answer, 78 a setting is wrong.
 
             \(CtlContext.optionsHelp)
             """,
@@ -53,7 +62,8 @@ enum PauseCommands {
 
             \(kinds)
 
-            Exit status: 0, 1 when KIND NAME was not paused.
+            Exit status: 0, 1 when KIND NAME was not paused, 64 bad usage, 69 Redis does not
+            answer, 78 a setting is wrong.
 
             \(CtlContext.optionsHelp)
             """,
@@ -82,22 +92,29 @@ enum PauseCommands {
         guard let kind = PauseKind(rawValue: args.operands[0]) else {
             throw UsageError("KIND is group, provider, pool or org")
         }
-        let name = args.operands[1]
-        if let problem = kind.problem(with: name) { throw UsageError("NAME \(problem)") }
+        let names = PauseNames(
+            pools: try Pools(ctx.env),
+            providers: try ProviderCatalog.load(overrides: ctx.env.values["TERN_PROVIDERS_FILE"]))
+        let name: String
+        switch names.canonical(kind, args.operands[1]) {
+        case .success(let canonical): name = canonical
+        case .failure(let problem): throw UsageError("NAME \(problem.message)")
+        }
+        let reason = args.options["reason"]?.last ?? ""
+        if let problem = Pause.reasonProblem(reason) { throw UsageError("--reason \(problem)") }
         let store = ControlStore(redis: try await ctx.redis(), keys: ctx.keys)
         if resume {
             let lifted = try await store.resume(kind, name)
             if ctx.json {
                 ctx.print(json: ["kind": kind.rawValue, "name": name, "resumed": lifted], io)
             } else {
-                io.line(lifted ? "resumed \(kind.rawValue) \(name)"
+                io.text(lifted ? "resumed \(kind.rawValue) \(name)"
                         : "\(kind.rawValue) \(name) was not paused")
             }
             return lifted ? 0 : 1
         }
-        let user = ProcessInfo.processInfo.environment["USER"] ?? "operator"
-        let pause = Pause(kind: kind, name: name, reason: args.options["reason"]?.last ?? "",
-                          by: "ternctl (\(user))", sinceMs: nowMs())
+        let pause = Pause(kind: kind, name: name, reason: reason, by: "ternctl",
+                          sinceMs: nowMs())
         let created = try await store.pause(pause)
         if ctx.json {
             var doc = pause.object
@@ -126,7 +143,8 @@ enum CancelCommand {
             A message in a sender's hands (`sending`) or already final is left alone: the
             command says its state and exits 1.
 
-            Exit status: 0 cancelled, 1 not cancelled or no such message.
+            Exit status: 0 cancelled, 1 not cancelled or no such message, 64 bad usage,
+            69 Redis does not answer, 78 a setting is wrong.
 
             \(CtlContext.optionsHelp)
             """,
@@ -182,10 +200,12 @@ enum SuppressionsCommand {
             add     suppress the addresses (an address already there is left as it is)
             remove  mail them again
             export  CSV (RFC 4180) with an "address" header, as the API's
-                    GET /v1/suppressions/ORG?format=csv
+                    GET /v1/suppressions/ORG?format=csv; an address with a quote or a
+                    comma in its quoted local part is quoted
 
             Exit status: 0, 1 when an address to remove was not suppressed or an address
-            to add is not one.
+            to add is not one, 64 bad usage, 69 Redis does not answer, 78 a setting is
+            wrong.
 
             \(CtlContext.optionsHelp)
             """,
@@ -208,11 +228,11 @@ enum SuppressionsCommand {
             let members = try await ctx.redis().run("SMEMBERS", key).array?
                 .compactMap(\.string).sorted() ?? []
             if action == "export" {
-                io.line((["address"] + members).joined(separator: "\r\n") + "\r")
+                io.raw(SuppressionExport.csv(members))
             } else if ctx.json {
                 ctx.print(json: ["org": org, "addresses": members], io)
             } else {
-                members.forEach(io.line)
+                members.forEach(io.text)
             }
             return 0
         case "add", "remove":

@@ -96,7 +96,7 @@ func ago(ms: Int64) -> String {
 
 /// Pads `cells` into columns under `header`; no line ends in spaces.
 func table(_ header: [String], _ rows: [[String]]) -> [String] {
-    let all = [header] + rows
+    let all = ([header] + rows).map { $0.map(printable) }
     let widths = header.indices.map { i in all.map { i < $0.count ? $0[i].count : 0 }.max()! }
     return all.map { row in
         row.enumerated().map { i, cell in

@@ -24,6 +24,9 @@ enum ProvidersCommand {
                    by its MX hosts (most preferred first).
 
             --file FILE   the override file (default: TERN_PROVIDERS_FILE, if set)
+
+            Exit status: 0; for check 1 when the file would be refused; 66 when check's
+            FILE cannot be read; 64 bad usage; 78 when list's or match's file is wrong.
             """,
         run: run)
 
@@ -54,6 +57,11 @@ enum ProvidersCommand {
             return 0
         case "check":
             guard rest.count == 1 else { throw UsageError("check takes one file") }
+            // A file that is not there is not a file that would be refused (sysexits 66).
+            guard FileManager.default.isReadableFile(atPath: rest[0]) else {
+                io.error("providers: cannot read \(rest[0])")
+                return 66
+            }
             let catalog: ProviderCatalog
             do {
                 catalog = try ProviderCatalog.load(overrides: rest[0])

@@ -25,6 +25,8 @@ enum QueuesCommand {
             Providers are named as the scheduler names them: TERN_PROVIDERS_FILE over the
             built-in profiles, and what the scheduler learned from MX hosts.
 
+            Exit status: 0, 64 bad usage, 69 Redis does not answer, 78 a setting is wrong.
+
             \(CtlContext.optionsHelp)
             """,
         run: run)
@@ -45,7 +47,7 @@ enum QueuesCommand {
             return 0
         }
         if !onlyProviders {
-            io.line(groups.isEmpty ? "no group has waiting messages" : "groups:")
+            io.text(groups.isEmpty ? "no group has waiting messages" : "groups:")
             let now = nowMs()
             for line in table(["  group", "provider", "queued", "due", "conns", "next", "paused"],
                               groups.map { g in
@@ -54,18 +56,18 @@ enum QueuesCommand {
                         "\(g["queued"] ?? 0)", "\(g["due_now"] ?? 0)",
                         "\(g["connections"] ?? 0)", relative(next, now: now),
                         (g["paused"] as? [String] ?? []).joined(separator: ",")]
-            }) where !groups.isEmpty { io.line(line) }
-            if truncated { io.line("  (the first \(QueueView.groupLimit) groups only)") }
+            }) where !groups.isEmpty { io.text(line) }
+            if truncated { io.text("  (the first \(QueueView.groupLimit) groups only)") }
         }
-        io.line("providers:")
+        io.text("providers:")
         for p in providers {
             let paused = p["paused"] as? Bool == true ? ", PAUSED" : ""
-            io.line("  \(p["provider"] ?? ""): \(p["queued"] ?? 0) queued in "
+            io.text("  \(p["provider"] ?? ""): \(p["queued"] ?? 0) queued in "
                     + "\(p["groups"] ?? 0) group(s), \(p["due_now"] ?? 0) due, "
                     + "\(p["messages_per_minute"] ?? 0)/min per IP\(paused)")
             for t in p["throttles"] as? [[String: Any]] ?? [] {
                 let rate = (t["rate"] as? NSNumber)?.doubleValue ?? 0
-                io.line("    \(t["ip"] ?? "") \(t["state"] ?? "") "
+                io.text("    \(t["ip"] ?? "") \(t["state"] ?? "") "
                         + String(format: "%.1f/min", rate)
                         + ((t["reason"] as? String).map { $0.isEmpty ? "" : ": " + $0 } ?? ""))
             }
@@ -106,6 +108,8 @@ enum PoolsCommand {
             standing (active, listed, identity, unchecked) and why, and its warm-up state
             (active, paused, or none). `ternctl ips` prints the same by IP.
 
+            Exit status: 0, 64 bad usage, 69 Redis does not answer, 78 a setting is wrong.
+
             \(CtlContext.optionsHelp)
             """,
         run: { try await run($0, $1, byIP: false) })
@@ -119,6 +123,8 @@ enum PoolsCommand {
             it now, its standing as the reputation monitor keeps it (active, listed,
             identity, unchecked) with the reason, and its warm-up state (active, paused or
             none). The API's GET /v1/ips adds each listing and the warm-up caps.
+
+            Exit status: 0, 64 bad usage, 69 Redis does not answer, 78 a setting is wrong.
 
             \(CtlContext.optionsHelp)
             """,
@@ -156,7 +162,7 @@ enum PoolsCommand {
                  (ip["active_in"] as? [String] ?? []).joined(separator: ","),
                  ip["status"] as? String ?? "", ip["warmup"] as? String ?? "",
                  ip["reason"] as? String ?? ""]
-            }) { io.line(line) }
+            }) { io.text(line) }
             return 0
         }
         if ctx.json {
@@ -166,13 +172,13 @@ enum PoolsCommand {
         for pool in pools {
             let ips = pool["ips"] as? [[String: Any]] ?? []
             let warming = ips.filter { ($0["warmup"] as? String ?? "none") != "none" }.count
-            io.line("\(pool["pool"] ?? ""): \(pool["active"] ?? 0) of \(ips.count) IP(s) "
+            io.text("\(pool["pool"] ?? ""): \(pool["active"] ?? 0) of \(ips.count) IP(s) "
                     + "active, \(pool["listed"] ?? 0) listed, \(warming) in warm-up; "
                     + "\(pool["queued"] ?? 0) queued in \(pool["groups"] ?? 0) group(s)"
                     + (pool["paused"] as? Bool == true ? "; PAUSED" : ""))
             for ip in ips {
                 let why = (ip["reason"] as? String).map { $0.isEmpty ? "" : " (\($0))" } ?? ""
-                io.line("  \(ip["ip"] ?? "") \(ip["helo"] ?? ""): "
+                io.text("  \(ip["ip"] ?? "") \(ip["helo"] ?? ""): "
                         + "\(ip["active"] as? Bool == true ? "in use" : "not in use"), "
                         + "\(ip["status"] ?? "")\(why), warm-up \(ip["warmup"] ?? "none")")
             }
@@ -196,7 +202,8 @@ enum MessageCommand {
             The message body is never printed.
 
             Exit status: 0, 1 when there is no such message (records live for
-            TERN_RECORD_TTL after their final event).
+            TERN_RECORD_TTL after their final event), 64 bad usage, 69 Redis does not
+            answer, 78 a setting is wrong.
 
             \(CtlContext.optionsHelp)
             """,
@@ -250,18 +257,18 @@ enum MessageCommand {
             ctx.print(json: doc, io)
             return 0
         }
-        io.line("\(id): \(state)" + ((doc["held"] as? String).map { " (held: \($0))" } ?? ""))
+        io.text("\(id): \(state)" + ((doc["held"] as? String).map { " (held: \($0))" } ?? ""))
         for key in ["org", "pool", "from", "to", "created", "expires", "attempts_made",
                     "last_reply"] {
-            if let value = doc[key] { io.line("  \(key): \(value)") }
+            if let value = doc[key] { io.text("  \(key): \(value)") }
         }
-        io.line("history:")
+        io.text("history:")
         for case let entry as [String: Any] in doc["history"] as? [Any] ?? [] {
-            io.line("  " + historyLine(entry))
+            io.text("  " + historyLine(entry))
         }
-        io.line("attempts:")
+        io.text("attempts:")
         for case let a as [String: Any] in doc["attempts"] as? [Any] ?? [] {
-            io.line("  #\(a["attempt"] ?? "") \(a["at"] ?? "") \(a["outcome"] ?? "") "
+            io.text("  #\(a["attempt"] ?? "") \(a["at"] ?? "") \(a["outcome"] ?? "") "
                     + "\(a["code"] ?? "") via \(a["ip"] ?? "") to \(a["mx"] ?? ""): "
                     + "\(a["reply"] ?? "")")
         }

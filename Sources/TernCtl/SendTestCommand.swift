@@ -39,7 +39,8 @@ enum SendTestCommand {
             {"step": "final", "state": ...}.
 
             Exit status: 0 delivered, 1 any other final state or the timeout, 69 when the
-            API cannot be reached, 64 when it refuses the request as malformed.
+            API cannot be reached, 64 for bad usage or when it refuses the request as
+            malformed, 78 a setting is wrong.
 
             \(CtlContext.optionsHelp)
             """,

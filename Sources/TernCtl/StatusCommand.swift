@@ -31,7 +31,7 @@ enum StatusCommand {
                         due the longest (and for how long), and the active pauses
 
             Exit status: 0, 69 when Redis does not answer, 1 when no scheduler leads or a
-            stream has no consumer at all.
+            stream has no consumer at all, 64 bad usage, 78 a setting is wrong.
 
             \(CtlContext.optionsHelp)
             """,
@@ -127,20 +127,20 @@ enum StatusCommand {
     }
 
     static func printText(_ r: [String: Any], _ io: CtlOutput) {
-        io.line("daemons (consumers of the streams):")
+        io.text("daemons (consumers of the streams):")
         let daemons = r["daemons"] as? [[String: Any]] ?? []
-        if daemons.isEmpty { io.line("  none seen") }
+        if daemons.isEmpty { io.text("  none seen") }
         for line in table(["  name", "idle", "reads"], daemons.map {
             ["  " + ($0["name"] as? String ?? ""), ago(ms: $0["idle_ms"] as? Int64 ?? 0),
              ($0["reads"] as? [String] ?? []).joined(separator: " ")]
-        }) { io.line(line) }
+        }) { io.text(line) }
         if let leader = r["leader"] as? [String: Any] {
-            io.line("leader: \(leader["instance"] ?? "") (lease "
+            io.text("leader: \(leader["instance"] ?? "") (lease "
                     + "\(ago(ms: Int64(leader["expires_in_ms"] as? Int ?? 0))) left)")
         } else {
-            io.line("leader: none")
+            io.text("leader: none")
         }
-        io.line("streams:")
+        io.text("streams:")
         var rows: [[String]] = []
         for s in r["streams"] as? [[String: Any]] ?? [] {
             let oldest = (s["oldest_age_ms"] as? Int64).map { ago(ms: $0) } ?? "-"
@@ -152,15 +152,15 @@ enum StatusCommand {
             rows.append(["  " + (s["stream"] as? String ?? ""), "\(s["length"] ?? 0)", oldest,
                          groups.isEmpty ? "no group" : groups.joined(separator: "; ")])
         }
-        for line in table(["  stream", "length", "oldest", "groups"], rows) { io.line(line) }
+        for line in table(["  stream", "length", "oldest", "groups"], rows) { io.text(line) }
         if let q = r["queues"] as? [String: Any] {
-            io.line("queues: \(q["groups"] ?? 0) group(s) waiting, \(q["groups_due_now"] ?? 0) "
+            io.text("queues: \(q["groups"] ?? 0) group(s) waiting, \(q["groups_due_now"] ?? 0) "
                     + "due now; \(q["pauses"] ?? 0) pause(s)")
             if let oldest = q["oldest_due"] as? [String: Any] {
-                io.line("  longest due: \(oldest["group"] ?? ""), for "
+                io.text("  longest due: \(oldest["group"] ?? ""), for "
                         + ago(ms: oldest["overdue_ms"] as? Int64 ?? 0))
             }
         }
-        for p in r["problems"] as? [String] ?? [] { io.line("problem: " + p) }
+        for p in r["problems"] as? [String] ?? [] { io.text("problem: " + p) }
     }
 }

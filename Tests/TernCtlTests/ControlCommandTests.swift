@@ -38,6 +38,59 @@ import Testing
         #expect(await run(["send-test"]).0 == 64)
     }
 
+    @Test func anOptionsValueIsTakenWhateverItIs() async throws {
+        // Past the parser the command wants Redis, which here does not answer: 69, not help.
+        let env = try file("TERN_REDIS_URL=redis://127.0.0.1:1\n")
+        defer { try? FileManager.default.removeItem(atPath: env) }
+        let (code, io) = await run(["pause", "org", "acme", "--reason", "--help",
+                                    "--env-file", env])
+        #expect(code == 69)
+        #expect(!io.out.contains("usage:"))
+        #expect(await run(["pause", "org", "acme", "--env-file", env, "--help"]).0 == 0)
+        #expect(await run(["pause", "-h"]).1.out.hasPrefix("usage: ternctl pause"))
+        // After `--` a --help is an operand.
+        #expect(await run(["message", "--env-file", env, "--", "--help"]).0 == 64)
+    }
+
+    @Test func pauseNamesAndReasonsAreCheckedBeforeTouchingRedis() async throws {
+        let env = try file("TERN_REDIS_URL=redis://127.0.0.1:1\nTERN_POOLS=default=*/a.example\n")
+        defer { try? FileManager.default.removeItem(atPath: env) }
+        for operands in [["provider", "nosuchprovider"], ["pool", "nosuchpool"],
+                         ["pool", "Default"], ["group", "a:b:c"], ["group", "default:a:b"],
+                         ["org", ""]] {
+            let (code, io) = await run(["pause"] + operands + ["--env-file", env])
+            #expect(code == 64, "\(operands)")
+            #expect(io.err.contains("NAME"), "\(operands)")
+        }
+        for reason in ["a\nb", "\u{1B}[31m", "a\u{0}", "a\u{202E}b",
+                       String(repeating: "x", count: 501)] {
+            let (code, io) = await run(["pause", "org", "acme", "--reason", reason,
+                                        "--env-file", env])
+            #expect(code == 64 && io.err.contains("--reason"), "\(reason.debugDescription)")
+        }
+        // Well formed and known: it gets as far as Redis.
+        for operands in [["provider", "GMAIL"], ["group", "default:GMAIL.COM."]] {
+            #expect(await run(["pause"] + operands + ["--env-file", env]).0 == 69)
+        }
+    }
+
+    @Test func textFromRedisIsPrintedWithItsControlsEscaped() {
+        #expect(printable("plain Ünïcode") == "plain Ünïcode")
+        #expect(printable("a\r\nb\u{1B}[2J\u{0}") == #"a\x0d\x0ab\x1b[2J\x00"#)
+        #expect(printable("x\u{7F}\u{9B}\u{202E}") == #"x\x7f\x9b\u202e"#)
+        let rows = table(["name", "reason"], [["a", "x\ny"]])
+        #expect(rows == ["name  reason", #"a     x\x0ay"#])
+    }
+
+    @Test func everyCommandsHelpSaysItsExitStatus() async {
+        for command in TernCtl.commands {
+            let help = await run([command.name, "--help"]).1.out
+            #expect(help.contains("Exit status:"), "\(command.name)")
+        }
+        let config = await run(["config", "--help"]).1.out
+        #expect(config.contains("78"))
+    }
+
     @Test func redisThatDoesNotAnswerExits69() async throws {
         let env = try file("TERN_REDIS_URL=redis://127.0.0.1:1\n")
         defer { try? FileManager.default.removeItem(atPath: env) }

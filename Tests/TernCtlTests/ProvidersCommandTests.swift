@@ -29,6 +29,10 @@ import Testing
         #expect(failed == 1)
         #expect(err.err == "ternctl: \(bad): providers[0] (gmail).messagesPerMinute: wrong type\n")
         #expect(await run(["providers", "check"]).0 == 64)
+        // A file that is not there is an input that cannot be read (66), as for classify.
+        let (missing, io) = await run(["providers", "check", "/nonexistent/providers.json"])
+        #expect(missing == 66)
+        #expect(io.err.contains("cannot read /nonexistent/providers.json"))
     }
 
     @Test func matchAndListShowTheProfiles() async throws {

@@ -169,3 +169,114 @@ extension APIDaemonTests {
         await h.stop()
     }
 }
+
+extension APIDaemonTests {
+    @Test func anOrganisationsKeyLiftsOnlyThePausesItsOrganisationSet() async throws {
+        let h = try await Harness()
+        let (acme, ops) = (APIDaemonTests.acmeKey, APIDaemonTests.opsKey)
+        let set = try await request(h, "PUT", "/v1/pauses/org/acme", key: ops)
+        #expect(set.status == 201)
+        let by = try #require(set.json["by"] as? String)
+        #expect(by.hasPrefix("ops:") && by.count == "ops:".count + 16)
+
+        // acme's key can neither lift nor take over the operator's pause.
+        let lift = try await request(h, "DELETE", "/v1/pauses/org/acme", key: acme)
+        #expect(lift.status == 403 && lift.errorField == "name")
+        #expect((lift.error["detail"] as? String)?.contains("org acme was set by ops:") == true)
+        let takeOver = try await request(h, "PUT", "/v1/pauses/org/acme", key: acme)
+        #expect(takeOver.status == 403)
+        #expect(try await h.redis.run("HEXISTS", h.keys.pauses, "org:acme").int == 1)
+        let listed = try await request(h, "GET", "/v1/pauses", key: acme)
+        #expect((listed.json["pauses"] as? [[String: Any]])?.first?["by"] as? String == by)
+
+        // Its own pause it lifts; an operator lifts anyone's.
+        #expect(try await request(h, "DELETE", "/v1/pauses/org/acme", key: ops).status == 200)
+        let own = try await request(h, "PUT", "/v1/pauses/org/acme", key: acme)
+        #expect(own.status == 201)
+        #expect((own.json["by"] as? String)?.hasPrefix("org:acme:") == true)
+        #expect(try await request(h, "PUT", "/v1/pauses/org/acme", key: acme).status == 200)
+        #expect(try await request(h, "DELETE", "/v1/pauses/org/acme", key: acme).status == 200)
+        let all = try await request(h, "PUT", "/v1/pauses/org/acme")
+        #expect((all.json["by"] as? String)?.hasPrefix("all:") == true)
+        await h.stop()
+    }
+
+    @Test func aPauseReasonHoldsNoControlCharacters() async throws {
+        let h = try await Harness()
+        let path = "/v1/pauses/org/acme"
+        for reason in ["a\rb", "a\nb", "a\u{0}b", "\u{1B}[2J", "a\u{7F}", "a\u{85}b",
+                       "a\u{202E}b", String(repeating: "x", count: 501)] {
+            let body = String(decoding: try JSONSerialization.data(
+                withJSONObject: ["reason": reason]), as: UTF8.self)
+            for key in [APIDaemonTests.key, APIDaemonTests.acmeKey] {
+                let reply = try await request(h, "PUT", path, json: body, key: key)
+                #expect(reply.status == 422 && reply.errorField == "reason",
+                        "\(reason.debugDescription)")
+            }
+        }
+        #expect(try await h.redis.run("HLEN", h.keys.pauses).int == 0)
+        let fine = try await request(h, "PUT", path, json: #"{"reason": "Ünïcode, 500 max"}"#)
+        #expect(fine.status == 201)
+        await h.stop()
+    }
+
+    @Test func pauseNamesAreNormalisedAndMustNameWhatExists() async throws {
+        let h = try await Harness(env: ["TERN_POOLS": "default=*/a.example;bulk=*/b.example"])
+        func put(_ name: String) async throws -> RawReply {
+            try await request(h, "PUT", "/v1/pauses/" + name)
+        }
+        let known = [("provider/GMAIL", "gmail"), ("provider/default", "default"),
+                     ("pool/bulk", "bulk"), ("group/default:GMAIL.COM", "default:gmail.com"),
+                     ("group/bulk:gmail.com.", "bulk:gmail.com"),
+                     ("group/default:B%C3%BCcher.example", "default:xn--bcher-kva.example")]
+        for (path, name) in known {
+            let reply = try await put(path)
+            #expect(reply.status == 201, "\(path)")
+            #expect(reply.json["name"] as? String == name, "\(path)")
+        }
+        let unknown = ["provider/nosuchprovider", "pool/nosuchpool", "pool/Default",
+                       "group/a:b:c", "group/nosuchpool:gmail.com"]
+        for path in unknown {
+            let reply = try await put(path)
+            #expect(reply.status == 404 && reply.errorField == "name", "\(path)")
+        }
+        for path in ["group/default:b:c", "group/default:", "group/default:a..b",
+                     "group/default:[192.0.2.1]", "provider/a:b"] {
+            let reply = try await put(path)
+            #expect(reply.status == 400 && reply.errorField == "name", "\(path)")
+        }
+        let empty = try await put("org/")
+        #expect(empty.error["detail"] as? String
+                == "must be 1 to 64 characters of a-z, 0-9, _ and -")
+        #expect(try await h.redis.run("HKEYS", h.keys.pauses).array?.compactMap(\.string)
+                .sorted() == known.map { String($0.0.prefix { $0 != "/" }) + ":" + $0.1 }.sorted())
+        // A resume finds the pause by the same name.
+        #expect(try await request(h, "DELETE", "/v1/pauses/provider/Gmail").status == 200)
+        await h.stop()
+    }
+
+    @Test func everyJSONBodyMustSayItIsJSON() async throws {
+        let h = try await Harness(env: ["TERN_POOLS": "default=127.0.0.2/a.example"])
+        let auth = ("Authorization", "Bearer \(APIDaemonTests.key)")
+        let cases: [(String, String, String)] = [
+            ("POST", "/v1/send",
+             String(decoding: APIDaemonTests.json(APIDaemonTests.valid()), as: UTF8.self)),
+            ("POST", "/v1/send/batch", #"{"messages": []}"#),
+            ("PUT", "/v1/pauses/org/acme", #"{"reason": "x"}"#),
+            ("PUT", "/v1/engagement/acme", #"{"a@b.example": 5}"#),
+            ("POST", "/v1/ips/127.0.0.2/warmup", #"{"action": "start"}"#),
+        ]
+        for (method, path, body) in cases {
+            for headers in [[auth], [auth, ("Content-Type", "text/plain")]] {
+                let reply = try await httpRequest(h.address, method, path, headers: headers,
+                                                  body: Array(body.utf8))
+                #expect(reply.status == 415 && reply.errorField == "Content-Type", "\(path)")
+            }
+        }
+        #expect(try await h.redis.run("HLEN", h.keys.pauses).int == 0)
+        // A pause without a body needs no type.
+        #expect(try await httpRequest(h.address, "PUT", "/v1/pauses/org/acme",
+                                      headers: [auth]).status == 201)
+        await h.stop()
+    }
+}

@@ -242,7 +242,8 @@ import TernTestSupport
         // Lowercase scheme is the same scheme (RFC 9110 §11.1).
         let lower = try await httpRequest(
             h.address, "POST", "/v1/send",
-            headers: [("Authorization", "bearer \(APIDaemonTests.key)")],
+            headers: [("Authorization", "bearer \(APIDaemonTests.key)"),
+                      ("Content-Type", "application/json")],
             body: APIDaemonTests.json(APIDaemonTests.valid()))
         #expect(lower.status == 202)
         #expect(try await h.redis.run("XLEN", h.keys.stream(.submit)).int == 3)

@@ -29,6 +29,10 @@ extension APIDaemonTests {
         #expect(csv.status == 200)
         #expect(csv.headers["Content-Type"] == "text/csv; charset=utf-8")
         #expect(csv.text == "address\r\nsomeone+tag@inbox.example\r\n")
+        let xml = try await call(h, "GET", "/v1/suppressions/acme?format=xml")
+        #expect(xml.status == 400 && xml.errorField == "format")
+        #expect(try await call(h, "GET", "/v1/suppressions/acme?format=json").json["org"]
+                as? String == "acme")
         #expect(try await h.redis.run("SMEMBERS", h.keys.suppressions("acme"))
                 .array?.compactMap(\.string) == ["someone+tag@inbox.example"])
 
@@ -146,6 +150,49 @@ extension APIDaemonTests {
             #expect(reply.status == 403, "\(path)")
         }
         #expect(try await h.redis.run("XLEN", h.keys.stream(.submit)).int == 1)
+        await h.stop()
+    }
+}
+
+extension APIDaemonTests {
+    /// RFC 4180 read back: records split at CRLF outside quotes, `""` inside quotes a quote.
+    static func readCSV(_ text: String) -> [[String]] {
+        var records: [[String]] = [], record: [String] = [], field = ""
+        var quoted = false, pendingQuote = false
+        for c in text {
+            if pendingQuote {
+                pendingQuote = false
+                if c == "\"" { field.append(c); continue }
+                quoted = false
+            }
+            if quoted {
+                if c == "\"" { pendingQuote = true } else { field.append(c) }
+                continue
+            }
+            switch c {
+            case "\"": quoted = true
+            case ",": record.append(field); field = ""
+            case "\r\n": record.append(field); records.append(record); (record, field) = ([], "")
+            default: field.append(c)
+            }
+        }
+        return records
+    }
+
+    @Test func theSuppressionExportQuotesWhatRFC4180Quotes() async throws {
+        let h = try await Harness()
+        let odd = #""a,b"@inbox.example"#, quote = #""say \"hi\""@inbox.example"#
+        for address in [odd, quote, "plain@inbox.example"] {
+            let path = "/v1/suppressions/acme/" + address.addingPercentEncoding(
+                withAllowedCharacters: .alphanumerics)!
+            #expect(try await call(h, "PUT", path).status == 201, "\(address)")
+        }
+        let csv = try await call(h, "GET", "/v1/suppressions/acme?format=csv")
+        #expect(csv.text.contains("\"\"\"a,b\"\"@inbox.example\""))
+        let stored = try await call(h, "GET", "/v1/suppressions/acme").json["addresses"]
+            as? [String] ?? []
+        #expect(stored.count == 3)
+        #expect(Self.readCSV(csv.text) == [["address"]] + stored.map { [$0] })
         await h.stop()
     }
 }

@@ -19,25 +19,97 @@ import TernCore
 public enum PauseKind: String, Sendable, Codable, CaseIterable {
     case group, provider, pool, org
 
-    /// Why `name` cannot name a thing of this kind, or nil when it can.
+    /// Why `name` cannot name a thing of this kind, or nil when it can. Only the form is
+    /// checked here; `PauseNames` also checks that the thing exists and normalises it.
     public func problem(with name: String) -> String? {
+        if self == .org {
+            let ok = (1...64).contains(name.utf8.count) && name.utf8.allSatisfy {
+                (97...122).contains($0) || (48...57).contains($0) || $0 == 95 || $0 == 45
+            }
+            return ok ? nil : "must be 1 to 64 characters of a-z, 0-9, _ and -"
+        }
         let visible = name.utf8.allSatisfy { $0 > 0x20 && $0 < 0x7F && $0 != 0x7C }
         guard (1...255).contains(name.utf8.count), visible else {
             return "must be 1 to 255 visible ASCII characters other than |"
         }
         switch self {
         case .group:
-            let parts = name.split(separator: ":", maxSplits: 1)
-            guard parts.count == 2 else { return "a group is pool:domain" }
-            return nil
-        case .org:
-            let ok = name.utf8.count <= 64 && name.utf8.allSatisfy {
-                (97...122).contains($0) || (48...57).contains($0) || $0 == 95 || $0 == 45
-            }
-            return ok ? nil : "must be 1 to 64 characters of a-z, 0-9, _ and -"
+            return name.contains(":") ? nil : "a group is pool:domain"
         case .provider, .pool:
             return name.contains(":") ? "has no ':'" : nil
+        case .org:
+            return nil
         }
+    }
+}
+
+/// Why a pause's name cannot be used.
+public enum PauseNameProblem: Error, Equatable, Sendable {
+    /// Not of the kind's form: a bad request (400, exit 64).
+    case malformed(String)
+    /// Well formed but names no pool or provider Tern knows (404, exit 64): such a pause
+    /// would stop nothing.
+    case unknown(String)
+
+    public var message: String {
+        switch self {
+        case .malformed(let text), .unknown(let text): return text
+        }
+    }
+}
+
+/// The pools (TERN_POOLS) and provider profiles (the catalog with TERN_PROVIDERS_FILE) a
+/// pause may name, as the scheduler knows them. The API and ternctl both check a pause's
+/// name here, so that a pause always names what the release step compares.
+public struct PauseNames: Sendable {
+    public let pools: Set<String>
+    /// Profile names as the catalog spells them (`default` is every domain of no profile).
+    public let providers: [String]
+
+    public init(pools: Pools, providers: ProviderCatalog) {
+        self.pools = Set(pools.byName.keys)
+        self.providers = providers.profiles.map(\.name)
+    }
+
+    /// The name as the scheduler's release step compares it, or why there is none.
+    /// Provider names and domains are lowercased; a domain loses its trailing dot and is
+    /// written in A-labels, as the API writes a message's domain. Pool names are exact.
+    public func canonical(_ kind: PauseKind, _ name: String) -> Result<String, PauseNameProblem> {
+        if kind != .group, let problem = kind.problem(with: name) {
+            return .failure(.malformed(problem))
+        }
+        switch kind {
+        case .org:
+            return .success(name)
+        case .pool:
+            return pools.contains(name) ? .success(name) : .failure(.unknown(unknownPool(name)))
+        case .provider:
+            let lower = name.lowercased()
+            guard let known = providers.first(where: { $0.lowercased() == lower }) else {
+                return .failure(.unknown("'\(name)' is not a provider profile (one of "
+                                         + providers.sorted().joined(separator: ", ") + ")"))
+            }
+            return .success(known)
+        case .group:
+            guard (1...255).contains(name.utf8.count), let colon = name.firstIndex(of: ":")
+            else { return .failure(.malformed("a group is pool:domain")) }
+            let pool = String(name[..<colon])
+            var domain = String(name[name.index(after: colon)...])
+            guard pools.contains(pool) else { return .failure(.unknown(unknownPool(pool))) }
+            if domain.hasSuffix(".") { domain.removeLast() }
+            guard case .success(let address) = EmailAddress.parse("x@" + domain),
+                  !address.isAddressLiteral
+            else {
+                return .failure(.malformed("'\(domain)' is not a domain name; a group is "
+                                           + "pool:domain"))
+            }
+            return .success(pool + ":" + address.asciiDomain)
+        }
+    }
+
+    private func unknownPool(_ name: String) -> String {
+        "'\(name)' is not a pool of TERN_POOLS (one of "
+            + pools.sorted().joined(separator: ", ") + ")"
     }
 }
 
@@ -47,7 +119,9 @@ public struct Pause: Sendable, Codable, Equatable {
     public var name: String
     /// Why, in the operator's words; shown in the history of every message it holds.
     public var reason: String
-    /// Who paused (the API says which key's organisation, ternctl the user).
+    /// Who paused: `ternctl`, or through the API the key's scope and id (`all:<key id>`,
+    /// `ops:<key id>`, `org:<org>:<key id>`). A key bound to an organisation changes only the
+    /// pauses whose `by` starts with `org:<its org>:` (`ownerPrefix`).
     public var by: String
     public var sinceMs: Int64
 
@@ -63,6 +137,28 @@ public struct Pause: Sendable, Codable, Equatable {
         self.by = by
         self.sinceMs = sinceMs
     }
+
+    /// The longest reason, in Unicode scalars.
+    public static let maxReason = 500
+
+    /// Why `reason` cannot be a pause's reason, or nil. A reason is printed on operators'
+    /// terminals and in message histories, so no control character (C0, DEL, C1: a line
+    /// break or an escape sequence could forge or hide output) and no bidirectional
+    /// override (which reorders what is shown).
+    public static func reasonProblem(_ reason: String) -> String? {
+        guard reason.unicodeScalars.count <= maxReason else {
+            return "must be at most \(maxReason) characters"
+        }
+        let bad = reason.unicodeScalars.first {
+            EmailAddress.isControl($0) || EmailAddress.isBidiControl($0)
+        }
+        guard let bad else { return nil }
+        return "must hold no control character or bidirectional override (found U+"
+            + String(format: "%04X", bad.value) + ")"
+    }
+
+    /// The start of `by` of every pause set by a key bound to `org`.
+    public static func ownerPrefix(org: String) -> String { "org:" + org + ":" }
 
     /// The field in the `pauses` hash.
     public var field: String { Pause.field(kind, name) }
@@ -106,6 +202,31 @@ extension MessageState {
     public static let cancellable: [MessageState] = [.queued, .deferred]
 }
 
+/// What a pause or a resume did.
+public enum PauseChange: Sendable, Equatable {
+    /// A new pause.
+    case created
+    /// A pause already there took the new reason and setter.
+    case replaced
+    /// The pause was lifted.
+    case lifted
+    /// There was no such pause to lift.
+    case notPaused
+    /// The pause is another's (its `by` is given); nothing was changed.
+    case refused(by: String)
+
+    init(_ reply: RedisValue) {
+        let parts = reply.array ?? []
+        let word = parts.first?.string ?? ""
+        let value = parts.count > 1 ? parts[1] : RedisValue.null
+        switch word {
+        case "refused": self = .refused(by: value.string ?? "")
+        case "set": self = value.int == 1 ? .created : .replaced
+        default: self = value.int == 1 ? .lifted : .notPaused
+        }
+    }
+}
+
 /// The outcome of a cancel request.
 public enum CancelOutcome: Sendable, Equatable {
     case cancelled
@@ -136,12 +257,18 @@ public struct ControlStore: Sendable {
     /// Sets a pause; true when it is new (a pause already there takes the new reason).
     @discardableResult
     public func pause(_ pause: Pause) async throws -> Bool {
+        try await self.pause(pause, owner: nil) == .created
+    }
+
+    /// Sets a pause, unless `owner` is given and a pause already there has a `by` that does
+    /// not start with it: a key bound to an organisation cannot take over (and so lift) a
+    /// pause an operator set. The check and the change are one step.
+    public func pause(_ pause: Pause, owner: String?) async throws -> PauseChange {
         let json = String(decoding: try JSONEncoder().encode(pause), as: UTF8.self)
-        let replies = try await redis.transaction([
-            ["HSET", .text(keys.pauses), .text(pause.field), .text(json)],
-            ["INCR", .text(keys.pausesVersion)],
-        ])
-        return replies.first?.int == 1
+        let reply = try await redis.eval(
+            ControlScripts.pause, keys: [keys.pauses, keys.pausesVersion],
+            args: [.text(pause.field), .text(json), .text(owner ?? "")])
+        return PauseChange(reply)
     }
 
     /// Lifts a pause; false when there was none. An organisation's held messages go back
@@ -150,12 +277,19 @@ public struct ControlStore: Sendable {
     public func resume(_ kind: PauseKind, _ name: String, nowMs: Int64 = nowMs()) async throws
         -> Bool
     {
+        try await resume(kind, name, owner: nil, nowMs: nowMs) == .lifted
+    }
+
+    /// Lifts a pause, unless `owner` is given and the pause's `by` does not start with it
+    /// (`.refused`, nothing changed).
+    public func resume(_ kind: PauseKind, _ name: String, owner: String?,
+                       nowMs: Int64 = nowMs()) async throws -> PauseChange {
         let held = kind == .org ? keys.pauseHeld(name) : keys.pauseHeld("")
         let reply = try await redis.eval(
             ControlScripts.resume, keys: [keys.pauses, keys.pausesVersion, held, keys.dueGroups],
             args: [.text(Pause.field(kind, name)), .text(kind == .org ? "1" : "0"),
-                   .text(keys.groupQueue("")), .text(String(nowMs))])
-        return reply.int == 1
+                   .text(keys.groupQueue("")), .text(String(nowMs)), .text(owner ?? "")])
+        return PauseChange(reply)
     }
 
     /// Cancels a message still waiting for release. `org`: the caller's organisation, when
@@ -223,14 +357,40 @@ enum ControlScripts {
         return {'cancelled'}
         """)
 
+    /// The check of a pause's setter, shared by `pause` and `resume`: ARGV[OWNER] is the
+    /// start its `by` must have, or empty for anyone's. Leaves `refused` set to its `by`.
+    private static let ownerCheck = """
+        local refused = nil
+        if ARGV[OWNER] ~= '' then
+          local current = redis.call('HGET', KEYS[1], ARGV[1])
+          if current then
+            local by = tostring(cjson.decode(current).by or '')
+            if string.sub(by, 1, #ARGV[OWNER]) ~= ARGV[OWNER] then refused = by end
+          end
+        end
+        """
+
+    /// KEYS: 1 pauses, 2 version. ARGV: 1 field, 2 the pause's JSON, 3 owner (see
+    /// `ownerCheck`). Returns {"set", 1 new or 0 replaced} or {"refused", by}.
+    static let pause = RedisScript(ownerCheck.replacingOccurrences(of: "OWNER", with: "3") + "\n"
+        + """
+        if refused then return {'refused', refused} end
+        local new = redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+        redis.call('INCR', KEYS[2])
+        return {'set', new}
+        """)
+
     /// KEYS: 1 pauses, 2 version, 3 the organisation's pause-held hash, 4 due index.
-    /// ARGV: 1 field, 2 "1" for an organisation, 3 the group queue key prefix, 4 now (ms).
-    /// Returns 1 when a pause was lifted. Held messages still queued (not cancelled) become
-    /// due now; `XX` leaves out those that left their queue meanwhile.
+    /// ARGV: 1 field, 2 "1" for an organisation, 3 the group queue key prefix, 4 now (ms),
+    /// 5 owner (see `ownerCheck`). Returns {"lifted", 1 lifted or 0 none} or {"refused", by}.
+    /// Held messages still queued (not cancelled) become due now; `XX` leaves out those
+    /// that left their queue meanwhile.
     ///
     /// Known limit: all of an organisation's held messages move in this one step, which
     /// keeps Redis busy for about a tenth of a second per hundred thousand of them.
-    static let resume = RedisScript("""
+    static let resume = RedisScript(ownerCheck.replacingOccurrences(of: "OWNER", with: "5") + "\n"
+        + """
+        if refused then return {'refused', refused} end
         local gone = redis.call('HDEL', KEYS[1], ARGV[1])
         redis.call('INCR', KEYS[2])
         if ARGV[2] == '1' then
@@ -242,6 +402,6 @@ enum ControlScripts {
           end
           redis.call('DEL', KEYS[3])
         end
-        return gone
+        return {'lifted', gone}
         """)
 }
