@@ -153,12 +153,7 @@ enum CancelCommand {
     static func run(_ arguments: [String], _ io: CtlOutput) async throws -> Int32 {
         let args = try ArgumentReader(arguments, valued: CtlContext.valued,
                                       flags: CtlContext.flags)
-        guard args.operands.count == 1, let id = args.operands.first else {
-            throw UsageError("give one message id")
-        }
-        guard MessageID.isValid(id) else {
-            throw UsageError("'\(id)' is not a message id (26 lowercase base32 characters)")
-        }
+        let id = try CtlContext.messageID(args)
         let ctx = try CtlContext(args)
         let lifetime = try MessageLifetime(ctx.env)
         let user = ProcessInfo.processInfo.environment["USER"] ?? "operator"

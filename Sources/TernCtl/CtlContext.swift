@@ -17,6 +17,17 @@ struct CtlContext {
     let keys: Keys
     let json: Bool
 
+    /// The one operand of a command about a message: its id, checked before Redis is asked.
+    static func messageID(_ args: ArgumentReader) throws -> String {
+        guard args.operands.count == 1, let id = args.operands.first else {
+            throw UsageError("give one message id")
+        }
+        guard MessageID.isValid(id) else {
+            throw UsageError("'\(id)' is not a message id (26 lowercase base32 characters)")
+        }
+        return id
+    }
+
     /// Options every system command takes.
     static let valued: Set<String> = ["env-file"]
     static let flags: Set<String> = ["json"]

@@ -212,12 +212,7 @@ enum MessageCommand {
     static func run(_ arguments: [String], _ io: CtlOutput) async throws -> Int32 {
         let args = try ArgumentReader(arguments, valued: CtlContext.valued,
                                       flags: CtlContext.flags)
-        guard args.operands.count == 1, let id = args.operands.first else {
-            throw UsageError("give one message id")
-        }
-        guard MessageID.isValid(id) else {
-            throw UsageError("'\(id)' is not a message id (26 lowercase base32 characters)")
-        }
+        let id = try CtlContext.messageID(args)
         let ctx = try CtlContext(args)
         let redis = try await ctx.redis()
         let fields = [MessageField.state, MessageField.org, MessageField.pool,

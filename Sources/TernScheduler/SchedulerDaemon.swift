@@ -130,6 +130,17 @@ public struct SchedulerDaemon: Daemon {
 
     // MARK: Intake
 
+    /// When a newly accepted message is first due, and its deadline. The scheduler owns the
+    /// retry policy, so it sets the deadline from its own maximum age (a message's
+    /// `expires_ms`, when the API gave one, may only shorten it). A message the client
+    /// scheduled (send_at) is first due then, and its age counts from then: it is not late
+    /// before it was meant to go.
+    func firstDueAndDeadline(_ record: Record, now: Int64) -> (due: Int64, expires: Int64) {
+        let due = max(now, record.sendAtMs)
+        let limit = max(record.createdMs, record.sendAtMs) + settings.lifetime.maxAge.milliseconds
+        return (due, record.expiresMs > 0 ? min(record.expiresMs, limit) : limit)
+    }
+
     @Sendable func intake(_ entry: StreamEntry) async throws {
         guard let id = entry[EntryField.id], let record = try await load(id) else {
             logger.error("submit entry for a message with no record", ("entry", entry.id))
@@ -154,14 +165,7 @@ public struct SchedulerDaemon: Daemon {
                              detail: ["reason": "the recipient is on the organisation's "
                                       + "suppression list"])
         } else if record.state == .queued {
-            // The scheduler owns the retry policy, so it sets the deadline from its own
-            // maximum age (a message's `expires_ms`, when the API gave one, may only shorten
-            // it). A message the client scheduled (send_at) is first due then, and its age
-            // counts from then: it is not late before it was meant to go.
-            let due = max(now, record.sendAtMs)
-            let limit = max(record.createdMs, record.sendAtMs)
-                + settings.lifetime.maxAge.milliseconds
-            let expires = record.expiresMs > 0 ? min(record.expiresMs, limit) : limit
+            let (due, expires) = firstDueAndDeadline(record, now: now)
             cmds.append(["HSET", .text(keys.message(id)), .text(MessageField.expiresMs),
                          .text(String(expires))])
             cmds.append(["ZADD", .text(keys.groupQueue(record.group)), .text(String(due)),
@@ -217,12 +221,7 @@ public struct SchedulerDaemon: Daemon {
                                  detail: ["reason": "the recipient is on the organisation's "
                                           + "suppression list"])
             } else if record.state == .queued {
-                // As `intake`: due at send_at when the client scheduled it, and its age
-                // counts from then.
-                let due = max(now, record.sendAtMs)
-                let limit = max(record.createdMs, record.sendAtMs)
-                    + settings.lifetime.maxAge.milliseconds
-                let expires = record.expiresMs > 0 ? min(record.expiresMs, limit) : limit
+                let (due, expires) = firstDueAndDeadline(record, now: now)
                 if expires != record.expiresMs {
                     cmds.append(["HSET", .text(keys.message(record.id)),
                                  .text(MessageField.expiresMs), .text(String(expires))])
