@@ -141,6 +141,15 @@ public struct SchedulerDaemon: Daemon {
         return (due, record.expiresMs > 0 ? min(record.expiresMs, limit) : limit)
     }
 
+    /// A hard bounce or a complaint put the recipient on the organisation's list: the
+    /// message ends `suppressed` at intake.
+    func suppress(_ record: Record, _ log: Logger) -> [[RedisArg]] {
+        log.info("suppressed", ("org", record.org), ("rcpt", record.to))
+        return finalize(record, .suppressed, state: .suppressed,
+                        detail: ["reason": "the recipient is on the organisation's "
+                                 + "suppression list"])
+    }
+
     @Sendable func intake(_ entry: StreamEntry) async throws {
         guard let id = entry[EntryField.id], let record = try await load(id) else {
             logger.error("submit entry for a message with no record", ("entry", entry.id))
@@ -159,11 +168,7 @@ public struct SchedulerDaemon: Daemon {
         let now = nowMs()
         var cmds: [[RedisArg]] = []
         if record.state == .queued, try await isSuppressed(record) {
-            // A hard bounce or a complaint put this address on the organisation's list.
-            log.info("suppressed", ("org", record.org), ("rcpt", record.to))
-            cmds += finalize(record, .suppressed, state: .suppressed,
-                             detail: ["reason": "the recipient is on the organisation's "
-                                      + "suppression list"])
+            cmds += suppress(record, log)
         } else if record.state == .queued {
             let (due, expires) = firstDueAndDeadline(record, now: now)
             cmds.append(["HSET", .text(keys.message(id)), .text(MessageField.expiresMs),
@@ -216,10 +221,7 @@ public struct SchedulerDaemon: Daemon {
                 cmds += finalize(record, .bounced, state: .bounced, detail: detail)
             } else if record.state == .queued,
                       suppressed.contains(record.org + "\u{0}" + record.to.lowercased()) {
-                log.info("suppressed", ("org", record.org), ("rcpt", record.to))
-                cmds += finalize(record, .suppressed, state: .suppressed,
-                                 detail: ["reason": "the recipient is on the organisation's "
-                                          + "suppression list"])
+                cmds += suppress(record, log)
             } else if record.state == .queued {
                 let (due, expires) = firstDueAndDeadline(record, now: now)
                 if expires != record.expiresMs {

@@ -161,29 +161,16 @@ struct WebhookStore: Sendable {
     /// event (if any) is due at once. False when another process finished it meanwhile.
     @discardableResult
     func delivered(_ endpoint: String, _ claim: Claim, nowMs: Int64) async throws -> Bool {
-        let k = endpointKeys(endpoint)
-        let reply = try await redis.eval(
-            Self.finishScript,
-            keys: [k.due, k.queue(claim.orderKey), k.body, k.tries, k.stats, k.failed,
-                   k.failedIDs],
-            args: [.text(claim.orderKey), .text(claim.sortable), .text(String(nowMs)),
-                   "delivered", "", "", "0"])
-        return reply.int == 1
+        try await finish(endpoint, claim, nowMs: nowMs, ["delivered", "", "", "0"])
     }
 
     /// An attempt failed: the key waits until `retryAtMs`, its event keeping its place.
     @discardableResult
     func failed(_ endpoint: String, _ claim: Claim, error: String, failures: Int,
                 firstFailureMs: Int64, retryAtMs: Int64, nowMs: Int64) async throws -> Bool {
-        let k = endpointKeys(endpoint)
-        let reply = try await redis.eval(
-            Self.finishScript,
-            keys: [k.due, k.queue(claim.orderKey), k.body, k.tries, k.stats, k.failed,
-                   k.failedIDs],
-            args: [.text(claim.orderKey), .text(claim.sortable), .text(String(nowMs)),
-                   "retry", .text(error), .text("\(failures) \(firstFailureMs)"),
-                   .text(String(retryAtMs))])
-        return reply.int == 1
+        try await finish(endpoint, claim, nowMs: nowMs,
+                         ["retry", .text(error), .text("\(failures) \(firstFailureMs)"),
+                          .text(String(retryAtMs))])
     }
 
     /// The event was tried for as long as the settings allow: it moves to the failed list
@@ -191,18 +178,24 @@ struct WebhookStore: Sendable {
     @discardableResult
     func gaveUp(_ endpoint: String, _ claim: Claim, error: String, failures: Int,
                 nowMs: Int64, keep: Int) async throws -> Bool {
-        let k = endpointKeys(endpoint)
         let record: [String: any Sendable] = [
             "key": claim.orderKey, "attempts": failures, "error": error,
             "failed_ms": nowMs, "body": claim.body,
         ]
+        return try await finish(endpoint, claim, nowMs: nowMs,
+                                ["give_up", .text(error), .text(SortedJSON.encode(record)),
+                                 .text(String(keep))])
+    }
+
+    /// Runs `finishScript` for a claim; `outcome` is its ARGV from the outcome on.
+    private func finish(_ endpoint: String, _ claim: Claim, nowMs: Int64,
+                        _ outcome: [RedisArg]) async throws -> Bool {
+        let k = endpointKeys(endpoint)
         let reply = try await redis.eval(
             Self.finishScript,
             keys: [k.due, k.queue(claim.orderKey), k.body, k.tries, k.stats, k.failed,
                    k.failedIDs],
-            args: [.text(claim.orderKey), .text(claim.sortable), .text(String(nowMs)),
-                   "give_up", .text(error), .text(SortedJSON.encode(record)),
-                   .text(String(keep))])
+            args: [.text(claim.orderKey), .text(claim.sortable), .text(String(nowMs))] + outcome)
         return reply.int == 1
     }
 
