@@ -90,7 +90,7 @@ def test_kill_9_at_random_moments_loses_no_message(chaos_stack, world):
         def settled():
             return all_final() is True
         try:
-            harness.wait_for(settled, timeout=float(os.environ.get("TERN_CHAOS_SETTLE", "120")),
+            harness.wait_for(settled, timeout=float(os.environ.get("TERN_CHAOS_SETTLE", "240")),
                              interval=0.5,
                              what="every accepted message to reach a final state")
         except AssertionError:

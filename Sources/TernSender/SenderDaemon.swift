@@ -40,6 +40,11 @@ public struct SenderDaemon: Daemon {
                                       timeout: settings.dnsTimeout, metrics: metrics.dns)
         let leases = GroupLeases(redis: redis, keys: keys, limit: settings.groupMaxConnections,
                                  instance: settings.common.instance)
+        let freed = try await leases.reclaimEarlierRuns()
+        if freed > 0 {
+            logger.notice("freed the connection leases of this instance's earlier run",
+                          ("count", String(freed)))
+        }
         let pool = SessionPool(leases: leases, maxMessages: settings.maxMessagesPerConnection,
                                idleTimeout: settings.connectionIdle,
                                maxIdle: settings.concurrency, logger: logger)

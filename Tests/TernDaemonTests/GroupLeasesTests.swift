@@ -1,5 +1,5 @@
 // The group connection leases against a real Redis: the limit, giving back, renewal, and the
-// lease of a sender that died lapsing by itself.
+// lease of a sender that died lapsing by itself or freed by the same instance's next run.
 
 import Testing
 import TernCore
@@ -52,5 +52,34 @@ import TernTestSupport
         try await redis.run("ZREM", keys.groupLeases(group), lease)
         #expect(try await live.renew() == 1)
         #expect(try await redis.run("ZCARD", keys.groupLeases(group)).int == 0)
+    }
+
+    @Test func aRestartedInstanceFreesTheLeasesOfItsEarlierRunOnly() async throws {
+        let server = try TestRedis()
+        defer { server.stop() }
+        let redis = try RedisClient(url: server.url)
+        let keys = Keys()
+        let x = "192.0.2.1|gmail", y = "192.0.2.1|microsoft"
+        // "sender-1" dies holding two leases on x and one on y; "sender-1.b" (a name that
+        // starts like it) and "sender-2" hold one each on x.
+        let dead = GroupLeases(redis: redis, keys: keys, limit: 10, instance: "sender-1")
+        #expect(await dead.acquire(x) != nil)
+        #expect(await dead.acquire(x) != nil)
+        #expect(await dead.acquire(y) != nil)
+        let lookalike = GroupLeases(redis: redis, keys: keys, limit: 10, instance: "sender-1.b")
+        let other = GroupLeases(redis: redis, keys: keys, limit: 10, instance: "sender-2")
+        let kept = [await lookalike.acquire(x), await other.acquire(x)].compactMap { $0 }
+        #expect(kept.count == 2)
+
+        let again = GroupLeases(redis: redis, keys: keys, limit: 10, instance: "sender-1")
+        #expect(try await again.reclaimEarlierRuns() == 3)
+        let left = try await redis.run("ZRANGE", keys.groupLeases(x), "0", "-1")
+        #expect(Set(left.array?.compactMap(\.string) ?? []) == Set(kept))
+        #expect(try await redis.run("ZCARD", keys.groupLeases(y)).int == 0)
+        // Its own new leases are not taken for an earlier run's.
+        let mine = try #require(await again.acquire(y))
+        #expect(try await again.reclaimEarlierRuns() == 0)
+        let onY = try await redis.run("ZRANGE", keys.groupLeases(y), "0", "-1")
+        #expect(onY.array?.compactMap(\.string) == [mine])
     }
 }

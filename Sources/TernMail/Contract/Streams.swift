@@ -77,6 +77,9 @@ public struct Keys: Sendable {
     /// String, set for 2 s when a sender was refused a lease of the scope: senders holding
     /// idle sessions of it close one so the waiting sender gets a turn.
     public func leaseWanted(_ group: String) -> String { prefix + "lease-wanted:" + group }
+    /// Set: the lease scopes one sender instance has taken leases on, so that the instance,
+    /// started again after a crash, frees the leases of its previous run at once.
+    public func leaseScopes(_ instance: String) -> String { prefix + "lease-scopes:" + instance }
     /// String: the API's record of one Idempotency-Key of one API key (`scope`): a claim
     /// while the first request runs (60 s), then its answer, kept for a day.
     public func idempotency(_ scope: String, _ key: String) -> String {
