@@ -1,7 +1,8 @@
 // The keys file of TERN_DKIM_KEYS, read from real files: the format, relative and absolute
-// key paths, lookups, and every refusal naming the file and the line.
+// key paths, lookups, every refusal naming the file and the line, and signing on many threads.
 
 import Foundation
+import Synchronization
 import Testing
 import TernCore
 @testable import TernMail
@@ -117,5 +118,32 @@ import TernCore
         let key = try SigningKey(pem: pair.pem)
         #expect(key.kind == .rsa(bits: 1024))
         #expect(key.sign(Array("x".utf8)).count == 128)
+    }
+
+    /// Signatures made on many threads at once with one key (which hands prepared contexts
+    /// between them) are the ones made one by one, and verify.
+    @Test func oneKeySignsOnManyThreadsAtOnce() async throws {
+        let pair = try await TestKeys.shared.pair("rsa")
+        let key = try SigningKey(pem: pair.pem)
+        let verifier = try #require(VerifyingKey(rsaDER: key.publicKey))
+        let messages = (0..<48).map { Array("message \($0)\r\n".utf8) }
+        let alone = messages.map { key.sign($0) }
+        let together = Mutex<[Int: [UInt8]]>([:])
+        await withCheckedContinuation { (done: CheckedContinuation<Void, Never>) in
+            DispatchQueue.global().async {
+                DispatchQueue.concurrentPerform(iterations: messages.count) { i in
+                    let signature = key.sign(messages[i])
+                    together.withLock { $0[i] = signature }
+                }
+                done.resume()
+            }
+        }
+        let signed = together.withLock { $0 }
+        #expect(signed.count == messages.count)
+        for (i, message) in messages.enumerated() {
+            #expect(signed[i] == alone[i])
+            #expect(verifier.verify(alone[i], of: message))
+        }
+        #expect(!verifier.verify(alone[0], of: messages[1]))
     }
 }
