@@ -53,6 +53,8 @@ SENDERS = int(os.environ.get("SENDERS", "1"))
 API_KEY = "benchkey"
 # PROFILE=scheduler (or api, sender1): sample that daemon with `perf record` during the run.
 PROFILE = os.environ.get("PROFILE", "")
+if PROFILE == "sender":
+    PROFILE = "sender1"
 TICK = os.sysconf("SC_CLK_TCK")
 
 

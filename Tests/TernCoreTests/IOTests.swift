@@ -67,6 +67,29 @@ import TernCore
         }
     }
 
+    /// A short deadline set while a longer one waits fails only its own reader, and the
+    /// reader with the longer deadline still gets its data.
+    @Test func eachDeadlineFailsOnlyItsOwnWaiter() async throws {
+        let (listener, server) = try Self.echoServer()
+        defer { listener.close(); server.cancel() }
+        let patient = try await TCPConnection.connect(to: listener.address)
+        let hasty = try await TCPConnection.connect(to: listener.address)
+        defer { patient.close(); hasty.close() }
+        let waiting = Task { try await LineReader(patient).readLine(limit: 100) }
+        try await Task.sleep(for: .milliseconds(20))
+        await #expect(throws: IOError.timedOut) {
+            _ = try await hasty.read(deadline: .now + .milliseconds(50))
+        }
+        try await patient.write(Array("still here\r\n".utf8))
+        #expect(try await waiting.value == Array("still here".utf8))
+        // A deadline that has already passed fails at once, and the loop keeps serving.
+        await #expect(throws: IOError.timedOut) {
+            _ = try await hasty.read(deadline: .now - .seconds(1))
+        }
+        try await hasty.write(Array("after\r\n".utf8))
+        #expect(try await LineReader(hasty).readLine(limit: 100) == Array("after".utf8))
+    }
+
     @Test func cancellingAReaderWakesIt() async throws {
         let listener = try TCPListener(address: SocketAddress("127.0.0.1:0")!)
         defer { listener.close() }

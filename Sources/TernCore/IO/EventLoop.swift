@@ -5,12 +5,15 @@
 // thread resumes it when the descriptor is ready, so thousands of slow SMTP sessions cost only
 // their suspended tasks and buffers, never a thread each. Deadlines and task cancellation resume
 // the waiter with an error; whichever comes first wins, exactly once.
-
-import Dispatch
-import Foundation
-import Synchronization
+//
+// Deadlines are kept on the waiters themselves and checked by the loop thread, which sleeps in
+// epoll_wait no longer than the earliest one. A wait that ends normally leaves nothing behind,
+// so a daemon that waits hundreds of thousands of times a second with 5-minute deadlines
+// schedules no timer per wait. `earliest` may be stale-early (its waiter already woke): the
+// scan at that instant then finds the true next deadline.
 
 import CLinux
+import Foundation
 import Synchronization
 
 #if canImport(Glibc)
@@ -41,6 +44,7 @@ public final class EventLoop: Sendable {
 
     private struct Waiter {
         var token: UInt64
+        var deadline: ContinuousClock.Instant?
         var continuation: CheckedContinuation<Void, any Error>
     }
 
@@ -53,15 +57,26 @@ public final class EventLoop: Sendable {
     private struct State {
         var slots: [Int32: Slot] = [:]
         var nextToken: UInt64 = 1
+        /// No deadline of a waiter comes before this (nil: no waiter has one).
+        var earliest: ContinuousClock.Instant?
     }
 
     private let epfd: Int32
+    /// An eventfd in the epoll set: written when a new deadline comes before the one the loop
+    /// thread sleeps until, so that it wakes and sleeps again for less.
+    private let wakeFD: Int32
     private let state = Mutex(State())
-    private let timers = DispatchQueue(label: "tern.eventloop.timers")
 
     private init() {
         epfd = epoll_create1(Int32(EPOLL_CLOEXEC))
         precondition(epfd >= 0, "epoll_create1 failed: errno \(errno)")
+        wakeFD = eventfd(0, Int32(EFD_NONBLOCK | EFD_CLOEXEC))
+        precondition(wakeFD >= 0, "eventfd failed: errno \(errno)")
+        var ev = epoll_event()
+        ev.events = EPOLLIN.rawValue
+        ev.data.fd = wakeFD
+        precondition(epoll_ctl(epfd, EPOLL_CTL_ADD, wakeFD, &ev) == 0,
+                     "epoll_ctl of the wake eventfd failed: errno \(errno)")
         let fd = epfd
         let thread = Thread { EventLoop.run(epfd: fd) }
         thread.name = "tern-epoll"
@@ -96,15 +111,8 @@ public final class EventLoop: Sendable {
                     c.resume(throwing: IOError.cancelled)
                     return
                 }
-                arm(fd, write: write, waiter: Waiter(token: token, continuation: c))
-                if let deadline {
-                    let delay = ContinuousClock.now.duration(to: deadline)
-                    let ns = max(0, delay.components.seconds * 1_000_000_000
-                        + delay.components.attoseconds / 1_000_000_000)
-                    timers.asyncAfter(deadline: .now() + .nanoseconds(Int(ns))) { [self] in
-                        fail(fd, write: write, token: token, with: IOError.timedOut)
-                    }
-                }
+                arm(fd, write: write,
+                    waiter: Waiter(token: token, deadline: deadline, continuation: c))
             }
         } onCancel: {
             fail(fd, write: write, token: token, with: IOError.cancelled)
@@ -112,6 +120,7 @@ public final class EventLoop: Sendable {
     }
 
     private func arm(_ fd: Int32, write: Bool, waiter: Waiter) {
+        var wake = false
         let failure: Int32? = state.withLock { s in
             var slot = s.slots[fd] ?? Slot()
             precondition((write ? slot.writer : slot.reader) == nil,
@@ -131,7 +140,15 @@ public final class EventLoop: Sendable {
             }
             slot.inEpoll = true
             s.slots[fd] = slot
+            if let deadline = waiter.deadline, s.earliest.map({ deadline < $0 }) ?? true {
+                s.earliest = deadline
+                wake = true
+            }
             return nil
+        }
+        if wake {
+            var one: UInt64 = 1
+            _ = Glibc.write(wakeFD, &one, 8)
         }
         if let failure {
             waiter.continuation.resume(throwing: IOError.system(call: "epoll_ctl", errno: failure))
@@ -174,18 +191,65 @@ public final class EventLoop: Sendable {
         for w in woken { w.continuation.resume() }
     }
 
+    /// How long epoll_wait may sleep: until the earliest deadline (rounded up to the next
+    /// millisecond), or for ever when no waiter has one.
+    private func sleepMilliseconds() -> Int32 {
+        guard let earliest = state.withLock({ $0.earliest }) else { return -1 }
+        let left = ContinuousClock.now.duration(to: earliest)
+        if left <= .zero { return 0 }
+        let ns = left.components.seconds * 1_000_000_000
+            + left.components.attoseconds / 1_000_000_000
+        return Int32(clamping: (ns + 999_999) / 1_000_000)
+    }
+
+    /// Fails every waiter whose deadline has passed, and finds the next deadline. Runs on
+    /// the loop thread after each wake-up; scans the waiters only once `earliest` is due.
+    private func expireDue() {
+        let now = ContinuousClock.now
+        var expired: [Waiter] = []
+        state.withLock { s in
+            guard let earliest = s.earliest, earliest <= now else { return }
+            var next: ContinuousClock.Instant?
+            for (fd, var slot) in s.slots where slot.reader != nil || slot.writer != nil {
+                var changed = false
+                for write in [false, true] {
+                    guard let waiter = write ? slot.writer : slot.reader,
+                          let deadline = waiter.deadline else { continue }
+                    if deadline <= now {
+                        expired.append(waiter)
+                        if write { slot.writer = nil } else { slot.reader = nil }
+                        changed = true
+                    } else if next.map({ deadline < $0 }) ?? true {
+                        next = deadline
+                    }
+                }
+                // The descriptor stays armed in epoll; if it fires, no one is waiting.
+                if changed { s.slots[fd] = slot }
+            }
+            s.earliest = next
+        }
+        for waiter in expired { waiter.continuation.resume(throwing: IOError.timedOut) }
+    }
+
     private static func run(epfd: Int32) {
         let loop = EventLoop.shared
         var events = [epoll_event](repeating: epoll_event(), count: 256)
+        var drained: UInt64 = 0
         while true {
-            let n = epoll_wait(epfd, &events, Int32(events.count), -1)
+            let n = epoll_wait(epfd, &events, Int32(events.count), loop.sleepMilliseconds())
             if n < 0 {
                 if errno == EINTR { continue }
                 fatalError("epoll_wait failed: errno \(errno)")
             }
             for i in 0..<Int(n) {
-                loop.ready(fd: events[i].data.fd, events: events[i].events)
+                let fd = events[i].data.fd
+                if fd == loop.wakeFD {
+                    _ = read(fd, &drained, 8)
+                } else {
+                    loop.ready(fd: fd, events: events[i].events)
+                }
             }
+            loop.expireDue()
         }
     }
 }
