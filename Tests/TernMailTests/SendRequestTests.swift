@@ -107,6 +107,8 @@ import TernMail
         ("{\(base)}", "text", "one of text, html or raw"),
         ("{\(base),\"subject\":\"only a subject\"}", "text", "one of text, html or raw"),
         ("{\(base),\"text\":\"a\\u0000b\"}", "text", "NUL"),
+        ("{\(base),\"text\":\"t\",\"html\":\"Grüße\(String(repeating: "x", count: 5000))"
+         + "\\u0000\"}", "html", "NUL"),
         ("{\(base),\"html\":true}", "html", "must be a string"),
         ("{\(base),\"raw\":\"From: a@example.com\\n\\nx\",\"text\":\"t\"}", "text",
          "cannot be combined with raw"),

@@ -41,7 +41,11 @@ public struct DKIMSigner: Sendable {
     /// that does not end in CRLF gets one first, as the sender would add it on the wire.
     public func sign(_ message: [UInt8], at time: Date) -> (message: [UInt8], outcome: Outcome) {
         var message = message
-        if !message.isEmpty && message.suffix(2) != [0x0D, 0x0A] { message += [0x0D, 0x0A] }
+        // elementsEqual: comparing `suffix(2)` with an array literal would pick Sequence's
+        // suffix, which copies the whole message to find its last two octets.
+        if !message.isEmpty && !message.suffix(2).elementsEqual([0x0D, 0x0A]) {
+            message += [0x0D, 0x0A]
+        }
         let (fields, bodyStart) = DKIMSigner.headerFields(message)
         let from = fields.first { $0.name == "from" }.flatMap {
             DKIMSigner.fromDomain(String(decoding: message[$0.range], as: UTF8.self))

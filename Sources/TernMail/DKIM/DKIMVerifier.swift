@@ -173,7 +173,7 @@ public struct DKIMVerifier: Sendable {
         return Array(body[..<end]) + [0x0D, 0x0A]
     }
 
-    static func endsInCRLF(_ bytes: [UInt8]) -> Bool { bytes.suffix(2) == [0x0D, 0x0A] }
+    static func endsInCRLF(_ bytes: [UInt8]) -> Bool { bytes.suffix(2).elementsEqual([13, 10]) }
 
     /// The signature field with the value of its b= tag removed (§3.7), everything else,
     /// including the final CRLF, as it was.
