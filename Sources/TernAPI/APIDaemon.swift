@@ -184,7 +184,21 @@ public struct APIDaemon: Daemon {
 
     // MARK: GET /health
 
+    /// Ready when Redis answers and, with webhooks configured, the `webhooks` group the API
+    /// reads `events` through exists (without it no event would be posted).
     func health() async -> HTTPResponse {
-        await redis.ping() ? .json(200, ["redis": "ok"]) : .json(503, ["redis": "down"])
+        guard webhooks != nil else {
+            return await redis.ping() ? .json(200, ["redis": "ok"]) : .json(503, ["redis": "down"])
+        }
+        let events = ConsumedStream(name: StreamName.events.rawValue,
+                                    key: keys.stream(.events), group: StreamName.events.group)
+        let check = MetricsEndpoint(registry: metrics.registry, redis: redis, streams: [events])
+        guard let problem = await check.problem() else {
+            return .json(200, ["redis": "ok", "webhooks": "ok"])
+        }
+        if await redis.ping() {
+            return .json(503, ["redis": "ok", "webhooks": problem])
+        }
+        return .json(503, ["redis": "down", "webhooks": problem])
     }
 }

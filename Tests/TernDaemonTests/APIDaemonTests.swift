@@ -320,6 +320,31 @@ import TernTestSupport
         await h.stop()
     }
 
+    @Test func withWebhooksHealthNeedsTheirConsumerGroup() async throws {
+        let hooks = #"[{"name": "crm", "url": "http://127.0.0.1:9/hooks", "secret": "a-secret-of-24-octets..."}]"#
+        let h = try await Harness(env: ["TERN_WEBHOOKS": hooks])
+        let stream = h.keys.stream(.events)
+        func groupPresent() async throws -> Bool {
+            let groups = try await h.redis.run("XINFO", "GROUPS", stream).array ?? []
+            return groups.contains { $0.fieldMap["name"] == "webhooks" }
+        }
+        // The API creates the group as it starts; until then health may say it is missing.
+        for _ in 0..<100 where try await !groupPresent() {
+            try await Task.sleep(for: .milliseconds(50))
+        }
+        let ok = try await h.get("/health", key: nil)
+        #expect(ok.status == 200)
+        #expect(ok.json["redis"] as? String == "ok")
+        #expect(ok.json["webhooks"] as? String == "ok")
+
+        try await h.redis.run("XGROUP", "DESTROY", stream, "webhooks")
+        let missing = try await h.get("/health", key: nil)
+        #expect(missing.status == 503)
+        #expect(missing.json["redis"] as? String == "ok")
+        #expect((missing.json["webhooks"] as? String)?.contains("webhooks") == true)
+        await h.stop()
+    }
+
     @Test func withoutRedisHealthIsDownAndSendsAre503() async throws {
         // A port nothing listens on stands for a Redis that is down.
         let h = try await Harness(redisURL: "redis://127.0.0.1:\(freePort())")
