@@ -14,8 +14,10 @@ enum QueuesCommand {
 
             Prints every group (pool:domain) with waiting messages, earliest due first (at
             most \(QueueView.groupLimit)): its provider, messages queued and due now, when it
-            may next send, the senders' open connections to it, and the pauses that stop
-            it. Then the providers: messages queued for each, and each source IP's rate
+            may next send, the senders' open connections from its pool to its provider
+            (shared by the pool's groups of that provider; "-" for the default provider,
+            whose connections are counted per MX host), and the pauses that stop it.
+            Then the providers: messages queued for each, and each source IP's rate
             towards it with its state (steady, backing_off, paused) and the reason for its
             last change. --providers prints only the providers.
 
@@ -54,7 +56,8 @@ enum QueuesCommand {
                 let next = g["next_due"] as? String ?? ""
                 return ["  " + (g["group"] as? String ?? ""), g["provider"] as? String ?? "",
                         "\(g["queued"] ?? 0)", "\(g["due_now"] ?? 0)",
-                        "\(g["connections"] ?? 0)", relative(next, now: now),
+                        (g["connections"] as? Int).map(String.init) ?? "-",
+                        relative(next, now: now),
                         (g["paused"] as? [String] ?? []).joined(separator: ",")]
             }) where !groups.isEmpty { io.text(line) }
             if truncated { io.text("  (the first \(QueueView.groupLimit) groups only)") }

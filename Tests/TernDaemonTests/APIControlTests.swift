@@ -130,6 +130,13 @@ extension APIDaemonTests {
         try await h.redis.run("HSET", h.keys.ipState("127.0.0.2"), "status", "listed",
                               "reason", "listed on zen")
         _ = try await request(h, "PUT", "/v1/pauses/pool/bulk")
+        // Connection leases (scored by expiry): two live from 127.0.0.2 and one from
+        // 127.0.0.3 to gmail, one lapsed, and one from the bulk pool's IP, not default's.
+        let live = String(now + 60_000), lapsed = String(now - 1000)
+        try await h.redis.run("ZADD", h.keys.groupLeases("127.0.0.2|gmail"), live, "a.1",
+                              live, "a.2", lapsed, "dead.1")
+        try await h.redis.run("ZADD", h.keys.groupLeases("127.0.0.3|gmail"), live, "b.1")
+        try await h.redis.run("ZADD", h.keys.groupLeases("127.0.0.4|gmail"), live, "c.1")
 
         let groups = try await request(h, "GET", "/v1/groups")
         #expect(groups.status == 200)
@@ -137,7 +144,9 @@ extension APIDaemonTests {
         #expect(list.map { $0["group"] as? String } == ["default:gmail.com", "bulk:inbox.example"])
         #expect(list[0]["provider"] as? String == "gmail")
         #expect(list[0]["queued"] as? Int == 2 && list[0]["due_now"] as? Int == 1)
+        #expect(list[0]["connections"] as? Int == 3)
         #expect(list[1]["provider"] as? String == "default")
+        #expect(list[1]["connections"] is NSNull)
         #expect(list[1]["paused"] as? [String] == ["pool:bulk"])
 
         let providers = try await request(h, "GET", "/v1/providers")

@@ -26,7 +26,9 @@ public struct QueueView: Sendable {
 
     /// Every group with waiting messages (from the due index, earliest first, at most
     /// `groupLimit`): its pool, domain, provider, messages queued and due now, when it may
-    /// next send, the senders' connections to it and the pauses that stop it.
+    /// next send, the senders' connections from its pool to its provider (shared by the
+    /// pool's groups of that provider; nil for the `default` provider) and the pauses that
+    /// stop it.
     /// Returns the groups and whether the list was cut.
     public func groups(nowMs: Int64 = nowMs()) async throws -> ([[String: Any]], Bool) {
         let due = try await redis.run("ZRANGE", keys.dueGroups, "0", String(Self.groupLimit),
@@ -48,9 +50,6 @@ public struct QueueView: Sendable {
             cmds.append(["ZCARD", .text(keys.groupQueue(name))])
             cmds.append(["ZCOUNT", .text(keys.groupQueue(name)), "-inf", .text(String(nowMs))])
             cmds.append(["ZCARD", .text(keys.groupDue(name))])
-            // Known shortcoming: senders now hold leases per source IP and provider, not per
-            // group, so this count of the group's own lease set reads 0.
-            cmds.append(["ZCOUNT", .text(keys.groupLeases(name)), .text(String(nowMs)), "+inf"])
         }
         let domains = names.map { domain(ofGroup: $0.0) }
         if !domains.isEmpty {
@@ -59,23 +58,56 @@ public struct QueueView: Sendable {
         let replies = try await redis.pipeline(cmds).map { try $0.get() }
         let paused = Set(replies[0].fieldMap.keys)
         let learned = domains.isEmpty ? [] : replies.last?.array ?? []
+        let providerOf = names.indices.map {
+            providerName(domains[$0], learned: $0 < learned.count ? learned[$0].string : nil)
+        }
+        let connections = try await connectionCounts(
+            names.indices.map { (pool(ofGroup: names[$0].0), providerOf[$0]) }, nowMs: nowMs)
         var out: [[String: Any]] = []
         for (n, (name, score)) in names.enumerated() {
-            let pool = String(name.prefix(while: { $0 != ":" }))
-            let domain = domains[n]
-            let provider = providerName(domain, learned: n < learned.count ? learned[n].string
-                                                                          : nil)
+            let pool = pool(ofGroup: name)
+            let provider = providerOf[n]
             let pauses = [Pause.field(.group, name), Pause.field(.pool, pool),
                           Pause.field(.provider, provider)].filter(paused.contains)
             out.append([
-                "group": name, "pool": pool, "domain": domain, "provider": provider,
-                "queued": (replies[1 + 4 * n].int ?? 0) + (replies[3 + 4 * n].int ?? 0),
-                "due_now": (replies[2 + 4 * n].int ?? 0) + (replies[3 + 4 * n].int ?? 0),
-                "next_due": timestamp(ms: score), "connections": replies[4 + 4 * n].int ?? 0,
+                "group": name, "pool": pool, "domain": domains[n], "provider": provider,
+                "queued": (replies[1 + 3 * n].int ?? 0) + (replies[3 + 3 * n].int ?? 0),
+                "due_now": (replies[2 + 3 * n].int ?? 0) + (replies[3 + 3 * n].int ?? 0),
+                "next_due": timestamp(ms: score),
+                "connections": connections[n].map { $0 as Any } ?? NSNull(),
                 "paused": pauses,
             ])
         }
         return (out, truncated)
+    }
+
+    private func pool(ofGroup group: String) -> String {
+        String(group.prefix(while: { $0 != ":" }))
+    }
+
+    /// Open connections from each pool's source IPs to each provider: senders hold a lease
+    /// per connection on `{ip}|{provider}` ("*" for the kernel's choice of address, as for a
+    /// pool without IPs). Nil for the `default` provider, whose leases are counted per MX
+    /// host, which the queues do not know.
+    private func connectionCounts(_ groups: [(pool: String, provider: String)],
+                                  nowMs: Int64) async throws -> [Int?] {
+        var cmds: [[RedisArg]] = []
+        var spans: [Range<Int>?] = []
+        for (pool, provider) in groups {
+            guard provider != "default" else {
+                spans.append(nil)
+                continue
+            }
+            let addresses = (pools.byName[pool] ?? []).map(\.address).filter { !$0.isEmpty }
+            let start = cmds.count
+            for ip in addresses.isEmpty ? ["*"] : addresses {
+                cmds.append(["ZCOUNT", .text(keys.groupLeases(ip + "|" + provider)),
+                             .text(String(nowMs)), "+inf"])
+            }
+            spans.append(start..<cmds.count)
+        }
+        let counts = cmds.isEmpty ? [] : try await redis.pipeline(cmds).map { try $0.get().int ?? 0 }
+        return spans.map { span in span.map { counts[$0].reduce(0, +) } }
     }
 
     /// Every provider profile, with its queues (from `groups`), each IP's adaptive rate
