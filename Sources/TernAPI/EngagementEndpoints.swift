@@ -86,9 +86,9 @@ extension APIDaemon {
         return .json(200, ["org": org, "address": member, "engagement": score])
     }
 
-    /// The store's form of an address: lowercased, as the scheduler looks it up.
+    /// The store's form of an address, as the scheduler looks it up; nil when it is none.
     static func engagementMember(_ address: String) -> String? {
         guard case .success(let parsed) = EmailAddress.parse(address) else { return nil }
-        return (parsed.localPart + "@" + parsed.domain).lowercased()
+        return Keys.engagementMember(parsed.description)
     }
 }

@@ -34,8 +34,8 @@ enum Scripts {
     /// less their score × ARGV 17 (at most 100 a call: a backlog moves over a few calls); the
     /// lowest rank goes next. A held message goes back to the queue. A message due for the
     /// first time without a score takes the one its organisation recorded (`engagement:`,
-    /// the address lowercased), or is marked `default`. Known limit: Lua lowercases ASCII
-    /// only, so an address with non-ASCII capitals misses its recorded score.
+    /// the address with its ASCII letters lowercased, as `Keys.engagementMember` stores it),
+    /// or is marked `default`.
     ///
     /// A paused group, pool or provider pops nothing and looks again in a second; a message
     /// of a paused organisation waits an hour in its queue and is noted in `pause-held:<org>`,

@@ -66,10 +66,15 @@ extension APIDaemonTests {
                                             ("Content-Type", "application/json")],
                                   body: Array(body.utf8))
         }
-        let set = try await put("acme", #"{"Alice@Inbox.example": 92, "bob@inbox.example": 10}"#)
-        #expect(set.status == 200 && set.json["set"] as? Int == 2)
+        let set = try await put("acme", #"{"Alice@Inbox.example": 92, "bob@inbox.example": 10,"#
+                                + #" "ÉLODIE@Inbox.example": 40}"#)
+        #expect(set.status == 200 && set.json["set"] as? Int == 3)
+        // ASCII letters lowercased, as the release script's Lua lowercases the recipient.
         #expect(try await h.redis.run("HGETALL", h.keys.engagement("acme")).fieldMap
-                == ["alice@inbox.example": "92", "bob@inbox.example": "10"])
+                == ["alice@inbox.example": "92", "bob@inbox.example": "10",
+                    "Élodie@inbox.example": "40"])
+        #expect(try await h.redis.run("HDEL", h.keys.engagement("acme"), "Élodie@inbox.example")
+                .int == 1)
         let one = try await call(h, "GET", "/v1/engagement/acme/alice@inbox.example",
                                  key: APIDaemonTests.acmeKey)
         #expect(one.status == 200 && one.json["engagement"] as? Int == 92)

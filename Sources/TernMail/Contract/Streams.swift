@@ -107,10 +107,17 @@ public struct Keys: Sendable {
     /// String: messages an organisation released in one hour or UTC day; the release script
     /// appends `<org>:h:<yyyy-mm-ddThh>` or `<org>:d:<yyyy-mm-dd>` to this prefix.
     public var orgSentPrefix: String { prefix + "orgsent:" }
-    /// Hash: an organisation's recorded engagement, recipient address (lowercased) -> score
-    /// 0-100, set by operators through the API; read by the release script for a message
-    /// without one, the first time it comes due.
+    /// Hash: an organisation's recorded engagement, recipient address (`engagementMember`)
+    /// -> score 0-100, set by operators through the API; read by the release script for a
+    /// message without one, the first time it comes due.
     public func engagement(_ org: String) -> String { prefix + "engagement:" + org }
+    /// An address as the engagement hash holds it: ASCII letters lowercased, every other
+    /// octet as it is — what Lua's `string.lower` does in the release script, so the API's
+    /// key and the script's lookup agree for any address.
+    public static func engagementMember(_ address: String) -> String {
+        String(decoding: address.utf8.map { (0x41...0x5A).contains($0) ? $0 | 0x20 : $0 },
+               as: UTF8.self)
+    }
     /// Set: the recipient addresses (lowercased) an organisation must not mail again.
     public func suppressions(_ org: String) -> String { prefix + "supp:" + org }
     /// String: marks one report (message id, kind, recipient) as applied, so a report that
