@@ -47,6 +47,7 @@ public struct SchedulerDaemon: Daemon {
                           .text(keys.engagement(""))]
         metrics.registry.streamMetrics(redis: redis, streams: consumedStreams)
         metrics.pauseMetrics(redis: redis, keys: keys)
+        metrics.finalStateMetrics(redis: redis, keys: keys)
     }
 
     public func run(shutdown: Shutdown, ready: @escaping @Sendable (String) -> Void) async throws {
@@ -752,7 +753,8 @@ public struct SchedulerDaemon: Daemon {
                   detail: [String: any Sendable]) -> [[RedisArg]] {
         let ttl = RedisArg.text(String(settings.lifetime.recordTTL.milliseconds / 1000))
         return [["HSET", .text(keys.message(r.id)), .text(MessageField.state),
-                 .text(state.rawValue)], ["ZREM", .text(keys.deadlines), .text(r.id)]]
+                 .text(state.rawValue)], ["ZREM", .text(keys.deadlines), .text(r.id)],
+                ["HINCRBY", .text(keys.finalCounts), .text(state.rawValue), "1"]]
             + event(r, kind, detail: detail)
             + [keys.message(r.id), keys.history(r.id), keys.attempts(r.id)].map {
                 ["EXPIRE", .text($0), ttl]

@@ -62,6 +62,29 @@ struct SchedulerMetrics: Sendable {
         ProcessMetrics.register(in: registry)
     }
 
+    /// `tern_messages_final_total`: messages that entered each final state, counted in Redis
+    /// in the transaction that set it (so every scheduler, and a restarted one, reports the
+    /// same totals: take one scheduler's series, not their sum). Read at scrape time; a
+    /// scrape that cannot read them in a second keeps the last values.
+    func finalStateMetrics(redis: RedisClient, keys: Keys) {
+        let counter = registry.counter(
+            "tern_messages_final_total",
+            "Messages that entered each final state (delivered, bounced, expired, suppressed, "
+                + "cancelled), across all schedulers; a bounce after delivery counts in both.",
+            labels: ["state"])
+        registry.addCollector {
+            guard let reply = try? await redis.pipeline([["HGETALL", .text(keys.finalCounts)]],
+                                                        within: .seconds(1)).first,
+                  case .array = reply
+            else { return }
+            let counts = reply.fieldMap
+            for state in MessageState.allCases where state.isFinal {
+                counter.set(labels: [state.rawValue],
+                            to: Double(counts[state.rawValue] ?? "") ?? 0)
+            }
+        }
+    }
+
     /// `tern_pauses_active`: the operators' pauses by kind, read from Redis at scrape time
     /// (a scrape that cannot read them in a second keeps the last values).
     func pauseMetrics(redis: RedisClient, keys: Keys) {

@@ -153,6 +153,9 @@ extension SchedulerDaemonTests {
             }
         }
         #expect(cancelled + released.count == ids.count)
+        // Each cancellation counted once, with the state change.
+        #expect(try await h.redis.run("HGET", h.keys.finalCounts, "cancelled").int
+                == cancelled)
         await h.stop()
     }
 }

@@ -41,6 +41,13 @@ import TernTestSupport
         #expect(m.sample(#"tern_breaker_state{org="acme",state="closed"}"#) == 1)
         #expect((m.sample("process_resident_memory_bytes") ?? 0) > 0)
         #expect(m.body.contains("# TYPE tern_scheduler_attempts_total counter\n"))
+        // Final states, counted in Redis with the state: one delivered, nothing else.
+        #expect(m.sample(#"tern_messages_final_total{state="delivered"}"#) == 1)
+        for state in ["bounced", "expired", "suppressed", "cancelled"] {
+            #expect(m.sample("tern_messages_final_total{state=\"\(state)\"}") == 0)
+        }
+        #expect(try await h.redis.run("HGETALL", h.keys.finalCounts).fieldMap
+                == ["delivered": "1"])
         await h.stop()
     }
 

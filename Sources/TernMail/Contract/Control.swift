@@ -314,7 +314,7 @@ public struct ControlStore: Sendable {
             ControlScripts.cancel,
             keys: [keys.message(id), keys.history(id), keys.attempts(id),
                    keys.stream(.events), keys.groupQueue(group), keys.pauseHeld(owner),
-                   keys.groupDue(group)],
+                   keys.groupDue(group), keys.deadlines, keys.finalCounts],
             args: [.text(id), .text(event.historyJSON), .text(event.json),
                    .text(String(recordTTL.milliseconds / 1000)),
                    .text(MessageState.cancellable.map(\.rawValue).joined(separator: ","))])
@@ -331,7 +331,8 @@ public struct ControlStore: Sendable {
 
 enum ControlScripts {
     /// KEYS: 1 message, 2 history, 3 attempts, 4 events stream, 5 the group's queue, 6 the
-    /// organisation's pause-held hash, 7 the group's due set (`groupDue`). ARGV: 1 id, 2 history entry, 3 event JSON, 4 record
+    /// organisation's pause-held hash, 7 the group's due set (`groupDue`), 8 the deadline
+    /// index, 9 the final-state counts. ARGV: 1 id, 2 history entry, 3 event JSON, 4 record
     /// TTL (s), 5 the cancellable states, ","-joined. Returns {"cancelled"}, {"state", s}
     /// when the state forbids it, {"missing"}.
     ///
@@ -350,6 +351,8 @@ enum ControlScripts {
         redis.call('ZREM', KEYS[5], ARGV[1])
         redis.call('ZREM', KEYS[7], ARGV[1])
         redis.call('HDEL', KEYS[6], ARGV[1])
+        redis.call('ZREM', KEYS[8], ARGV[1])
+        redis.call('HINCRBY', KEYS[9], 'cancelled', 1)
         redis.call('RPUSH', KEYS[2], ARGV[2])
         redis.call('XADD', KEYS[4], 'MAXLEN', '~', '1000000', '*', 'id', ARGV[1],
                    'event', 'cancelled', 'json', ARGV[3])

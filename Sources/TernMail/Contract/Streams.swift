@@ -65,6 +65,10 @@ public struct Keys: Sendable {
     /// (`expires_ms`). The scheduler sweeps it for messages held past their deadline and
     /// drops an id when its message reaches a final state.
     public var deadlines: String { prefix + "deadlines" }
+    /// Hash: final state -> how many times a message entered it, counted in the transaction
+    /// that sets the state (an asynchronous bounce after delivery counts in both), for
+    /// `tern_messages_final_total`.
+    public var finalCounts: String { prefix + "final-counts" }
     /// Hash: message id -> why it was held (`held` field, "" when not held), for messages the
     /// scheduler has set `expired` but not yet given their event; emptied as they get it.
     public var expiring: String { prefix + "expiring" }
@@ -245,8 +249,9 @@ public enum MessageField {
     public static let engagementSource = "engagement_source"
 }
 
-/// Where a message is in its life. Final states never change again.
-public enum MessageState: String, Sendable, Codable {
+/// Where a message is in its life. Final states never change again, but for a delivered
+/// message that a DSN reports bounced afterwards.
+public enum MessageState: String, Sendable, Codable, CaseIterable {
     case queued, sending, deferred, delivered, bounced, expired, suppressed, cancelled
 
     public var isFinal: Bool {
