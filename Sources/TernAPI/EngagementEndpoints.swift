@@ -89,6 +89,6 @@ extension APIDaemon {
     /// The store's form of an address, as the scheduler looks it up; nil when it is none.
     static func engagementMember(_ address: String) -> String? {
         guard case .success(let parsed) = EmailAddress.parse(address) else { return nil }
-        return Keys.engagementMember(parsed.description)
+        return parsed.listKey
     }
 }

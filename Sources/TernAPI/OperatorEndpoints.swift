@@ -113,8 +113,12 @@ extension APIDaemon {
         guard case .success(let parsed) = EmailAddress.parse(address) else {
             return .error(400, "is not an email address", field: "address")
         }
-        let member = (parsed.localPart + "@" + parsed.domain).lowercased()
-        let command = [request.method == "PUT" ? "SADD" : "SREM", keys.suppressions(org), member]
+        // Removing takes the form lists held before listKey too.
+        let member = parsed.listKey
+        let command = request.method == "PUT"
+            ? ["SADD", keys.suppressions(org), member]
+            : ["SREM", keys.suppressions(org)]
+                + EmailAddress.suppressionMembers(of: parsed.description)
         guard let changed = await read(command)?.int else { return unavailable() }
         logger.notice(request.method == "PUT" ? "address suppressed" : "suppression removed",
                       ("org", org), ("address", member))

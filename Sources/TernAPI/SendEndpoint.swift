@@ -305,6 +305,7 @@ extension APIDaemon {
              .text(MessageField.pool), .text(m.pool),
              .text(MessageField.from), .text(m.from.description),
              .text(MessageField.recipient), .text(m.to.description),
+             .text(MessageField.recipientKey), .text(m.to.listKey),
              .text(MessageField.domain), .text(m.to.asciiDomain),
              .text(MessageField.body), .data(body),
              .text(MessageField.metadata), .text(m.metadataJSON),

@@ -241,9 +241,12 @@ enum SuppressionsCommand {
                     status = 1
                     continue
                 }
-                let member = (parsed.localPart + "@" + parsed.domain).lowercased()
-                let n = try await redis.run(action == "add" ? "SADD" : "SREM", key, member).int
-                changed[member] = n == 1
+                // Removing takes the form lists held before listKey too.
+                let member = parsed.listKey
+                let n = try await redis.run(action == "add"
+                    ? ["SADD", key, member]
+                    : ["SREM", key] + EmailAddress.suppressionMembers(of: parsed.description)).int
+                changed[member] = (n ?? 0) > 0
                 if action == "remove" && n == 0 {
                     io.error("suppressions: \(member) was not suppressed for \(org)")
                     status = 1

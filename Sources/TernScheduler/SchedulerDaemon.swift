@@ -193,7 +193,7 @@ public struct SchedulerDaemon: Daemon {
         let records = try await loadAll(entries.map { $0[EntryField.id] })
         var recipients: [String: [String]] = [:]
         for case let r? in records where r.state == .queued {
-            recipients[r.org, default: []].append(r.to.lowercased())
+            recipients[r.org, default: []] += EmailAddress.suppressionMembers(of: r.to)
         }
         let orgs = Array(recipients.keys)
         let found = try await redis.pipeline(orgs.map { org in
@@ -221,7 +221,9 @@ public struct SchedulerDaemon: Daemon {
                 let detail: [String: any Sendable] = ["reason": "unknown ip pool \(record.pool)"]
                 cmds += finalize(record, .bounced, state: .bounced, detail: detail)
             } else if record.state == .queued,
-                      suppressed.contains(record.org + "\u{0}" + record.to.lowercased()) {
+                      EmailAddress.suppressionMembers(of: record.to).contains(where: {
+                          suppressed.contains(record.org + "\u{0}" + $0)
+                      }) {
                 cmds += suppress(record, log)
             } else if record.state == .queued {
                 let (due, expires) = firstDueAndDeadline(record, now: now)
@@ -552,7 +554,7 @@ public struct SchedulerDaemon: Daemon {
             cmds += breakerOutcome(org: record.org, .bounced, nowMs: now)
             if signal == .recipient {
                 cmds.append(["SADD", .text(keys.suppressions(record.org)),
-                             .text(record.to.lowercased())])
+                             .text(EmailAddress.listKey(of: record.to))])
             }
         case .expired:
             cmds += finalize(record, .expired, state: .expired, detail: detail)
@@ -614,7 +616,7 @@ public struct SchedulerDaemon: Daemon {
         let ttl = String(settings.lifetime.recordTTL.milliseconds / 1000)
         var cmds: [[RedisArg]] = [["SET", .text(seen), "1", "EX", .text(ttl)]]
         let suppress: [RedisArg] = ["SADD", .text(keys.suppressions(record.org)),
-                                    .text(record.to.lowercased())]
+                                    .text(EmailAddress.listKey(of: record.to))]
         switch (kind, severity) {
         case ("bounce", "hard"):
             if !record.state.isFinal || record.state == .delivered {
@@ -826,7 +828,9 @@ extension SchedulerDaemon {
     }
 
     func isSuppressed(_ r: Record) async throws -> Bool {
-        try await redis.run("SISMEMBER", keys.suppressions(r.org), r.to.lowercased()).int == 1
+        let found = try await redis.run(["SMISMEMBER", keys.suppressions(r.org)]
+                                        + EmailAddress.suppressionMembers(of: r.to))
+        return found.array?.contains { $0.int == 1 } == true
     }
 }
 

@@ -34,8 +34,7 @@ enum Scripts {
     /// less their score × ARGV 17 (at most 100 a call: a backlog moves over a few calls); the
     /// lowest rank goes next. A held message goes back to the queue. A message due for the
     /// first time without a score takes the one its organisation recorded (`engagement:`,
-    /// the address with its ASCII letters lowercased, as `Keys.engagementMember` stores it),
-    /// or is marked `default`.
+    /// by the record's `rcpt_key`), or is marked `default`.
     ///
     /// A paused group, pool or provider pops nothing and looks again in a second; a message
     /// of a paused organisation waits an hour in its queue and is noted in `pause-held:<org>`,
@@ -90,13 +89,15 @@ enum Scripts {
           local lead, ids = tonumber(ARGV[17]), {}
           for i = 1, #came, 2 do
             local key = ARGV[6] .. came[i]
-            local m = redis.call('HMGET', key, 'engagement', 'engagement_source', 'org', 'rcpt')
+            local m = redis.call('HMGET', key, 'engagement', 'engagement_source', 'org', 'rcpt',
+                                 'rcpt_key')
             local e = tonumber(m[1] or '')
             if not m[2] then
               -- First time due: the score the organisation recorded for the address, kept
               -- on the record so that every later attempt ranks the same.
+              -- A record written before rcpt_key: its address, ASCII-lowercased.
               e = tonumber(redis.call('HGET', ARGV[23] .. (m[3] or ''),
-                                      string.lower(m[4] or '')) or '')
+                                      m[5] or string.lower(m[4] or '')) or '')
               if e then
                 redis.call('HSET', key, 'engagement', e, 'engagement_source', 'recorded')
               else

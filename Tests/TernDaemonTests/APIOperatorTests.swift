@@ -53,6 +53,17 @@ extension APIDaemonTests {
         #expect(try await call(h, "DELETE", "/v1/suppressions/acme/someone+tag@inbox.example")
                 .status == 404)
         #expect(try await h.redis.run("SCARD", h.keys.suppressions("acme")).int == 0)
+
+        // Either form of an internationalised domain is one address; removing one also
+        // removes the form lists held before (the address lowercased as given).
+        let idn = try await call(h, "PUT", "/v1/suppressions/acme/Dan@B%C3%9CCHER.example")
+        #expect(idn.status == 201 && idn.json["address"] as? String == "dan@xn--bcher-kva.example")
+        #expect(try await call(h, "PUT", "/v1/suppressions/acme/dan@xn--bcher-kva.example")
+                .status == 200)
+        try await h.redis.run("SADD", h.keys.suppressions("acme"), "dan@bücher.example")
+        #expect(try await call(h, "DELETE", "/v1/suppressions/acme/DAN@b%C3%BCcher.example")
+                .status == 200)
+        #expect(try await h.redis.run("SCARD", h.keys.suppressions("acme")).int == 0)
         await h.stop()
     }
 
@@ -67,14 +78,22 @@ extension APIDaemonTests {
                                   body: Array(body.utf8))
         }
         let set = try await put("acme", #"{"Alice@Inbox.example": 92, "bob@inbox.example": 10,"#
-                                + #" "ÉLODIE@Inbox.example": 40}"#)
+                                + #" "ÉLODIE@BÜCHER.example": 40}"#)
         #expect(set.status == 200 && set.json["set"] as? Int == 3)
-        // ASCII letters lowercased, as the release script's Lua lowercases the recipient.
+        // Keyed as the record keys its recipient: lowercased, the domain in A-labels.
+        let elodie = "élodie@xn--bcher-kva.example"
         #expect(try await h.redis.run("HGETALL", h.keys.engagement("acme")).fieldMap
-                == ["alice@inbox.example": "92", "bob@inbox.example": "10",
-                    "Élodie@inbox.example": "40"])
-        #expect(try await h.redis.run("HDEL", h.keys.engagement("acme"), "Élodie@inbox.example")
-                .int == 1)
+                == ["alice@inbox.example": "92", "bob@inbox.example": "10", elodie: "40"])
+        let sentToElodie = try await h.post(APIDaemonTests.valid(["org": "acme",
+                                                                  "to": "Élodie@bücher.example"]))
+        let elodieID = try #require(sentToElodie.json["id"] as? String)
+        #expect(try await h.redis.run("HGET", h.keys.message(elodieID), "rcpt_key").string
+                == elodie)
+        let asked = try await call(h, "GET", "/v1/engagement/acme/ELODIE@xn--bcher-kva.example")
+        #expect(asked.json["engagement"] is NSNull)   // É is not E
+        let found = try await call(h, "GET", "/v1/engagement/acme/%C3%A9lodie@B%C3%9CCHER.example")
+        #expect(found.json["engagement"] as? Int == 40)
+        #expect(try await h.redis.run("HDEL", h.keys.engagement("acme"), elodie).int == 1)
         let one = try await call(h, "GET", "/v1/engagement/acme/alice@inbox.example",
                                  key: APIDaemonTests.acmeKey)
         #expect(one.status == 200 && one.json["engagement"] as? Int == 92)

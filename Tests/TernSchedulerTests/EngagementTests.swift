@@ -124,11 +124,10 @@ import TernTestSupport
 
     @Test func aRetryKeepsItsScoreAndHistoryShowsIt() async throws {
         let h = try await Self.harness()
-        // Stored as the API stores it; the script finds it whatever the ASCII case, and
-        // finds a non-ASCII capital as it was written.
+        // Stored and keyed on the record as the API does (`listKey`), so any case matches.
         _ = try await h.redis.transaction([
             ["HSET", .text(h.keys.engagement("acme")),
-             .text(Keys.engagementMember("RÉC@Inbox.example")), "30"],
+             .text(EmailAddress.listKey(of: "RÉC@Inbox.example")), "30"],
         ])
         // An API score of 80 for one message, the recorded 30 for another, none for a third.
         let high = MessageID.generate()
@@ -136,7 +135,9 @@ import TernTestSupport
             record(h, high, rcpt: "top@inbox.example", score: 80),
             xadd(h.keys.stream(.submit), [("id", high)]),
         ])
-        let recorded = try await h.submit(to: "rÉc@INBOX.example")
+        let recorded = try await h.submit(
+            to: "rÉc@inbox.example",
+            extra: ["rcpt_key", .text(EmailAddress.listKey(of: "rÉc@INBOX.example"))])
         _ = try await readyIDs(h, count: 2)
         try await h.result(high, attempt: "1", outcome: "deferred", code: "451",
                            reply: "4.3.0 try later")

@@ -33,6 +33,30 @@ extension SchedulerDaemonTests {
         await h.stop()
     }
 
+    /// A suppression holds whatever the case of the address and whichever form its
+    /// internationalised domain is written in; an entry in the form lists held before
+    /// `listKey` (the address lowercased as given) still holds for that form.
+    @Test func aSuppressionHoldsForEitherFormOfTheDomainAndAnyCase() async throws {
+        let h = try await Harness()
+        try await h.redis.run("SADD", h.keys.suppressions("acme"),
+                              EmailAddress.listKey(of: "Dan@BÜCHER.example"), "eve@bücher.example")
+        let ids = [try await h.submit(to: "dan@xn--bcher-kva.example"),
+                   try await h.submit(to: "DAN@bücher.example"),
+                   try await h.submit(to: "Eve@bücher.example")]
+        for id in ids {
+            try await h.waitFor("suppressed") { try await h.state(id) == "suppressed" }
+        }
+        // A hard bounce stores the one key, the domain in A-labels.
+        let bounced = try await h.submit(to: "Gus@Bücher.example")
+        _ = try await h.nextReady()
+        try await h.result(bounced, attempt: "1", outcome: "failed", code: "550",
+                           reply: "5.1.1 no such user", enhanced: "5.1.1", stage: "rcpt")
+        try await h.waitFor("bounced") { try await h.state(bounced) == "bounced" }
+        #expect(try await h.redis.run("SISMEMBER", h.keys.suppressions("acme"),
+                                      "gus@xn--bcher-kva.example").int == 1)
+        await h.stop()
+    }
+
     @Test func aReplyThatBlocksTheIPDefersAndPausesThatIPOnlyForThatProvider() async throws {
         let h = try await Harness()
         let id = try await h.submit(to: "someone@company.example")

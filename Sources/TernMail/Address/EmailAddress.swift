@@ -107,6 +107,26 @@ public struct EmailAddress: Sendable, Hashable, CustomStringConvertible {
     /// The address as it goes between "<" and ">" in MAIL FROM and RCPT TO.
     public var description: String { localPart + "@" + domain }
 
+    /// The address as suppression lists and recorded engagement key it: the local part
+    /// lowercased and the domain in A-labels, so "Dan@BÜCHER.example" and
+    /// "dan@xn--bcher-kva.example" are one mailbox there. (RFC 5321 leaves local parts
+    /// case-sensitive; no mailbox provider we know of uses that, and a suppression that
+    /// matches too much is the safe side.)
+    public var listKey: String { localPart.lowercased() + "@" + asciiDomain }
+
+    /// `listKey` of an address kept as text (a record's recipient); text that does not parse
+    /// is only lowercased.
+    public static func listKey(of text: String) -> String {
+        (try? EmailAddress(text))?.listKey ?? text.lowercased()
+    }
+
+    /// What a suppression list may hold for an address kept as text: its `listKey`, then,
+    /// when it differs, the address lowercased as given, the form lists held before.
+    public static func suppressionMembers(of text: String) -> [String] {
+        let key = listKey(of: text), given = text.lowercased()
+        return key == given ? [key] : [key, given]
+    }
+
     /// The address with its domain in A-label form, for servers without SMTPUTF8; nil when the
     /// local part itself is non-ASCII, which no ASCII form can express.
     public var asciiForm: String? {

@@ -111,18 +111,12 @@ public struct Keys: Sendable {
     /// String: messages an organisation released in one hour or UTC day; the release script
     /// appends `<org>:h:<yyyy-mm-ddThh>` or `<org>:d:<yyyy-mm-dd>` to this prefix.
     public var orgSentPrefix: String { prefix + "orgsent:" }
-    /// Hash: an organisation's recorded engagement, recipient address (`engagementMember`)
+    /// Hash: an organisation's recorded engagement, recipient address (`EmailAddress.listKey`)
     /// -> score 0-100, set by operators through the API; read by the release script for a
     /// message without one, the first time it comes due.
     public func engagement(_ org: String) -> String { prefix + "engagement:" + org }
-    /// An address as the engagement hash holds it: ASCII letters lowercased, every other
-    /// octet as it is — what Lua's `string.lower` does in the release script, so the API's
-    /// key and the script's lookup agree for any address.
-    public static func engagementMember(_ address: String) -> String {
-        String(decoding: address.utf8.map { (0x41...0x5A).contains($0) ? $0 | 0x20 : $0 },
-               as: UTF8.self)
-    }
-    /// Set: the recipient addresses (lowercased) an organisation must not mail again.
+    /// Set: the recipient addresses (`EmailAddress.listKey`; before it, the address as given,
+    /// lowercased) an organisation must not mail again.
     public func suppressions(_ org: String) -> String { prefix + "supp:" + org }
     /// String: marks one report (message id, kind, recipient) as applied, so a report that
     /// arrives twice counts once. Lives as long as the message's record.
@@ -228,6 +222,9 @@ public enum MessageField {
     public static let pool = "pool"
     public static let from = "from"            // envelope sender as given by the client
     public static let recipient = "rcpt"
+    /// The recipient's `EmailAddress.listKey`, by which the release script finds its recorded
+    /// engagement (Lua cannot lowercase beyond ASCII nor convert to A-labels).
+    public static let recipientKey = "rcpt_key"
     public static let domain = "domain"         // recipient domain, lowercased A-label
     public static let body = "body"            // the complete RFC 5322 message, CRLF lines
     public static let metadata = "metadata"    // JSON object echoed in events
