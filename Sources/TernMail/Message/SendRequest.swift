@@ -335,7 +335,19 @@ public struct SendRequest: Sendable, Equatable {
             guard !key.isEmpty else {
                 throw ValidationError(field: "metadata", message: "keys must not be empty")
             }
+            // Metadata reaches every event, webhook and operator's screen: keys are names,
+            // and no value may hide text behind bidirectional controls or carry a NUL.
+            guard !key.unicodeScalars.contains(where: isForbiddenInName) else {
+                throw ValidationError(field: field, message: "the key must not contain control "
+                    + "or bidirectional control characters")
+            }
             if let string = item as? String {
+                guard !string.unicodeScalars.contains(where: {
+                    $0 == "\u{0}" || EmailAddress.isBidiControl($0)
+                }) else {
+                    throw ValidationError(field: field, message: "must not contain NUL or "
+                        + "bidirectional control characters")
+                }
                 result[key] = .string(string)
             } else if let number = item as? NSNumber {
                 // JSONSerialization gives booleans as NSNumber with the "c" (char) type.
