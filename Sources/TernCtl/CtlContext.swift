@@ -16,6 +16,9 @@ struct CtlContext {
     let common: CommonSettings
     let keys: Keys
     let json: Bool
+    /// Whether TERN_REDIS_URL was given (environment or --env-file), for a hint when Redis
+    /// does not answer.
+    let configured: Bool
 
     /// The one operand of a command about a message: its id, checked before Redis is asked.
     static func messageID(_ args: ArgumentReader) throws -> String {
@@ -42,6 +45,7 @@ struct CtlContext {
         if let file = args.options["env-file"]?.last {
             values.merge(try EnvironmentFile.read(file)) { _, fromFile in fromFile }
         }
+        configured = values["TERN_REDIS_URL"] != nil
         env = Environment(values)
         common = try CommonSettings(env, role: "ternctl")
         keys = Keys(prefix: common.redisPrefix)
@@ -53,8 +57,11 @@ struct CtlContext {
         let client = try RedisClient(url: common.redisURL, maxIdle: 4,
                                      connectTimeout: .seconds(3))
         guard await client.ping() else {
-            throw Unreachable(description: "redis at \(client.address) does not answer "
-                              + "(TERN_REDIS_URL)")
+            // Run without the daemons' settings, ternctl tries the default: say where they go.
+            let hint = configured ? "(TERN_REDIS_URL)"
+                : "(TERN_REDIS_URL is not set: give the daemons' settings with --env-file "
+                    + "/etc/tern/tern.env, or in the environment)"
+            throw Unreachable(description: "redis at \(client.address) does not answer " + hint)
         }
         return client
     }

@@ -155,7 +155,7 @@ enum StatusCommand {
         for line in table(["  stream", "length", "oldest", "groups"], rows) { io.text(line) }
         if let q = r["queues"] as? [String: Any] {
             io.text("queues: \(q["groups"] ?? 0) group(s) waiting, \(q["groups_due_now"] ?? 0) "
-                    + "due now; \(q["pauses"] ?? 0) pause(s)")
+                    + "of them due now; \(q["pauses"] ?? 0) pause(s)")
             if let oldest = q["oldest_due"] as? [String: Any] {
                 io.text("  longest due: \(oldest["group"] ?? ""), for "
                         + ago(ms: oldest["overdue_ms"] as? Int64 ?? 0))
