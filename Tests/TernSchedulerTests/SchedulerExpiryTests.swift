@@ -50,7 +50,9 @@ extension SchedulerDaemonTests {
         let control = ControlStore(redis: h.redis, keys: h.keys)
         try await control.pause(Pause(kind: .group, name: "default:inbox.example",
                                       reason: "maintenance", by: "test", sinceMs: nowMs()))
-        let late = try await h.submit(to: "late@inbox.example", maxAge: 2000)
+        // Five seconds: time enough, on a loaded machine too, for the release loop to find
+        // the group paused and mark the message held before the deadline sweep ends it.
+        let late = try await h.submit(to: "late@inbox.example", maxAge: 5000)
         let inTime = try await h.submit(to: "later@inbox.example", maxAge: 600_000)
         try await h.waitFor("filed") {
             try await h.redis.run("ZSCORE", h.keys.deadlines, inTime).string != nil
