@@ -107,7 +107,8 @@ extension SchedulerDaemonTests {
         try await h.waitFor("breaker opened") {
             try await h.redis.run("HGET", h.keys.heldOrgs, "spammy").string == "0"
         }
-        let id = try await h.submit(to: "new@inbox.example", org: "spammy", maxAge: 2000)
+        // Five seconds, as above: the release loop marks it held before the sweep ends it.
+        let id = try await h.submit(to: "new@inbox.example", org: "spammy", maxAge: 5000)
         _ = try await expectExpired(h, id, reason: "held past its deadline: the circuit "
                                     + "breaker of organisation spammy is open", held: "breaker")
         await h.stop()
@@ -117,7 +118,7 @@ extension SchedulerDaemonTests {
         let h = try await Harness(env: ["TERN_ORG_CAPS": "capped=1/h"])
         let first = try await h.submit(to: "c0@inbox.example", org: "capped")
         #expect(try await h.nextReady()["id"] == first)
-        let id = try await h.submit(to: "c1@inbox.example", org: "capped", maxAge: 2000)
+        let id = try await h.submit(to: "c1@inbox.example", org: "capped", maxAge: 5000)
         try await h.waitFor("held") {
             try await h.redis.run("HGET", h.keys.message(id), "held").string == "cap"
         }
