@@ -569,7 +569,10 @@ class TernStack:
             except (BrokenPipeError, ConnectionResetError):
                 # A server may answer an over-large body (413) and close before reading
                 # it all (RFC 9110 section 15.5.14); its answer is still there to read.
-                pass
+                # Unless http.client dropped the socket: then there is no answer at all
+                # (the server died), and that is the error to report.
+                if conn.sock is None:
+                    raise
             reply = conn.getresponse()
             return Response(reply.status, dict(reply.getheaders()), reply.read())
         finally:
