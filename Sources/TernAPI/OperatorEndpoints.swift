@@ -117,8 +117,7 @@ extension APIDaemon {
         let member = parsed.listKey
         let command = request.method == "PUT"
             ? ["SADD", keys.suppressions(org), member]
-            : ["SREM", keys.suppressions(org)]
-                + EmailAddress.suppressionMembers(of: parsed.description)
+            : ["SREM", keys.suppressions(org)] + parsed.suppressionMembers
         guard let changed = await read(command)?.int else { return unavailable() }
         logger.notice(request.method == "PUT" ? "address suppressed" : "suppression removed",
                       ("org", org), ("address", member))

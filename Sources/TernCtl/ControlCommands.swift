@@ -245,7 +245,7 @@ enum SuppressionsCommand {
                 let member = parsed.listKey
                 let n = try await redis.run(action == "add"
                     ? ["SADD", key, member]
-                    : ["SREM", key] + EmailAddress.suppressionMembers(of: parsed.description)).int
+                    : ["SREM", key] + parsed.suppressionMembers).int
                 changed[member] = (n ?? 0) > 0
                 if action == "remove" && n == 0 {
                     io.error("suppressions: \(member) was not suppressed for \(org)")

@@ -191,19 +191,23 @@ public struct SchedulerDaemon: Daemon {
     /// The effects are `intake`'s, entry by entry; a crash before EXEC leaves the batch pending.
     @Sendable func intakeBatch(_ entries: [StreamEntry]) async throws {
         let records = try await loadAll(entries.map { $0[EntryField.id] })
-        var recipients: [String: [String]] = [:]
+        // Every member a queued message's recipient may have in its organisation's list,
+        // asked in one SMISMEMBER per organisation; the ids of those found are suppressed.
+        var asked: [String: [(id: String, member: String)]] = [:]
         for case let r? in records where r.state == .queued {
-            recipients[r.org, default: []] += EmailAddress.suppressionMembers(of: r.to)
+            for member in EmailAddress.suppressionMembers(of: r.to) {
+                asked[r.org, default: []].append((r.id, member))
+            }
         }
-        let orgs = Array(recipients.keys)
+        let orgs = Array(asked.keys)
         let found = try await redis.pipeline(orgs.map { org in
             ["SMISMEMBER", .text(keys.suppressions(org))]
-                + recipients[org, default: []].map { RedisArg.text($0) }
+                + asked[org, default: []].map { RedisArg.text($0.member) }
         })
         var suppressed: Set<String> = []
         for (org, reply) in zip(orgs, found) {
-            for (rcpt, flag) in zip(recipients[org, default: []], try reply.get().array ?? [])
-            where flag.int == 1 { suppressed.insert(org + "\u{0}" + rcpt) }
+            for (ask, flag) in zip(asked[org, default: []], try reply.get().array ?? [])
+            where flag.int == 1 { suppressed.insert(ask.id) }
         }
         let now = nowMs()
         var cmds: [[RedisArg]] = []
@@ -220,10 +224,7 @@ public struct SchedulerDaemon: Daemon {
                 log.warning("unknown ip pool", ("pool", record.pool))
                 let detail: [String: any Sendable] = ["reason": "unknown ip pool \(record.pool)"]
                 cmds += finalize(record, .bounced, state: .bounced, detail: detail)
-            } else if record.state == .queued,
-                      EmailAddress.suppressionMembers(of: record.to).contains(where: {
-                          suppressed.contains(record.org + "\u{0}" + $0)
-                      }) {
+            } else if record.state == .queued, suppressed.contains(record.id) {
                 cmds += suppress(record, log)
             } else if record.state == .queued {
                 let (due, expires) = firstDueAndDeadline(record, now: now)

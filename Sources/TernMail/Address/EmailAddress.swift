@@ -120,11 +120,17 @@ public struct EmailAddress: Sendable, Hashable, CustomStringConvertible {
         (try? EmailAddress(text))?.listKey ?? text.lowercased()
     }
 
-    /// What a suppression list may hold for an address kept as text: its `listKey`, then,
-    /// when it differs, the address lowercased as given, the form lists held before.
-    public static func suppressionMembers(of text: String) -> [String] {
-        let key = listKey(of: text), given = text.lowercased()
+    /// What a suppression list may hold for this address: its `listKey`, then, when it
+    /// differs, the address lowercased as given, the form lists held before.
+    public var suppressionMembers: [String] {
+        let key = listKey, given = description.lowercased()
         return key == given ? [key] : [key, given]
+    }
+
+    /// `suppressionMembers` of an address kept as text (a record's recipient); text that does
+    /// not parse is only lowercased.
+    public static func suppressionMembers(of text: String) -> [String] {
+        (try? EmailAddress(text))?.suppressionMembers ?? [text.lowercased()]
     }
 
     /// The address with its domain in A-label form, for servers without SMTPUTF8; nil when the
