@@ -50,9 +50,13 @@ extension SchedulerDaemonTests {
         let control = ControlStore(redis: h.redis, keys: h.keys)
         try await control.pause(Pause(kind: .group, name: "default:inbox.example",
                                       reason: "maintenance", by: "test", sinceMs: nowMs()))
-        // Five seconds: time enough, on a loaded machine too, for the release loop to find
-        // the group paused and mark the message held before the deadline sweep ends it.
-        let late = try await h.submit(to: "late@inbox.example", maxAge: 5000)
+        // The release loop marks only the group's first due message held; the second is
+        // sent once `late` is marked, so it cannot rank first (ids made in one millisecond
+        // need not sort in the order they were made).
+        let late = try await h.submit(to: "late@inbox.example", maxAge: 2000)
+        try await h.waitFor("held") {
+            try await h.redis.run("HGET", h.keys.message(late), "held").string == "pause"
+        }
         let inTime = try await h.submit(to: "later@inbox.example", maxAge: 600_000)
         try await h.waitFor("filed") {
             try await h.redis.run("ZSCORE", h.keys.deadlines, inTime).string != nil
@@ -107,8 +111,7 @@ extension SchedulerDaemonTests {
         try await h.waitFor("breaker opened") {
             try await h.redis.run("HGET", h.keys.heldOrgs, "spammy").string == "0"
         }
-        // Five seconds, as above: the release loop marks it held before the sweep ends it.
-        let id = try await h.submit(to: "new@inbox.example", org: "spammy", maxAge: 5000)
+        let id = try await h.submit(to: "new@inbox.example", org: "spammy", maxAge: 2000)
         _ = try await expectExpired(h, id, reason: "held past its deadline: the circuit "
                                     + "breaker of organisation spammy is open", held: "breaker")
         await h.stop()
@@ -118,7 +121,7 @@ extension SchedulerDaemonTests {
         let h = try await Harness(env: ["TERN_ORG_CAPS": "capped=1/h"])
         let first = try await h.submit(to: "c0@inbox.example", org: "capped")
         #expect(try await h.nextReady()["id"] == first)
-        let id = try await h.submit(to: "c1@inbox.example", org: "capped", maxAge: 5000)
+        let id = try await h.submit(to: "c1@inbox.example", org: "capped", maxAge: 2000)
         try await h.waitFor("held") {
             try await h.redis.run("HGET", h.keys.message(id), "held").string == "cap"
         }
