@@ -1,6 +1,7 @@
 // The event loop and sockets: echo over loopback, source-address binding, deadlines,
 // cancellation, many concurrent connections, and line reading limits.
 
+import Glibc
 import Testing
 import TernCore
 
@@ -88,6 +89,29 @@ import TernCore
         }
         try await hasty.write(Array("after\r\n".utf8))
         #expect(try await LineReader(hasty).readLine(limit: 100) == Array("after".utf8))
+    }
+
+    /// Closing a listener twice leaves alone the socket that took its descriptor's number.
+    @Test func aListenerClosedTwiceClosesOnlyItsOwnDescriptor() throws {
+        // Tests running beside this one open descriptors too, so the freed number may go to
+        // one of theirs; a few tries get it.
+        for _ in 0..<20 {
+            let listener = try TCPListener(address: SocketAddress("127.0.0.1:0")!)
+            listener.close()
+            // Take descriptors until one gets the freed number (the lowest free is given).
+            var taken: [Int32] = []
+            defer { taken.forEach { _ = Glibc.close($0) } }
+            while (taken.last ?? -1) < listener.fd {
+                let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+                try #require(fd >= 0)
+                taken.append(fd)
+            }
+            guard taken.last == listener.fd else { continue }
+            listener.close()
+            #expect(fcntl(listener.fd, F_GETFD) != -1, "the second close closed another socket")
+            return
+        }
+        Issue.record("no try got the listener's freed descriptor number")
     }
 
     @Test func cancellingAReaderWakesIt() async throws {

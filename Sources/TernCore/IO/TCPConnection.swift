@@ -134,10 +134,12 @@ public final class TCPConnection: ByteStream, @unchecked Sendable {
     }
 }
 
-/// A listening TCP socket.
+/// A listening TCP socket. `close` may be called more than once (a server closes its listener
+/// at shutdown, its owner may too); only the first closes the descriptor.
 public final class TCPListener: Sendable {
     public let fd: Int32
     public let address: SocketAddress
+    private let closed = Atomic<Bool>(false)
 
     /// Binds and listens on `address` (port 0 picks a free one; `address` reports it).
     public init(address: SocketAddress, backlog: Int32 = 1024) throws {
@@ -194,7 +196,10 @@ public final class TCPListener: Sendable {
         }
     }
 
+    /// A second close must do nothing: the number may already be another socket's, whose
+    /// waiters `deregister` would fail and whose connection `close` would cut.
     public func close() {
+        guard !closed.exchange(true, ordering: .sequentiallyConsistent) else { return }
         EventLoop.shared.deregister(fd)
         Glibc.close(fd)
     }
