@@ -24,6 +24,7 @@ import socket
 import subprocess
 import sys
 import time
+import uuid
 from dataclasses import dataclass
 from email import policy, utils
 from email.message import Message
@@ -92,6 +93,21 @@ def wait_for(predicate, timeout=30.0, interval=0.1, what=None):
             raise AssertionError(f"timed out after {timeout}s waiting for {name}; "
                                  f"last value: {value!r}")
         time.sleep(interval)
+
+
+def address(local, domain="inbox.example"):
+    """A fresh address ("local+TAG@domain") for one test, so tests can share a stack and a
+    world and still tell their mail apart."""
+    return f"{local}+{uuid.uuid4().hex[:12]}@{domain}"
+
+
+def delivered_once(tern, world, message_id, to):
+    """Waits for `message_id` to be delivered and returns the one message the world's MX
+    holds for `to`."""
+    tern.wait_for_state(message_id, "delivered")
+    spooled = world.spool_for(to)
+    assert len(spooled) == 1, [m.meta for m in spooled]
+    return spooled[0]
 
 
 def tail(path, lines=60):

@@ -10,18 +10,12 @@ import subprocess
 import uuid
 from pathlib import Path
 
-from harness import REPO, DKIM_DOMAIN, dkim_tags, dkim_verify, free_port, make_dkim_keys
-
-
-def address(local, domain="inbox.example"):
-    return f"{local}+{uuid.uuid4().hex[:12]}@{domain}"
+from harness import (REPO, DKIM_DOMAIN, address, delivered_once, dkim_tags, dkim_verify,
+                     free_port, make_dkim_keys)
 
 
 def delivered(tern, world, message_id, to):
-    tern.wait_for_state(message_id, "delivered")
-    spooled = world.spool_for(to)
-    assert len(spooled) == 1, [m.meta for m in spooled]
-    return spooled[0].raw
+    return delivered_once(tern, world, message_id, to).raw
 
 
 def stored_body(tern, message_id):

@@ -11,20 +11,8 @@ import base64
 import datetime
 import os
 import time
-import uuid
 
-from harness import DKIM_DOMAIN, dkim_verify
-
-
-def address(local, domain="inbox.example"):
-    return f"{local}+{uuid.uuid4().hex[:12]}@{domain}"
-
-
-def delivered(tern, world, message_id, to):
-    tern.wait_for_state(message_id, "delivered")
-    spooled = world.spool_for(to)
-    assert len(spooled) == 1, [m.meta for m in spooled]
-    return spooled[0]
+from harness import DKIM_DOMAIN, address, delivered_once as delivered, dkim_verify
 
 
 def rfc3339(seconds):

@@ -13,12 +13,8 @@ import uuid
 import pytest
 
 from harness import (API_MAX_BODY, EVENT_KINDS, FBL_ADDRESS, HOSTNAME, MESSAGE_ID, POOL_IPS,
-                     SENDER, VERP_ADDRESS, build_arf, build_dsn, forge_signature,
+                     SENDER, VERP_ADDRESS, address, build_arf, build_dsn, forge_signature,
                      header_block, wait_for)
-
-
-def address(local, domain="inbox.example"):
-    return f"{local}+{uuid.uuid4().hex[:12]}@{domain}"
 
 
 def history(record):

@@ -14,7 +14,7 @@ import uuid
 
 import pytest
 
-from harness import wait_for
+from harness import address, wait_for
 
 
 def ternctl(tern, *args, env=None, timeout=60, text=True):
@@ -29,10 +29,6 @@ def ternctl_json(tern, *args, code=0, env=None):
     done = ternctl(tern, *args, "--json", env=env)
     assert done.returncode == code, (done.returncode, done.stdout, done.stderr)
     return json.loads(done.stdout)
-
-
-def address(local, domain="inbox.example"):
-    return f"{local}+{uuid.uuid4().hex[:12]}@{domain}"
 
 
 def held_by_pause(tern, message_id):

@@ -179,12 +179,8 @@ def api_up(stack):
         return False
 
 
-def address(local):
-    return f"{local}+{uuid.uuid4().hex[:12]}@inbox.example"
-
-
 def send(stack, local="hooks"):
-    return stack.send(to=address(local), subject="Hi", text="Hello", org="acme",
+    return stack.send(to=harness.address(local), subject="Hi", text="Hello", org="acme",
                       pool="default", metadata={"uid": "42"})
 
 
@@ -207,9 +203,9 @@ def test_events_arrive_signed_with_their_details(hooks):
     stack, receivers = hooks
     main = receivers["main"]
     delivered = send(stack)
-    deferred = stack.send(to=address("defer-once"), subject="Hi", text="Hello", org="acme",
-                          pool="default", metadata={"uid": "43"})
-    bounced = stack.send(to=address("bounce"), subject="Hi", text="Hello", org="acme",
+    deferred = stack.send(to=harness.address("defer-once"), subject="Hi", text="Hello",
+                          org="acme", pool="default", metadata={"uid": "43"})
+    bounced = stack.send(to=harness.address("bounce"), subject="Hi", text="Hello", org="acme",
                          pool="default")
     assert_all_arrived_in_order(stack, main, [delivered, deferred, bounced])
     assert main.types_for(delivered) == ["accepted", "delivered"]
@@ -241,7 +237,7 @@ def test_a_cancelled_message_posts_its_cancelled_event(hooks):
     org = "hook" + uuid.uuid4().hex[:8]
     assert stack.http("PUT", f"/v1/pauses/org/{org}").status in (200, 201)
     try:
-        mid = stack.send(to=address("cancel"), subject="Hi", text="Hello", org=org,
+        mid = stack.send(to=harness.address("cancel"), subject="Hi", text="Hello", org=org,
                          pool="default")
         harness.wait_for(lambda: any(h["event"] == "held" for h in stack.message(mid)[
             "history"]), 30, what="the message held by the pause")
@@ -294,8 +290,8 @@ def test_a_flaky_receiver_gets_every_event_in_order(hooks):
     # Down for a while: the port is closed, so posts are refused.
     flaky.stop()
     ids += [send(stack) for _ in range(5)]
-    ids.append(stack.send(to=address("defer-once"), subject="Hi", text="Hello", org="acme",
-                          pool="default"))
+    ids.append(stack.send(to=harness.address("defer-once"), subject="Hi", text="Hello",
+                          org="acme", pool="default"))
     time.sleep(3)
     flaky.start()
     assert_all_arrived_in_order(stack, flaky, ids)
