@@ -53,6 +53,8 @@ SENDERS = int(os.environ.get("SENDERS", "1"))
 API_KEY = "benchkey"
 # PROFILE=scheduler (or api, sender1): sample that daemon with `perf record` during the run.
 PROFILE = os.environ.get("PROFILE", "")
+# COMMANDS=all: every Redis command a message costs, and the time Redis spent in each.
+ALL_COMMANDS = os.environ.get("COMMANDS", "") == "all"
 if PROFILE == "sender":
     PROFILE = "sender1"
 TICK = os.sysconf("SC_CLK_TCK")
@@ -117,7 +119,8 @@ def command_calls(redis):
     for line in info.splitlines():
         if line.startswith("cmdstat_"):
             name, _, stats = line.partition(":")
-            calls[name[8:]] = int(stats.split(",")[0].split("=")[1])
+            fields = dict(f.split("=") for f in stats.split(","))
+            calls[name[8:]] = (int(fields["calls"]), int(fields["usec"]))
     return calls
 
 
@@ -357,7 +360,8 @@ def run(n, size, dkim):
             perf.wait(30)
         cpu = {name: cpu_seconds(pid) - cpu0[name] for name, pid in pids.items()}
         calls1 = command_calls(stack.redis)
-        delta = {c: calls1.get(c, 0) - calls0.get(c, 0) for c in calls1}
+        usec = {c: calls1[c][1] - calls0.get(c, (0, 0))[1] for c in calls1}
+        delta = {c: calls1[c][0] - calls0.get(c, (0, 0))[0] for c in calls1}
         delta.pop("info", None)
         rss = {name: peak_rss_mb(pid) for name, pid in pids.items() if name != "redis"}
         total_cpu = sum(v for k, v in cpu.items())
@@ -372,9 +376,12 @@ def run(n, size, dkim):
         print(f"  injector (python) cpu-s per 1000: "
               f"{(own.user - own0.user + own.system - own0.system) * 1000 / n:.2f}")
         print("  peak RSS MB: " + ", ".join(f"{k} {v:.0f}" for k, v in rss.items()))
-        top = sorted(delta.items(), key=lambda kv: -kv[1])[:8]
+        top = sorted(delta.items(), key=lambda kv: -kv[1])[:None if ALL_COMMANDS else 8]
         print(f"  redis commands per message: {sum(delta.values()) / n:.1f} ("
-              + ", ".join(f"{c} {k / n:.2f}" for c, k in top) + ")")
+              + ", ".join(f"{c} {k / n:.2f}" for c, k in top if k) + ")")
+        if ALL_COMMANDS:
+            print("  redis µs per message inside commands: " + ", ".join(
+                f"{c} {u / n:.1f}" for c, u in sorted(usec.items(), key=lambda kv: -kv[1]) if u))
         print(f"  sink sessions/quits/messages: {stack.sink('stats')}")
         print("  waiting when the last request was answered: " + ", ".join(
             f"{k} {v}" for k, v in backlog.items()))

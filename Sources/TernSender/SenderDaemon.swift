@@ -99,6 +99,9 @@ public struct SenderDaemon: Daemon {
 
     // MARK: Reading `ready`
 
+    /// How often, at most, the read loop trims acknowledged `ready` entries.
+    static let trimInterval = Duration.milliseconds(250)
+
     /// Reads entries while there is room, until shutdown. `start` launches one delivery,
     /// with its message record when the read ahead got it.
     func readLoop(shutdown: Shutdown, slots: Slots,
@@ -108,11 +111,23 @@ public struct SenderDaemon: Daemon {
         let consumer = settings.common.instance
         var pendingFirst = true
         var lastClaim = ContinuousClock.now - settings.claimIdle
+        // Acknowledged entries are trimmed every so often rather than deleted one by one
+        // (XDEL costs Redis about 14 µs an entry, XTRIM MINID about half a µs); the trim
+        // keeps whatever any sender still holds or has not been given.
+        var lastTrim = ContinuousClock.now
+        var untrimmed = false
         while !shutdown.isRequested {
             await slots.waitForRoom()
             if shutdown.isRequested { break }
             let room = slots.room
             do {
+                if untrimmed, ContinuousClock.now - lastTrim >= Self.trimInterval {
+                    // Deliveries still running will acknowledge after this trim's floor.
+                    let busy = slots.count > 0
+                    try await redis.trimAcknowledged(stream: stream)
+                    lastTrim = .now
+                    untrimmed = busy
+                }
                 var entries: [StreamEntry]
                 if pendingFirst {
                     // Id "0" lists this consumer's pending entries from the first; those we
@@ -143,6 +158,7 @@ public struct SenderDaemon: Daemon {
                     entries += claimed
                 }
                 let fresh = entries.filter { slots.begin($0.id) }
+                untrimmed = untrimmed || !fresh.isEmpty
                 for (entry, record) in zip(fresh, await records(of: fresh)) {
                     start(entry, record)
                 }
@@ -278,8 +294,8 @@ public struct SenderDaemon: Daemon {
         await commit(entry, result: entryFields, log: log, writer: writer)
     }
 
-    /// In one MULTI/EXEC: the result (when there is one), then the acknowledgement and
-    /// deletion of the `ready` entry. Retried a few times, since a result lost after the
+    /// In one MULTI/EXEC: the result (when there is one), then the acknowledgement of the
+    /// `ready` entry (the read loop trims acknowledged entries now and then). Retried a few times, since a result lost after the
     /// remote accepted would mean sending the message again.
     /// With a `writer`, the transaction is first shared with other deliveries' results.
     func commit(_ entry: StreamEntry, result: [(String, String)]?, extra: [[RedisArg]] = [],
@@ -288,7 +304,6 @@ public struct SenderDaemon: Daemon {
         var commands: [[RedisArg]] = extra
         if let result { commands.append(xadd(keys.stream(.results), result)) }
         commands.append(["XACK", .text(stream), .text(StreamName.ready.group), .text(entry.id)])
-        commands.append(["XDEL", .text(stream), .text(entry.id)])
         if let writer, await writer.write(commands) { return }
         for attempt in 1...5 {
             do {

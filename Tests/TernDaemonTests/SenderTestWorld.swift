@@ -191,6 +191,16 @@ final class SenderHarness: Sendable {
         throw ConfigError("results", "no result for \(id)")
     }
 
+    /// Waits (up to 10 s) until `ready` holds `n` entries: acknowledged ones are trimmed a
+    /// moment after their transaction. False when it never does.
+    func readyLength(settlesAt n: Int) async throws -> Bool {
+        for _ in 0..<200 {
+            if try await redis.run("XLEN", keys.stream(.ready)).int == n { return true }
+            try await Task.sleep(for: .milliseconds(50))
+        }
+        return false
+    }
+
     /// Entries of `ready` read but not acknowledged.
     func pendingCount() async throws -> Int {
         let reply = try await redis.run("XPENDING", keys.stream(.ready), "sender")

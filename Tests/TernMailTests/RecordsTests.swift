@@ -11,6 +11,40 @@ import TernMail
         #expect(timestamp(ms: ms) == text)
     }
 
+    @Test(arguments: [(Int64(-1), "1969-12-31T23:59:59.999Z"),
+                      (951_782_400_000, "2000-02-29T00:00:00.000Z"),
+                      (4_107_542_399_999, "2100-02-28T23:59:59.999Z"),
+                      (4_107_542_400_000, "2100-03-01T00:00:00.000Z"),
+                      (253_402_300_799_999, "9999-12-31T23:59:59.999Z")])
+    func timestampsFollowTheGregorianCalendar(ms: Int64, text: String) {
+        #expect(timestamp(ms: ms) == text)
+    }
+
+    /// The digit-by-digit writer against Foundation's formatter, a day and a bit apart
+    /// from 1900 to 2400 (leap days and century years included), and a random sample.
+    @Test func timestampsMatchFoundationsFormatter() {
+        let formatter = ISO8601DateFormatter()
+        formatter.formatOptions = [.withInternetDateTime, .withFractionalSeconds]
+        formatter.timeZone = TimeZone(identifier: "UTC")
+        var generator = SystemRandomNumberGenerator()
+        let first: Int64 = -2_208_988_800_000, last: Int64 = 13_569_465_600_000
+        let stepped = Array(stride(from: first, to: last, by: 86_400_000 + 3_601_001))
+        let random: [Int64] = (0..<2000).map { _ in
+            Int64.random(in: first...last, using: &generator)
+        }
+        var mismatches: [String] = []
+        for ms in stepped + random {
+            // Whole seconds through the formatter, the milliseconds by hand (a Double
+            // would sometimes round them).
+            let seconds: Int64 = ms >= 0 ? ms / 1000 : (ms - 999) / 1000
+            let whole = formatter.string(from: Date(timeIntervalSince1970: Double(seconds)))
+            let millis = String(String(ms - seconds * 1000 + 1000).dropFirst())
+            let expected = String(whole.prefix(20)) + millis + "Z"
+            if timestamp(ms: ms) != expected { mismatches.append("\(ms)") }
+        }
+        #expect(mismatches.isEmpty, "\(mismatches.prefix(5))")
+    }
+
     @Test func eventJSONCarriesMetadataTagsAndDetail() throws {
         let e = MessageEvent(id: "m", event: .bounced, atMs: 0, org: "o", from: "f@x.example",
                              to: "t@y.example", metadataJSON: #"{"uid":42}"#,
@@ -45,6 +79,19 @@ import TernMail
             with: JSONEncoder().encode(clear)) as? [String: Any]
         #expect(plain?["tls"] as? String == "")
         #expect(plain?["tls_version"] == nil && plain?["tls_verified"] == nil)
+        // The stored text: what JSONEncoder writes with sorted keys, read back the same.
+        fields["reply"] = "250 2.0.0 \"ok\"\nqueued / done"
+        fields["data_ms"] = "7"
+        fields["reused"] = "yes"
+        let timed = try #require(AttemptRecord(result: fields, at: "t"))
+        #expect(timed.timings?.dataMs == 7)
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
+        for record in [secure, clear, timed] {
+            #expect(record.json == String(decoding: try encoder.encode(record), as: UTF8.self))
+            #expect(try JSONDecoder().decode(AttemptRecord.self, from: Data(record.json.utf8))
+                    == record)
+        }
         // Records written before these fields existed still decode.
         let old = #"{"at":"t","attempt":1,"outcome":"deferred","code":451,"enhanced":"","#
             + #""reply":"","stage":"rcpt","mx":"","addr":"","ip":"","tls":"","ms":3}"#

@@ -34,7 +34,9 @@ import TernTestSupport
         #expect(m.sample(#"tern_scheduler_attempts_tls_total{tls="no"}"#) == 1)
         #expect(m.sample(#"tern_scheduler_attempts_tls_total{tls="yes"}"#) == nil)
         #expect(m.sample(#"tern_stream_pending{stream="results",group="scheduler"}"#) == 0)
-        #expect(m.sample(#"tern_stream_length{stream="submit"}"#) == 0)
+        // Acknowledged at once, trimmed a moment later.
+        let submitLength = #"tern_stream_length{stream="submit"}"#
+        #expect(try await scrapeUntil(port: port, submitLength, is: 0).sample(submitLength) == 0)
         let steady = #"tern_throttle_state{ip="\#(ip)",provider="default:inbox.example","#
             + #"state="steady"}"#
         #expect(m.sample(steady) == 1)

@@ -5,6 +5,37 @@ import Foundation
 
 /// Milliseconds since the epoch as an RFC 3339 UTC timestamp with milliseconds.
 public func timestamp(ms: Int64) -> String {
+    // Floor division, so a time before the epoch reads as the second it falls in.
+    let seconds = ms >= 0 ? ms / 1000 : (ms - 999) / 1000
+    let days = seconds >= 0 ? seconds / 86_400 : (seconds - 86_399) / 86_400
+    let date = CivilDate(daysSinceEpoch: days)
+    guard (0...9999).contains(date.year) else { return formattedTimestamp(ms: ms) }
+    // Written digit by digit: the date formatter cost several µs a call, and the
+    // scheduler writes a few timestamps for every attempt.
+    let second = Int(seconds - days * 86_400)
+    var out = [UInt8](repeating: 0, count: 24)
+    func put(_ value: Int, at index: Int, digits: Int) {
+        var v = value
+        for i in stride(from: index + digits - 1, through: index, by: -1) {
+            out[i] = UInt8(ascii: "0") + UInt8(v % 10)
+            v /= 10
+        }
+    }
+    put(date.year, at: 0, digits: 4)
+    put(date.month, at: 5, digits: 2)
+    put(date.day, at: 8, digits: 2)
+    put(second / 3600, at: 11, digits: 2)
+    put(second / 60 % 60, at: 14, digits: 2)
+    put(second % 60, at: 17, digits: 2)
+    put(Int(ms - seconds * 1000), at: 20, digits: 3)
+    for (i, c) in [(4, "-"), (7, "-"), (10, "T"), (13, ":"), (16, ":"), (19, "."), (23, "Z")] {
+        out[i] = UInt8(ascii: Unicode.Scalar(c)!)
+    }
+    return String(decoding: out, as: UTF8.self)
+}
+
+/// The same text through Foundation's formatter, for years outside 0...9999.
+func formattedTimestamp(ms: Int64) -> String {
     // Whole seconds through the formatter, milliseconds by integer arithmetic: a Double
     // division would sometimes print one millisecond less than was stored.
     let seconds = ms >= 0 ? ms / 1000 : (ms - 999) / 1000
@@ -12,6 +43,28 @@ public func timestamp(ms: Int64) -> String {
     let text = date.formatted(.iso8601.year().month().day().dateSeparator(.dash)
         .time(includingFractionalSeconds: false).timeSeparator(.colon))
     return text + "." + String(String(ms - seconds * 1000 + 1000).dropFirst()) + "Z"
+}
+
+/// A day of the proleptic Gregorian calendar.
+struct CivilDate: Equatable {
+    var year: Int
+    var month: Int
+    var day: Int
+
+    /// The date `days` days after 1970-01-01. The calendar repeats every 400 years
+    /// (146,097 days); counting from 0000-03-01 puts the leap day at the end of each year.
+    init(daysSinceEpoch days: Int64) {
+        let fromMarch = days + 719_468   // days from 0000-03-01 to 1970-01-01
+        let era = (fromMarch >= 0 ? fromMarch : fromMarch - 146_096) / 146_097
+        let dayOfEra = Int(fromMarch - era * 146_097)                   // 0...146096
+        let yearOfEra = (dayOfEra - dayOfEra / 1460 + dayOfEra / 36_524
+            - dayOfEra / 146_096) / 365                                   // 0...399
+        let dayOfYear = dayOfEra - (365 * yearOfEra + yearOfEra / 4 - yearOfEra / 100)
+        let monthFromMarch = (5 * dayOfYear + 2) / 153                    // 0 = March
+        day = dayOfYear - (153 * monthFromMarch + 2) / 5 + 1
+        month = monthFromMarch < 10 ? monthFromMarch + 3 : monthFromMarch - 9
+        year = yearOfEra + Int(era) * 400 + (month <= 2 ? 1 : 0)
+    }
 }
 
 /// One delivery attempt as the scheduler records it from a sender's result.
@@ -61,6 +114,37 @@ public struct AttemptRecord: Codable, Sendable, Equatable {
         self.tlsVersion = tlsVersion
         self.tlsCipher = tlsCipher
         self.tlsVerified = tlsVerified
+    }
+
+    /// The record as JSON text, keys in code-point order; absent optionals are left out, as
+    /// `Codable` leaves them out, so `JSONDecoder` reads it back the same.
+    public var json: String {
+        var w = JSONObjectWriter()
+        w.add("addr", addr)
+        w.add("at", at)
+        w.add("attempt", attempt)
+        w.add("code", code)
+        w.add("enhanced", enhanced)
+        w.add("ip", ip)
+        w.add("ms", ms)
+        w.add("mx", mx)
+        w.add("outcome", outcome.rawValue)
+        w.add("reply", reply)
+        w.add("stage", stage)
+        if let timings {
+            var t = JSONObjectWriter()
+            t.add("connect_ms", timings.connectMs)
+            t.add("data_ms", timings.dataMs)
+            t.add("greeting_ms", timings.greetingMs)
+            t.add("reused", timings.reused)
+            t.add("tls_ms", timings.tlsMs)
+            w.add("timings", raw: t.close())
+        }
+        w.add("tls", tls)
+        if let tlsCipher { w.add("tls_cipher", tlsCipher) }
+        if let tlsVerified { w.add("tls_verified", tlsVerified) }
+        if let tlsVersion { w.add("tls_version", tlsVersion) }
+        return w.close()
     }
 
     /// Reads a `results` stream entry.
@@ -151,12 +235,18 @@ public struct MessageEvent: Sendable {
             "from": from, "to": to,
         ]
         // The API stored the metadata as a JSON object with sorted keys; it goes in as is.
-        let meta = metadataJSON.trimmingCharacters(in: .whitespaces)
-        object["metadata"] = RawJSON(meta.hasPrefix("{") && meta.hasSuffix("}") ? meta : "{}")
-        let tags = tagsJSON.trimmingCharacters(in: .whitespaces)
-        object["tags"] = RawJSON(tags.hasPrefix("[") && tags.hasSuffix("]") ? tags : "[]")
+        object["metadata"] = RawJSON(Self.document(metadataJSON, "{", "}"))
+        object["tags"] = RawJSON(Self.document(tagsJSON, "[", "]"))
         for (k, v) in detail { object[k] = v }
         return SortedJSON.encode(object)
+    }
+
+    /// `text` when it is enclosed in `open` and `close` (blanks around it trimmed), else the
+    /// empty document.
+    static func document(_ text: String, _ open: Character, _ close: Character) -> String {
+        if text.first == open && text.last == close { return text }
+        let trimmed = text.trimmingCharacters(in: .whitespaces)
+        return trimmed.first == open && trimmed.last == close ? trimmed : "\(open)\(close)"
     }
 
     /// The history entry: the same document without the message's identity repeated.

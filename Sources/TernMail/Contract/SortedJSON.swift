@@ -53,6 +53,14 @@ public enum SortedJSON {
 
     /// RFC 8259 §7: quotation mark, reverse solidus and control characters are escaped.
     static func quote(_ s: String, into out: inout String) {
+        // Most values need no escape: then one append, not one per scalar.
+        if !s.utf8.contains(where: { $0 < 0x20 || $0 == UInt8(ascii: "\"")
+                                     || $0 == UInt8(ascii: "\\") }) {
+            out += "\""
+            out += s
+            out += "\""
+            return
+        }
         out += "\""
         for scalar in s.unicodeScalars {
             switch scalar {
@@ -70,5 +78,47 @@ public enum SortedJSON {
             }
         }
         out += "\""
+    }
+}
+
+/// Writes one JSON object member by member, in the order given: for a document of fixed
+/// shape whose keys the caller lists in code-point order, so the text is what `SortedJSON`
+/// would write, without building a dictionary.
+public struct JSONObjectWriter {
+    public private(set) var text = "{"
+
+    public init() {}
+
+    public mutating func add(_ key: String, _ value: String) {
+        member(key)
+        SortedJSON.quote(value, into: &text)
+    }
+
+    public mutating func add(_ key: String, _ value: Int) {
+        member(key)
+        text += String(value)
+    }
+
+    public mutating func add(_ key: String, _ value: Bool) {
+        member(key)
+        text += value ? "true" : "false"
+    }
+
+    /// `value` is JSON text already.
+    public mutating func add(_ key: String, raw value: String) {
+        member(key)
+        text += value
+    }
+
+    /// The finished object.
+    public mutating func close() -> String {
+        text += "}"
+        return text
+    }
+
+    private mutating func member(_ key: String) {
+        if text.utf8.count > 1 { text += "," }
+        SortedJSON.quote(key, into: &text)
+        text += ":"
     }
 }

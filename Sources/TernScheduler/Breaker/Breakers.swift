@@ -53,4 +53,6 @@ final class Breakers: Sendable {
     }
 
     func snapshot() -> [String: CircuitBreaker] { byOrg.withLock { $0 } }
+
+    func breaker(of org: String) -> CircuitBreaker? { byOrg.withLock { $0[org] } }
 }
