@@ -287,7 +287,7 @@ extension APIDaemon {
         let event = MessageEvent(id: id, event: .accepted, atMs: createdMs, org: m.org,
                                  from: m.from.description, to: m.to.description,
                                  metadataJSON: m.metadataJSON, tagsJSON: m.tagsJSON,
-                                 detail: detail)
+                                 detail: detail).documents
         let record = keys.message(id), history = keys.history(id)
         let backstop = RedisArg.text(String((startMs - createdMs) / 1000
             + (settings.lifetime.maxAge + settings.lifetime.recordTTL).milliseconds / 1000))
@@ -313,7 +313,7 @@ extension APIDaemon {
              .text(MessageField.expiresMs), .text(String(expiresMs)),
              .text(MessageField.state), .text(MessageState.queued.rawValue),
              .text(MessageField.attempts), "0"] + fields,
-            ["RPUSH", .text(history), .text(event.historyJSON)],
+            ["RPUSH", .text(history), .text(event.history)],
             ["EXPIRE", .text(record), backstop],
             ["EXPIRE", .text(history), backstop],
             xadd(keys.stream(.submit), [(EntryField.id, id)]),

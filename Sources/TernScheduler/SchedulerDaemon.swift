@@ -749,9 +749,9 @@ public struct SchedulerDaemon: Daemon {
     func event(_ r: Record, _ kind: EventKind, detail: [String: any Sendable]) -> [[RedisArg]] {
         let e = MessageEvent(id: r.id, event: kind, atMs: nowMs(), org: r.org, from: r.from,
                              to: r.to, metadataJSON: r.metadata, tagsJSON: r.tags,
-                             detail: detail)
+                             detail: detail).documents
         return [
-            ["RPUSH", .text(keys.history(r.id)), .text(e.historyJSON)],
+            ["RPUSH", .text(keys.history(r.id)), .text(e.history)],
             xadd(keys.stream(.events), [(EntryField.id, r.id), (EntryField.event, kind.rawValue),
                                         (EntryField.json, e.json)], maxLen: 1_000_000),
         ]

@@ -58,6 +58,15 @@ import TernMail
         #expect(untagged.json.contains(#""tags":[]"#))
         #expect(e.historyJSON == #"{"at":"1970-01-01T00:00:00.000Z","code":550,"#
                 + #""event":"bounced","reply":"5.1.1 no"}"#)
+        // A detail key the event has too replaces it, in both texts, once; metadata with
+        // blanks around it is trimmed, anything else is the empty object.
+        let replaced = MessageEvent(id: "m", event: .expired, atMs: 0, org: "o", from: "f",
+                                    to: "t", metadataJSON: " {\"a\":1}\t", tagsJSON: "oops",
+                                    detail: ["at": "later", "zz": true, "org": "p"])
+        #expect(replaced.documents.json == #"{"at":"later","event":"expired","from":"f","#
+                + #""id":"m","metadata":{"a":1},"org":"p","tags":[],"to":"t","zz":true}"#)
+        #expect(replaced.documents.history == #"{"at":"later","event":"expired","org":"p","#
+                + #""zz":true}"#)
     }
 
     @Test func attemptRecordsCarryTLSDetailsOnlyWhenTLSWasUsed() throws {

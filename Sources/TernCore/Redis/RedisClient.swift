@@ -51,8 +51,7 @@ public final class RedisClient: Sendable {
 
     /// Pipelined commands with binary-safe arguments; replies in order, errors as values.
     public func pipeline(_ commands: [[RedisArg]]) async throws -> [RedisValue] {
-        let encoded = commands.map { $0.map(\.bytes) }
-        return try await withConnection { try await $0.send(encoded, deadline: self.deadline()) }
+        try await withConnection { try await $0.send(commands, deadline: self.deadline()) }
     }
 
     /// Pipelined commands that must answer within `timeout` (scrapes, health checks), so a
@@ -60,8 +59,7 @@ public final class RedisClient: Sendable {
     public func pipeline(_ commands: [[RedisArg]], within timeout: Duration) async throws
         -> [RedisValue]
     {
-        let encoded = commands.map { $0.map(\.bytes) }
-        return try await withConnection { try await $0.send(encoded, deadline: .now + timeout) }
+        try await withConnection { try await $0.send(commands, deadline: .now + timeout) }
     }
 
     /// MULTI … EXEC: every command or none. Returns EXEC's replies.

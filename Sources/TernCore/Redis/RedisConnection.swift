@@ -42,15 +42,16 @@ public final class RedisConnection: @unchecked Sendable {
     public func command(_ args: [String], deadline: ContinuousClock.Instant? = nil)
         async throws -> RedisValue
     {
-        try await send([args.map { Array($0.utf8) }], deadline: deadline)[0]
+        try await send([args.map { RedisArg.text($0) }], deadline: deadline)[0]
     }
 
     /// Pipelines `commands` and returns their replies in order.
-    public func send(_ commands: [[[UInt8]]], deadline: ContinuousClock.Instant? = nil)
+    public func send(_ commands: [[RedisArg]], deadline: ContinuousClock.Instant? = nil)
         async throws -> [RedisValue]
     {
         do {
             var out: [UInt8] = []
+            out.reserveCapacity(64 * commands.count)
             for args in commands { RedisConnection.encode(args, into: &out) }
             try await socket.write(out, deadline: deadline)
             var replies: [RedisValue] = []
@@ -89,13 +90,34 @@ public final class RedisConnection: @unchecked Sendable {
         return RedisValue(reply)
     }
 
-    static func encode(_ args: [[UInt8]], into out: inout [UInt8]) {
-        out.append(contentsOf: Array("*\(args.count)\r\n".utf8))
+    /// One command as a RESP array of bulk strings, written straight into `out`: no array
+    /// per argument (the scheduler sends a few dozen arguments for every message).
+    static func encode(_ args: [RedisArg], into out: inout [UInt8]) {
+        header(UInt8(ascii: "*"), args.count, into: &out)
         for a in args {
-            out.append(contentsOf: Array("$\(a.count)\r\n".utf8))
-            out.append(contentsOf: a)
-            out.append(contentsOf: [0x0D, 0x0A])
+            switch a {
+            case .text(let text):
+                header(UInt8(ascii: "$"), text.utf8.count, into: &out)
+                out.append(contentsOf: text.utf8)
+            case .data(let bytes):
+                header(UInt8(ascii: "$"), bytes.count, into: &out)
+                out.append(contentsOf: bytes)
+            }
+            out.append(0x0D)
+            out.append(0x0A)
         }
+    }
+
+    /// `*3\r\n` or `$12\r\n`.
+    private static func header(_ kind: UInt8, _ count: Int, into out: inout [UInt8]) {
+        out.append(kind)
+        if count < 10 {
+            out.append(UInt8(ascii: "0") + UInt8(count))
+        } else {
+            out.append(contentsOf: String(count).utf8)
+        }
+        out.append(0x0D)
+        out.append(0x0A)
     }
 }
 

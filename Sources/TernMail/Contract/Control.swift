@@ -308,14 +308,14 @@ public struct ControlStore: Sendable {
                                  from: v[3].string ?? "", to: v[4].string ?? "",
                                  metadataJSON: v[5].string ?? "{}",
                                  tagsJSON: v[7].string ?? "[]",
-                                 detail: ["reason": "cancelled by \(by)"])
+                                 detail: ["reason": "cancelled by \(by)"]).documents
         let group = (v[1].string ?? "") + ":" + (v[2].string ?? "")
         let reply = try await redis.eval(
             ControlScripts.cancel,
             keys: [keys.message(id), keys.history(id), keys.attempts(id),
                    keys.stream(.events), keys.groupQueue(group), keys.pauseHeld(owner),
                    keys.groupDue(group), keys.deadlines, keys.finalCounts],
-            args: [.text(id), .text(event.historyJSON), .text(event.json),
+            args: [.text(id), .text(event.history), .text(event.json),
                    .text(String(recordTTL.milliseconds / 1000)),
                    .text(MessageState.cancellable.map(\.rawValue).joined(separator: ","))])
         let parts = reply.array?.compactMap(\.string) ?? []

@@ -229,16 +229,62 @@ public struct MessageEvent: Sendable {
     }
 
     /// The event as JSON, keys sorted so the text is stable for signing.
-    public var json: String {
-        var object: [String: any Sendable] = [
-            "id": id, "event": event.rawValue, "at": timestamp(ms: atMs), "org": org,
-            "from": from, "to": to,
-        ]
+    public var json: String { documents.json }
+
+    /// The history entry: the same document without the message's identity repeated.
+    public var historyJSON: String { documents.history }
+
+    /// The event and its history entry, the detail's values written once for both. A detail
+    /// key that is also one of the event's own (`at`, `to`, ...) replaces it.
+    public var documents: (json: String, history: String) {
+        var detailMembers: [(key: String, text: String)] = []
+        detailMembers.reserveCapacity(detail.count)
+        for (key, value) in detail {
+            var text = ""
+            SortedJSON.write(value, into: &text)
+            detailMembers.append((key, text))
+        }
+        detailMembers.sort { $0.key < $1.key }
+        var at = "", kind = ""
+        SortedJSON.quote(timestamp(ms: atMs), into: &at)
+        SortedJSON.quote(event.rawValue, into: &kind)
         // The API stored the metadata as a JSON object with sorted keys; it goes in as is.
-        object["metadata"] = RawJSON(Self.document(metadataJSON, "{", "}"))
-        object["tags"] = RawJSON(Self.document(tagsJSON, "[", "]"))
-        for (k, v) in detail { object[k] = v }
-        return SortedJSON.encode(object)
+        let own: [(key: String, text: String)] = [
+            ("at", at), ("event", kind), ("from", Self.quoted(from)), ("id", Self.quoted(id)),
+            ("metadata", Self.document(metadataJSON, "{", "}")), ("org", Self.quoted(org)),
+            ("tags", Self.document(tagsJSON, "[", "]")), ("to", Self.quoted(to)),
+        ]
+        return (Self.object(own, detailMembers), Self.object(Array(own.prefix(2)), detailMembers))
+    }
+
+    private static func quoted(_ s: String) -> String {
+        var out = ""
+        SortedJSON.quote(s, into: &out)
+        return out
+    }
+
+    /// One object of two member lists, each sorted by key, merged in key order.
+    private static func object(_ own: [(key: String, text: String)],
+                               _ detail: [(key: String, text: String)]) -> String {
+        var out = "{"
+        var i = 0, j = 0
+        func put(_ member: (key: String, text: String)) {
+            if out.utf8.count > 1 { out += "," }
+            SortedJSON.quote(member.key, into: &out)
+            out += ":"
+            out += member.text
+        }
+        while i < own.count || j < detail.count {
+            if j == detail.count || (i < own.count && own[i].key < detail[j].key) {
+                put(own[i])
+                i += 1
+            } else {
+                if i < own.count && own[i].key == detail[j].key { i += 1 }
+                put(detail[j])
+                j += 1
+            }
+        }
+        return out + "}"
     }
 
     /// `text` when it is enclosed in `open` and `close` (blanks around it trimmed), else the
@@ -249,10 +295,4 @@ public struct MessageEvent: Sendable {
         return trimmed.first == open && trimmed.last == close ? trimmed : "\(open)\(close)"
     }
 
-    /// The history entry: the same document without the message's identity repeated.
-    public var historyJSON: String {
-        var object: [String: any Sendable] = ["event": event.rawValue, "at": timestamp(ms: atMs)]
-        for (k, v) in detail { object[k] = v }
-        return SortedJSON.encode(object)
-    }
 }
