@@ -52,7 +52,7 @@ extension APIDaemon {
 
         let now = Date()
         var accepted: [AcceptedMessage] = []
-        var results: [[String: Any]] = []
+        var results: [BatchResult] = []
         for (index, item) in items.enumerated() {
             // Building and signing is CPU work on the cooperative pool; let other requests
             // in between every few messages of a large batch.
@@ -63,11 +63,11 @@ extension APIDaemon {
                 }
                 let message = try prepare(object, boundOrg: boundOrg, now: now)
                 accepted.append(message)
-                results.append(["index": index, "status": 202, "id": message.id])
+                results.append(.accepted(index: index, id: message.id))
             } catch {
                 let path = "messages[\(index)]" + (error.field.isEmpty ? "" : "." + error.field)
-                results.append(["index": index, "status": error.status, "field": path,
-                                "detail": error.detail])
+                results.append(.refused(index: index, status: error.status, field: path,
+                                        detail: error.detail))
             }
         }
         let refused = items.count - accepted.count
@@ -76,13 +76,15 @@ extension APIDaemon {
         guard !accepted.isEmpty else {
             metrics.refused.inc("invalid", by: Double(refused))
             let answer = HTTPResponse.error(422, "no message of the batch could be accepted",
-                                            field: "messages", extensions: ["errors": results])
+                                            field: "messages",
+                                            extensions: ["errors": results.map(\.object)])
             await settle(claim, answer)
             return answer
         }
-        let answer = await commit(accepted, answer: .json(200, [
-            "accepted": accepted.count, "refused": refused, "results": results,
-        ]), claim: claim)
+        // Written by hand: JSONSerialization took 4 % of the API's CPU on batches of 100.
+        let document = #"{"accepted":\#(accepted.count),"refused":\#(refused),"results":["#
+            + results.map(\.json).joined(separator: ",") + "]}"
+        let answer = await commit(accepted, answer: .json(200, text: document), claim: claim)
         if answer.status == 200 {
             metrics.accepted.inc(by: Double(accepted.count))
             if refused > 0 { metrics.refused.inc("invalid", by: Double(refused)) }
@@ -113,5 +115,37 @@ extension APIDaemon {
                 + "messages; it holds \(items.count)")
         }
         return items
+    }
+}
+
+/// What became of one message of a batch.
+enum BatchResult {
+    case accepted(index: Int, id: String)
+    case refused(index: Int, status: Int, field: String, detail: String)
+
+    /// The result's object, keys sorted as `HTTPResponse.json` sorts them.
+    var json: String {
+        var w = JSONObjectWriter()
+        switch self {
+        case .accepted(let index, let id):
+            w.add("id", id)
+            w.add("index", index)
+            w.add("status", 202)
+        case .refused(let index, let status, let field, let detail):
+            w.add("detail", detail)
+            w.add("field", field)
+            w.add("index", index)
+            w.add("status", status)
+        }
+        return w.close()
+    }
+
+    /// The same for a problem document's `errors`.
+    var object: [String: Any] {
+        switch self {
+        case .accepted(let index, let id): return ["index": index, "status": 202, "id": id]
+        case .refused(let index, let status, let field, let detail):
+            return ["index": index, "status": status, "field": field, "detail": detail]
+        }
     }
 }

@@ -33,15 +33,18 @@ extension APIDaemonTests {
             "not an object",
             Self.valid(["headers": ["X-Test": "a\r\nBcc: e@x.example"]]),
             Self.valid(["org": "acme", "pool": "bulk", "metadata": ["n": 5]]),
+            // A field name the answer must escape to stay JSON.
+            Self.valid(["we\"ird\n\u{1}key": 1]),
         ]))
         #expect(reply.status == 200, "\(reply.text)")
         #expect(reply.json["accepted"] as? Int == 3)
-        #expect(reply.json["refused"] as? Int == 3)
+        #expect(reply.json["refused"] as? Int == 4)
         let results = try #require(reply.json["results"] as? [[String: Any]])
-        #expect(results.map { $0["index"] as? Int } == [0, 1, 2, 3, 4, 5])
-        #expect(results.map { $0["status"] as? Int } == [202, 422, 202, 422, 422, 202])
+        #expect(results.map { $0["index"] as? Int } == [0, 1, 2, 3, 4, 5, 6])
+        #expect(results.map { $0["status"] as? Int } == [202, 422, 202, 422, 422, 202, 422])
         #expect(results.map { $0["field"] as? String }
-                == [nil, "messages[1].to", nil, "messages[3]", "messages[4].headers.X-Test", nil])
+                == [nil, "messages[1].to", nil, "messages[3]", "messages[4].headers.X-Test", nil,
+                    "messages[6].we\"ird\n\u{1}key"])
         #expect((results[1]["detail"] as? String)?.contains("localhost") == true)
         #expect(results[3]["detail"] as? String == "must be a JSON object")
         let ids = [0, 2, 5].compactMap { results[$0]["id"] as? String }
@@ -69,7 +72,7 @@ extension APIDaemonTests {
         // The metrics count messages, not requests.
         let scrape = try await APIMetricsScrape.text(h)
         #expect(scrape.contains("tern_api_messages_accepted_total 3"))
-        #expect(scrape.contains(#"tern_api_messages_refused_total{reason="invalid"} 3"#))
+        #expect(scrape.contains(#"tern_api_messages_refused_total{reason="invalid"} 4"#))
         await h.stop()
     }
 

@@ -122,6 +122,15 @@ public struct HTTPResponse: Sendable {
         self.body = body
     }
 
+    /// `text`, a JSON document already written, as `application/json`.
+    public static func json(_ status: Int, text: String, headers: HTTPHeaders = HTTPHeaders())
+        -> HTTPResponse
+    {
+        var h = headers
+        h.set("Content-Type", "application/json")
+        return HTTPResponse(status: status, headers: h, body: Array(text.utf8))
+    }
+
     /// `object` (a dictionary or array of JSON values; NSNull for null) as
     /// `application/json`, keys sorted so that answers are stable.
     public static func json(_ status: Int, _ object: Any, headers: HTTPHeaders = HTTPHeaders())
