@@ -342,6 +342,12 @@ import Testing
             ("has =_ which could start a boundary\r\n", "quoted-printable"),
             ("Grüße aus Köln\r\n", "quoted-printable"),
             (String(repeating: "x", count: 999) + "\r\n", "quoted-printable"),
+            // 998 octets is the limit itself; tabs count; a bare CR or LF ends a line too.
+            (String(repeating: "x", count: 998) + "\r\n", "7bit"),
+            ("a\r" + String(repeating: "y", count: 998) + "\nb\r\n", "7bit"),
+            (String(repeating: "\t", count: 999) + "\r\n", "quoted-printable"),
+            ("a\u{7F}b\r\n", "7bit"),
+            ("bell \u{07}\r\n", "quoted-printable"),
             ("日本語のテキストです。これは長い文章です。\r\n", "base64"),
             ("Привет, как дела? Всё хорошо.\r\n", "base64"),
         ]

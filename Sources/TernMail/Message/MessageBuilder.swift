@@ -85,10 +85,25 @@ public enum MessageBuilder {
     /// 7bit (RFC 2045 §2.7) allows only ASCII without NUL or lone CR/LF, in lines of at most
     /// 998 octets; anything else is sent quoted-printable or base64.
     static func needsEncoding(_ text: [UInt8]) -> Bool {
-        for b in text where b >= 0x80 || (b < 0x20 && b != 0x09 && b != 0x0D && b != 0x0A) {
-            return true
+        // One pass over the bytes for both questions: a body is walked several times on its
+        // way in, and this walk was a tenth of the API's own work at 20 KB.
+        text.withUnsafeBufferPointer { bytes in
+            var line = 0
+            for b in bytes {
+                if b >= 0x20 && b < 0x80 {
+                    line += 1
+                    if line > MessageBody.maxLineLength { return true }
+                } else if b == 0x0D || b == 0x0A {
+                    line = 0
+                } else if b == 0x09 {
+                    line += 1
+                    if line > MessageBody.maxLineLength { return true }
+                } else {
+                    return true
+                }
+            }
+            return false
         }
-        return MessageBody.longestLine(text) > MessageBody.maxLineLength
     }
 
     /// A client's raw message with CRLF line endings, plus Date and Message-ID fields in front
