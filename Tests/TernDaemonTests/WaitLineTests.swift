@@ -44,4 +44,52 @@ import Testing
         line.pushFront(1)
         #expect(line.popFirst() == 1 && line.popFirst() == 2)
     }
+
+    /// Random joins at either end, hand-overs and take-outs against a plain array: the line
+    /// never loses, repeats or reorders a waiter, across many compactions of its head.
+    @Test func aLineBehavesAsAPlainArrayUnderRandomOperations() {
+        var state: UInt64 = 2025
+        func random(_ n: Int) -> Int {
+            state = state &* 6_364_136_223_846_793_005 &+ 1_442_695_040_888_963_407
+            return Int((state >> 33) % UInt64(n))
+        }
+        var line = WaitLine<Int>(), model: [Int] = [], next = 0
+        for step in 0..<100_000 {
+            // Phases of growth and of shrinking, so the head passes 1024 and the line
+            // compacts; take-outs (which rebuild it) are rare.
+            let roll = random(400), joins = (step / 5000) % 2 == 0 ? 220 : 100
+            switch roll {
+            case 0..<joins:
+                line.append(next)
+                model.append(next)
+                next += 1
+            case joins..<(joins + 20):
+                line.pushFront(next)
+                model.insert(next, at: 0)
+                next += 1
+            case (joins + 20)..<399:
+                let expected = model.isEmpty ? nil : model.removeFirst()
+                if line.popFirst() != expected {
+                    Issue.record("step \(step): popFirst")
+                    return
+                }
+            default:
+                let k = random(7) + 2
+                let pick: (Int, Int) -> Bool = { place, w in place == 0 || w % k == 0 }
+                let expected = model.enumerated().filter { pick($0.offset, $0.element) }
+                    .map(\.element)
+                model = model.enumerated().filter { !pick($0.offset, $0.element) }
+                    .map(\.element)
+                if line.take(where: pick) != expected {
+                    Issue.record("step \(step): take")
+                    return
+                }
+            }
+            if line.isEmpty != model.isEmpty || (step % 997 == 0 && line.waiters != model) {
+                Issue.record("step \(step): \(line.waiters.count) waiters, \(model.count) expected")
+                return
+            }
+        }
+        #expect(line.waiters == model)
+    }
 }
