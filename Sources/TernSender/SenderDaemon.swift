@@ -115,7 +115,9 @@ public struct SenderDaemon: Daemon {
         // (XDEL costs Redis about 14 µs an entry, XTRIM MINID about half a µs); the trim
         // keeps whatever any sender still holds or has not been given.
         var lastTrim = ContinuousClock.now
-        var untrimmed = false
+        // True from the start: entries an earlier run acknowledged after its last trim
+        // (deliveries that finished in the shutdown grace) go without waiting for new ones.
+        var untrimmed = true
         while !shutdown.isRequested {
             await slots.waitForRoom()
             if shutdown.isRequested { break }

@@ -60,6 +60,39 @@ import TernTestSupport
         #expect(try await redis.run("XLEN", stream).int == 0)
     }
 
+    /// Entries acknowledged after the last trim of an earlier run (a batch applied as
+    /// shutdown came, deliveries finishing in the grace period) go at the next start, not
+    /// only once new entries arrive, which on a quiet system may be never.
+    @Test func aRestartedConsumerTrimsWhatItsPredecessorLeft() async throws {
+        let server = try TestRedis()
+        defer { server.stop() }
+        let redis = try RedisClient(url: server.url)
+        try await redis.ensureGroup(stream: "s", group: "g")
+        for n in 0..<3 { try await redis.run("XADD", "s", "*", "n", String(n)) }
+        let earlier = try await redis.readGroup(stream: "s", group: "g", consumer: "old",
+                                                count: 10, block: nil)
+        try await redis.run(["XACK", "s", "g"] + earlier.map(\.id))
+        #expect(try await redis.run("XLEN", "s").int == 3)
+
+        var consumer = StreamConsumer(redis: redis, stream: "s", group: "g", consumer: "new",
+                                      logger: Logger(label: "test", sink: MemoryLogSink()))
+        consumer.trimAcknowledged = true
+        let shutdown = Shutdown()
+        let run = Task {
+            await consumer.run(shutdown: shutdown, apply: { entry in
+                try await redis.run("XACK", "s", "g", entry.id)
+            }, drop: { _ in })
+        }
+        var length = 3
+        for _ in 0..<100 where length != 0 {
+            try await Task.sleep(for: .milliseconds(50))
+            length = try await redis.run("XLEN", "s").int ?? -1
+        }
+        #expect(length == 0)
+        shutdown.request()
+        await run.value
+    }
+
     /// One consumer: reads new entries, now and then takes over whatever is pending on others
     /// (idle 0), "dies" forgetting what it holds and restarts from its own pending entries,
     /// acknowledges part of what it holds, and trims after nearly every step.

@@ -42,6 +42,21 @@ import TernSender
         await h.stop()
     }
 
+    /// `ready` entries acknowledged after the last trim of an earlier run (deliveries that
+    /// finished in the shutdown grace) go once a sender starts, without waiting for new ones.
+    @Test func aStartingSenderTrimsWhatTheLastRunAcknowledged() async throws {
+        let h = try await SenderHarness(start: false)
+        let ready = h.keys.stream(.ready)
+        for n in 0..<3 { try await h.redis.run("XADD", ready, "*", "id", "gone\(n)") }
+        let earlier = try await h.redis.readGroup(stream: ready, group: "sender",
+                                                  consumer: "earlier-run", count: 10,
+                                                  block: nil)
+        try await h.redis.run(["XACK", ready, "sender"] + earlier.map(\.id))
+        try h.startDaemon()
+        #expect(try await h.readyLength(settlesAt: 0))
+        await h.stop()
+    }
+
     @Test func theSecondMXTakesItWhenTheFirstRefuses() async throws {
         let h = try await SenderHarness()
         let id = try await h.submit(to: "two@twomx.example")

@@ -55,7 +55,9 @@ public struct StreamConsumer: Sendable {
         var failures: [String: Int] = [:]
         var lastClaim = ContinuousClock.now
         var pendingFirst = true
-        var untrimmed = false
+        // True from the start: what an earlier run acknowledged after its last trim (the
+        // batch applied as shutdown came) goes now, not only once new entries arrive.
+        var untrimmed = true
         var lastTrim = ContinuousClock.now
         while !shutdown.isRequested && !Task.isCancelled {
             do {
