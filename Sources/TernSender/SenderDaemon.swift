@@ -297,8 +297,9 @@ public struct SenderDaemon: Daemon {
     }
 
     /// In one MULTI/EXEC: the result (when there is one), then the acknowledgement of the
-    /// `ready` entry (the read loop trims acknowledged entries now and then). Retried a few times, since a result lost after the
-    /// remote accepted would mean sending the message again.
+    /// `ready` entry (the read loop trims acknowledged entries now and then). Retried a few
+    /// times, since a result lost after the remote accepted would mean sending the message
+    /// again.
     /// With a `writer`, the transaction is first shared with other deliveries' results.
     func commit(_ entry: StreamEntry, result: [(String, String)]?, extra: [[RedisArg]] = [],
                 log: Logger, writer: ResultWriter? = nil) async {
