@@ -114,6 +114,34 @@ import TernCore
         Issue.record("no try got the listener's freed descriptor number")
     }
 
+    /// A wait whose owner closed meanwhile fails at once and arms nothing: the descriptor's
+    /// number may be a new socket's, and its own waiter must still be able to wait on it.
+    @Test func aWaitOfAClosedOwnerArmsNothing() async throws {
+        let (listener, server) = try Self.echoServer()
+        defer { listener.close(); server.cancel() }
+        let conn = try await TCPConnection.connect(to: listener.address)
+        defer { conn.close() }
+        await #expect(throws: IOError.closed) {
+            try await EventLoop.shared.waitReadable(conn.fd, deadline: .now + .seconds(5)) {
+                true
+            }
+        }
+        // Were the refused wait armed, this one would trap: two readers of one descriptor.
+        try await conn.write(Array("armed once\r\n".utf8))
+        #expect(try await LineReader(conn).readLine(limit: 100) == Array("armed once".utf8))
+    }
+
+    /// A reader blocked on a connection another task closes fails with `closed`.
+    @Test func closingAConnectionFailsItsReader() async throws {
+        let listener = try TCPListener(address: SocketAddress("127.0.0.1:0")!)
+        defer { listener.close() }
+        let conn = try await TCPConnection.connect(to: listener.address)
+        let reader = Task { try await conn.read(deadline: .now + .seconds(5)) }
+        try await Task.sleep(for: .milliseconds(50))
+        conn.close()
+        await #expect(throws: IOError.closed) { _ = try await reader.value }
+    }
+
     @Test func cancellingAReaderWakesIt() async throws {
         let listener = try TCPListener(address: SocketAddress("127.0.0.1:0")!)
         defer { listener.close() }

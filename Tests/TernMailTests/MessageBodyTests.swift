@@ -82,4 +82,41 @@ import TernMail
         #expect(payload.count == message.count + 100 + 3)
         #expect(MessageBody.unstuff(Array(payload.dropLast(3))) == message)
     }
+
+    /// The eight-at-a-time scan against a byte-by-byte reference, over random messages made
+    /// of the bytes that matter (CR, LF, dot, 8-bit, ordinary) in runs that straddle words.
+    @Test func dataPayloadMatchesAByteByByteReference() {
+        func reference(_ m: [UInt8]) -> [UInt8] {
+            var out: [UInt8] = [], atStart = true, i = 0
+            while i < m.count {
+                let b = m[i]
+                if b == 0x0D || b == 0x0A {
+                    out += [0x0D, 0x0A]
+                    i += b == 0x0D && i + 1 < m.count && m[i + 1] == 0x0A ? 2 : 1
+                    atStart = true
+                    continue
+                }
+                if atStart && b == 0x2E { out.append(0x2E) }
+                out.append(b)
+                atStart = false
+                i += 1
+            }
+            if !atStart { out += [0x0D, 0x0A] }
+            return out + [0x2E, 0x0D, 0x0A]
+        }
+        var generator = SystemRandomNumberGenerator()
+        let alphabet: [UInt8] = [0x0D, 0x0A, 0x2E, 0xC3, 0x41, 0x20]
+        var failures = 0
+        for _ in 0..<3000 {
+            var m: [UInt8] = []
+            for _ in 0..<Int.random(in: 0...12, using: &generator) {
+                let b = alphabet.randomElement(using: &generator)!
+                m += [UInt8](repeating: b, count: Int.random(in: 1...11, using: &generator))
+            }
+            if MessageBody.dataPayload(m) != reference(m) { failures += 1 }
+            let eightBit = m.contains { $0 >= 0x80 }
+            if MessageBody.hasEightBit(m) != eightBit { failures += 1 }
+        }
+        #expect(failures == 0)
+    }
 }

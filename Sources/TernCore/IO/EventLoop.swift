@@ -83,12 +83,18 @@ public final class EventLoop: Sendable {
         thread.start()
     }
 
-    public func waitReadable(_ fd: Int32, deadline: ContinuousClock.Instant? = nil) async throws {
-        try await wait(fd, write: false, deadline: deadline)
+    /// `closed` is asked under the loop's lock just before the wait is armed, and the owner
+    /// sets it before `deregister`: a close from another task between the owner's last look
+    /// and the arming then fails the wait, instead of arming a descriptor number that may
+    /// already belong to a new socket.
+    public func waitReadable(_ fd: Int32, deadline: ContinuousClock.Instant? = nil,
+                             closed: () -> Bool = { false }) async throws {
+        try await wait(fd, write: false, deadline: deadline, closed: closed)
     }
 
-    public func waitWritable(_ fd: Int32, deadline: ContinuousClock.Instant? = nil) async throws {
-        try await wait(fd, write: true, deadline: deadline)
+    public func waitWritable(_ fd: Int32, deadline: ContinuousClock.Instant? = nil,
+                             closed: () -> Bool = { false }) async throws {
+        try await wait(fd, write: true, deadline: deadline, closed: closed)
     }
 
     /// Forgets a descriptor before it is closed, failing anyone still waiting on it.
@@ -100,7 +106,8 @@ public final class EventLoop: Sendable {
         slot.writer?.continuation.resume(throwing: IOError.closed)
     }
 
-    private func wait(_ fd: Int32, write: Bool, deadline: ContinuousClock.Instant?) async throws {
+    private func wait(_ fd: Int32, write: Bool, deadline: ContinuousClock.Instant?,
+                      closed: () -> Bool) async throws {
         let token = state.withLock { s -> UInt64 in
             defer { s.nextToken += 1 }
             return s.nextToken
@@ -112,16 +119,22 @@ public final class EventLoop: Sendable {
                     return
                 }
                 arm(fd, write: write,
-                    waiter: Waiter(token: token, deadline: deadline, continuation: c))
+                    waiter: Waiter(token: token, deadline: deadline, continuation: c),
+                    closed: closed)
             }
         } onCancel: {
             fail(fd, write: write, token: token, with: IOError.cancelled)
         }
     }
 
-    private func arm(_ fd: Int32, write: Bool, waiter: Waiter) {
+    private func arm(_ fd: Int32, write: Bool, waiter: Waiter, closed: () -> Bool) {
         var wake = false
+        var isClosed = false
         let failure: Int32? = state.withLock { s in
+            if closed() {
+                isClosed = true
+                return nil
+            }
             var slot = s.slots[fd] ?? Slot()
             precondition((write ? slot.writer : slot.reader) == nil,
                          "two tasks wait to \(write ? "write" : "read") fd \(fd)")
@@ -145,6 +158,10 @@ public final class EventLoop: Sendable {
                 wake = true
             }
             return nil
+        }
+        if isClosed {
+            waiter.continuation.resume(throwing: IOError.closed)
+            return
         }
         if wake {
             var one: UInt64 = 1

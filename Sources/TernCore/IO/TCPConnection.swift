@@ -75,9 +75,11 @@ public final class TCPConnection: ByteStream, @unchecked Sendable {
             // The buffer exists only while data is there to read: thousands of sessions
             // waiting on slow servers must not each hold one.
             if let bytes = try readNow(max: max) { return bytes }
-            try await EventLoop.shared.waitReadable(fd, deadline: deadline)
+            try await EventLoop.shared.waitReadable(fd, deadline: deadline, closed: isClosed)
         }
     }
+
+    private func isClosed() -> Bool { closed.load(ordering: .sequentiallyConsistent) }
 
     /// What the socket holds now (empty at end of stream); nil when it would block.
     private func readNow(max: Int) throws -> [UInt8]? {
@@ -111,7 +113,7 @@ public final class TCPConnection: ByteStream, @unchecked Sendable {
             }
             switch errno {
             case EAGAIN, EWOULDBLOCK:
-                try await EventLoop.shared.waitWritable(fd, deadline: deadline)
+                try await EventLoop.shared.waitWritable(fd, deadline: deadline, closed: isClosed)
             case EINTR: continue
             case let code: throw IOError.system(call: "send", errno: code)
             }
@@ -120,11 +122,11 @@ public final class TCPConnection: ByteStream, @unchecked Sendable {
 
     /// Waits until the socket is readable without consuming anything (used by TLS).
     public func waitReadable(deadline: ContinuousClock.Instant?) async throws {
-        try await EventLoop.shared.waitReadable(fd, deadline: deadline)
+        try await EventLoop.shared.waitReadable(fd, deadline: deadline, closed: isClosed)
     }
 
     public func waitWritable(deadline: ContinuousClock.Instant?) async throws {
-        try await EventLoop.shared.waitWritable(fd, deadline: deadline)
+        try await EventLoop.shared.waitWritable(fd, deadline: deadline, closed: isClosed)
     }
 
     public func close() {
@@ -186,7 +188,10 @@ public final class TCPListener: Sendable {
                 return TCPConnection(fd: client, remote: SocketAddress.from(storage))
             }
             switch errno {
-            case EAGAIN, EWOULDBLOCK: try await EventLoop.shared.waitReadable(fd)
+            case EAGAIN, EWOULDBLOCK:
+                try await EventLoop.shared.waitReadable(fd) {
+                    closed.load(ordering: .sequentiallyConsistent)
+                }
             case EINTR, ECONNABORTED: continue
             case EMFILE, ENFILE:
                 // Out of descriptors: wait instead of spinning; sessions will end and free some.

@@ -39,35 +39,69 @@ public enum MessageBody {
         message.withUnsafeBufferPointer { input in
             var i = 0
             let n = input.count
-            var runStart = 0
-            // Copies runs of ordinary bytes in one append; stops only at CR, LF and at a
-            // line-leading dot.
+            // Copies each line in one append; looks at a byte alone only at a line start (a
+            // dot) and at a line break, which is found eight bytes at a time.
             while i < n {
-                let b = input[i]
-                if b == cr || b == lf {
-                    out.append(contentsOf: UnsafeBufferPointer(rebasing: input[runStart..<i]))
-                    out.append(cr)
-                    out.append(lf)
-                    i += (b == cr && i + 1 < n && input[i + 1] == lf) ? 2 : 1
-                    runStart = i
-                    atLineStart = true
-                    continue
+                if atLineStart && stuff && input[i] == dot { out.append(dot) }
+                let end = lineBreak(in: input, from: i)
+                out.append(contentsOf: UnsafeBufferPointer(rebasing: input[i..<end]))
+                guard end < n else {
+                    atLineStart = end == i && atLineStart
+                    break
                 }
-                if atLineStart && stuff && b == dot {
-                    out.append(contentsOf: UnsafeBufferPointer(rebasing: input[runStart..<i]))
-                    out.append(dot)
-                    runStart = i
-                }
-                atLineStart = false
-                i += 1
+                out.append(cr)
+                out.append(lf)
+                i = end + ((input[end] == cr && end + 1 < n && input[end + 1] == lf) ? 2 : 1)
+                atLineStart = true
             }
-            out.append(contentsOf: UnsafeBufferPointer(rebasing: input[runStart..<n]))
         }
         if terminate {
             if !atLineStart { out.append(contentsOf: [cr, lf]) }
             out.append(contentsOf: [dot, cr, lf])
         }
         return out
+    }
+
+    /// The index of the first CR or LF at or after `start`, or the end. Eight bytes at a
+    /// time: a byte equal to CR or LF is a zero byte of the word XOR the byte repeated.
+    static func lineBreak(in bytes: UnsafeBufferPointer<UInt8>, from start: Int) -> Int {
+        let n = bytes.count
+        var i = start
+        if let base = UnsafeRawPointer(bytes.baseAddress) {
+            while i + 8 <= n {
+                let word = base.loadUnaligned(fromByteOffset: i, as: UInt64.self)
+                let crs = word ^ 0x0D0D_0D0D_0D0D_0D0D, lfs = word ^ 0x0A0A_0A0A_0A0A_0A0A
+                if hasZeroByte(crs) || hasZeroByte(lfs) { break }
+                i += 8
+            }
+        }
+        while i < n && bytes[i] != cr && bytes[i] != lf { i += 1 }
+        return i
+    }
+
+    /// True when a byte of `word` is zero (exact: no false positive).
+    @inline(__always)
+    static func hasZeroByte(_ word: UInt64) -> Bool {
+        let low7: UInt64 = 0x7F7F_7F7F_7F7F_7F7F
+        return ~(((word & low7) &+ low7) | word | low7) != 0
+    }
+
+    /// True when any octet has the high bit set (8-bit text), eight at a time.
+    public static func hasEightBit(_ message: [UInt8]) -> Bool {
+        message.withUnsafeBytes { raw in
+            var i = 0
+            let n = raw.count
+            while i + 8 <= n {
+                if raw.loadUnaligned(fromByteOffset: i, as: UInt64.self)
+                    & 0x8080_8080_8080_8080 != 0 { return true }
+                i += 8
+            }
+            while i < n {
+                if raw[i] >= 0x80 { return true }
+                i += 1
+            }
+            return false
+        }
     }
 
     /// The receiving side of §4.5.2: removes the first "." of every line that starts with

@@ -194,7 +194,7 @@ public struct SMTPClientSession: Sendable {
         // RFC 6152: 8-bit text is declared when the server offers 8BITMIME. A server that
         // does not offer it still gets the text unchanged: nearly all take it, and
         // converting to 7 bit would break DKIM signatures made over the original.
-        if extensions.eightBitMIME, message.content.contains(where: { $0 >= 0x80 }) {
+        if extensions.eightBitMIME, MessageBody.hasEightBit(message.content) {
             command += " BODY=8BITMIME"
         }
         let needsUTF8 = !message.returnPath.utf8.allSatisfy { $0 < 0x80 }
