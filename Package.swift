@@ -92,7 +92,7 @@ let package = Package(
             name: "TernCoreTests", dependencies: ["TernCore", "TernTestSupport"],
             swiftSettings: strict),
         .testTarget(
-            name: "TernMailTests", dependencies: ["TernMail", "TernCore"],
+            name: "TernMailTests", dependencies: ["TernMail", "TernCore", "TernTestSupport"],
             swiftSettings: strict),
         .testTarget(
             name: "TernCtlTests", dependencies: ["TernCtl", "TernMail", "TernCore"],

@@ -99,7 +99,7 @@ import TernTestSupport
     static func consume(_ redis: RedisClient, _ stream: String, _ group: String,
                         _ name: String, seed: UInt64, ledger: Ledger,
                         deadline: ContinuousClock.Instant) async throws {
-        var rng = SplitMix(state: seed)
+        var rng = SeededGenerator(state: seed)
         var held: [(id: String, n: Int)] = []
         var restarting = true
         while ledger.count < total && ContinuousClock.now < deadline {
@@ -153,17 +153,6 @@ import TernTestSupport
     static func raw(_ redis: RedisClient, _ args: [String]) async throws -> [RedisValue] {
         let reply = try await redis.run(args)
         return reply.array?.first?.array?[1].array ?? []
-    }
-
-    struct SplitMix {
-        var state: UInt64
-        mutating func next() -> UInt64 {
-            state &+= 0x9E37_79B9_7F4A_7C15
-            var z = state
-            z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-            z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-            return z ^ (z >> 31)
-        }
     }
 
     /// RESP written straight from the arguments: counts in bytes, not characters; empty,

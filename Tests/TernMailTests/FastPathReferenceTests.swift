@@ -3,11 +3,12 @@
 // single-pass transfer-encoding check, JSON string quoting (RFC 8259 §7), the attempt record
 // and a message event with its history entry as the dictionary-based writer wrote them.
 //
-// `SeededGenerator` (SplitMix64) is MXPlanTests'; a failure names the seed and the input.
+// `SeededGenerator` (SplitMix64) is TernTestSupport's; a failure names the seed and the input.
 
 import Foundation
 import Testing
 @testable import TernMail
+import TernTestSupport
 
 @Suite struct FastPathReferenceTests {
     static let cr: UInt8 = 0x0D, lf: UInt8 = 0x0A

@@ -9,8 +9,9 @@
 import Foundation
 import Testing
 @testable import TernMail
+import TernTestSupport
 
-// `SeededGenerator` (SplitMix64) is MXPlanTests'.
+// `SeededGenerator` (SplitMix64) is TernTestSupport's.
 
 @Suite struct MIMEPropertyTests {
     static let id = "01jnh3v0m8a2b4c6d8e0f2g4h6"

@@ -16,14 +16,8 @@ import TernTestSupport
         defer { server.stop() }
         let redis = try RedisClient(url: server.url)
         let keys = Keys()
-        let environment = Environment([
-            "TERN_REDIS_URL": server.url, "TERN_INSTANCE": "t",
-            "TERN_POOLS": "default=127.0.0.2/out1.example", "TERN_METRICS_LISTEN": "off",
+        let daemon = try idleScheduler(redisURL: server.url, settings: [
             "TERN_BREAKER_MIN_SAMPLE": "4", "TERN_BREAKER_COOL_DOWN": "1s"])
-        let daemon = try SchedulerDaemon(
-            settings: try SchedulerSettings(
-                environment, common: CommonSettings(environment, role: "scheduler")),
-            logger: Logger(label: "test", sink: MemoryLogSink()))
         try await redis.ensureGroup(stream: keys.stream(.results), group: "scheduler")
 
         // Organisation a: a run of hard bounces (the breaker opens partway) and deliveries;

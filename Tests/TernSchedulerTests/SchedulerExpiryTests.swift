@@ -154,13 +154,7 @@ extension SchedulerDaemonTests {
         defer { server.stop() }
         let redis = try RedisClient(url: server.url)
         let keys = Keys()
-        let environment = Environment([
-            "TERN_REDIS_URL": server.url, "TERN_INSTANCE": "t",
-            "TERN_POOLS": "default=127.0.0.2/out1.example", "TERN_METRICS_LISTEN": "off"])
-        let daemon = try SchedulerDaemon(
-            settings: try SchedulerSettings(
-                environment, common: CommonSettings(environment, role: "scheduler")),
-            logger: Logger(label: "test", sink: MemoryLogSink()))
+        let daemon = try idleScheduler(redisURL: server.url)
         let now = nowMs()
         let group = "default:inbox.example"
         let id = MessageID.generate()
@@ -196,4 +190,19 @@ extension SchedulerDaemonTests {
         #expect(try await redis.run("HLEN", keys.expiring).int == 0)
         #expect(try await redis.run("LLEN", keys.history(id)).int == 1)
     }
+}
+
+/// A scheduler on `redisURL` that a test drives step by step, without running it: one pool
+/// (`default`, 127.0.0.2), no metrics port; `settings` adds or replaces environment values.
+func idleScheduler(redisURL: String, settings: [String: String] = [:]) throws
+    -> SchedulerDaemon
+{
+    let environment = Environment([
+        "TERN_REDIS_URL": redisURL, "TERN_INSTANCE": "t",
+        "TERN_POOLS": "default=127.0.0.2/out1.example", "TERN_METRICS_LISTEN": "off",
+    ].merging(settings) { _, new in new })
+    return try SchedulerDaemon(
+        settings: try SchedulerSettings(
+            environment, common: CommonSettings(environment, role: "scheduler")),
+        logger: Logger(label: "test", sink: MemoryLogSink()))
 }
