@@ -194,7 +194,7 @@ public struct SchedulerDaemon: Daemon {
         // asked in one SMISMEMBER per organisation; the ids of those found are suppressed.
         var asked: [String: [(id: String, member: String)]] = [:]
         for case let r? in records where r.state == .queued {
-            for member in EmailAddress.suppressionMembers(of: r.to) {
+            for member in r.suppressionMembers {
                 asked[r.org, default: []].append((r.id, member))
             }
         }
@@ -561,7 +561,7 @@ public struct SchedulerDaemon: Daemon {
             breakerOrgs.insert(record.org)
             if signal == .recipient {
                 cmds.append(["SADD", .text(keys.suppressions(record.org)),
-                             .text(EmailAddress.listKey(of: record.to))])
+                             .text(record.listKey)])
             }
         case .expired:
             cmds += finalize(record, .expired, state: .expired, detail: detail)
@@ -623,7 +623,7 @@ public struct SchedulerDaemon: Daemon {
         let ttl = String(settings.lifetime.recordTTL.milliseconds / 1000)
         var cmds: [[RedisArg]] = [["SET", .text(seen), "1", "EX", .text(ttl)]]
         let suppress: [RedisArg] = ["SADD", .text(keys.suppressions(record.org)),
-                                    .text(EmailAddress.listKey(of: record.to))]
+                                    .text(record.listKey)]
         switch (kind, severity) {
         case ("bounce", "hard"):
             if !record.state.isFinal || record.state == .delivered {
@@ -701,7 +701,22 @@ public struct SchedulerDaemon: Daemon {
         var engagementSource = ""
         /// Earlier attempts whose outcome was ambiguous.
         var ambiguous = 0
+        /// The recipient's `EmailAddress.listKey` as the API wrote it; "" on older records.
+        var recipientKey = ""
         var group: String { pool + ":" + domain }
+
+        /// The recipient's key in suppression lists.
+        var listKey: String {
+            recipientKey.isEmpty ? EmailAddress.listKey(of: to) : recipientKey
+        }
+
+        /// What a suppression list may hold for the recipient (`EmailAddress
+        /// .suppressionMembers`), without parsing the address again when the API gave its key.
+        var suppressionMembers: [String] {
+            guard !recipientKey.isEmpty else { return EmailAddress.suppressionMembers(of: to) }
+            let given = to.lowercased()
+            return given == recipientKey ? [recipientKey] : [recipientKey, given]
+        }
     }
 
     static let recordFields = [
@@ -709,7 +724,7 @@ public struct SchedulerDaemon: Daemon {
         MessageField.recipient, MessageField.metadata, MessageField.expiresMs,
         MessageField.state, MessageField.createdMs, MessageField.tags,
         MessageField.sendAtMs, MessageField.engagement, MessageField.engagementSource,
-        MessageField.ambiguous,
+        MessageField.ambiguous, MessageField.recipientKey,
     ]
 
     func load(_ id: String) async throws -> Record? {
@@ -742,7 +757,8 @@ public struct SchedulerDaemon: Daemon {
                       expiresMs: Int64(v[6].int ?? 0), createdMs: Int64(v[8].int ?? 0),
                       sendAtMs: Int64(v[10].int ?? 0), state: state,
                       engagement: v[11].string.flatMap { Int($0) },
-                      engagementSource: v[12].string ?? "", ambiguous: v[13].int ?? 0)
+                      engagementSource: v[12].string ?? "", ambiguous: v[13].int ?? 0,
+                      recipientKey: v[14].string ?? "")
     }
 
     /// Commands that append `kind` to the message's history and to `events`.
@@ -836,7 +852,7 @@ extension SchedulerDaemon {
 
     func isSuppressed(_ r: Record) async throws -> Bool {
         let found = try await redis.run(["SMISMEMBER", keys.suppressions(r.org)]
-                                        + EmailAddress.suppressionMembers(of: r.to))
+                                        + r.suppressionMembers)
         return found.array?.contains { $0.int == 1 } == true
     }
 }

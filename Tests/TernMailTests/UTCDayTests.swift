@@ -9,6 +9,8 @@ import Testing
         #expect(UTCDay.text(day: UTCDay.day(text: "2026-12-04")!) == "2026-12-04")
         #expect(UTCDay.text(ms: 86_400_000 - 1) == "1970-01-01")
         #expect(UTCDay.text(ms: 86_400_000) == "1970-01-02")
+        #expect(UTCDay.text(day: UTCDay.day(text: "2024-02-29")!) == "2024-02-29")
+        #expect(UTCDay.text(day: UTCDay.day(text: "2100-03-01")!) == "2100-03-01")
     }
 
     @Test(arguments: ["2026-02-30", "2026-13-01", "2026-12", "26-12-01", "2026-12-1x", "",

@@ -23,6 +23,9 @@ import TernTestSupport
         let args = OrgCaps.scriptArgs(prefix: "p:", nowMs: 1_796_404_800_000)
         let texts = args.map { String(decoding: $0.bytes, as: UTF8.self) }
         #expect(texts == ["p:", "2026-12-04T17", "2026-12-04", "2400000", "24000000"])
+        // An hour before ten has its leading zero: 2026-12-04T06:00:00Z.
+        let early = OrgCaps.scriptArgs(prefix: "", nowMs: 1_796_364_000_000)
+        #expect(String(decoding: early[1].bytes, as: UTF8.self) == "2026-12-04T06")
     }
 }
 

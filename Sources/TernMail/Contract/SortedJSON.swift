@@ -54,8 +54,12 @@ public enum SortedJSON {
     /// RFC 8259 §7: quotation mark, reverse solidus and control characters are escaped.
     static func quote(_ s: String, into out: inout String) {
         // Most values need no escape: then one append, not one per scalar.
-        if !s.utf8.contains(where: { $0 < 0x20 || $0 == UInt8(ascii: "\"")
-                                     || $0 == UInt8(ascii: "\\") }) {
+        let needsEscape: (UInt8) -> Bool = {
+            $0 < 0x20 || $0 == UInt8(ascii: "\"") || $0 == UInt8(ascii: "\\")
+        }
+        let plain = s.utf8.withContiguousStorageIfAvailable { !$0.contains(where: needsEscape) }
+            ?? !s.utf8.contains(where: needsEscape)
+        if plain {
             out += "\""
             out += s
             out += "\""

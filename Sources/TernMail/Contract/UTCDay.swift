@@ -10,8 +10,9 @@ public enum UTCDay {
     public static func day(ms: Int64) -> Int { Int(ms / Self.ms) }
 
     public static func text(day: Int) -> String {
-        let d = Date(timeIntervalSince1970: Double(day) * 86_400)
-        return String(d.formatted(.iso8601.year().month().day().dateSeparator(.dash)).prefix(10))
+        // The first ten characters of the day's midnight timestamp: digit by digit, as the
+        // release step names today's counters for every message.
+        String(timestamp(ms: Int64(day) * Self.ms).prefix(10))
     }
 
     public static func text(ms: Int64) -> String { text(day: day(ms: ms)) }

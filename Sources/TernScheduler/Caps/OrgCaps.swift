@@ -51,7 +51,7 @@ public struct OrgCaps: Sendable, Equatable {
     static func scriptArgs(prefix: String, nowMs: Int64) -> [RedisArg] {
         let hourMs: Int64 = 3_600_000, dayMs: Int64 = 86_400_000
         let day = UTCDay.text(ms: nowMs)
-        let hour = String(format: "%02d", Int((nowMs % dayMs) / hourMs))
+        let hour = String(String(100 + Int((nowMs % dayMs) / hourMs)).dropFirst())
         return [.text(prefix), .text(day + "T" + hour), .text(day),
                 .text(String(hourMs - nowMs % hourMs)), .text(String(dayMs - nowMs % dayMs))]
     }
