@@ -140,8 +140,7 @@ extension APIDaemon {
         var reason = ""
         if !request.body.isEmpty {
             if let refusal = checkMediaType(request) { return refusal }
-            guard let body = (try? JSONSerialization.jsonObject(with: Data(request.body)))
-                as? [String: Any]
+            guard let body = (try? JSONReading.value(request.body)) as? [String: Any]
             else { return .error(400, "must be a JSON object", field: "body") }
             if let extra = Set(body.keys).subtracting(["reason"]).sorted().first {
                 return .error(400, "is not a field of a pause", field: extra)

@@ -36,8 +36,7 @@ extension APIDaemon {
     func setEngagement(org: String, _ request: HTTPRequest) async -> HTTPResponse {
         if let refusal = checkOrg(org, request) { return refusal }
         if let refusal = checkMediaType(request) { return refusal }
-        guard let object = (try? JSONSerialization.jsonObject(with: Data(request.body)))
-            as? [String: Any]
+        guard let object = (try? JSONReading.value(request.body)) as? [String: Any]
         else {
             return .error(400, "must be a JSON object of address to score", field: "body")
         }

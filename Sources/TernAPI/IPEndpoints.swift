@@ -167,8 +167,7 @@ extension APIDaemon {
 
     func changeWarmup(_ ip: String, _ request: HTTPRequest) async -> HTTPResponse {
         if let refusal = checkMediaType(request) { return refusal }
-        guard let body = (try? JSONSerialization.jsonObject(with: Data(request.body)))
-            as? [String: Any]
+        guard let body = (try? JSONReading.value(request.body)) as? [String: Any]
         else { return .error(400, "must be a JSON object", field: "body") }
         if let extra = Set(body.keys).subtracting(["action", "start_day"]).sorted().first {
             return .error(400, "is not a field of a warm-up change", field: extra)

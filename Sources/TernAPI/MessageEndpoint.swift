@@ -60,8 +60,7 @@ extension APIDaemon {
         if !field(9).isEmpty { object["last_reply"] = field(9) }
         // Why a due message waits: breaker, cap, warmup or pause (its history says more).
         if !field(10).isEmpty { object["held"] = field(10) }
-        object["tags"] = (try? JSONSerialization.jsonObject(with: Data(field(11).utf8)))
-            as? [Any] ?? [Any]()
+        object["tags"] = (try? JSONReading.value(field(11))) as? [Any] ?? [Any]()
         if let ms = Int64(field(12)) { object["send_at"] = timestamp(ms: ms) }
         return .json(200, object)
     }
@@ -70,6 +69,6 @@ extension APIDaemon {
     /// is left out rather than failing the whole answer).
     static func jsonObject(_ text: String?) -> [String: Any]? {
         guard let text else { return nil }
-        return (try? JSONSerialization.jsonObject(with: Data(text.utf8))) as? [String: Any]
+        return (try? JSONReading.value(text)) as? [String: Any]
     }
 }

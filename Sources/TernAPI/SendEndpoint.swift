@@ -108,7 +108,7 @@ extension APIDaemon {
     static func jsonObject(body: [UInt8]) throws(ValidationError) -> [String: Any] {
         let parsed: Any
         do {
-            parsed = try JSONSerialization.jsonObject(with: Data(body), options: .fragmentsAllowed)
+            parsed = try JSONReading.value(body, fragments: true)
         } catch {
             throw ValidationError(field: "body", message: "is not valid JSON")
         }

@@ -86,6 +86,31 @@ import TernTestSupport
         return body
     }
 
+    /// U+FEFF in a client's text is kept, written raw or escaped (JSONSerialization alone
+    /// would drop it): in the stored metadata, in the message, and in what the API shows.
+    @Test func aZeroWidthNoBreakSpaceIsKept() async throws {
+        let h = try await Harness()
+        // The subject's U+FEFF raw, the text's and the metadata's escaped.
+        let body = #"{"from":"sender@tern.example","to":"a@inbox.example","#
+            + "\"subject\":\"\u{FEFF}hi\","
+            + #""text":"x\uFEFFy\n","metadata":{"k":"a\ufeffb"}}"#
+        let reply = try await h.post(Array(body.utf8))
+        #expect(reply.status == 202, "\(reply.text)")
+        let id = try #require(reply.json["id"] as? String)
+        let record = try await h.redis.run("HGETALL", h.keys.message(id)).fieldMap
+        #expect(record["metadata"] == "{\"k\":\"a\u{FEFF}b\"}")
+        // The text is 8-bit now, so it goes quoted-printable: U+FEFF is =EF=BB=BF there.
+        let message = record["body"] ?? ""
+        #expect(message.contains("x=EF=BB=BFy"), "\(message)")
+        // And the subject base64 in an encoded word: EF BB BF "hi".
+        #expect(message.contains("Subject: =?UTF-8?B?77u/aGk=?="), "\(message)")
+        let auth = [("Authorization", "Bearer \(APIDaemonTests.key)")]
+        let shown = try await httpRequest(h.address, "GET", "/v1/messages/\(id)",
+                                          headers: auth)
+        #expect((shown.json["metadata"] as? [String: Any])?["k"] as? String == "a\u{FEFF}b")
+        await h.stop()
+    }
+
     @Test func acceptedMessageIsRecordedAndSubmittedInOneGo() async throws {
         let h = try await Harness()
         let before = nowMs()

@@ -83,7 +83,7 @@ extension APIDaemon {
         else { return webhookUnavailable() }
         let list: [[String: Any]] = records.map { id, record in
             let body = (record["body"] as? String).flatMap {
-                try? JSONSerialization.jsonObject(with: Data($0.utf8)) as? [String: Any]
+                try? JSONReading.value($0) as? [String: Any]
             } ?? [:]
             return [
                 "event_id": WebhookEvent.streamID(sortable: id),

@@ -26,8 +26,7 @@ public struct WebhookEvent: Sendable, Equatable {
     public init?(entry: StreamEntry) {
         guard let type = entry[EntryField.event], !type.isEmpty,
               let json = entry[EntryField.json],
-              let doc = try? JSONSerialization.jsonObject(with: Data(json.utf8))
-                as? [String: Any]
+              let doc = try? JSONReading.value(json) as? [String: Any]
         else { return nil }
         let messageID = entry[EntryField.id] ?? (doc["message_id"] as? String)
         let isMessageEvent = entry[EntryField.id] != nil

@@ -297,8 +297,8 @@ struct WebhookStore: Sendable {
             ?? []
         return zip(ids, docs).compactMap { id, doc in
             guard let text = doc.string,
-                  let object = try? JSONSerialization.jsonObject(with: Data(text.utf8))
-                    as? [String: Any] else { return nil }
+                  let object = try? JSONReading.value(text) as? [String: Any]
+            else { return nil }
             return (id, object)
         }
     }

@@ -3,6 +3,7 @@
 // built into a message without further checks.
 
 import Foundation
+import TernCore
 
 /// A request field that failed validation.
 public struct ValidationError: Error, Equatable, Sendable, CustomStringConvertible {
@@ -109,7 +110,7 @@ public struct SendRequest: Sendable, Equatable {
         do {
             // Fragments allowed, so that a bare string or number is told it is not an object
             // rather than that it is not JSON.
-            parsed = try JSONSerialization.jsonObject(with: body, options: .fragmentsAllowed)
+            parsed = try JSONReading.value(Array(body), fragments: true)
         } catch {
             throw ValidationError(field: "body", message: "is not valid JSON")
         }
