@@ -98,7 +98,7 @@ extension APIDaemon {
     func batchItems(_ body: [UInt8]) throws(FieldRefusal) -> [Any] {
         let object: [String: Any]
         do throws(ValidationError) {
-            object = try APIDaemon.jsonObject(body: body)
+            object = try SendRequest.jsonObject(body: body)
         } catch {
             throw FieldRefusal(400, field: error.field, error.message)
         }

@@ -65,7 +65,7 @@ extension APIDaemon {
         do throws(FieldRefusal) {
             let object: [String: Any]
             do throws(ValidationError) {
-                object = try APIDaemon.jsonObject(body: request.body)
+                object = try SendRequest.jsonObject(body: request.body)
             } catch {
                 throw FieldRefusal(error, boundOrg: boundOrg)
             }
@@ -101,21 +101,6 @@ extension APIDaemon {
                           field: "Content-Type")
         }
         return nil
-    }
-
-    /// The body as a JSON object; fragments are read so that a bare string or number is told
-    /// it is not an object rather than that it is not JSON.
-    static func jsonObject(body: [UInt8]) throws(ValidationError) -> [String: Any] {
-        let parsed: Any
-        do {
-            parsed = try JSONReading.value(body, fragments: true)
-        } catch {
-            throw ValidationError(field: "body", message: "is not valid JSON")
-        }
-        guard let object = parsed as? [String: Any] else {
-            throw ValidationError(field: "body", message: "must be a JSON object")
-        }
-        return object
     }
 
     /// Checks one send object and, when it passes, builds and signs its message. Nothing is

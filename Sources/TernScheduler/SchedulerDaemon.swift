@@ -871,18 +871,17 @@ extension SchedulerDaemon {
 
     /// The command that writes an organisation's breaker as it stands to `breakers`.
     func saveBreaker(_ org: String) -> [[RedisArg]] {
-        guard let breaker = breakers.breaker(of: org),
-              let json = try? JSONEncoder().encode(breaker) else { return [] }
+        breakers.breaker(of: org).map { save(org, $0) } ?? []
+    }
+
+    private func save(_ org: String, _ breaker: CircuitBreaker) -> [[RedisArg]] {
+        guard let json = try? JSONEncoder().encode(breaker) else { return [] }
         return [["HSET", .text(keys.breakers), .text(org),
                  .text(String(decoding: json, as: UTF8.self))]]
     }
 
     func breakerCommands(_ change: Breakers.Change, save: Bool = true) -> [[RedisArg]] {
-        var cmds: [[RedisArg]] = []
-        if save, let json = try? JSONEncoder().encode(change.breaker) {
-            cmds.append(["HSET", .text(keys.breakers), .text(change.org),
-                         .text(String(decoding: json, as: UTF8.self))])
-        }
+        var cmds = save ? self.save(change.org, change.breaker) : []
         guard let state = change.newState else { return cmds }
         let log = logger.with(("org", change.org), ("state", state.rawValue),
                               ("reason", change.breaker.reason))

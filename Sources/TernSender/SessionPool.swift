@@ -346,13 +346,11 @@ public final class SessionPool: Sendable {
         let w = state.withLock { st -> Waiter? in
             st.refused[group] = nil
             for key in Array(st.waiters.keys) {
-                var first = true
-                let taken = st.waiters[key]?.take { _, w in
-                    defer { if w.group == group { first = false } }
-                    return first && w.group == group
-                } ?? []
+                guard let w = st.waiters[key]?.remove(firstWhere: { $0.group == group }) else {
+                    continue
+                }
                 if st.waiters[key]?.isEmpty == true { st.waiters[key] = nil }
-                if let w = taken.first { return w }
+                return w
             }
             return nil
         }
@@ -416,6 +414,15 @@ struct WaitLine<Element> {
             head = 0
         }
         return w
+    }
+
+    /// Takes out the first waiter `match` picks, keeping the others in order.
+    mutating func remove(firstWhere match: (Element) -> Bool) -> Element? {
+        guard let i = items[head...].firstIndex(where: { $0.map(match) ?? false }) else {
+            return nil
+        }
+        if i == head { return popFirst() }
+        return items.remove(at: i)
     }
 
     /// Takes out the waiters `match` picks (given each one's place in line), keeping the

@@ -45,8 +45,9 @@ import Testing
         #expect(line.popFirst() == 1 && line.popFirst() == 2)
     }
 
-    /// Random joins at either end, hand-overs and take-outs against a plain array: the line
-    /// never loses, repeats or reorders a waiter, across many compactions of its head.
+    /// Random joins at either end, hand-overs, take-outs and single removals against a plain
+    /// array: the line never loses, repeats or reorders a waiter, across many compactions of
+    /// its head.
     @Test func aLineBehavesAsAPlainArrayUnderRandomOperations() {
         var state: UInt64 = 2025
         func random(_ n: Int) -> Int {
@@ -71,6 +72,14 @@ import Testing
                 let expected = model.isEmpty ? nil : model.removeFirst()
                 if line.popFirst() != expected {
                     Issue.record("step \(step): popFirst")
+                    return
+                }
+            case _ where random(2) == 0:
+                // One waiter of a group taken out (`wakeGroup`), from anywhere in the line.
+                let k = random(7) + 2
+                let expected = model.firstIndex { $0 % k == 0 }.map { model.remove(at: $0) }
+                if line.remove(firstWhere: { $0 % k == 0 }) != expected {
+                    Issue.record("step \(step): remove(firstWhere:)")
                     return
                 }
             default:

@@ -90,12 +90,9 @@ public enum MessageBuilder {
         text.withUnsafeBufferPointer { bytes in
             var line = 0
             for b in bytes {
-                if b >= 0x20 && b < 0x80 {
-                    line += 1
-                    if line > MessageBody.maxLineLength { return true }
-                } else if b == 0x0D || b == 0x0A {
+                if b == 0x0D || b == 0x0A {
                     line = 0
-                } else if b == 0x09 {
+                } else if (b >= 0x20 && b < 0x80) || b == 0x09 {
                     line += 1
                     if line > MessageBody.maxLineLength { return true }
                 } else {

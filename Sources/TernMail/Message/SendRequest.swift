@@ -106,18 +106,23 @@ public struct SendRequest: Sendable, Equatable {
     public static func decode(_ body: Data, now: Date = Date())
         throws(ValidationError) -> SendRequest
     {
+        try SendRequest(json: jsonObject(body: Array(body)), now: now)
+    }
+
+    /// A request body as a JSON object (a send, or a batch of them).
+    public static func jsonObject(body: [UInt8]) throws(ValidationError) -> [String: Any] {
         let parsed: Any
         do {
             // Fragments allowed, so that a bare string or number is told it is not an object
             // rather than that it is not JSON.
-            parsed = try JSONReading.value(Array(body), fragments: true)
+            parsed = try JSONReading.value(body, fragments: true)
         } catch {
             throw ValidationError(field: "body", message: "is not valid JSON")
         }
         guard let object = parsed as? [String: Any] else {
             throw ValidationError(field: "body", message: "must be a JSON object")
         }
-        return try SendRequest(json: object, now: now)
+        return object
     }
 
     public static func decode(_ body: [UInt8], now: Date = Date())

@@ -45,8 +45,9 @@ public enum MessageBody {
                 if atLineStart && stuff && input[i] == dot { out.append(dot) }
                 let end = lineBreak(in: input, from: i)
                 out.append(contentsOf: UnsafeBufferPointer(rebasing: input[i..<end]))
+                // A line without a break ends the message (a break at `i` would be `end`).
                 guard end < n else {
-                    atLineStart = end == i && atLineStart
+                    atLineStart = false
                     break
                 }
                 out.append(cr)
