@@ -6,6 +6,9 @@
 // without a word. JSONDecoder keeps it, so text that may hold one is read through
 // JSONDecoder into the same kinds of values; all other text, nearly all of it, goes through
 // JSONSerialization, which is faster.
+//
+// Known shortcoming: ternctl and the provider catalogue still read with JSONSerialization
+// (operators' files and Tern's own documents, not clients' text), so a U+FEFF there is lost.
 
 import Foundation
 
