@@ -55,6 +55,11 @@ API_KEY = "benchkey"
 PROFILE = os.environ.get("PROFILE", "")
 # COMMANDS=all: every Redis command a message costs, and the time Redis spent in each.
 ALL_COMMANDS = os.environ.get("COMMANDS", "") == "all"
+# Redis's persistence: `always` (fsync before answering, as Postfix syncs its queue file
+# before its 250), `everysec`, or `no` (no append-only file at all).
+AOF = os.environ.get("AOF", "always")
+if AOF not in ("always", "everysec", "no"):
+    sys.exit(f"AOF must be always, everysec or no, not {AOF!r}")
 if PROFILE == "sender":
     PROFILE = "sender1"
 TICK = os.sysconf("SC_CLK_TCK")
@@ -153,8 +158,9 @@ class Stack:
     def start(self, dkim=False):
         self.redis_port = free_port()
         self.spawn("redis", ["redis-server", "--bind", "127.0.0.1", "--port",
-                             str(self.redis_port), "--save", "", "--appendonly", "no",
-                             "--dir", str(self.dir)])
+                             str(self.redis_port), "--save", "", "--dir", str(self.dir)]
+                   + (["--appendonly", "no"] if AOF == "no"
+                      else ["--appendonly", "yes", "--appendfsync", AOF]))
         wait_for("redis", lambda: redis_up(self.redis_port))
         self.redis = Resp(self.redis_port)
 

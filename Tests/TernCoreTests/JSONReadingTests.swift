@@ -1,9 +1,11 @@
-// Reading JSON without losing U+FEFF: JSONSerialization drops it on Linux, so text that may
-// hold one goes through JSONDecoder, and must come out as the same kinds of values.
+// Tern's JSON reader against JSONSerialization: the same values of the same kinds for RFC
+// 8259 text, U+FEFF kept (JSONSerialization drops it), and refusals where the text is not
+// JSON, including text mangled at random.
 
 import Foundation
 import Testing
 @testable import TernCore
+import TernTestSupport
 
 @Suite struct JSONReadingTests {
     @Test func aZeroWidthNoBreakSpaceSurvivesRawOrEscaped() throws {
@@ -15,40 +17,186 @@ import Testing
         #expect((object["n"] as? [Any])?.compactMap { $0 as? Double } == [1, 2.5])
     }
 
-    /// Without U+FEFF both readings give equal values of the same kinds, so the checks that
-    /// cast them (`as? Int`, `as? Bool`, `is NSNull`) answer the same.
+    /// Equal values of the same kinds, so the checks that cast them (`as? Int`, `as? Bool`,
+    /// `is NSNull`, an NSNumber's `objCType`) answer the same.
     @Test(arguments: [
-        #"{"s":"x\"y\\z\n\u00e9\ud83d\ude00","i":-7,"d":1.25,"one":1.0,"t":true,"f":false}"#,
-        #"{"null":null,"nested":{"a":[{"b":[]},{}],"e":""},"big":9007199254740993}"#,
-        #"[1,"two",[3],{"four":4}]"#,
+        #"{"s":"x\"y\\z\n\u00e9\ud83d\ude00\/\b\f\r\t","i":-7,"d":1.25,"one":1.0,"t":true}"#,
+        #"{"null":null,"nested":{"a":[{"b":[]},{}],"e":""},"big":9007199254740993,"f":false}"#,
+        #"[1,"two",[3],{"four":4},-0,-0.0,1E2,1e-2,12345678901234567890,1234567890123456789012]"#,
+        " \t\r\n[ \"a\" , { \"k\" : [ ] } ]\n ",
+        #"{"a":1,"a":2}"#,
+        #"["\u0000","\u001f","\u00e9t\u00e9","日本語","\ud834\udd1e"]"#,
     ])
-    func theDecoderReadingMatchesJSONSerialization(_ text: String) throws {
+    func theValuesAreThoseOfJSONSerialization(_ text: String) throws {
         let bytes = Array(text.utf8)
-        #expect(!JSONReading.mayHoldFEFF(bytes))
         let expected = try JSONSerialization.jsonObject(with: Data(bytes))
-        let decoded = try JSONReading.decoded(bytes, fragments: false)
-        #expect(NSArray(array: [decoded]).isEqual(NSArray(array: [expected])))
-        for key in ["i", "one", "t", "f", "null", "d"] {
-            let a = (expected as? [String: Any])?[key], b = (decoded as? [String: Any])?[key]
-            #expect(a as? Int == b as? Int && a as? Bool == b as? Bool, "\(key)")
-            #expect(a as? Double == b as? Double && (a is NSNull) == (b is NSNull), "\(key)")
+        let read = try JSONReading.value(bytes)
+        try expectSame(read, expected)
+    }
+
+    @Test func randomDocumentsReadAsJSONSerializationReadsThem() throws {
+        var rng = SeededGenerator(state: 0x4A53_4F4E)
+        for _ in 0..<400 {
+            let text = Self.document(&rng, depth: 0)
+            let bytes = Array(text.utf8)
+            let expected = try JSONSerialization.jsonObject(with: Data(bytes))
+            try expectSame(try JSONReading.value(bytes), expected)
         }
     }
 
-    @Test func fragmentsAndBadTextAreRefusedAsJSONSerializationRefusesThem() throws {
-        let bare = #""\#u{FEFF}""#
-        #expect(throws: (any Error).self) { try JSONReading.value(bare) }
-        #expect(try JSONReading.value(bare, fragments: true) as? String == "\u{FEFF}")
-        for bad in [#"{"a":"\#u{FEFF}"#, #"{"a" "\#u{FEFF}"}"#, "\u{FEFF}", #"[1,]\uFEFF"#] {
-            #expect(throws: (any Error).self, "\(bad)") { try JSONReading.value(bad) }
+    /// Mangled text: whatever this reader takes, JSONSerialization takes too, as the same
+    /// value. (The reverse does not hold: JSONSerialization also takes trailing commas.)
+    @Test func mangledTextIsRefusedOrReadAsJSONSerializationReadsIt() throws {
+        var rng = SeededGenerator(state: 0xBAD_7E47)
+        let alphabet = Array(#"{}[]":,\-+.0123456789eEtrufalsn u"#.utf8) + [0x00, 0x1F, 0xC3, 0xFF]
+        var accepted = 0
+        for _ in 0..<3000 {
+            var bytes = Array(Self.document(&rng, depth: 0).utf8)
+            for _ in 0..<Int.random(in: 1...3, using: &rng) where !bytes.isEmpty {
+                let at = Int.random(in: 0..<bytes.count, using: &rng)
+                switch Int.random(in: 0..<3, using: &rng) {
+                case 0: bytes[at] = alphabet.randomElement(using: &rng)!
+                case 1: bytes.remove(at: at)
+                default: bytes.removeSubrange(at...)
+                }
+            }
+            guard let read = try? JSONReading.value(bytes, fragments: true) else { continue }
+            accepted += 1
+            let expected = try JSONSerialization.jsonObject(with: Data(bytes),
+                                                            options: .fragmentsAllowed)
+            try expectSame(read, expected)
+        }
+        #expect(accepted > 100, "so few mangled texts were still JSON that nothing was compared")
+    }
+
+    @Test(arguments: [
+        "", " ", "\u{FEFF}", "{", "}", "[", "[1,]", #"{"a":1,}"#, "[,1]", #"{"a" 1}"#, #"{a:1}"#,
+        "{}x", "[1 2]", "01", "1.", ".5", "-", "+1", "1e", "1e+", "0x10", "Infinity", "NaN",
+        "1e400", "tru", "nul", "True", #""abc"#, #""a\x""#, #""a\u12""#, #""\ud800""#,
+        #""\ud800x""#, #""\udc00""#, #""\ud800\u0041""#, "\"a\u{01}b\"", "\"tab\there\"",
+        "\u{0B}[]", #"{"a":"b"]"#, "[}",
+    ])
+    func textThatIsNotJSONIsRefused(_ text: String) {
+        #expect(throws: JSONReading.Invalid.self, "\(text.debugDescription)") {
+            try JSONReading.value(text, fragments: true)
         }
     }
 
-    @Test func onlyTextThatMayHoldIt() {
-        #expect(JSONReading.mayHoldFEFF(Array("x\u{FEFF}".utf8)))
-        #expect(JSONReading.mayHoldFEFF(Array(#""\uFeFf""#.utf8)))
-        #expect(!JSONReading.mayHoldFEFF(Array(#""\ufefe \u00ef\u00bb""#.utf8)))
-        #expect(!JSONReading.mayHoldFEFF(Array("ï»".utf8)))
-        #expect(!JSONReading.mayHoldFEFF([]) && !JSONReading.mayHoldFEFF([0xEF, 0xBB]))
+    @Test func octetsThatAreNotUTF8AreRefused() {
+        for bytes: [UInt8] in [[0x22, 0xC3, 0x28, 0x22], [0x22, 0xED, 0xA0, 0x80, 0x22],
+                               [0x22, 0xFF, 0x22], [0x22, 0xE6, 0x97, 0x22],
+                               [0xFF, 0xFE, 0x5B, 0x00, 0x5D, 0x00]] {
+            #expect(throws: JSONReading.Invalid.self, "\(bytes)") {
+                try JSONReading.value(bytes, fragments: true)
+            }
+        }
+    }
+
+    @Test func fragmentsOnlyWhenAsked() throws {
+        #expect(throws: JSONReading.Invalid.self) { try JSONReading.value(#""x""#) }
+        #expect(throws: JSONReading.Invalid.self) { try JSONReading.value("7") }
+        #expect(try JSONReading.value(#" "\#u{FEFF}" "#, fragments: true) as? String
+                == "\u{FEFF}")
+        #expect(try JSONReading.value("7", fragments: true) as? Int == 7)
+        #expect(try JSONReading.value("null", fragments: true) is NSNull)
+        // A byte order mark before the text is skipped (RFC 8259 §8.1).
+        #expect(try JSONReading.value("\u{FEFF}[true]") as? [Bool] == [true])
+    }
+
+    @Test func nestingStopsAtTheLimit() throws {
+        let deepest = JSONReading.maxDepth
+        let fits = String(repeating: "[", count: deepest) + String(repeating: "]", count: deepest)
+        #expect(try JSONReading.value(fits) is [Any])
+        let over = "[" + fits + "]"
+        #expect(throws: JSONReading.Invalid.self) { try JSONReading.value(over) }
+        // Far deeper than any stack would hold, had the reader not stopped at the limit.
+        let hostile = String(repeating: #"{"a":["#, count: 200_000)
+        #expect(throws: JSONReading.Invalid.self) { try JSONReading.value(hostile) }
+    }
+
+    @Test func aLongStringWithEscapesAnywhere() throws {
+        // The eight-at-a-time scan must stop at a quote, backslash or control octet in any
+        // of the eight lanes, and at the text's end.
+        for lane in 0..<17 {
+            let plain = String(repeating: "abcdefgh", count: 3)
+            let head = String(plain.prefix(lane))
+            let text = "[\"" + head + "\\n" + plain + "é\\\"" + plain + "\"]"
+            let expected = try JSONSerialization.jsonObject(with: Data(text.utf8))
+            try expectSame(try JSONReading.value(text), expected)
+            let control = "[\"" + head + "\u{1F}" + plain + "\"]"
+            #expect(throws: JSONReading.Invalid.self) { try JSONReading.value(control) }
+            let open = "[\"" + head + plain
+            #expect(throws: JSONReading.Invalid.self) { try JSONReading.value(open) }
+        }
+    }
+
+    // MARK: - Helpers
+
+    func expectSame(_ read: Any, _ expected: Any, sourceLocation: SourceLocation = #_sourceLocation)
+        throws
+    {
+        #expect(NSArray(array: [read]).isEqual(NSArray(array: [expected])),
+                "\(read) is not \(expected)", sourceLocation: sourceLocation)
+        switch (read, expected) {
+        case let (a as [String: Any], b as [String: Any]):
+            #expect(a.keys.sorted() == b.keys.sorted(), sourceLocation: sourceLocation)
+            for (k, v) in a { if let w = b[k] { try expectSame(v, w, sourceLocation: sourceLocation) } }
+        case let (a as [Any], b as [Any]):
+            #expect(a.count == b.count, sourceLocation: sourceLocation)
+            for (v, w) in zip(a, b) { try expectSame(v, w, sourceLocation: sourceLocation) }
+        case let (a as NSNumber, b as NSNumber):
+            #expect(String(cString: a.objCType) == String(cString: b.objCType),
+                    "\(a) \(b)", sourceLocation: sourceLocation)
+            #expect(type(of: a) == type(of: b), sourceLocation: sourceLocation)
+            #expect(a as? Bool == b as? Bool && a as? Int == b as? Int,
+                    sourceLocation: sourceLocation)
+        case (is String, is String), (is NSNull, is NSNull):
+            break
+        default:
+            Issue.record("\(read) and \(expected) are of different kinds",
+                         sourceLocation: sourceLocation)
+        }
+    }
+
+    /// A random JSON document (an object or an array) without U+FEFF, with random spacing.
+    static func document(_ rng: inout SeededGenerator, depth: Int) -> String {
+        let space = [" ", "", "", "\n", "\t", "\r\n"]
+        func sp() -> String { space.randomElement(using: &rng)! }
+        func value(_ depth: Int) -> String {
+            switch Int.random(in: 0..<(depth > 4 ? 6 : 8), using: &rng) {
+            case 0: return "true"
+            case 1: return "false"
+            case 2: return "null"
+            case 3: return number()
+            case 4, 5: return string()
+            case 6: return array(depth + 1)
+            default: return object(depth + 1)
+            }
+        }
+        func number() -> String {
+            let forms = ["0", "-0", "7", "-42", "3.25", "-0.5", "1e3", "2E-2", "6.02e+23",
+                         "9223372036854775807", "9223372036854775808", "-9223372036854775808",
+                         "18446744073709551615", "123456789012345678901234", "1.0", "0.1"]
+            return forms.randomElement(using: &rng)!
+        }
+        func string() -> String {
+            let pieces = ["a", "hello world", "\\\"", "\\\\", "\\/", "\\n", "\\t", "\\u00e9",
+                          "\\u0001", "\\u20AC", "\\ud83d\\ude00", "é", "€", "😀", "日本",
+                          String(repeating: "longer text ", count: 5), "\\r\\n", "\\b\\f"]
+            var s = "\""
+            for _ in 0..<Int.random(in: 0...6, using: &rng) { s += pieces.randomElement(using: &rng)! }
+            return s + "\""
+        }
+        func array(_ depth: Int) -> String {
+            let items = (0..<Int.random(in: 0...4, using: &rng)).map { _ in sp() + value(depth) + sp() }
+            return "[" + items.joined(separator: ",") + sp() + "]"
+        }
+        func object(_ depth: Int) -> String {
+            let items = (0..<Int.random(in: 0...4, using: &rng)).map { _ in
+                sp() + string() + sp() + ":" + sp() + value(depth) + sp()
+            }
+            return "{" + items.joined(separator: ",") + sp() + "}"
+        }
+        return sp() + (Bool.random(using: &rng) ? object(depth) : array(depth)) + sp()
     }
 }
