@@ -54,7 +54,10 @@ import TernTestSupport
     static func hostileBody(_ rng: inout SeededGenerator) -> [UInt8] {
         let pieces: [[UInt8]] = [[cr, lf], [cr, lf], [cr], [lf], [0x20], [0x09], [0x20, 0x09, 0x20],
                                  [0x41], [0x7A], [0x00], [0xC3, 0xA9], [0xFF], [cr, cr, lf],
-                                 [0x20, cr, lf], [cr, lf, cr, lf, cr, lf]]
+                                 [0x20, cr, lf], [cr, lf, cr, lf, cr, lf],
+                                 // Runs long enough for the eight-byte copy, spaced singly.
+                                 Array("abcdefghij".utf8), Array("word ".utf8),
+                                 Array(" a b c d e".utf8)]
         let count = Int.random(in: 0...40, using: &rng)
         return (0..<count).flatMap { _ in pieces[Int.random(in: 0..<pieces.count, using: &rng)] }
     }
@@ -111,8 +114,10 @@ import TernTestSupport
                     text.append(odd.randomElement(using: &rng)!)
                 default:
                     // Lines around the 998-octet limit, tabs included.
-                    let n = [1, 997, 998, 999, 1200].randomElement(using: &rng)!
-                    text += (0..<n).map { _ in Bool.random(using: &rng) ? 0x78 : 0x09 }
+                    // Without tabs, whole words of printable octets take the fast path.
+                    let n = [1, 7, 8, 9, 990, 997, 998, 999, 1200].randomElement(using: &rng)!
+                    let tabs = Bool.random(using: &rng)
+                    text += (0..<n).map { _ in tabs && Bool.random(using: &rng) ? 0x09 : 0x78 }
                 }
             }
             let control = text.contains {
@@ -122,6 +127,19 @@ import TernTestSupport
             if MessageBuilder.needsEncoding(text) != before { mismatches.append("\(text.count)") }
         }
         #expect(mismatches.isEmpty, "\(mismatches.prefix(3))")
+    }
+
+    @Test func theBoundaryCheckFindsEveryEqualsUnderscore() {
+        var rng = SeededGenerator(state: 2046)
+        let pieces: [[UInt8]] = [[0x3D], [0x5F], [0x3D, 0x5F], [0x61], [0x61, 0x62, 0x63, 0x64],
+                                 Array("abcdefgh".utf8), [0x0D, 0x0A]]
+        for _ in 0..<5000 {
+            let text = (0..<Int.random(in: 0...12, using: &rng)).flatMap { _ in
+                pieces[Int.random(in: 0..<pieces.count, using: &rng)]
+            }
+            let expected = zip(text, text.dropFirst()).contains { $0 == 0x3D && $1 == 0x5F }
+            #expect(MIMEPart.containsBoundaryStart(text) == expected, "\(text)")
+        }
     }
 
     /// Characters JSON quoting must get right: the escaped ones, controls, DEL, line and

@@ -15,12 +15,19 @@ public enum MailboxList {
     public static func parse(_ value: String) -> [EmailAddress]? {
         // Unfolding removes each CRLF that comes before white space; any other CR or LF
         // has no place in a field.
-        let unfolded = value.replacingOccurrences(of: "\r\n ", with: " ")
-            .replacingOccurrences(of: "\r\n\t", with: "\t")
-        let scalars = Array(unfolded.unicodeScalars)
-        guard !scalars.contains(where: { $0 == "\r" || $0 == "\n" }),
-              let members = split(scalars)
-        else { return nil }
+        let input = Array(value.unicodeScalars)
+        var scalars: [Unicode.Scalar] = []
+        scalars.reserveCapacity(input.count)
+        var k = 0
+        while k < input.count {
+            let s = input[k]
+            k += 1
+            guard s == "\r" || s == "\n" else { scalars.append(s); continue }
+            guard s == "\r", k + 1 < input.count, input[k] == "\n",
+                  input[k + 1] == " " || input[k + 1] == "\t" else { return nil }
+            k += 1
+        }
+        guard let members = split(scalars) else { return nil }
         var out: [EmailAddress] = []
         for member in members {
             guard let address = mailbox(member) else { return nil }

@@ -66,7 +66,19 @@ public enum DKIMCanonicalization {
             body.withUnsafeBufferPointer { input in
                 var i = 0
                 let n = input.count
+                let words = UnsafeRawBufferPointer(input), into = UnsafeMutableRawBufferPointer(buffer)
                 while i < n {
+                    // Eight bytes the canonical form keeps as they are, copied at once.
+                    if !pendingSpace && emptyLines == 0 && i + 9 <= n {
+                        let w = words.loadUnaligned(fromByteOffset: i, as: UInt64.self)
+                        if keptAsIs(w, then: words.loadUnaligned(fromByteOffset: i + 1,
+                                                                 as: UInt64.self)) {
+                            into.storeBytes(of: w, toByteOffset: o, as: UInt64.self)
+                            o += 8
+                            i += 8
+                            continue
+                        }
+                    }
                     let b = input[i]
                     i += 1
                     if b == cr && i < n && input[i] == lf {
@@ -108,5 +120,19 @@ public enum DKIMCanonicalization {
         // A last line without CRLF counts as a line; the sender ends it with CRLF anyway.
         if out.count != lineStart { out += [cr, lf] }
         return out
+    }
+
+    /// True when relaxing changes none of the eight bytes of `word`: no CR or HTAB among
+    /// them, and no SP followed by SP, HTAB or CR (`next` is the word one byte further on).
+    @inline(__always)
+    static func keptAsIs(_ word: UInt64, then next: UInt64) -> Bool {
+        func lanes(_ x: UInt64, _ byte: UInt64) -> UInt64 {
+            // The top bit of each lane equal to `byte`, exactly (no borrow between lanes).
+            let low7: UInt64 = 0x7F7F_7F7F_7F7F_7F7F, y = x ^ (byte &* 0x0101_0101_0101_0101)
+            return ~(((y & low7) &+ low7) | y | low7)
+        }
+        let changed = lanes(word, 0x0D) | lanes(word, 0x09)
+        let spaceBefore = lanes(next, 0x20) | lanes(next, 0x09) | lanes(next, 0x0D)
+        return changed | (lanes(word, 0x20) & spaceBefore) == 0
     }
 }

@@ -48,7 +48,9 @@ public struct DKIMSigner: Sendable {
         }
         let (fields, bodyStart) = DKIMSigner.headerFields(message)
         let from = fields.first { $0.name == "from" }.flatMap {
-            DKIMSigner.fromDomain(String(decoding: message[$0.range], as: UTF8.self))
+            DKIMSigner.fromDomain(message[$0.range].withUnsafeBufferPointer {
+                String(decoding: $0, as: UTF8.self)
+            })
         }
         guard let from else { return (message, .unsigned(fromDomain: nil)) }
         let signing = keys.keys(for: from)
@@ -113,8 +115,9 @@ public struct DKIMSigner: Sendable {
                 fields[fields.count - 1].range = fields[fields.count - 1].range.lowerBound
                     ..< lineEnd
             } else if let colon = message[i..<lineEnd].firstIndex(of: 0x3A) {
-                let name = String(decoding: message[i..<colon], as: UTF8.self)
-                    .trimmingCharacters(in: .whitespaces).lowercased()
+                let name = message[i..<colon].withUnsafeBufferPointer {
+                    String(decoding: $0, as: UTF8.self)
+                }.trimmingSpaces().lowercased()
                 fields.append(Field(name: name, range: i..<lineEnd))
             } else {
                 // Not a field: the API only signs messages whose header section parsed, so
@@ -165,7 +168,9 @@ public struct DKIMSigner: Sendable {
     public static func fromDomain(ofMessage message: [UInt8]) -> String? {
         let (fields, _) = headerFields(message)
         return fields.first { $0.name == "from" }.flatMap {
-            fromDomain(String(decoding: message[$0.range], as: UTF8.self))
+            fromDomain(message[$0.range].withUnsafeBufferPointer {
+                String(decoding: $0, as: UTF8.self)
+            })
         }
     }
 
@@ -202,7 +207,7 @@ public struct DKIMSigner: Sendable {
         } else {
             address = value.split(separator: ",").first ?? ""
         }
-        let mailbox = address.trimmingCharacters(in: .whitespaces)
+        let mailbox = address.trimmingSpaces()
         if let parsed = try? EmailAddress(mailbox) { return parsed.asciiDomain }
         // Not a plain addr-spec (a comment after it, say): the domain runs to the first
         // character that cannot be in one.

@@ -58,8 +58,7 @@ struct HeaderSection {
                     return nil
                 }
                 // obs-name allows whitespace before the colon (RFC 5322 §4.5.8); drop it.
-                let name = String(decoding: line[..<colon], as: UTF8.self)
-                    .trimmingCharacters(in: .whitespaces)
+                let name = String(decoding: line[..<colon], as: UTF8.self).trimmingSpaces()
                 guard HeaderField.isValidName(name) else { return nil }
                 let value = String(decoding: line[(colon + 1)...], as: UTF8.self)
                 fields.append(HeaderField(name: name, value: value))
@@ -72,7 +71,7 @@ struct HeaderSection {
     private func trimmed() -> HeaderSection {
         var copy = self
         for k in copy.fields.indices {
-            copy.fields[k].value = copy.fields[k].value.trimmingCharacters(in: .whitespaces)
+            copy.fields[k].value = copy.fields[k].value.trimmingSpaces()
         }
         return copy
     }
@@ -90,7 +89,7 @@ enum HeaderWriter {
     /// printable ASCII, or that could be mistaken for encoded words, become RFC 2047 encoded
     /// words, which only suits unstructured fields (Subject, custom text fields).
     static func unstructured(_ name: String, _ value: String) -> String {
-        let value = value.trimmingCharacters(in: .whitespaces)
+        let value = value.trimmingSpaces()
         let plain = value.utf8.allSatisfy { (32...126).contains($0) || $0 == 9 }
             && !value.contains("=?")
         if plain, let folded = fold(name, value) { return folded }

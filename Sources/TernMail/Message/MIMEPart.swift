@@ -82,12 +82,21 @@ indirect enum MIMEPart {
     }
 
     static func containsBoundaryStart(_ text: [UInt8]) -> Bool {
-        var previous: UInt8 = 0
-        for b in text {
-            if previous == 0x3D && b == 0x5F { return true }  // "=_"
-            previous = b
+        text.withUnsafeBytes { raw in
+            var i = 0
+            while i + 1 < raw.count {
+                // No "=" in the next eight bytes: no "=_" starts among them.
+                if i + 8 <= raw.count, !MessageBody.hasZeroByte(
+                    raw.loadUnaligned(fromByteOffset: i, as: UInt64.self) ^ 0x3D3D_3D3D_3D3D_3D3D)
+                {
+                    i += 8
+                    continue
+                }
+                if raw[i] == 0x3D && raw[i + 1] == 0x5F { return true }  // "=_"
+                i += 1
+            }
+            return false
         }
-        return false
     }
 
     /// RFC 2045 §6.8: base64 in lines of 76 characters, each ending in CRLF.

@@ -85,19 +85,34 @@ public enum MessageBuilder {
     /// 7bit (RFC 2045 §2.7) allows only ASCII without NUL or lone CR/LF, in lines of at most
     /// 998 octets; anything else is sent quoted-printable or base64.
     static func needsEncoding(_ text: [UInt8]) -> Bool {
-        // One pass over the bytes for both questions: a body is walked several times on its
-        // way in, and this walk was a tenth of the API's own work at 20 KB.
-        text.withUnsafeBufferPointer { bytes in
-            var line = 0
-            for b in bytes {
-                if b == 0x0D || b == 0x0A {
-                    line = 0
-                } else if (b >= 0x20 && b < 0x80) || b == 0x09 {
-                    line += 1
-                    if line > MessageBody.maxLineLength { return true }
-                } else {
-                    return true
+        // One pass over the bytes for both questions, eight at a time while they are
+        // printable ASCII: a body is walked several times on its way in.
+        text.withUnsafeBytes { raw in
+            let n = raw.count
+            var i = 0, line = 0
+            while i < n {
+                if i + 8 <= n {
+                    let w = raw.loadUnaligned(fromByteOffset: i, as: UInt64.self)
+                    // Below 0x80, a lane is at least 0x20 when adding 0x60 sets its top bit.
+                    let atLeastSpace = (w & 0x7F7F_7F7F_7F7F_7F7F) &+ 0x6060_6060_6060_6060
+                    if atLeastSpace & ~w & 0x8080_8080_8080_8080 == 0x8080_8080_8080_8080 {
+                        line += 8
+                        if line > MessageBody.maxLineLength { return true }
+                        i += 8
+                        continue
+                    }
                 }
+                for b in UnsafeRawBufferPointer(rebasing: raw[i..<min(i + 8, n)]) {
+                    if b == 0x0D || b == 0x0A {
+                        line = 0
+                    } else if (b >= 0x20 && b < 0x80) || b == 0x09 {
+                        line += 1
+                        if line > MessageBody.maxLineLength { return true }
+                    } else {
+                        return true
+                    }
+                }
+                i += 8
             }
             return false
         }

@@ -59,13 +59,13 @@ public struct NamedAddress: Sendable, Hashable {
     /// "Name <addr>" into its name and address; a string without "<...>" at its end is all
     /// address. A quoted name loses its quotes and backslash escapes (RFC 5322 §3.2.4).
     static func split(_ text: String) -> (name: String?, address: String) {
-        let trimmed = text.trimmingCharacters(in: .whitespaces)
+        let trimmed = text.trimmingSpaces()
         guard trimmed.hasSuffix(">"), let open = trimmed.lastIndex(of: "<") else {
             return (nil, text)
         }
         let address = String(trimmed[trimmed.index(after: open)..<trimmed.index(before:
             trimmed.endIndex)])
-        var name = trimmed[..<open].trimmingCharacters(in: .whitespaces)
+        var name = trimmed[..<open].trimmingSpaces()
         if name.count >= 2, name.hasPrefix("\""), name.hasSuffix("\"") {
             var unquoted = ""
             var escaped = false
