@@ -77,7 +77,9 @@ enum Scripts {
           end
         end
         local now = tonumber(ARGV[2])
-        local pace = tonumber(redis.call('GET', KEYS[3]) or '0')
+        -- Without an interval no pace is kept (one left from an earlier setting lapses).
+        local pace = 0
+        if ARGV[3] ~= '0' then pace = tonumber(redis.call('GET', KEYS[3]) or '0') end
         if pace > now then
           reschedule(pace)
           return {'paced'}
@@ -205,7 +207,7 @@ enum Scripts {
           end
           redis.call('HINCRBY', KEYS[5], org, -1)
         end
-        redis.call('HDEL', key, 'held')
+        if m[4] then redis.call('HDEL', key, 'held') end
         local attempt = redis.call('HINCRBY', key, 'attempts', 1)
         redis.call('HSET', key, 'state', 'sending')
         redis.call('XADD', KEYS[4], '*', 'id', id, 'attempt', attempt, 'ip', ip,
