@@ -169,7 +169,10 @@ public struct EmailAddress: Sendable, Hashable, CustomStringConvertible {
             asciiDomain = domain
             isAddressLiteral = true
         } else {
-            domain = rawDomain.lowercased().precomposedStringWithCanonicalMapping
+            // NFC changes nothing in ASCII, and Foundation's takes a while to say so.
+            let lower = rawDomain.lowercased()
+            domain = lower.utf8.allSatisfy { $0 < 0x80 }
+                ? lower : lower.precomposedStringWithCanonicalMapping
             asciiDomain = try EmailAddress.checkDomain(domain)
             isAddressLiteral = false
         }
