@@ -2,6 +2,7 @@
 
 import Testing
 import TernMail
+import TernTestSupport
 
 @Suite struct SMTPReplyTests {
     /// Feeds lines until a reply completes; every line before the last must return nil.
@@ -135,5 +136,28 @@ import TernMail
     func enhancedStatus(_ text: String, _ valid: Bool) {
         #expect((EnhancedStatus(text) != nil) == valid)
         if valid { #expect(EnhancedStatus(text)?.description == text) }
+    }
+
+    /// RFC 3463 §2 read as plainly as it is written, against the octet-wise reader.
+    static func referenceStatus(_ text: String) -> EnhancedStatus? {
+        let parts = text.split(separator: ".", omittingEmptySubsequences: false)
+        guard parts.count == 3, parts[0].count == 1,
+              parts.allSatisfy({ (1...3).contains($0.count)
+                                 && $0.allSatisfy { ("0"..."9").contains($0) } }),
+              let c = Int(parts[0]), [2, 4, 5].contains(c),
+              let s = Int(parts[1]), let d = Int(parts[2])
+        else { return nil }
+        return EnhancedStatus(statusClass: c, subject: s, detail: d)
+    }
+
+    @Test func enhancedStatusesReadAsTheRFCWritesThem() {
+        var rng = SeededGenerator(state: 3463)
+        let pieces = ["2", "4", "5", "3", "0", "1", "12", "123", "1234", ".", ".", "a", " ",
+                      "٣", "５", "-", ""]
+        for _ in 0..<20_000 {
+            let text = (0..<Int.random(in: 0...7, using: &rng))
+                .map { _ in pieces.randomElement(using: &rng)! }.joined()
+            #expect(EnhancedStatus(text) == Self.referenceStatus(text), "\(text)")
+        }
     }
 }

@@ -17,14 +17,31 @@ public struct EnhancedStatus: Sendable, Hashable, CustomStringConvertible {
 
     /// Parses "5.1.1": class 2, 4 or 5; subject and detail of 1 to 3 digits (RFC 3463 §2).
     public init?(_ text: some StringProtocol) {
-        let parts = text.split(separator: ".", omittingEmptySubsequences: false)
-        guard parts.count == 3,
-              parts.allSatisfy({ (1...3).contains($0.count) && $0.allSatisfy(\.isASCII)
-                                 && $0.allSatisfy(\.isNumber) }),
-              let c = Int(parts[0]), let s = Int(parts[1]), let d = Int(parts[2]),
-              [2, 4, 5].contains(c), parts[0].count == 1
-        else { return nil }
-        self.init(statusClass: c, subject: s, detail: d)
+        self.init(octets: text.utf8)
+    }
+
+    /// The same from the text's octets: read on every reply the sender gets, so without
+    /// splitting into strings.
+    init?(octets: some Sequence<UInt8>) {
+        var numbers = (0, 0, 0), digits = 0, part = 0
+        for b in octets {
+            if b == UInt8(ascii: ".") {
+                guard digits > 0, part < 2 else { return nil }
+                part += 1
+                digits = 0
+                continue
+            }
+            let d = b &- UInt8(ascii: "0")
+            guard d < 10, digits < (part == 0 ? 1 : 3) else { return nil }
+            digits += 1
+            switch part {
+            case 0: numbers.0 = Int(d)
+            case 1: numbers.1 = numbers.1 * 10 + Int(d)
+            default: numbers.2 = numbers.2 * 10 + Int(d)
+            }
+        }
+        guard part == 2, digits > 0, [2, 4, 5].contains(numbers.0) else { return nil }
+        self.init(statusClass: numbers.0, subject: numbers.1, detail: numbers.2)
     }
 
     public var description: String { "\(statusClass).\(subject).\(detail)" }
@@ -82,8 +99,7 @@ public struct SMTPReply: Sendable, Hashable, CustomStringConvertible {
     }
 
     private static func leadingStatus(_ line: String) -> EnhancedStatus? {
-        let word = line.prefix { $0 != " " }
-        return EnhancedStatus(word)
+        EnhancedStatus(octets: line.utf8.prefix { $0 != UInt8(ascii: " ") })
     }
 }
 
@@ -122,10 +138,16 @@ public struct SMTPReplyParser: Sendable {
     /// Feeds one line without its CRLF; returns the reply once its last line is in
     /// ("250 ..." or a bare "250"), nil while "250-..." lines continue it.
     public mutating func feed(_ line: String) throws(SMTPReplyError) -> SMTPReply? {
-        let bytes = Array(line.utf8)
+        try feed(Array(line.utf8))
+    }
+
+    /// Feeds one line of raw bytes; bytes that are not UTF-8 are replaced, since servers may
+    /// send any 8-bit text and the reply is only ever read by people.
+    public mutating func feed(_ bytes: [UInt8]) throws(SMTPReplyError) -> SMTPReply? {
+        func text() -> String { String(decoding: bytes, as: UTF8.self) }
         guard bytes.count >= 3, bytes[0..<3].allSatisfy({ (0x30...0x39).contains($0) }) else {
             reset()
-            throw .badCode(line: line)
+            throw .badCode(line: text())
         }
         let lineCode = bytes[0..<3].reduce(0) { $0 * 10 + Int($1 - 0x30) }
         guard (200...599).contains(lineCode) else {
@@ -142,9 +164,11 @@ public struct SMTPReplyParser: Sendable {
         case UInt8(ascii: "-"): isLast = false
         default:
             reset()
-            throw .badSeparator(line: line)
+            throw .badSeparator(line: text())
         }
-        lines.append(bytes.count > 4 ? String(decoding: bytes[4...], as: UTF8.self) : "")
+        lines.append(bytes.count > 4 ? bytes.withUnsafeBufferPointer {
+            String(decoding: UnsafeBufferPointer(rebasing: $0[4...]), as: UTF8.self)
+        } : "")
         guard isLast else {
             code = lineCode
             return nil
@@ -152,12 +176,6 @@ public struct SMTPReplyParser: Sendable {
         let reply = SMTPReply(code: lineCode, lines: lines)
         reset()
         return reply
-    }
-
-    /// Feeds one line of raw bytes; bytes that are not UTF-8 are replaced, since servers may
-    /// send any 8-bit text and the reply is only ever read by people.
-    public mutating func feed(_ line: [UInt8]) throws(SMTPReplyError) -> SMTPReply? {
-        try feed(String(decoding: line, as: UTF8.self))
     }
 
     private mutating func reset() {
