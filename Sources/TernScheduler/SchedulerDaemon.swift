@@ -773,12 +773,17 @@ public struct SchedulerDaemon: Daemon {
         ]
     }
 
-    /// Commands that put a message in its final state: the event, and a TTL on its keys.
+    /// Commands that put a message in its final state: the event, its content dropped, and a
+    /// TTL on its keys.
     func finalize(_ r: Record, _ kind: EventKind, state: MessageState,
                   detail: [String: any Sendable]) -> [[RedisArg]] {
         let ttl = RedisArg.text(String(settings.lifetime.recordTTL.milliseconds / 1000))
-        return [["HSET", .text(keys.message(r.id)), .text(MessageField.state),
-                 .text(state.rawValue)], ["ZREM", .text(keys.deadlines), .text(r.id)],
+        // The content goes at once: no sender reads a final message, and the record that
+        // stays for TERN_RECORD_TTL would otherwise hold every message ever sent.
+        let record = RedisArg.text(keys.message(r.id))
+        return [["HSET", record, .text(MessageField.state), .text(state.rawValue)],
+                ["HDEL", record, .text(MessageField.body)],
+                ["ZREM", .text(keys.deadlines), .text(r.id)],
                 ["HINCRBY", .text(keys.finalCounts), .text(state.rawValue), "1"]]
             + event(r, kind, detail: detail)
             + [keys.message(r.id), keys.history(r.id), keys.attempts(r.id)].map {

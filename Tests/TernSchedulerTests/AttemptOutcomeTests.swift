@@ -57,6 +57,9 @@ import TernMail
         try await h.waitFor("delivered") { try await h.state(id) == "delivered" }
         #expect(try await h.events(id) == ["delivered"])
         #expect(try await h.redis.run("XLEN", h.keys.stream(.ready)).int == 1)
+        // A final message keeps its record, not its content.
+        let record = try await h.redis.run("HMGET", h.keys.message(id), "body", "rcpt", "org")
+        #expect(record.array?.map(\.string) == [nil, "a@inbox.example", "acme"])
         await h.stop()
     }
 

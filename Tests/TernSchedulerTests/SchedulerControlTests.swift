@@ -101,6 +101,7 @@ extension SchedulerDaemonTests {
         #expect(try await control.cancel(id: id, org: "acme", by: "t", recordTTL: .seconds(60))
                 == .cancelled)
         #expect(try await h.state(id) == "cancelled")
+        #expect(try await h.redis.run("HEXISTS", h.keys.message(id), "body").int == 0)
         #expect(try await h.events(id) == ["cancelled"])
         #expect(try await history(h, id).last?.contains(#""reason":"cancelled by t""#) == true)
         #expect(try await h.redis.run("TTL", h.keys.message(id)).int ?? 0 > 0)

@@ -347,7 +347,7 @@ enum ControlScripts {
         end
         if not ok then return {'state', state} end
         redis.call('HSET', KEYS[1], 'state', 'cancelled')
-        redis.call('HDEL', KEYS[1], 'held')
+        redis.call('HDEL', KEYS[1], 'held', 'body')
         redis.call('ZREM', KEYS[5], ARGV[1])
         redis.call('ZREM', KEYS[7], ARGV[1])
         redis.call('HDEL', KEYS[6], ARGV[1])

@@ -226,7 +226,9 @@ public enum MessageField {
     /// engagement (Lua cannot lowercase beyond ASCII nor convert to A-labels).
     public static let recipientKey = "rcpt_key"
     public static let domain = "domain"         // recipient domain, lowercased A-label
-    public static let body = "body"            // the complete RFC 5322 message, CRLF lines
+    /// The complete RFC 5322 message, CRLF lines, as signed; removed when the message
+    /// reaches its final state (the rest of the record stays for TERN_RECORD_TTL).
+    public static let body = "body"
     public static let metadata = "metadata"    // JSON object echoed in events
     public static let tags = "tags"            // JSON array of strings echoed in events
     /// When the client asked the message to go (send_at); absent for at once.
