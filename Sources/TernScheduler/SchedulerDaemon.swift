@@ -329,7 +329,8 @@ public struct SchedulerDaemon: Daemon {
                 Scripts.release, keys: releaseKeys(group, ip: ip, nowMs: now),
                 args: releaseArgs(group, ip: ip, nowMs: now, provider: pauseName(provider),
                                   capName: capName, limit: limit, route: route))
-            guard let used = try await isRelease(reply, group: group, pool: poolName,
+            guard let outcome = reply.array?.first,
+                  let used = try await isRelease(outcome, group: group, pool: poolName,
                                                  provider: provider, ips: [ip, route.low],
                                                  nowMs: now, charged: false)
             else { continue }
@@ -426,11 +427,11 @@ public struct SchedulerDaemon: Daemon {
         return ip
     }
 
-    /// With no pace, the rest of a group's due messages go in one round trip rather than
-    /// one per pass. Each still takes an IP the provider's throttle allows now (counted as
-    /// sent at the pick, so the next pick sees it) and passes the script's breaker check.
-    /// A pick whose message turns out held or gone is not given back: the IP waits one
-    /// interval more than it had to, never less.
+    /// With no pace, the rest of a group's due messages go in one call of the release
+    /// script rather than one per pass. Each still takes an IP the provider's throttle allows
+    /// now (counted as sent at the pick, so the next pick sees it) and passes the script's
+    /// checks. A pick whose message turns out held or gone, or that the call never reaches,
+    /// is not given back: the IP waits one interval more than it had to, never less.
     func releaseBurst(_ group: String, pool: String, ips: [SourceIP],
                       provider: ProviderProfile, nowMs: Int64) async throws -> Int {
         let counts = try await redis.pipeline([
@@ -444,16 +445,15 @@ public struct SchedulerDaemon: Daemon {
             throttles.sent(ip: ip.address, pool: pool, provider: provider, nowMs: nowMs)
             picked.append(ip)
         }
-        guard !picked.isEmpty else { return 0 }
-        let calls: [[RedisArg]] = picked.map { ip in
-            let keyArgs = releaseKeys(group, ip: ip, nowMs: nowMs).map { RedisArg.text($0) }
-            return ["EVALSHA", .text(Scripts.release.sha), .text(String(keyArgs.count))]
-                + keyArgs + releaseArgs(group, ip: ip, nowMs: nowMs,
-                                        provider: pauseName(provider))
-        }
+        guard let first = picked.first else { return 0 }
+        let more = picked.dropFirst().flatMap { [RedisArg.text($0.address), .text($0.helo)] }
+        let reply = try await redis.eval(
+            Scripts.release, keys: releaseKeys(group, ip: first, nowMs: nowMs),
+            args: releaseArgs(group, ip: first, nowMs: nowMs, provider: pauseName(provider))
+                + more)
         var count = 0
-        for (reply, ip) in zip(try await redis.pipeline(calls), picked) {
-            if try await isRelease(reply, group: group, pool: pool, provider: provider,
+        for (outcome, ip) in zip(reply.array ?? [], picked) {
+            if try await isRelease(outcome, group: group, pool: pool, provider: provider,
                                    ips: [ip], nowMs: nowMs, charged: true) != nil { count += 1 }
         }
         return count

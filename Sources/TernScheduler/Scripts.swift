@@ -24,11 +24,14 @@ enum Scripts {
     /// engagement (ms), 18 the score of a message without one, 19 the engagement threshold
     /// below which a message takes the IP of 20 (helo 21) instead of 4 ("" for none), or waits
     /// until 22 when that is not "" (no such IP may send now), 23 the organisations'
-    /// engagement key prefix.
-    /// Returns {"paced"|"empty"|"capped"|"routed"|"released"|"dropped"|"expired"|"held", id,
+    /// engagement key prefix; 24, 25 and each pair after them: the source IP and helo of one
+    /// more message to release in this call (a burst; these count against no warm-up cap).
+    /// Returns one outcome per message looked at, in order:
+    /// {"paced"|"empty"|"capped"|"routed"|"released"|"dropped"|"expired"|"held", id,
     /// attempt or org, first hold or the source IP, and for a hold by an organisation's cap
     /// "hour" or "day", by its pause "pause"}, or {"paused", first due id or "", the pause's
-    /// field, first hold}.
+    /// field, first hold}. "paced", "empty", "paused", "capped" and "routed" end the call,
+    /// and so does a release under a pace (ARGV 3 above 0); the others go on to the next.
     ///
     /// Messages that have come due move from the queue to the due set, ranked by due time
     /// less their score × ARGV 17 (at most 100 a call: a backlog moves over a few calls); the
@@ -82,7 +85,7 @@ enum Scripts {
         if ARGV[3] ~= '0' then pace = tonumber(redis.call('GET', KEYS[3]) or '0') end
         if pace > now then
           reschedule(pace)
-          return {'paced'}
+          return {{'paced'}}
         end
         local default = tonumber(ARGV[18])
         local came = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'WITHSCORES',
@@ -111,10 +114,13 @@ enum Scripts {
           end
           redis.call('ZREM', KEYS[1], unpack(ids))
         end
-        local due = redis.call('ZRANGE', KEYS[9], 0, 0)
+        -- The source IP (and HELO) of each message this call may release, in order.
+        local sources = {{ARGV[4], ARGV[5]}}
+        for i = 24, #ARGV - 1, 2 do sources[#sources + 1] = {ARGV[i], ARGV[i + 1]} end
+        local due = redis.call('ZRANGE', KEYS[9], 0, #sources - 1)
         if #due == 0 then
           reschedule(now)
-          return {'empty'}
+          return {{'empty'}}
         end
         local pool = string.match(ARGV[1], '^[^:]*')
         local fields = {'group:' .. ARGV[1], 'pool:' .. pool, 'provider:' .. ARGV[15]}
@@ -126,108 +132,116 @@ enum Scripts {
             if redis.call('EXISTS', ARGV[6] .. due[1]) == 1 then
               first = redis.call('HSETNX', ARGV[6] .. due[1], 'held', 'pause')
             end
-            return {'paused', due[1], fields[i], tostring(first)}
+            return {{'paused', due[1], fields[i], tostring(first)}}
           end
         end
-        local ip, helo, limit = ARGV[4], ARGV[5], ARGV[9]
         local threshold = tonumber(ARGV[19])
-        if threshold then
-          local e = redis.call('HGET', ARGV[6] .. due[1], 'engagement')
-          if (tonumber(e or '') or default) < threshold then
-            if ARGV[22] ~= '' then
-              reschedule(tonumber(ARGV[22]))
-              return {'routed', due[1]}
-            end
-            ip, helo, limit = ARGV[20], ARGV[21], ''
-          end
-        end
-        if limit ~= '' and limit ~= 'none' then
-          local sent = tonumber(redis.call('HGET', KEYS[6], ARGV[8]) or '0')
-          if sent >= tonumber(limit) then
-            reschedule(now + 1000)
-            return {'capped'}
-          end
-        end
-        local id = due[1]
-        redis.call('ZREM', KEYS[9], id)
-        local key = ARGV[6] .. id
-        local m = redis.call('HMGET', key, 'state', 'org', 'expires_ms', 'held')
-        local state = m[1]
-        if (not state) or (state ~= 'queued' and state ~= 'deferred') then
-          reschedule(now)
-          return {'dropped', id}
-        end
-        local org = m[2] or ''
-        local deadline = tonumber(m[3] or '') or 0
-        if deadline > 0 and deadline <= now then
-          expire(id, key, org, m[4])
-          reschedule(now)
-          return {'expired', id}
-        end
-        -- A held message comes back no later than its deadline, to be expired then.
-        local function upTo(at)
-          if deadline > 0 and deadline < at then return deadline end
-          return at
-        end
-        if redis.call('HEXISTS', KEYS[8], 'org:' .. org) == 1 then
-          redis.call('ZADD', KEYS[1], upTo(now + 3600000), id)
-          redis.call('HSET', ARGV[16] .. org, id, ARGV[1])
-          reschedule(now)
-          local first = redis.call('HSETNX', key, 'held', 'pause')
-          return {'held', id, org, tostring(first), 'pause'}
-        end
-        local caps = redis.call('HGET', KEYS[7], org)
-        local hourKey, dayKey
-        if caps then
-          local hourly, daily = string.match(caps, '^(%d+),(%d+)$')
-          hourKey = ARGV[10] .. org .. ':h:' .. ARGV[11]
-          dayKey = ARGV[10] .. org .. ':d:' .. ARGV[12]
-          local wait, which = nil, nil
-          if daily and tonumber(daily) > 0
-             and tonumber(redis.call('GET', dayKey) or '0') >= tonumber(daily) then
-            wait, which = tonumber(ARGV[14]), 'day'
-          elseif hourly and tonumber(hourly) > 0
-             and tonumber(redis.call('GET', hourKey) or '0') >= tonumber(hourly) then
-            wait, which = tonumber(ARGV[13]), 'hour'
-          end
-          if wait then
-            redis.call('ZADD', KEYS[1], upTo(now + wait), id)
-            reschedule(now)
-            local first = redis.call('HSETNX', key, 'held', 'cap')
-            return {'held', id, org, tostring(first), which}
-          end
-        end
-        local trial = redis.call('HGET', KEYS[5], org)
-        if trial then
-          if tonumber(trial) <= 0 then
-            redis.call('ZADD', KEYS[1], upTo(now + tonumber(ARGV[7])), id)
-            reschedule(now)
-            local first = redis.call('HSETNX', key, 'held', 'breaker')
-            return {'held', id, org, tostring(first)}
-          end
-          redis.call('HINCRBY', KEYS[5], org, -1)
-        end
-        if m[4] then redis.call('HDEL', key, 'held') end
-        local attempt = redis.call('HINCRBY', key, 'attempts', 1)
-        redis.call('HSET', key, 'state', 'sending')
-        redis.call('XADD', KEYS[4], '*', 'id', id, 'attempt', attempt, 'ip', ip,
-                   'helo', helo)
-        if limit ~= '' then
-          redis.call('HINCRBY', KEYS[6], ARGV[8], 1)
-          redis.call('EXPIRE', KEYS[6], 259200)
-        end
-        if caps then
-          redis.call('INCR', hourKey)
-          redis.call('EXPIRE', hourKey, 7200)
-          redis.call('INCR', dayKey)
-          redis.call('EXPIRE', dayKey, 172800)
-        end
         local interval = tonumber(ARGV[3])
-        if interval > 0 then
-          redis.call('SET', KEYS[3], now + interval, 'PX', interval + 1000)
+        local orgPaused, orgCaps = {}, {}
+        -- One due message: its outcome, whether the call stops there, and when the group
+        -- may send next. Only the first message counts against a warm-up cap (ARGV 8, 9).
+        local function one(id, ip, helo, limit)
+          if threshold then
+            local e = redis.call('HGET', ARGV[6] .. id, 'engagement')
+            if (tonumber(e or '') or default) < threshold then
+              if ARGV[22] ~= '' then return {'routed', id}, true, tonumber(ARGV[22]) end
+              ip, helo, limit = ARGV[20], ARGV[21], ''
+            end
+          end
+          if limit ~= '' and limit ~= 'none' then
+            local sent = tonumber(redis.call('HGET', KEYS[6], ARGV[8]) or '0')
+            if sent >= tonumber(limit) then return {'capped'}, true, now + 1000 end
+          end
+          redis.call('ZREM', KEYS[9], id)
+          local key = ARGV[6] .. id
+          local m = redis.call('HMGET', key, 'state', 'org', 'expires_ms', 'held')
+          local state = m[1]
+          if (not state) or (state ~= 'queued' and state ~= 'deferred') then
+            return {'dropped', id}, false, now
+          end
+          local org = m[2] or ''
+          local deadline = tonumber(m[3] or '') or 0
+          if deadline > 0 and deadline <= now then
+            expire(id, key, org, m[4])
+            return {'expired', id}, false, now
+          end
+          -- A held message comes back no later than its deadline, to be expired then.
+          local function upTo(at)
+            if deadline > 0 and deadline < at then return deadline end
+            return at
+          end
+          if orgPaused[org] == nil then
+            orgPaused[org] = redis.call('HEXISTS', KEYS[8], 'org:' .. org) == 1
+          end
+          if orgPaused[org] then
+            redis.call('ZADD', KEYS[1], upTo(now + 3600000), id)
+            redis.call('HSET', ARGV[16] .. org, id, ARGV[1])
+            local first = redis.call('HSETNX', key, 'held', 'pause')
+            return {'held', id, org, tostring(first), 'pause'}, false, now
+          end
+          if orgCaps[org] == nil then orgCaps[org] = redis.call('HGET', KEYS[7], org) or false end
+          local caps = orgCaps[org]
+          local hourKey, dayKey
+          if caps then
+            local hourly, daily = string.match(caps, '^(%d+),(%d+)$')
+            hourKey = ARGV[10] .. org .. ':h:' .. ARGV[11]
+            dayKey = ARGV[10] .. org .. ':d:' .. ARGV[12]
+            local wait, which = nil, nil
+            if daily and tonumber(daily) > 0
+               and tonumber(redis.call('GET', dayKey) or '0') >= tonumber(daily) then
+              wait, which = tonumber(ARGV[14]), 'day'
+            elseif hourly and tonumber(hourly) > 0
+               and tonumber(redis.call('GET', hourKey) or '0') >= tonumber(hourly) then
+              wait, which = tonumber(ARGV[13]), 'hour'
+            end
+            if wait then
+              redis.call('ZADD', KEYS[1], upTo(now + wait), id)
+              local first = redis.call('HSETNX', key, 'held', 'cap')
+              return {'held', id, org, tostring(first), which}, false, now
+            end
+          end
+          local trial = redis.call('HGET', KEYS[5], org)
+          if trial then
+            if tonumber(trial) <= 0 then
+              redis.call('ZADD', KEYS[1], upTo(now + tonumber(ARGV[7])), id)
+              local first = redis.call('HSETNX', key, 'held', 'breaker')
+              return {'held', id, org, tostring(first)}, false, now
+            end
+            redis.call('HINCRBY', KEYS[5], org, -1)
+          end
+          if m[4] then redis.call('HDEL', key, 'held') end
+          local attempt = redis.call('HINCRBY', key, 'attempts', 1)
+          redis.call('HSET', key, 'state', 'sending')
+          redis.call('XADD', KEYS[4], '*', 'id', id, 'attempt', attempt, 'ip', ip,
+                     'helo', helo)
+          if limit ~= '' then
+            redis.call('HINCRBY', KEYS[6], ARGV[8], 1)
+            redis.call('EXPIRE', KEYS[6], 259200)
+          end
+          if caps then
+            redis.call('INCR', hourKey)
+            redis.call('EXPIRE', hourKey, 7200)
+            redis.call('INCR', dayKey)
+            redis.call('EXPIRE', dayKey, 172800)
+          end
+          if interval > 0 then
+            redis.call('SET', KEYS[3], now + interval, 'PX', interval + 1000)
+            -- Paced: one message a call, whatever was asked.
+            return {'released', id, tostring(attempt), ip}, true, now + interval
+          end
+          return {'released', id, tostring(attempt), ip}, false, now
         end
-        reschedule(now + interval)
-        return {'released', id, tostring(attempt), ip}
+        local outcomes, notBefore = {}, now
+        for k = 1, #due do
+          local limit = ''
+          if k == 1 then limit = ARGV[9] end
+          local outcome, stop, at = one(due[k], sources[k][1], sources[k][2], limit)
+          outcomes[#outcomes + 1] = outcome
+          notBefore = at
+          if stop then break end
+        end
+        reschedule(notBefore)
+        return outcomes
         """)
 
     /// KEYS: 1 deadlines, 2 expiring. ARGV: 1 now (ms), 2 message key prefix, 3 group queue
