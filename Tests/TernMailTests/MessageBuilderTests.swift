@@ -5,6 +5,7 @@
 import Foundation
 import Testing
 @testable import TernMail
+import TernTestSupport
 
 @Suite struct MessageBuilderTests {
     let now = Date(timeIntervalSince1970: 1_741_082_707)
@@ -247,6 +248,28 @@ import Testing
     ])
     func mailDate(_ seconds: Double, _ expected: String) {
         #expect(MailDate.string(from: Date(timeIntervalSince1970: seconds)) == expected)
+    }
+
+    /// Against Foundation's Gregorian calendar in UTC, from 1900 to 2400, before the epoch
+    /// included.
+    @Test func mailDatesAreTheCalendarsDates() {
+        var calendar = Calendar(identifier: .gregorian)
+        calendar.timeZone = TimeZone(identifier: "UTC")!
+        let days = ["Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat"]
+        let months = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct",
+                      "Nov", "Dec"]
+        var rng = SeededGenerator(state: 5322)
+        for _ in 0..<3000 {
+            let seconds = Double(Int64.random(in: -2_208_988_800...13_569_465_600, using: &rng))
+                + Double(Int.random(in: 0..<1000, using: &rng)) / 1000
+            let date = Date(timeIntervalSince1970: seconds)
+            let c = calendar.dateComponents(
+                [.year, .month, .day, .weekday, .hour, .minute, .second], from: date)
+            let expected = String(format: "%@, %02d %@ %d %02d:%02d:%02d +0000",
+                                  days[c.weekday! - 1], c.day!, months[c.month! - 1], c.year!,
+                                  c.hour!, c.minute!, c.second!)
+            #expect(MailDate.string(from: date) == expected, "\(seconds)")
+        }
     }
 
     @Test func displayNamesAreQuotedOrEncoded() throws {
