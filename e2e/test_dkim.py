@@ -30,8 +30,10 @@ def send_stored(tern, **fields):
     assert tern.http("PUT", f"/v1/pauses/org/{org}").status == 201
     try:
         message_id = tern.send(org=org, **fields)
-        wait_for(lambda: any(h["event"] == "held" for h in tern.message(message_id)["history"]),
-                 30, what="the message held by the pause")
+
+        def held():
+            return any(h["event"] == "held" for h in tern.message(message_id)["history"])
+        wait_for(held, 30, what="the message held by the pause")
         body = record(tern, message_id)["body"].encode("utf-8", "surrogateescape")
     finally:
         assert tern.http("DELETE", f"/v1/pauses/org/{org}").status == 200
