@@ -103,6 +103,9 @@ import TernTestSupport
             ("tag number", #""hi","tags":[1]}"#, 422, "tags[0]"),
             ("text number", #"1}"#, 422, "text"),
             ("send_at number", #""hi","send_at":1e10}"#, 422, "send_at"),
+            // As deep as the reader goes (the document and metadata are two levels).
+            ("metadata 512 deep", #""hi","metadata":{"d":"# + String(repeating: "[", count: 510)
+                + String(repeating: "]", count: 510) + "}}", 422, "metadata.d"),
         ]
         for (name, tail, status, field) in cases {
             let reply = try await h.post(Array((Self.head + tail).utf8))
