@@ -25,3 +25,22 @@ import TernTestSupport
         }
     }
 }
+
+/// MailboxList's one-pass unfolding against the two replacements it replaced: each CRLF
+/// before SP or HTAB removed, and any CR or LF left refusing the field.
+@Suite struct UnfoldingTests {
+    @Test func unfoldsAsTheReplacementsDid() {
+        let pieces = ["\r\n ", "\r\n\t", "\r\n", "\r", "\n", " ", "\t", "\r\r\n ", "\n\r ",
+                      "a@b.example", "A <a@b.example>", ",", "\"x\r\n y\"", "(c)", "é"]
+        var rng = SeededGenerator(state: 0x5322)
+        for _ in 0..<3000 {
+            let value = (0..<Int.random(in: 0...6, using: &rng))
+                .map { _ in pieces.randomElement(using: &rng)! }.joined()
+            let unfolded = value.replacingOccurrences(of: "\r\n ", with: " ")
+                .replacingOccurrences(of: "\r\n\t", with: "\t")
+            let expected = unfolded.unicodeScalars.contains { $0 == "\r" || $0 == "\n" }
+                ? nil : MailboxList.parse(unfolded)
+            #expect(MailboxList.parse(value) == expected, "\(value.debugDescription)")
+        }
+    }
+}
