@@ -394,6 +394,11 @@ def run(n, size, dkim):
         print(f"  injector (python) cpu-s per 1000: "
               f"{(own.user - own0.user + own.system - own0.system) * 1000 / n:.2f}")
         print("  peak RSS MB: " + ", ".join(f"{k} {v:.0f}" for k, v in rss.items()))
+        memory = re.search(r"used_memory:(\d+)", stack.redis("INFO", "memory"))
+        if memory:
+            print(f"  redis memory once every message is final: "
+                  f"{int(memory.group(1)) / 1048576:.0f} MB (what the records kept for "
+                  f"TERN_RECORD_TTL hold)")
         top = sorted(delta.items(), key=lambda kv: -kv[1])[:None if ALL_COMMANDS else 8]
         print(f"  redis commands per message: {sum(delta.values()) / n:.1f} ("
               + ", ".join(f"{c} {k / n:.2f}" for c, k in top if k) + ")")
