@@ -157,7 +157,8 @@ public struct SchedulerDaemon: Daemon {
             return
         }
         let log = logger.with(("message_id", id))
-        guard settings.pools.byName[record.pool] != nil else {
+        // Only a waiting message bounces; one cancelled before intake stays as it ended.
+        guard settings.pools.byName[record.pool] != nil || record.state != .queued else {
             log.warning("unknown ip pool", ("pool", record.pool))
             let detail: [String: any Sendable] = ["reason": "unknown ip pool \(record.pool)"]
             var cmds = finalize(record, .bounced, state: .bounced, detail: detail)
@@ -219,7 +220,7 @@ public struct SchedulerDaemon: Daemon {
                 continue
             }
             let log = logger.with(("message_id", record.id))
-            if settings.pools.byName[record.pool] == nil {
+            if record.state == .queued, settings.pools.byName[record.pool] == nil {
                 log.warning("unknown ip pool", ("pool", record.pool))
                 let detail: [String: any Sendable] = ["reason": "unknown ip pool \(record.pool)"]
                 cmds += finalize(record, .bounced, state: .bounced, detail: detail)

@@ -11,13 +11,9 @@ import TernTestSupport
 
 @Suite struct ReleaseBurstTests {
     @Test func eachMessageOfABurstPassesItsOwnChecks() async throws {
-        let server = try TestRedis()
-        defer { server.stop() }
-        let redis = try RedisClient(url: server.url)
-        let keys = Keys()
-        let daemon = try idleScheduler(redisURL: server.url)
-        let now = nowMs()
-        let group = "default:inbox.example"
+        let f = try ReleaseScriptFixture()
+        defer { f.server.stop() }
+        let (redis, keys, now, group) = (f.redis, f.keys, f.now, f.group)
         // Six due messages, ranked by due time. The third is of a paused organisation; acme
         // may send three a day.
         var ids: [String] = []
@@ -40,11 +36,8 @@ import TernTestSupport
         setup.append(["ZADD", .text(keys.dueGroups), .text(String(now - 60)), .text(group)])
         _ = try await redis.transaction(setup)
 
-        let first = SourceIP(address: "127.0.0.2", helo: "out1.example")
         let more: [RedisArg] = (3...7).flatMap { [RedisArg.text("127.0.0.\($0)"), "out.example"] }
-        let reply = try await redis.eval(
-            Scripts.release, keys: daemon.releaseKeys(group, ip: first, nowMs: now),
-            args: daemon.releaseArgs(group, ip: first, nowMs: now, provider: "default") + more)
+        let reply = try await f.release(more: more)
         let outcomes = (reply.array ?? []).map { $0.array?.compactMap(\.string) ?? [] }
         #expect(outcomes.map(\.first) == ["released", "released", "held", "released", "held",
                                           "held"])
@@ -67,13 +60,9 @@ import TernTestSupport
     }
 
     @Test func aBurstLargerThanTheGroupEndsWhenTheGroupIsEmpty() async throws {
-        let server = try TestRedis()
-        defer { server.stop() }
-        let redis = try RedisClient(url: server.url)
-        let keys = Keys()
-        let daemon = try idleScheduler(redisURL: server.url)
-        let now = nowMs()
-        let group = "default:inbox.example"
+        let f = try ReleaseScriptFixture()
+        defer { f.server.stop() }
+        let (redis, keys, now, group) = (f.redis, f.keys, f.now, f.group)
         let id = MessageID.generate()
         _ = try await redis.transaction([
             ["HSET", .text(keys.message(id)), "id", .text(id), "org", "acme", "pool", "default",
@@ -82,11 +71,8 @@ import TernTestSupport
             ["ZADD", .text(keys.groupQueue(group)), .text(String(now - 10)), .text(id)],
             ["ZADD", .text(keys.dueGroups), .text(String(now - 10)), .text(group)],
         ])
-        let first = SourceIP(address: "127.0.0.2", helo: "out1.example")
-        let reply = try await redis.eval(
-            Scripts.release, keys: daemon.releaseKeys(group, ip: first, nowMs: now),
-            args: daemon.releaseArgs(group, ip: first, nowMs: now, provider: "default")
-                + ["127.0.0.3", "out.example", "127.0.0.4", "out.example"])
+        let reply = try await f.release(more: ["127.0.0.3", "out.example", "127.0.0.4",
+                                               "out.example"])
         let outcomes = (reply.array ?? []).map { $0.array?.compactMap(\.string) ?? [] }
         #expect(outcomes == [["released", id, "1", "127.0.0.2"]])
         // Nothing is left: the group leaves the due index.

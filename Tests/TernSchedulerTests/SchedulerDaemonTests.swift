@@ -343,9 +343,14 @@ import TernTestSupport
 
     @Test func unknownPoolBouncesAtIntake() async throws {
         let h = try await Harness()
+        // Cancelled before intake: it stays cancelled, with no second final event.
+        let cancelled = try await h.submit(pool: "nosuch", extra: ["state", "cancelled"])
         let id = try await h.submit(pool: "nosuch")
         try await h.waitFor("bounced") { try await h.state(id) == "bounced" }
         #expect(try await h.redis.run("XLEN", h.keys.stream(.ready)).int == 0)
+        #expect(try await h.state(cancelled) == "cancelled")
+        #expect(try await h.events(cancelled) == [])
+        #expect(try await h.redis.run("HGET", h.keys.finalCounts, "bounced").int == 1)
         await h.stop()
     }
 

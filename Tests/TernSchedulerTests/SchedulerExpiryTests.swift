@@ -150,13 +150,9 @@ extension SchedulerDaemonTests {
     @Test func theReleaseScriptExpiresAMessagePastItsDeadlineInsteadOfReleasingIt()
         async throws
     {
-        let server = try TestRedis()
-        defer { server.stop() }
-        let redis = try RedisClient(url: server.url)
-        let keys = Keys()
-        let daemon = try idleScheduler(redisURL: server.url)
-        let now = nowMs()
-        let group = "default:inbox.example"
+        let f = try ReleaseScriptFixture()
+        defer { f.server.stop() }
+        let (redis, keys, daemon, now, group) = (f.redis, f.keys, f.daemon, f.now, f.group)
         let id = MessageID.generate()
         _ = try await redis.transaction([
             ["HSET", .text(keys.message(id)), "id", .text(id), "org", "acme", "pool", "default",
@@ -167,10 +163,7 @@ extension SchedulerDaemonTests {
             ["ZADD", .text(keys.deadlines), .text(String(now - 1)), .text(id)],
             ["ZADD", .text(keys.dueGroups), .text(String(now - 10)), .text(group)],
         ])
-        let ip = SourceIP(address: "127.0.0.2", helo: "out1.example")
-        let reply = try await redis.eval(
-            Scripts.release, keys: daemon.releaseKeys(group, ip: ip, nowMs: now),
-            args: daemon.releaseArgs(group, ip: ip, nowMs: now, provider: "default"))
+        let reply = try await f.release()
         #expect(reply.array?.first?.array?.compactMap(\.string) == ["expired", id])
         #expect(try await redis.run("HGET", keys.message(id), "state").string == "expired")
         #expect(try await redis.run("HGET", keys.expiring, id).string == "breaker")
@@ -189,6 +182,31 @@ extension SchedulerDaemonTests {
                 == true)
         #expect(try await redis.run("HLEN", keys.expiring).int == 0)
         #expect(try await redis.run("LLEN", keys.history(id)).int == 1)
+    }
+}
+
+/// A private Redis and an idle scheduler on it, for tests that run the release script
+/// themselves, step by step, on group `default:inbox.example`.
+struct ReleaseScriptFixture {
+    let server: TestRedis
+    let redis: RedisClient
+    let keys = Keys()
+    let daemon: SchedulerDaemon
+    let now = nowMs()
+    let group = "default:inbox.example"
+
+    init() throws {
+        server = try TestRedis()
+        redis = try RedisClient(url: server.url)
+        daemon = try idleScheduler(redisURL: server.url)
+    }
+
+    /// One call of the release script from 127.0.0.2, and `more` (IP, helo) for a burst.
+    func release(more: [RedisArg] = []) async throws -> RedisValue {
+        let ip = SourceIP(address: "127.0.0.2", helo: "out1.example")
+        return try await redis.eval(
+            Scripts.release, keys: daemon.releaseKeys(group, ip: ip, nowMs: now),
+            args: daemon.releaseArgs(group, ip: ip, nowMs: now, provider: "default") + more)
     }
 }
 
