@@ -94,22 +94,18 @@ public enum JSONReading {
             i += n
         }
 
+        /// Into an object or array, past its opening.
         mutating func nest() throws(Invalid) {
             depth += 1
             if depth > JSONReading.maxDepth { throw Invalid(offset: i) }
+            i += 1
         }
 
         mutating func object() throws(Invalid) -> [String: Any] {
             try nest()
-            i += 1
             var object: [String: Any] = [:]
-            skipSpace()
-            if i < text.count && text[i] == Byte.closeBrace {
-                i += 1
-                depth -= 1
-                return object
-            }
-            while true {
+            if closes(Byte.closeBrace) { return object }
+            repeat {
                 skipSpace()
                 guard i < text.count, text[i] == Byte.quote else { throw Invalid(offset: i) }
                 let name = try string()
@@ -118,37 +114,42 @@ public enum JSONReading {
                 i += 1
                 skipSpace()
                 object[name] = try value()
-                skipSpace()
-                guard i < text.count else { throw Invalid(offset: i) }
-                if text[i] == Byte.comma { i += 1; continue }
-                guard text[i] == Byte.closeBrace else { throw Invalid(offset: i) }
-                i += 1
-                depth -= 1
-                return object
-            }
+            } while try another(Byte.closeBrace)
+            return object
         }
 
         mutating func array() throws(Invalid) -> [Any] {
             try nest()
-            i += 1
             var array: [Any] = []
-            skipSpace()
-            if i < text.count && text[i] == Byte.closeBracket {
-                i += 1
-                depth -= 1
-                return array
-            }
-            while true {
+            if closes(Byte.closeBracket) { return array }
+            repeat {
                 skipSpace()
                 array.append(try value())
-                skipSpace()
-                guard i < text.count else { throw Invalid(offset: i) }
-                if text[i] == Byte.comma { i += 1; continue }
-                guard text[i] == Byte.closeBracket else { throw Invalid(offset: i) }
+            } while try another(Byte.closeBracket)
+            return array
+        }
+
+        /// True, and past it, when `close` follows the opening: an empty object or array.
+        mutating func closes(_ close: UInt8) -> Bool {
+            skipSpace()
+            guard i < text.count, text[i] == close else { return false }
+            i += 1
+            depth -= 1
+            return true
+        }
+
+        /// After a member or element: true past a comma, false past `close` (the end).
+        mutating func another(_ close: UInt8) throws(Invalid) -> Bool {
+            skipSpace()
+            guard i < text.count else { throw Invalid(offset: i) }
+            if text[i] == Byte.comma {
                 i += 1
-                depth -= 1
-                return array
+                return true
             }
+            guard text[i] == close else { throw Invalid(offset: i) }
+            i += 1
+            depth -= 1
+            return false
         }
 
         /// RFC 8259 §6's grammar checked here; the value made by JSONSerialization.
