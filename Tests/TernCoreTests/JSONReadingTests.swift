@@ -69,6 +69,20 @@ import TernTestSupport
         #expect(accepted > 100, "so few mangled texts were still JSON that nothing was compared")
     }
 
+    /// Plain counts, which the reader makes itself up to 18 digits, of every length.
+    @Test func countsAreJSONSerializations() throws {
+        var rng = SeededGenerator(state: 0xC0_0A7)
+        for _ in 0..<4000 {
+            let digits = Int.random(in: 1...20, using: &rng)
+            var token = String(Int.random(in: 1...9, using: &rng))
+            for _ in 1..<digits { token += String(Int.random(in: 0...9, using: &rng)) }
+            if Int.random(in: 0..<50, using: &rng) == 0 { token = "0" }
+            let text = "[" + token + "]"
+            try expectSame(try JSONReading.value(text),
+                           try JSONSerialization.jsonObject(with: Data(text.utf8)))
+        }
+    }
+
     @Test(arguments: [
         "", " ", "\u{FEFF}", "{", "}", "[", "[1,]", #"{"a":1,}"#, "[,1]", #"{"a" 1}"#, #"{a:1}"#,
         "{}x", "[1 2]", "01", "1.", ".5", "-", "+1", "1e", "1e+", "0x10", "Infinity", "NaN",

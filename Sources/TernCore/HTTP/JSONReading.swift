@@ -11,9 +11,9 @@
 // What it accepts is RFC 8259, no more: no trailing commas (JSONSerialization takes them),
 // no UTF-16 or UTF-32 text; a UTF-8 byte order mark before the text is skipped (§8.1 allows
 // it). A name given twice keeps its last value, as JSONSerialization does. Nesting deeper
-// than 512 is refused, so hostile text cannot exhaust the stack. Numbers are handed to
-// JSONSerialization one at a time, so they come out as exactly the same NSNumber (or
-// NSDecimalNumber) kinds as before.
+// than 512 is refused, so hostile text cannot exhaust the stack. Numbers come out as
+// exactly the same NSNumber (or NSDecimalNumber) kinds as before: a plain count is made
+// here, as JSONSerialization makes it, any other number is handed to JSONSerialization.
 //
 // Known shortcoming: ternctl and the provider catalogue still read with JSONSerialization
 // (operators' files and Tern's own documents, not clients' text), so a U+FEFF there is lost.
@@ -172,6 +172,11 @@ public enum JSONReading {
                     i += 1
                 }
                 try digits()
+            }
+            // A plain count (no sign, fraction or exponent, at most 18 digits) is the NSNumber
+            // JSONSerialization makes of it; anything else is asked of JSONSerialization.
+            if i - start <= 18, !text[start..<i].contains(where: { !isDigit($0) }) {
+                return NSNumber(value: text[start..<i].reduce(0) { $0 * 10 + Int($1 - 0x30) })
             }
             let token = Data(UnsafeBufferPointer(rebasing: text[start..<i]))
             // JSONSerialization refuses what a double cannot hold (1e400).
