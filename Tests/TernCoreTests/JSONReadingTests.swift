@@ -154,7 +154,9 @@ import TernTestSupport
         switch (read, expected) {
         case let (a as [String: Any], b as [String: Any]):
             #expect(a.keys.sorted() == b.keys.sorted(), sourceLocation: sourceLocation)
-            for (k, v) in a { if let w = b[k] { try expectSame(v, w, sourceLocation: sourceLocation) } }
+            for (k, v) in a {
+                if let w = b[k] { try expectSame(v, w, sourceLocation: sourceLocation) }
+            }
         case let (a as [Any], b as [Any]):
             #expect(a.count == b.count, sourceLocation: sourceLocation)
             for (v, w) in zip(a, b) { try expectSame(v, w, sourceLocation: sourceLocation) }
@@ -198,11 +200,15 @@ import TernTestSupport
                           "\\u0001", "\\u20AC", "\\ud83d\\ude00", "é", "€", "😀", "日本",
                           String(repeating: "longer text ", count: 5), "\\r\\n", "\\b\\f"]
             var s = "\""
-            for _ in 0..<Int.random(in: 0...6, using: &rng) { s += pieces.randomElement(using: &rng)! }
+            for _ in 0..<Int.random(in: 0...6, using: &rng) {
+                s += pieces.randomElement(using: &rng)!
+            }
             return s + "\""
         }
         func array(_ depth: Int) -> String {
-            let items = (0..<Int.random(in: 0...4, using: &rng)).map { _ in sp() + value(depth) + sp() }
+            let items = (0..<Int.random(in: 0...4, using: &rng)).map { _ in
+                sp() + value(depth) + sp()
+            }
             return "[" + items.joined(separator: ",") + sp() + "]"
         }
         func object(_ depth: Int) -> String {

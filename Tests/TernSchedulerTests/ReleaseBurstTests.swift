@@ -50,7 +50,9 @@ import TernTestSupport
 
         let ready = try await redis.run("XRANGE", keys.stream(.ready), "-", "+").array ?? []
         #expect(ready.compactMap { $0.array?[1].fieldMap["id"] } == [ids[0], ids[1], ids[3]])
-        let states = try await redis.pipeline(ids.map { ["HGET", .text(keys.message($0)), "state"] })
+        let states = try await redis.pipeline(ids.map {
+            ["HGET", .text(keys.message($0)), "state"]
+        })
         #expect(states.map { try? $0.get().string } == ["sending", "sending", "queued", "sending",
                                                       "queued", "queued"])
         // Held ones are back in the queue, and the group is due again with them waiting.

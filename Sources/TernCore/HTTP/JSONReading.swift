@@ -168,7 +168,7 @@ public enum JSONReading {
             }
             if i < text.count && (text[i] | 0x20) == UInt8(ascii: "e") {
                 i += 1
-                if i < text.count && (text[i] == UInt8(ascii: "+") || text[i] == UInt8(ascii: "-")) {
+                if i < text.count, text[i] == UInt8(ascii: "+") || text[i] == UInt8(ascii: "-") {
                     i += 1
                 }
                 try digits()

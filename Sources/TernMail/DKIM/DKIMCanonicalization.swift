@@ -66,7 +66,8 @@ public enum DKIMCanonicalization {
             body.withUnsafeBufferPointer { input in
                 var i = 0
                 let n = input.count
-                let words = UnsafeRawBufferPointer(input), into = UnsafeMutableRawBufferPointer(buffer)
+                let words = UnsafeRawBufferPointer(input)
+                let into = UnsafeMutableRawBufferPointer(buffer)
                 while i < n {
                     // Eight bytes the canonical form keeps as they are, copied at once.
                     if !pendingSpace && emptyLines == 0 && i + 9 <= n {
