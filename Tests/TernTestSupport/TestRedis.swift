@@ -20,7 +20,8 @@ public final class TestRedis: Sendable {
             let pid = try spawn("/usr/bin/redis-server", [
                 "--bind", "127.0.0.1", "--port", String(port), "--dir", dir, "--save", "",
                 "--appendonly", "no", "--daemonize", "no", "--loglevel", "warning"])
-            if waitForPort(port) {
+            // Ours, not another test's that took the port first (its own start then fails).
+            if waitForPort(port), redisPID(port: port) == pid {
                 self.port = port
                 self.url = "redis://127.0.0.1:\(port)"
                 self.pid = pid
@@ -93,22 +94,56 @@ public func freePort() -> Int {
     return Int(listener.address.port)
 }
 
-/// Waits up to five seconds for something to listen on 127.0.0.1:`port`.
+/// Waits up to five seconds for something to listen on `host`:`port`.
 public func waitForPort(_ port: Int, host: String = "127.0.0.1") -> Bool {
     for _ in 0..<100 {
-        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-        var sa = sockaddr_in()
-        sa.sin_family = sa_family_t(AF_INET)
-        sa.sin_port = UInt16(port).bigEndian
-        inet_pton(AF_INET, host, &sa.sin_addr)
-        let rc = withUnsafePointer(to: &sa) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
-                connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size))
-            }
+        if let fd = connected(port, host: host) {
+            close(fd)
+            return true
         }
-        close(fd)
-        if rc == 0 { return true }
         usleep(50_000)
     }
     return false
+}
+
+/// A socket connected to `host`:`port`, or nil.
+func connected(_ port: Int, host: String = "127.0.0.1") -> Int32? {
+    let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+    var sa = sockaddr_in()
+    sa.sin_family = sa_family_t(AF_INET)
+    sa.sin_port = UInt16(port).bigEndian
+    inet_pton(AF_INET, host, &sa.sin_addr)
+    let rc = withUnsafePointer(to: &sa) {
+        $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+            connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size))
+        }
+    }
+    if rc == 0 { return fd }
+    close(fd)
+    return nil
+}
+
+/// The process id of the Redis server on 127.0.0.1:`port`, as its INFO tells; nil when
+/// nothing answers within two seconds.
+func redisPID(port: Int) -> pid_t? {
+    guard let fd = connected(port) else { return nil }
+    defer { close(fd) }
+    var timeout = timeval(tv_sec: 2, tv_usec: 0)
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
+    let request = Array("*2\r\n$4\r\nINFO\r\n$6\r\nserver\r\n".utf8)
+    guard write(fd, request, request.count) == request.count else { return nil }
+    var reply: [UInt8] = [], chunk = [UInt8](repeating: 0, count: 4096)
+    while reply.count < 1 << 16 {
+        let n = read(fd, &chunk, chunk.count)
+        guard n > 0 else { break }
+        reply += chunk[0..<n]
+        // Lines end in CRLF, one Character to Swift: the field is looked for as text lines.
+        let lines = String(decoding: reply, as: UTF8.self).split(whereSeparator: \.isNewline)
+        if let line = lines.first(where: { $0.hasPrefix("process_id:") }),
+           reply.last == 0x0A
+        {
+            return pid_t(line.dropFirst("process_id:".count))
+        }
+    }
+    return nil
 }
