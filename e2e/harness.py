@@ -258,8 +258,11 @@ class RedisServer:
             try:
                 client = Resp(self.port, timeout=1)
                 try:
-                    if client("PING") == "PONG":
+                    # Ours, not another run's that took the port first (ours then exits).
+                    info = client("INFO", "server")
+                    if f"\nprocess_id:{self.process.pid}\r" in info:
                         return True
+                    time.sleep(0.05)
                 finally:
                     client.close()
             except (OSError, RedisError):
