@@ -122,6 +122,11 @@ public final class SessionPool: Sendable {
         /// When a lease of the group was last refused: waiters do not all ask Redis again.
         var refused: [String: ContinuousClock.Instant] = [:]
         var closed = false
+
+        /// A key without waiters leaves the dictionary, which is walked on every tick.
+        mutating func dropLineIfEmpty(_ key: SessionKey) {
+            if waiters[key]?.isEmpty == true { waiters[key] = nil }
+        }
     }
 
     /// How often the first waiter of each key asks Redis for a lease again.
@@ -203,7 +208,7 @@ public final class SessionPool: Sendable {
         let waiter: Waiter? = state.withLock { st in
             guard keep, !st.closed else { return nil }
             guard let w = st.waiters[s.key]?.popFirst() else { return nil }
-            if st.waiters[s.key]?.isEmpty == true { st.waiters[s.key] = nil }
+            st.dropLineIfEmpty(s.key)
             return w
         }
         if let waiter, waiter.wake(.session(s)) { return }
@@ -293,7 +298,7 @@ public final class SessionPool: Sendable {
             var out: [Waiter] = []
             for key in Array(st.waiters.keys) {
                 out += st.waiters[key]?.take { place, w in place == 0 || w.deadline <= now } ?? []
-                if st.waiters[key]?.isEmpty == true { st.waiters[key] = nil }
+                st.dropLineIfEmpty(key)
             }
             return out
         }
@@ -349,7 +354,7 @@ public final class SessionPool: Sendable {
                 guard let w = st.waiters[key]?.remove(firstWhere: { $0.group == group }) else {
                     continue
                 }
-                if st.waiters[key]?.isEmpty == true { st.waiters[key] = nil }
+                st.dropLineIfEmpty(key)
                 return w
             }
             return nil

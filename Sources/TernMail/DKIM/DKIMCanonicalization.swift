@@ -128,9 +128,7 @@ public enum DKIMCanonicalization {
     @inline(__always)
     static func keptAsIs(_ word: UInt64, then next: UInt64) -> Bool {
         func lanes(_ x: UInt64, _ byte: UInt64) -> UInt64 {
-            // The top bit of each lane equal to `byte`, exactly (no borrow between lanes).
-            let low7: UInt64 = 0x7F7F_7F7F_7F7F_7F7F, y = x ^ (byte &* 0x0101_0101_0101_0101)
-            return ~(((y & low7) &+ low7) | y | low7)
+            MessageBody.zeroLanes(x ^ (byte &* 0x0101_0101_0101_0101))   // lanes equal to it
         }
         let changed = lanes(word, 0x0D) | lanes(word, 0x09)
         let spaceBefore = lanes(next, 0x20) | lanes(next, 0x09) | lanes(next, 0x0D)

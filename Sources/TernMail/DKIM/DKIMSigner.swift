@@ -47,12 +47,7 @@ public struct DKIMSigner: Sendable {
             message += [0x0D, 0x0A]
         }
         let (fields, bodyStart) = DKIMSigner.headerFields(message)
-        let from = fields.first { $0.name == "from" }.flatMap {
-            DKIMSigner.fromDomain(message[$0.range].withUnsafeBufferPointer {
-                String(decoding: $0, as: UTF8.self)
-            })
-        }
-        guard let from else { return (message, .unsigned(fromDomain: nil)) }
+        guard let from = DKIMSigner.fromDomain(fields, of: message) else { return (message, .unsigned(fromDomain: nil)) }
         let signing = keys.keys(for: from)
         guard let domain = signing.first?.domain else {
             return (message, .unsigned(fromDomain: from))
@@ -115,9 +110,7 @@ public struct DKIMSigner: Sendable {
                 fields[fields.count - 1].range = fields[fields.count - 1].range.lowerBound
                     ..< lineEnd
             } else if let colon = message[i..<lineEnd].firstIndex(of: 0x3A) {
-                let name = message[i..<colon].withUnsafeBufferPointer {
-                    String(decoding: $0, as: UTF8.self)
-                }.trimmingSpaces().lowercased()
+                let name = text(message[i..<colon]).trimmingSpaces().lowercased()
                 fields.append(Field(name: name, range: i..<lineEnd))
             } else {
                 // Not a field: the API only signs messages whose header section parsed, so
@@ -166,12 +159,18 @@ public struct DKIMSigner: Sendable {
     /// The domain of a message's first From field as `sign` reads it (lowercase A-labels);
     /// nil without one. The API checks it against the organisation's sending domains.
     public static func fromDomain(ofMessage message: [UInt8]) -> String? {
-        let (fields, _) = headerFields(message)
-        return fields.first { $0.name == "from" }.flatMap {
-            fromDomain(message[$0.range].withUnsafeBufferPointer {
-                String(decoding: $0, as: UTF8.self)
-            })
-        }
+        fromDomain(headerFields(message).0, of: message)
+    }
+
+    /// The same, from the message's fields as `headerFields` found them.
+    static func fromDomain(_ fields: [Field], of message: [UInt8]) -> String? {
+        fields.first { $0.name == "from" }.flatMap { fromDomain(text(message[$0.range])) }
+    }
+
+    /// Octets of the message as text, through a pointer: the generic reading of a slice
+    /// goes a slower way.
+    static func text(_ octets: ArraySlice<UInt8>) -> String {
+        octets.withUnsafeBufferPointer { String(decoding: $0, as: UTF8.self) }
     }
 
     /// The domain of the (first) address in a From field, in lowercase A-labels; nil when

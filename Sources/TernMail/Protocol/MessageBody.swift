@@ -82,9 +82,14 @@ public enum MessageBody {
 
     /// True when a byte of `word` is zero (exact: no false positive).
     @inline(__always)
-    static func hasZeroByte(_ word: UInt64) -> Bool {
+    static func hasZeroByte(_ word: UInt64) -> Bool { zeroLanes(word) != 0 }
+
+    /// The top bit of each byte of `word` that is zero, exactly: the 7-bit sums cannot
+    /// carry from one byte into the next.
+    @inline(__always)
+    static func zeroLanes(_ word: UInt64) -> UInt64 {
         let low7: UInt64 = 0x7F7F_7F7F_7F7F_7F7F
-        return ~(((word & low7) &+ low7) | word | low7) != 0
+        return ~(((word & low7) &+ low7) | word | low7)
     }
 
     /// True when any octet has the high bit set (8-bit text), eight at a time.
