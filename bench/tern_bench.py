@@ -123,6 +123,11 @@ def peak_rss_mb(pid):
 def command_calls(redis):
     info = redis("INFO", "commandstats")
     calls = {}
+    # Socket reads and writes: about one each per round trip a client makes.
+    stats = redis("INFO", "stats")
+    for field in ("total_reads_processed", "total_writes_processed"):
+        found = re.search(field + r":(\d+)", stats)
+        calls[field] = (int(found.group(1)) if found else 0, 0)
     for line in info.splitlines():
         if line.startswith("cmdstat_"):
             name, _, stats = line.partition(":")
@@ -381,6 +386,10 @@ def run(n, size, dkim):
         usec = {c: calls1[c][1] - calls0.get(c, (0, 0))[1] for c in calls1}
         delta = {c: calls1[c][0] - calls0.get(c, (0, 0))[0] for c in calls1}
         delta.pop("info", None)
+        reads = delta.pop("total_reads_processed", 0)
+        writes = delta.pop("total_writes_processed", 0)
+        usec.pop("total_reads_processed", None)
+        usec.pop("total_writes_processed", None)
         rss = {name: peak_rss_mb(pid) for name, pid in pids.items() if name != "redis"}
         total_cpu = sum(v for k, v in cpu.items())
         signed = stack.redis("HGET", "tern:counters", "dkim.signed") or 0
@@ -402,6 +411,7 @@ def run(n, size, dkim):
         top = sorted(delta.items(), key=lambda kv: -kv[1])[:None if ALL_COMMANDS else 8]
         print(f"  redis commands per message: {sum(delta.values()) / n:.1f} ("
               + ", ".join(f"{c} {k / n:.2f}" for c, k in top if k) + ")")
+        print(f"  redis socket reads/writes per message: {reads / n:.2f} / {writes / n:.2f}")
         if ALL_COMMANDS:
             print("  redis µs per message inside commands: " + ", ".join(
                 f"{c} {u / n:.1f}" for c, u in sorted(usec.items(), key=lambda kv: -kv[1]) if u))
