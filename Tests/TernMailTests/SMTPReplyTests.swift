@@ -108,6 +108,15 @@ import TernTestSupport
         #expect(reply.text == "caf\u{FFFD}")
     }
 
+    @Test func controlsInTheTextAreEscaped() throws {
+        var parser = SMTPReplyParser()
+        #expect(try parser.feed(Array("250-a\0b\u{1b}[2J".utf8)) == nil)
+        let last = Array("250 c\td\u{7f}".utf8) + [0xC2, 0x85, 0x0D]
+        let reply = try #require(try parser.feed(last))
+        #expect(reply.lines == ["a\\x00b\\x1b[2J", "c\td\\x7f\\x85\\x0d"])
+        #expect(try parser.feed("250 plain")?.text == "plain")
+    }
+
     @Test func render() {
         #expect(SMTPReply(code: 250, lines: ["OK"]).render() == "250 OK\r\n")
         #expect(SMTPReply(code: 250, lines: ["mx Hello", "PIPELINING", "SMTPUTF8"]).render()

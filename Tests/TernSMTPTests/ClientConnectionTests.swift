@@ -7,17 +7,21 @@ import TernCore
 import TernMail
 @testable import TernSMTP
 
-/// A one-connection SMTP server that follows a script and records what it read.
+/// An SMTP server that follows one script per connection, in order, and records what it read.
 final class ScriptedServer: Sendable {
     enum Step: Sendable {
         /// Sends these lines, each followed by CRLF.
         case say([String])
+        /// Sends these bytes as they are: no line ends added.
+        case sayRaw([UInt8])
         /// Reads one line into the transcript.
         case read
         /// Reads message text up to the lone "." line; the raw bytes go to `data`.
         case readData
         /// Reads whatever comes for a moment and throws it away.
         case ignoreInput
+        /// Says nothing and drops whatever comes until the client closes: a stalled server.
+        case waitForClose
         /// Closes the connection.
         case hangUp
     }
@@ -28,48 +32,70 @@ final class ScriptedServer: Sendable {
     }
 
     let listener: TCPListener
-    let task: Task<Transcript, any Error>
+    let task: Task<[Transcript], any Error>
 
-    init(_ script: [Step]) throws {
+    convenience init(_ script: [Step]) throws {
+        try self.init(connections: [script])
+    }
+
+    init(connections scripts: [[Step]]) throws {
         let listener = try TCPListener(address: SocketAddress("127.0.0.1:0")!)
         self.listener = listener
         task = Task {
-            let conn = try await listener.accept()
-            defer { conn.close() }
-            let reader = LineReader(conn)
-            var t = Transcript()
-            let deadline = ContinuousClock.now + .seconds(20)
-            for step in script {
-                switch step {
-                case .say(let lines):
-                    try await conn.write(Array(lines.map { $0 + "\r\n" }.joined().utf8),
-                                         deadline: deadline)
-                case .read:
-                    guard let line = try await reader.readLine(limit: 4096, deadline: deadline)
-                    else { return t }
-                    t.lines.append(String(decoding: line, as: UTF8.self))
-                case .readData:
-                    while let line = try await reader.readLine(limit: 4096, deadline: deadline),
-                          line != [UInt8(ascii: ".")] {
-                        t.data += line + [0x0D, 0x0A]
-                    }
-                case .ignoreInput:
-                    _ = try? await conn.read(max: 65536, deadline: .now + .milliseconds(50))
-                case .hangUp:
-                    return t
-                }
+            var transcripts: [Transcript] = []
+            for script in scripts {
+                let conn = try await listener.accept()
+                defer { conn.close() }
+                transcripts.append(try await Self.serve(conn, script))
             }
-            // Whatever else the client sends (a QUIT it should not send) is recorded too.
-            while let line = try? await reader.readLine(limit: 4096, deadline: deadline) {
-                t.lines.append(String(decoding: line, as: UTF8.self))
-            }
-            return t
+            return transcripts
         }
+    }
+
+    static func serve(_ conn: TCPConnection, _ script: [Step]) async throws -> Transcript {
+        let reader = LineReader(conn)
+        var t = Transcript()
+        let deadline = ContinuousClock.now + .seconds(20)
+        for step in script {
+            switch step {
+            case .say(let lines):
+                try await conn.write(Array(lines.map { $0 + "\r\n" }.joined().utf8),
+                                     deadline: deadline)
+            case .sayRaw(let bytes):
+                try await conn.write(bytes, deadline: deadline)
+            case .read:
+                guard let line = try await reader.readLine(limit: 4096, deadline: deadline)
+                else { return t }
+                t.lines.append(String(decoding: line, as: UTF8.self))
+            case .readData:
+                while let line = try await reader.readLine(limit: 4096, deadline: deadline),
+                      line != [UInt8(ascii: ".")] {
+                    t.data += line + [0x0D, 0x0A]
+                }
+            case .ignoreInput:
+                _ = try? await conn.read(max: 65536, deadline: .now + .milliseconds(50))
+            case .waitForClose:
+                while let more = try? await conn.read(max: 65536, deadline: deadline),
+                      !more.isEmpty {}
+                return t
+            case .hangUp:
+                return t
+            }
+        }
+        // Whatever else the client sends (a QUIT it should not send) is recorded too.
+        while let line = try? await reader.readLine(limit: 4096, deadline: deadline) {
+            t.lines.append(String(decoding: line, as: UTF8.self))
+        }
+        return t
     }
 
     var address: SocketAddress { listener.address }
 
     func transcript() async throws -> Transcript {
+        try await transcripts()[0]
+    }
+
+    func transcripts() async throws -> [Transcript] {
         defer { listener.close() }
         return try await task.value
     }

@@ -142,7 +142,8 @@ public struct SMTPReplyParser: Sendable {
     }
 
     /// Feeds one line of raw bytes; bytes that are not UTF-8 are replaced, since servers may
-    /// send any 8-bit text and the reply is only ever read by people.
+    /// send any 8-bit text and the reply is only ever read by people. For the same reason
+    /// controls are written as `\xNN` (see `printable`).
     public mutating func feed(_ bytes: [UInt8]) throws(SMTPReplyError) -> SMTPReply? {
         func text() -> String { String(decoding: bytes, as: UTF8.self) }
         guard bytes.count >= 3, bytes[0..<3].allSatisfy({ (0x30...0x39).contains($0) }) else {
@@ -166,9 +167,7 @@ public struct SMTPReplyParser: Sendable {
             reset()
             throw .badSeparator(line: text())
         }
-        lines.append(bytes.count > 4 ? bytes.withUnsafeBufferPointer {
-            String(decoding: UnsafeBufferPointer(rebasing: $0[4...]), as: UTF8.self)
-        } : "")
+        lines.append(bytes.count > 4 ? Self.printable(bytes[4...]) : "")
         guard isLast else {
             code = lineCode
             return nil
@@ -181,5 +180,26 @@ public struct SMTPReplyParser: Sendable {
     private mutating func reset() {
         code = nil
         lines = []
+    }
+
+    /// A reply line's text as stored and logged: C0 controls but the tab that RFC 5321 §4.2
+    /// allows in text, DEL and C1 controls become `\xNN`, so that a NUL, an escape sequence
+    /// or a stray CR from the server can neither cut a stored text nor move a terminal.
+    static func printable(_ bytes: ArraySlice<UInt8>) -> String {
+        let text = bytes.withUnsafeBufferPointer { String(decoding: $0, as: UTF8.self) }
+        func isControl(_ u: Unicode.Scalar) -> Bool {
+            (u.value < 0x20 && u != "\t") || (0x7F...0x9F).contains(u.value)
+        }
+        guard text.unicodeScalars.contains(where: isControl) else { return text }
+        var out = String.UnicodeScalarView()
+        for u in text.unicodeScalars {
+            guard isControl(u) else {
+                out.append(u)
+                continue
+            }
+            let hex = String(u.value, radix: 16)
+            out.append(contentsOf: ("\\x" + (hex.count < 2 ? "0" : "") + hex).unicodeScalars)
+        }
+        return String(out)
     }
 }

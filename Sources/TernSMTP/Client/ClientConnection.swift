@@ -20,6 +20,9 @@ public final class SMTPClientConnection: @unchecked Sendable {
     public static let maxReplyLine = 4096
     /// Lines in one reply (an EHLO reply has a dozen or so).
     public static let maxReplyLines = 200
+    /// Octets in one reply: over a hundred lines of the RFC's 512, more than any real reply
+    /// needs, and little enough to store with every attempt and to hold in every session.
+    public static let maxReplySize = 65536
     /// The message text is written in chunks of this size, each within the data-block
     /// timeout (RFC 5321 §4.5.3.2.5 times each TCP send, not the whole text).
     public static let chunkSize = 65536
@@ -135,7 +138,14 @@ public final class SMTPClientConnection: @unchecked Sendable {
             case .receive(let timeout):
                 action = await readReply(timeout: timeout)
             case .send(let bytes, let writeTimeout, let replyTimeout):
-                if let failure = await write(bytes, chunkTimeout: writeTimeout) {
+                if reader.buffered > 0 {
+                    // RFC 5321 §4.2, RFC 2920 §3.1: one reply per command. A reply unread
+                    // before the next command answers none of ours; read later it would
+                    // pass for the answer to the text or the next MAIL.
+                    action = session.linkFailed(
+                        .protocolError("the server replied before it was asked"),
+                        whileWriting: true)
+                } else if let failure = await write(bytes, chunkTimeout: writeTimeout) {
                     action = session.linkFailed(failure, whileWriting: true)
                 } else {
                     action = await readReply(timeout: replyTimeout)
@@ -190,7 +200,7 @@ public final class SMTPClientConnection: @unchecked Sendable {
         if closed { return session.linkFailed(.closed) }
         let deadline = ContinuousClock.now + timeout
         var parser = SMTPReplyParser()
-        var lines = 0
+        var lines = 0, octets = 0
         do {
             while true {
                 guard let line = try await reader.readLine(limit: Self.maxReplyLine,
@@ -198,9 +208,14 @@ public final class SMTPClientConnection: @unchecked Sendable {
                     return session.linkFailed(.closed)
                 }
                 lines += 1
+                octets += line.count
                 if lines > Self.maxReplyLines {
                     return session.linkFailed(.protocolError("reply of over "
                         + "\(Self.maxReplyLines) lines"))
+                }
+                if octets > Self.maxReplySize {
+                    return session.linkFailed(.protocolError("reply of over "
+                        + "\(Self.maxReplySize) octets"))
                 }
                 if let reply = try parser.feed(line) { return session.receive(reply) }
             }

@@ -29,9 +29,12 @@ public struct ServiceExtensions: Sendable, Equatable {
     /// SIZE (RFC 1870 §4): the server takes the SIZE parameter on MAIL.
     public var size: Bool { offers("SIZE") }
     /// The largest message the server takes; nil when it names no limit ("SIZE" or
-    /// "SIZE 0", RFC 1870 §4) or offers no SIZE at all.
+    /// "SIZE 0", RFC 1870 §4), offers no SIZE at all, or names it in anything but the
+    /// digits RFC 1870 §4 allows: a number read out of garbage ("+5") must not fail mail.
     public var sizeLimit: Int? {
-        guard let value = keywords["SIZE"], let n = Int(value), n > 0 else { return nil }
+        guard let value = keywords["SIZE"],
+              value.utf8.allSatisfy({ (0x30...0x39).contains($0) }),
+              let n = Int(value), n > 0 else { return nil }
         return n
     }
     /// PIPELINING (RFC 2920).
