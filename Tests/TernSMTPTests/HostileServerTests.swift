@@ -96,6 +96,28 @@ import TernMail
         #expect(result.text == "protocol error: \(why) waiting for the reply to EHLO")
     }
 
+    /// Garbled before a session exists, the greeting counts as no answer; garbled after the
+    /// final dot, the answer leaves the outcome unknown.
+    @Test func aMalformedGreetingMovesOnAndAMalformedAnswerToTheDotIsAmbiguous() async throws {
+        let greeting = try ScriptedServer([.say(["2200 mx.test ready"]), .waitForClose])
+        let moved = await C.deliver(C.message("x"), to: greeting)
+        _ = try await greeting.transcript()
+        #expect(moved.outcome == .deferred && moved.stage == .greeting)
+        #expect(moved.fallback == .nextAddress && moved.enhanced == "4.4.1")
+        #expect(moved.text == "protocol error: reply code not followed by space or -: "
+                + "2200 mx.test ready before the greeting")
+
+        let dot = try ScriptedServer([Self.greeting] + Self.ehlo + [
+            .read, .read, .read, .say(["250 ok", "250 ok", "354 go"]), .readData,
+            .say(["2.0.0 queued"]), .waitForClose,
+        ])
+        let unknown = await C.deliver(C.message("x\r\n"), to: dot)
+        _ = try await dot.transcript()
+        #expect(unknown.outcome == .ambiguous && unknown.stage == .dot && unknown.reply == nil)
+        #expect(unknown.text.hasPrefix("protocol error: reply line without a three-digit code: "
+                                       + "2.0.0 queued after the final dot"))
+    }
+
     @Test func bareLineFeedsEndRepliesToo() async throws {
         let server = try ScriptedServer([
             .sayRaw(Self.bytes("220 mx.test\n")), .read,

@@ -3,8 +3,9 @@
 // All decisions stay in the session; this file only moves bytes and maps errors.
 //
 // Everything read comes from a server we do not trust: lines are capped in length, replies
-// in line count, and the text is only ever stored and logged, never interpreted beyond its
-// code and a few EHLO keywords.
+// in line count and size, and the text is only ever stored and logged, never interpreted
+// beyond its code and a few EHLO keywords. A reply must answer a command: one already
+// waiting when the next command is due puts the session out of step.
 
 import TernCore
 import TernMail
