@@ -10,7 +10,8 @@ connection, answer the next MAIL with 421 and close); `stall` (greet, then never
 `delay:S` (answer the final dot S seconds late, holding the session); `dropdot` (close the
 connection after the final dot without a reply: the outcome is ambiguous); `greet554` (greet
 with 554 and then answer only QUIT); `badtls` (offer STARTTLS, answer it with 220 and then
-garbage instead of a TLS handshake, and close). Recipients whose
+garbage instead of a TLS handshake, and close); `twice` (answer the final dot twice, in one
+write: the second reply answers nothing the client asked). Recipients whose
 local part starts with "reject" get 550 5.1.1 at RCPT.
 
 Counters per address go to --stats as JSON about every 100 ms when they change:
@@ -52,7 +53,8 @@ class Stats:
 
 def parse_profile(text):
     profile = {"size": 0, "utf8": True, "pipe": True, "close421": False, "stall": False,
-               "delay": 0.0, "dropdot": False, "greet554": False, "badtls": False}
+               "delay": 0.0, "dropdot": False, "greet554": False, "badtls": False,
+               "twice": False}
     for opt in filter(None, text.split(",")):
         name, _, value = opt.partition(":")
         if name == "size":
@@ -61,7 +63,7 @@ def parse_profile(text):
             profile["utf8"] = False
         elif name == "nopipe":
             profile["pipe"] = False
-        elif name in ("close421", "stall", "dropdot", "greet554", "badtls"):
+        elif name in ("close421", "stall", "dropdot", "greet554", "badtls", "twice"):
             profile[name] = True
         elif name == "delay":
             profile["delay"] = float(value)
@@ -149,6 +151,8 @@ async def session(reader, writer, addr, profile, stats):
                     delivered += 1
                     stats.bump(addr, "messages")
                     say("250 2.0.0 ok")
+                    if profile["twice"]:
+                        say("250 2.0.0 ok again")
             elif verb == "RSET":
                 stats.bump(addr, "rsets")
                 rcpts = 0

@@ -173,6 +173,28 @@ import TernCore
         }
         conn.close()
     }
+
+    @Test func readAvailableTakesWhatIsThereWithoutWaiting() async throws {
+        let (listener, server) = try Self.echoServer()
+        defer { listener.close(); server.cancel() }
+        let conn = try await TCPConnection.connect(to: listener.address)
+        defer { conn.close() }
+        let reader = LineReader(conn)
+        // Nothing said yet: it returns at once with nothing.
+        await reader.readAvailable()
+        #expect(reader.buffered == 0)
+        try await conn.write(Array("one\r\ntwo\r\n".utf8))
+        #expect(try await reader.readLine(limit: 100) == Array("one".utf8))
+        // The echo of "two" comes with "one" or just after; once there, it is buffered.
+        var tries = 0
+        while reader.buffered < 5 && tries < 500 {
+            try await Task.sleep(for: .milliseconds(10))
+            await reader.readAvailable()
+            tries += 1
+        }
+        #expect(reader.buffered == 5)
+        #expect(try await reader.readLine(limit: 100) == Array("two".utf8))
+    }
 }
 
 @Suite struct SettingsTests {

@@ -1,5 +1,6 @@
 // The sender's sessions against testworld/peer.py on loopback: connection reuse counted at
-// the peer, RSET after a refused RCPT, a 421 mid-session, SIZE and SMTPUTF8 refused locally,
+// the peer, RSET after a refused RCPT, a 421 mid-session, a second answer to the final dot
+// (a session out of step), SIZE and SMTPUTF8 refused locally,
 // a stalled server beside a working one, the group connection limit held across two
 // senders sharing one Redis, and STARTTLS on pooled sessions (the policy in the session key,
 // the clear-text fall-back after a broken handshake).
@@ -23,6 +24,7 @@ import TernSender
         "lost.example": ("127.0.0.49", "dropdot"),
         "closed.example": ("127.0.0.50", "greet554"),
         "badtls.example": ("127.0.0.52", "badtls"),
+        "twice.example": ("127.0.0.54", "twice"),
     ]
 
     static var records: [String: Any] {
@@ -104,6 +106,22 @@ import TernSender
         let two = try await h.submit(to: "two@closing.example")
         let r = try await h.result(two)
         #expect(r["outcome"] == "delivered", "\(r)")
+        try await peer.wait(addr, "messages", atLeast: 2)
+        #expect(peer.count(addr, "connections") == 2 && peer.count(addr, "messages") == 2)
+        await Self.stop(h, peer)
+    }
+
+    /// The peer answers the final dot twice. The spare reply is found when the next message
+    /// starts on that session: out of step, so that message goes on a fresh connection rather
+    /// than take the spare reply for MAIL's.
+    @Test func aSecondAnswerToTheDotSendsTheNextMessageOnAFreshConnection() async throws {
+        let (h, peer) = try await Self.start(["TERN_GROUP_MAX_CONNECTIONS": "1"])
+        let addr = "127.0.0.54"
+        let one = try await h.submit(to: "one@twice.example")
+        #expect(try await h.result(one)["outcome"] == "delivered")
+        let two = try await h.submit(to: "two@twice.example")
+        let r = try await h.result(two)
+        #expect(r["outcome"] == "delivered" && r["reply"] == "2.0.0 ok", "\(r)")
         try await peer.wait(addr, "messages", atLeast: 2)
         #expect(peer.count(addr, "connections") == 2 && peer.count(addr, "messages") == 2)
         await Self.stop(h, peer)

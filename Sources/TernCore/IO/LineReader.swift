@@ -51,6 +51,13 @@ public final class LineReader: @unchecked Sendable {
         }
     }
 
+    /// Buffers whatever the stream holds now, without waiting for more: for a peer that
+    /// ought to be silent, whose early words must not be taken for a later answer.
+    public func readAvailable() async {
+        guard let more = try? await stream.read(max: 16384, deadline: .now) else { return }
+        buffer.append(contentsOf: more)
+    }
+
     /// Exactly `count` bytes (an HTTP body of known length).
     public func readExactly(_ count: Int, deadline: ContinuousClock.Instant? = nil)
         async throws -> [UInt8]
