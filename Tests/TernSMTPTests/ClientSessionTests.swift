@@ -259,6 +259,26 @@ import TernMail
         #expect(r.outcome == .deferred && r.stage == .data)
     }
 
+    /// After the final dot only 2yz, 4yz or 5yz decide (RFC 5321 §4.3.2); a 3yz leaves the
+    /// outcome unknown, as a garbled reply does, and the session is out of step.
+    @Test func aThreeHundredReplyToTheDotIsAmbiguous() {
+        var s = Self.openSession()
+        _ = s.send(Self.message)
+        _ = s.receive(Self.reply(250))
+        _ = s.receive(Self.reply(250))
+        _ = s.receive(Self.reply(354, "go ahead"))
+        let action = s.receive(Self.reply(354, "go ahead again"))
+        guard case .close(let r?) = action else {
+            Issue.record("expected close, got \(action)")
+            return
+        }
+        #expect(r.outcome == .ambiguous && r.stage == .dot && r.reply == nil)
+        #expect(r.enhanced == "4.5.0")
+        #expect(r.text == "unexpected reply 354 to the final dot: the outcome is ambiguous, "
+                + "the message may have been delivered")
+        #expect(s.phase == .closed)
+    }
+
     @Test func extensionsParsing() {
         let e = ServiceExtensions(ehlo: Self.reply(250, "mx", "size 0", "AUTH PLAIN LOGIN",
                                                    "  8bitmime", "X-ODD"))

@@ -14,7 +14,8 @@
 //
 // Decisions (RFC 5321 §4.2.1 and §4.5.4.1): 4yz defers, 5yz at MAIL, RCPT, DATA or the final
 // dot fails the message, 421 anywhere defers and ends the session (§3.8). A lost connection
-// defers; lost after the final dot it is ambiguous, the message may have arrived.
+// defers; lost after the final dot it is ambiguous, the message may have arrived, and so is
+// an answer to the dot that neither accepts nor refuses.
 
 import Foundation
 import TernCore
@@ -286,6 +287,14 @@ public struct SMTPClientSession: Sendable {
             return .send(payload, writeTimeout: timeouts.dataBlock,
                          replyTimeout: timeouts.dataTermination)
         case .text:
+            if !reply.isPositive && !reply.isTransient && !reply.isPermanent {
+                // Neither acceptance nor refusal (a 3yz), which leaves the server's decision
+                // as unknown as a garbled reply or none does (RFC 5321 §4.3.2, §6.1).
+                phase = .closed
+                return .close(result(.ambiguous, .dot, status: .protocolError, detail:
+                    "unexpected reply \(reply.code) to the final dot: the outcome is "
+                    + "ambiguous, the message may have been delivered"))
+            }
             guard reply.isPositive else { return refusedTransaction(reply, .dot) }
             phase = .ready
             return .finished(result(.delivered, .dot, reply: reply))
