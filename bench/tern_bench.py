@@ -355,6 +355,7 @@ def run(n, size, dkim):
         pids = stack.daemons()
         cpu0 = {name: cpu_seconds(pid) for name, pid in pids.items()}
         calls0 = command_calls(stack.redis)
+        sink0 = float(stack.sink("cpu") or 0)
         perf = None
         if PROFILE:
             perf = subprocess.Popen(["perf", "record", "-F", "999", "-g", "-o",
@@ -383,6 +384,7 @@ def run(n, size, dkim):
             perf.wait(30)
         cpu = {name: cpu_seconds(pid) - cpu0[name] for name, pid in pids.items()}
         calls1 = command_calls(stack.redis)
+        sink_cpu = float(stack.sink("cpu") or 0) - sink0
         usec = {c: calls1[c][1] - calls0.get(c, (0, 0))[1] for c in calls1}
         delta = {c: calls1[c][0] - calls0.get(c, (0, 0))[0] for c in calls1}
         delta.pop("info", None)
@@ -401,7 +403,8 @@ def run(n, size, dkim):
             f"{k} {v * 1000 / n:.2f}" for k, v in cpu.items())
             + f"; all of Tern and Redis {total_cpu * 1000 / n:.2f}")
         print(f"  injector (python) cpu-s per 1000: "
-              f"{(own.user - own0.user + own.system - own0.system) * 1000 / n:.2f}")
+              f"{(own.user - own0.user + own.system - own0.system) * 1000 / n:.2f}; "
+              f"the sink: {sink_cpu * 1000 / n:.2f}")
         print("  peak RSS MB: " + ", ".join(f"{k} {v:.0f}" for k, v in rss.items()))
         memory = re.search(r"used_memory:(\d+)", stack.redis("INFO", "memory"))
         if memory:

@@ -5,6 +5,7 @@ import Foundation
 import Testing
 import TernCore
 import TernMail
+import TernTestSupport
 @testable import TernDNS
 
 @Suite(.serialized) struct SenderResolverTests {
@@ -74,6 +75,68 @@ import TernMail
         if case .failure = await resolver.mx("inbox.example") {} else {
             Issue.record("a closed resolver should refuse")
         }
+    }
+
+    @Test func answersAreKeptForTheirTTL() async throws {
+        // A zone whose records live two seconds, served by a DNS server that notes every
+        // query it is asked: a busy domain must cost one lookup per TTL, not one per message.
+        let dir = NSTemporaryDirectory() + "tern-ttl-\(UUID().uuidString)"
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let script = """
+            import sys, time
+            sys.path.insert(0, sys.argv[1])
+            from dnszone import DnsService, Zone
+            asked = open(sys.argv[2] + "/asked", "a", buffering=1)
+            zone = Zone({"ttl.example": {"MX": [[10, "mx.ttl.example"]]},
+                         "mx.ttl.example": {"A": ["127.0.0.31"]}}, ttl=2)
+            dns = DnsService(zone, "127.0.0.1", 0, log=lambda line: asked.write(line + "\\n"))
+            dns.start()
+            open(sys.argv[2] + "/port", "w").write(str(dns.port))
+            time.sleep(600)
+            """
+        try script.write(toFile: dir + "/dns.py", atomically: true, encoding: .utf8)
+        let pid = try spawn(python3, [dir + "/dns.py", repositoryRoot + "/testworld", dir],
+                            log: dir + "/dns.log")
+        defer { stopProcess(pid) }
+        var port: UInt16?
+        for _ in 0..<200 where port == nil {
+            port = (try? String(contentsOfFile: dir + "/port", encoding: .utf8)).flatMap {
+                UInt16($0)
+            }
+            if port == nil { try await Task.sleep(for: .milliseconds(50)) }
+        }
+        let forwarder = try #require(port.flatMap { SocketAddress(host: "127.0.0.1", port: $0) })
+        let resolver = try DNSResolver(forwarder: forwarder, timeout: .seconds(10))
+        func asked(_ question: String) -> Int {
+            let log = (try? String(contentsOfFile: dir + "/asked", encoding: .utf8)) ?? ""
+            return log.split(separator: "\n").filter { $0.contains(" " + question + " ") }.count
+        }
+        let mx = [MXRecord(preference: 10, host: "mx.ttl.example")]
+        for _ in 0..<3 {
+            guard case .records(let found) = await resolver.mx("ttl.example") else {
+                Issue.record("no MX for ttl.example")
+                return
+            }
+            #expect(found == mx)
+            guard case .records(let a) = await resolver.addresses("mx.ttl.example", ipv6: false)
+            else {
+                Issue.record("no A for mx.ttl.example")
+                return
+            }
+            #expect(a == ["127.0.0.31"])
+        }
+        #expect(asked("ttl.example. MX") == 1)
+        #expect(asked("mx.ttl.example. A") == 1)
+        // Past the TTL the next lookup asks again.
+        try await Task.sleep(for: .milliseconds(2600))
+        guard case .records(let again) = await resolver.mx("ttl.example") else {
+            Issue.record("no MX for ttl.example after its TTL")
+            return
+        }
+        #expect(again == mx)
+        #expect(asked("ttl.example. MX") == 2)
+        await resolver.close()
     }
 
     @Test func aSilentServerTimesOut() async throws {
