@@ -113,7 +113,7 @@ import TernTestSupport
             return log.split(separator: "\n").filter { $0.contains(" " + question + " ") }.count
         }
         let mx = [MXRecord(preference: 10, host: "mx.ttl.example")]
-        for _ in 0..<3 {
+        for _ in 0..<6 {
             guard case .records(let found) = await resolver.mx("ttl.example") else {
                 Issue.record("no MX for ttl.example")
                 return
@@ -126,16 +126,20 @@ import TernTestSupport
             }
             #expect(a == ["127.0.0.31"])
         }
-        #expect(asked("ttl.example. MX") == 1)
-        #expect(asked("mx.ttl.example. A") == 1)
-        // Past the TTL the next lookup asks again.
-        try await Task.sleep(for: .milliseconds(2600))
+        // Six lookups of each, one query each (two if libunbound resent one that a loaded
+        // machine answered late); without the cache there would be six.
+        let mxAsked = asked("ttl.example. MX")
+        #expect(mxAsked == 1 || mxAsked == 2)
+        #expect([1, 2].contains(asked("mx.ttl.example. A")))
+        // Past the TTL the next lookup asks again. libunbound keeps its own copy by whole
+        // seconds, so up to a second longer than the TTL.
+        try await Task.sleep(for: .milliseconds(3600))
         guard case .records(let again) = await resolver.mx("ttl.example") else {
             Issue.record("no MX for ttl.example after its TTL")
             return
         }
         #expect(again == mx)
-        #expect(asked("ttl.example. MX") == 2)
+        #expect(asked("ttl.example. MX") > mxAsked)
         await resolver.close()
     }
 
