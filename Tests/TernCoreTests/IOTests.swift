@@ -181,7 +181,7 @@ import TernCore
         defer { conn.close() }
         let reader = LineReader(conn)
         // Nothing said yet: it returns at once with nothing.
-        await reader.readAvailable()
+        reader.readAvailable()
         #expect(reader.buffered == 0)
         try await conn.write(Array("one\r\ntwo\r\n".utf8))
         #expect(try await reader.readLine(limit: 100) == Array("one".utf8))
@@ -189,7 +189,7 @@ import TernCore
         var tries = 0
         while reader.buffered < 5 && tries < 500 {
             try await Task.sleep(for: .milliseconds(10))
-            await reader.readAvailable()
+            reader.readAvailable()
             tries += 1
         }
         #expect(reader.buffered == 5)

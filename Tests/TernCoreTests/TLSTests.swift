@@ -62,6 +62,38 @@ import TernTestSupport
         #expect(try await s.read(max: 100, deadline: .now + .seconds(5)) == [])
     }
 
+    @Test func readIfReadyTakesWhatHasArrivedWithoutWaiting() async throws {
+        let certs = try await TestCertificates.make()
+        defer { certs.remove() }
+        let leaf = try await certs.leaf("mx.test.example")
+        let server = try TLSContext.server(certificateFile: leaf.certificate, keyFile: leaf.key)
+        let client = try TLSContext.client(caFile: certs.caFile)
+        let (c, s) = try await Self.handshake(server: server, client: client,
+                                              host: "mx.test.example")
+        // Nothing sent (the session tickets TLS 1.3 sends after the handshake are no data).
+        #expect(try c.readIfReady(max: 100) == nil)
+        try await s.write(Array("250 spare\r\n".utf8), deadline: .now + .seconds(5))
+        var got: [UInt8]?
+        for _ in 0..<500 where got == nil {
+            got = try c.readIfReady(max: 100)
+            if got == nil { try await Task.sleep(for: .milliseconds(10)) }
+        }
+        #expect(got == Array("250 spare\r\n".utf8))
+        #expect(try c.readIfReady(max: 100) == nil)
+        // The stream still reads and writes as before.
+        try await c.write(Array("QUIT\r\n".utf8), deadline: .now + .seconds(5))
+        #expect(try await s.read(max: 100, deadline: .now + .seconds(5))
+                == Array("QUIT\r\n".utf8))
+        s.close()
+        var end: [UInt8]?
+        for _ in 0..<500 where end == nil {
+            end = try c.readIfReady(max: 100)
+            if end == nil { try await Task.sleep(for: .milliseconds(10)) }
+        }
+        #expect(end == [])
+        c.close()
+    }
+
     @Test func aWrongNameOrAnUnknownCAStillEncryptsButIsNotVerified() async throws {
         let certs = try await TestCertificates.make()
         defer { certs.remove() }

@@ -53,8 +53,10 @@ public final class LineReader: @unchecked Sendable {
 
     /// Buffers whatever the stream holds now, without waiting for more: for a peer that
     /// ought to be silent, whose early words must not be taken for a later answer.
-    public func readAvailable() async {
-        guard let more = try? await stream.read(max: 16384, deadline: .now) else { return }
+    /// Never suspends: a check made before every message of a reused session must not cost
+    /// a trip through the event loop.
+    public func readAvailable() {
+        guard let more = try? stream.readIfReady(max: 16384) else { return }
         buffer.append(contentsOf: more)
     }
 

@@ -12,6 +12,9 @@ import Glibc
 public protocol ByteStream: AnyObject, Sendable {
     /// Up to `max` bytes; an empty array means the peer closed its side.
     func read(max: Int, deadline: ContinuousClock.Instant?) async throws -> [UInt8]
+    /// What has arrived already, without waiting: nil when nothing has, an empty array when
+    /// the peer closed its side.
+    func readIfReady(max: Int) throws -> [UInt8]?
     func write(_ bytes: [UInt8], deadline: ContinuousClock.Instant?) async throws
     func close()
 }
@@ -77,6 +80,11 @@ public final class TCPConnection: ByteStream, @unchecked Sendable {
             if let bytes = try readNow(max: max) { return bytes }
             try await EventLoop.shared.waitReadable(fd, deadline: deadline, closed: isClosed)
         }
+    }
+
+    public func readIfReady(max: Int = 65536) throws -> [UInt8]? {
+        if closed.load(ordering: .relaxed) { throw IOError.closed }
+        return try readNow(max: max)
     }
 
     private func isClosed() -> Bool { closed.load(ordering: .sequentiallyConsistent) }

@@ -157,6 +157,33 @@ public final class TLSStream: ByteStream, @unchecked Sendable {
         }
     }
 
+    public func readIfReady(max: Int) throws -> [UInt8]? {
+        var buffer = [UInt8](repeating: 0, count: max)
+        while true {
+            let (n, error) = call {
+                buffer.withUnsafeMutableBytes { SSL_read(ssl, $0.baseAddress, Int32($0.count)) }
+            }
+            // Anything OpenSSL wrote meanwhile (a key update) goes out before the next
+            // record this stream writes: `write` flushes the output BIO in order.
+            if n > 0 {
+                buffer.removeSubrange(Int(n)...)
+                return buffer
+            }
+            switch error {
+            case SSL_ERROR_ZERO_RETURN:
+                return []
+            case SSL_ERROR_WANT_READ, SSL_ERROR_WANT_WRITE:
+                guard let bytes = try lower.readIfReady(max: 16384) else { return nil }
+                if bytes.isEmpty { return [] }
+                lock.withLock { _ in
+                    _ = bytes.withUnsafeBytes { BIO_write(input, $0.baseAddress, Int32($0.count)) }
+                }
+            default:
+                throw failure("TLS read failed", code: error)
+            }
+        }
+    }
+
     public func write(_ bytes: [UInt8], deadline: ContinuousClock.Instant?) async throws {
         var offset = 0
         while offset < bytes.count {

@@ -103,7 +103,7 @@ public final class SMTPClientConnection: @unchecked Sendable {
         var result: DeliveryResult
         // A session that idled since its last reply should have nothing to say: what it sent
         // meanwhile is buffered now, and found out of step before MAIL (see `run`).
-        if messagesSent > 0 && !closed { await reader.readAvailable() }
+        if messagesSent > 0 && !closed { reader.readAvailable() }
         switch await run(session.send(message)) {
         case .finished(let r): result = r
         case .close(let r): result = r ?? lostResult(.mail)
