@@ -111,6 +111,23 @@ struct Dialogue {
                 == "Subject: bounce\r\n\r\n.a line that started with a dot\r\ntext\r\n")
     }
 
+    /// SMTP smuggling: a dot line with a bare LF before or after it is message text, so the
+    /// commands behind it stay text too; only CR LF "." CR LF ends the message.
+    @Test func aDotLineWithABareLFDoesNotEndTheMessage() throws {
+        var d = Dialogue()
+        d.run([("EHLO c", 250), ("MAIL FROM:<>", 250), ("RCPT TO:<b.x.y@bounces.example>", 250),
+               ("DATA", 354)])
+        #expect(d.follow(d.session.receive(Array("text".utf8), endedBare: true)) == nil)
+        #expect(d.send(".") == nil)
+        #expect(d.follow(d.session.receive(Array(".".utf8), endedBare: true)) == nil)
+        #expect(d.send("MAIL FROM:<>") == nil)
+        #expect(d.send(".") == 250)
+        try #require(d.delivered.count == 1)
+        #expect(String(decoding: d.delivered[0].1, as: UTF8.self)
+                == "text\r\n\r\n\r\nMAIL FROM:<>\r\n")
+        #expect(d.session.phase == .ready)
+    }
+
     @Test func theTransactionEndsAfterTheMessage() throws {
         var d = Dialogue()
         d.run([

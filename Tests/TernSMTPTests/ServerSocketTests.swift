@@ -151,6 +151,27 @@ final class ServerHarness: Sendable {
         await h.stop()
     }
 
+    /// SMTP smuggling: "\n.\r\n" does not end the message, so what follows it is text, not
+    /// a second transaction; the message ends at the real CR LF "." CR LF.
+    @Test func aBareLFDotDoesNotEndTheMessage() async throws {
+        let h = try ServerHarness()
+        let c = try await h.client()
+        #expect(try await c.code() == 220)
+        try await c.send("EHLO c.example\r\nMAIL FROM:<>\r\nRCPT TO:<a@b.example>\r\nDATA\r\n")
+        _ = try await c.reply()
+        for expected in [250, 250, 354] { #expect(try await c.code() == expected) }
+        try await c.send("one\n.\r\nMAIL FROM:<>\r\nRCPT TO:<x@b.example>\r\nDATA\r\n"
+                         + "two\r\n.\r\n")
+        #expect(try await c.code() == 250)
+        try await c.quit()
+        let stored = h.messages.withLock { $0 }
+        #expect(stored.count == 1)
+        #expect(stored.first?.0.recipients == ["a@b.example"])
+        #expect(stored.first.map { String(decoding: $0.1, as: UTF8.self) }
+                == "one\r\n\r\nMAIL FROM:<>\r\nRCPT TO:<x@b.example>\r\nDATA\r\ntwo\r\n")
+        await h.stop()
+    }
+
     @Test func earlyTalkerIsRefused() async throws {
         let h = try ServerHarness { $0.greetingDelay = .seconds(5) }
         let c = try await h.client()

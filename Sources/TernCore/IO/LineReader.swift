@@ -1,7 +1,8 @@
 // Buffered reading of line-oriented protocols (SMTP, HTTP headers) over any ByteStream.
 //
-// Lines end at LF; a preceding CR is removed. A line longer than the caller's limit is an error
-// rather than unbounded buffering, which is what keeps a hostile peer from growing memory.
+// Lines end at LF; a preceding CR is removed, and `lastLineEndedBare` says whether there was
+// none. A line longer than the caller's limit is an error rather than unbounded buffering,
+// which is what keeps a hostile peer from growing memory.
 
 public enum LineError: Error, Equatable {
     case tooLong(limit: Int)
@@ -17,6 +18,9 @@ public final class LineReader: @unchecked Sendable {
 
     /// Bytes received but not yet consumed (pipelined commands, early talkers).
     public var buffered: Int { buffer.count - start }
+
+    /// Whether the line `readLine` returned last ended with a bare LF rather than CR LF.
+    public private(set) var lastLineEndedBare = false
 
     /// Drops what is buffered (after STARTTLS, RFC 3207 §4.2: nothing read before the
     /// handshake may be trusted afterwards).
@@ -34,6 +38,7 @@ public final class LineReader: @unchecked Sendable {
             if let lf = buffer[scanned...].firstIndex(of: 0x0A) {
                 var end = lf
                 if end > start, buffer[end - 1] == 0x0D { end -= 1 }
+                lastLineEndedBare = end == lf
                 if end - start > limit { throw LineError.tooLong(limit: limit) }
                 let line = Array(buffer[start..<end])
                 start = lf + 1

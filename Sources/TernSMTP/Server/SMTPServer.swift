@@ -240,7 +240,7 @@ public final class SMTPServer: Sendable {
                     log.debug("session ended by client", ("phase", "\(session.phase)"))
                     return
                 }
-                action = session.receive(line)
+                action = session.receive(line, endedBare: reader.lastLineEndedBare)
             } catch LineError.tooLong {
                 action = session.lineOverflow()
             } catch IOError.timedOut {

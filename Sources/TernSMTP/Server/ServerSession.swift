@@ -110,6 +110,8 @@ public struct SMTPServerSession: Sendable {
     private var dataOctets = 0
     private var dataTooBig = false
     private var dataLineTooLong = false
+    /// Whether the text line before this one ended with a bare LF (see `dataLine`).
+    private var previousLineEndedBare = false
 
     public init(config: SMTPServerConfig, peer: SocketAddress? = nil) {
         self.config = config
@@ -179,11 +181,11 @@ public struct SMTPServerSession: Sendable {
         return .close(SMTPReply(421, "4.3.2", "\(config.hostname) shutting down, try again later"))
     }
 
-    /// One line from the client, without its CR LF.
-    public mutating func receive(_ line: [UInt8]) -> SMTPServerAction {
+    /// One line from the client, without its CR LF; `endedBare` when it ended with a bare LF.
+    public mutating func receive(_ line: [UInt8], endedBare: Bool = false) -> SMTPServerAction {
         switch phase {
         case .connected: return earlyTalker()
-        case .data: return dataLine(line)
+        case .data: return dataLine(line, endedBare: endedBare)
         case .greeted, .ready, .mail, .recipients: return command(line)
         case .checkingRecipient, .delivering, .startingTLS, .closed: return internalError()
         }
@@ -474,6 +476,7 @@ public struct SMTPServerSession: Sendable {
         dataOctets = 0
         dataTooBig = false
         dataLineTooLong = false
+        previousLineEndedBare = false
         return .reply(SMTPReply(code: 354, lines: ["end data with <CR><LF>.<CR><LF>"]))
     }
 
@@ -492,8 +495,14 @@ public struct SMTPServerSession: Sendable {
 
     /// A line between 354 and the lone ".". Past a limit the text is still read to its end,
     /// so the session stays in step, but no longer kept (RFC 1870 §6.1, RFC 5321 §4.5.3.1.6).
-    private mutating func dataLine(_ line: [UInt8]) -> SMTPServerAction {
-        if line == [UInt8(ascii: ".")] { return endOfData() }
+    /// The text ends only at CR LF "." CR LF (RFC 5321 §4.1.1.4): a dot line with a bare LF
+    /// on either side is text, taken as a line like any other, so that a message cannot end
+    /// where a relay before us saw none and smuggle commands in behind it (SMTP smuggling).
+    private mutating func dataLine(_ line: [UInt8], endedBare: Bool) -> SMTPServerAction {
+        defer { previousLineEndedBare = endedBare }
+        if line == [UInt8(ascii: ".")] && !endedBare && !previousLineEndedBare {
+            return endOfData()
+        }
         dataOctets += line.count + 2
         if line.count > config.maxTextLine { dataLineTooLong = true }
         if dataOctets > config.maxMessageSize { dataTooBig = true }
