@@ -21,7 +21,8 @@ is stopped by pid at the end.
 Environment: DKIM (both), POSTFIX (1), BATCH (100 messages per POST /v1/send/batch; 0 posts
 one message per /v1/send; a server without the batch route falls back to single sends),
 CLIENTS (64; 8 with batches), SENDERS (1), BIN_DIR (.build/release), SINK_ADDR (127.0.0.9:2526),
-BENCH_ENV (extra "K=V K=V" for the daemons, e.g. TERN_GROUP_MAX_CONNECTIONS=20), PROFILE
+BENCH_ENV (extra "K=V K=V" for the daemons, e.g. TERN_GROUP_MAX_CONNECTIONS=20), REDIS_ARGS
+(more redis-server settings, "--name value ..."), PROFILE
 (a daemon's name, e.g. sender1: `perf record -g` samples it during the run; `perf report -i`
 the file it names). valgrind 3.19's callgrind dies at start-up on these daemons here.
 """
@@ -167,7 +168,8 @@ class Stack:
         self.spawn("redis", ["redis-server", "--bind", "127.0.0.1", "--port",
                              str(self.redis_port), "--save", "", "--dir", str(self.dir)]
                    + (["--appendonly", "no"] if AOF == "no"
-                      else ["--appendonly", "yes", "--appendfsync", AOF]))
+                      else ["--appendonly", "yes", "--appendfsync", AOF])
+                   + os.environ.get("REDIS_ARGS", "").split())
         wait_for("redis", lambda: redis_up(self.redis_port))
         self.redis = Resp(self.redis_port)
 

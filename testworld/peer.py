@@ -11,7 +11,8 @@ connection, answer the next MAIL with 421 and close); `stall` (greet, then never
 connection after the final dot without a reply: the outcome is ambiguous); `greet554` (greet
 with 554 and then answer only QUIT); `badtls` (offer STARTTLS, answer it with 220 and then
 garbage instead of a TLS handshake, and close); `twice` (answer the final dot twice, in one
-write: the second reply answers nothing the client asked). Recipients whose
+write: the second reply answers nothing the client asked); `quitstall` (take QUIT and never
+answer it, holding the connection until the client closes it). Recipients whose
 local part starts with "reject" get 550 5.1.1 at RCPT.
 
 Counters per address go to --stats as JSON about every 100 ms when they change:
@@ -54,7 +55,7 @@ class Stats:
 def parse_profile(text):
     profile = {"size": 0, "utf8": True, "pipe": True, "close421": False, "stall": False,
                "delay": 0.0, "dropdot": False, "greet554": False, "badtls": False,
-               "twice": False}
+               "twice": False, "quitstall": False}
     for opt in filter(None, text.split(",")):
         name, _, value = opt.partition(":")
         if name == "size":
@@ -63,7 +64,8 @@ def parse_profile(text):
             profile["utf8"] = False
         elif name == "nopipe":
             profile["pipe"] = False
-        elif name in ("close421", "stall", "dropdot", "greet554", "badtls", "twice"):
+        elif name in ("close421", "stall", "dropdot", "greet554", "badtls", "twice",
+                      "quitstall"):
             profile[name] = True
         elif name == "delay":
             profile["delay"] = float(value)
@@ -169,6 +171,9 @@ async def session(reader, writer, addr, profile, stats):
                 say("250 2.0.0 ok")
             elif verb == "QUIT":
                 stats.bump(addr, "quits")
+                if profile["quitstall"]:
+                    await reader.read()      # until the client gives up
+                    return
                 say("221 2.0.0 bye")
                 await writer.drain()
                 return

@@ -44,25 +44,8 @@ public final class CtlOutput: @unchecked Sendable {
 /// `text` with every C0 and C1 control character, DEL and bidirectional override written as
 /// `\xHH` or `\uHHHH`, so it shows as it is on a terminal instead of acting on it.
 public func printable(_ text: String) -> String {
-    guard text.unicodeScalars.contains(where: isUnprintable) else { return text }
-    var out = ""
-    for scalar in text.unicodeScalars {
-        if !isUnprintable(scalar) {
-            out.unicodeScalars.append(scalar)
-        } else if scalar.value < 0x100 {
-            out += "\\x" + String(format: "%02x", scalar.value)
-        } else {
-            out += "\\u" + String(format: "%04x", scalar.value)
-        }
-    }
-    return out
-}
-
-private func isUnprintable(_ s: Unicode.Scalar) -> Bool {
-    switch s.value {
-    case 0..<0x20, 0x7F...0x9F, 0x200E, 0x200F, 0x202A...0x202E, 0x2066...0x2069: return true
-    default: return false
-    }
+    guard text.unicodeScalars.contains(where: Logger.isUnprintable) else { return text }
+    return Logger.printable(text, limit: .max)
 }
 
 /// A usage error: printed with a pointer to --help, exit 64.

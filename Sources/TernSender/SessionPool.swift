@@ -122,6 +122,9 @@ public final class SessionPool: Sendable {
         /// When a lease of the group was last refused: waiters do not all ask Redis again.
         var refused: [String: ContinuousClock.Instant] = [:]
         var closed = false
+        /// Sessions being closed after their last message, by a number of their own.
+        var retiring: [Int: Task<Void, Never>] = [:]
+        var retired = 0
 
         /// A key without waiters leaves the dictionary, which is walked on every tick.
         mutating func dropLineIfEmpty(_ key: SessionKey) {
@@ -219,7 +222,22 @@ public final class SessionPool: Sendable {
             st.idleCount += 1
             return true
         }
-        if !idle { await retire(s) }
+        if !idle { retireLater(s) }
+    }
+
+    /// Closes a session without holding up its last message: the result is known at the
+    /// reply to the final dot, and must not wait for a server slow to answer QUIT (a sender
+    /// killed meanwhile would send the message again). `close` waits for these.
+    func retireLater(_ s: PooledSession) {
+        state.withLock { st in
+            let n = st.retired
+            st.retired += 1
+            // The task removes itself under this same lock, so only once it is in the table.
+            st.retiring[n] = Task {
+                await self.retire(s)
+                _ = self.state.withLock { $0.retiring.removeValue(forKey: n) }
+            }
+        }
     }
 
     /// Closes a session: QUIT when it is in step, then its lease goes back.
@@ -268,6 +286,11 @@ public final class SessionPool: Sendable {
         for w in waiting { w.wake(.retry) }
         await withTaskGroup(of: Void.self) { group in
             for s in all { group.addTask { await self.retire(s) } }
+        }
+        while true {
+            let closing = state.withLock { Array($0.retiring.values) }
+            if closing.isEmpty { break }
+            for task in closing { await task.value }
         }
     }
 

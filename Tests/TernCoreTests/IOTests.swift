@@ -245,6 +245,9 @@ import TernCore
 
     @Test func peerTextIsMadePrintable() {
         #expect(Logger.printable("ok\r\nevil=1\u{1b}[31m") == "ok\\x0d\\x0aevil=1\\x1b[31m")
+        // C1 controls and the bidirectional overrides that reorder what a reader sees.
+        #expect(Logger.printable("250 \u{85}ok\u{202E}kcab\u{2066}x\u{200F}é")
+                == "250 \\x85ok\\u202ekcab\\u2066x\\u200fé")
         #expect(Logger.printable(String(repeating: "a", count: 10), limit: 4) == "aaaa…")
     }
 }

@@ -25,6 +25,7 @@ import TernSender
         "closed.example": ("127.0.0.50", "greet554"),
         "badtls.example": ("127.0.0.52", "badtls"),
         "twice.example": ("127.0.0.54", "twice"),
+        "quitstall.example": ("127.0.0.55", "quitstall"),
     ]
 
     static var records: [String: Any] {
@@ -213,6 +214,22 @@ import TernSender
         #expect(sessions.reduce(0, +) == 12 && sessions.max() == 3, "\(sessions)")
         #expect(sessions.filter { $0 == 3 }.count >= 3, "\(sessions)")
         await Self.stop(h, peer)
+    }
+
+    @Test func theLastMessageOfASessionIsReportedWithoutWaitingForQUIT() async throws {
+        // The server takes QUIT and never answers: the message before it was accepted at the
+        // final dot, and its result must not wait out the QUIT timeout.
+        let (h, peer) = try await Self.start(["TERN_MAX_MESSAGES_PER_CONNECTION": "1",
+                                              "TERN_SMTP_TIMEOUT_QUIT": "300s"])
+        let addr = "127.0.0.55"
+        let id = try await h.submit(to: "a@quitstall.example")
+        #expect(try await h.result(id)["outcome"] == "delivered")
+        // The result is in while the session still waits for its answer to QUIT.
+        try await peer.wait(addr, "quits", atLeast: 1)
+        #expect(peer.count(addr, "open") == 1)
+        // Gone, the server ends the wait at once, and the sender stops without it.
+        peer.stop()
+        await h.stop()
     }
 
     @Test func aConnectionLostAfterTheDotIsReportedAmbiguous() async throws {

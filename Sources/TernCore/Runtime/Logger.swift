@@ -95,13 +95,24 @@ public struct Logger: Sendable {
     public static func printable(_ s: String, limit: Int = 512) -> String {
         var out = ""
         for u in s.unicodeScalars.prefix(limit) {
-            if u.value < 0x20 || u.value == 0x7F {
+            if !isUnprintable(u) {
+                out.unicodeScalars.append(u)
+            } else if u.value < 0x100 {
                 out += String(format: "\\x%02x", u.value)
             } else {
-                out.unicodeScalars.append(u)
+                out += String(format: "\\u%04x", u.value)
             }
         }
         return s.unicodeScalars.count > limit ? out + "…" : out
+    }
+
+    /// C0 and C1 controls, DEL, and the invisible controls that reorder how text is shown
+    /// (Trojan Source, CVE-2021-42574): a remote's reply must not act on the reader's screen.
+    public static func isUnprintable(_ s: Unicode.Scalar) -> Bool {
+        switch s.value {
+        case 0..<0x20, 0x7F...0x9F, 0x200E, 0x200F, 0x202A...0x202E, 0x2066...0x2069: true
+        default: false
+        }
     }
 }
 
