@@ -384,6 +384,37 @@ func withServer(_ configure: (inout HTTPServerSettings) -> Void = { _ in },
         }
     }
 
+    @Test func aFullServerShedsTheClientWaitingLongestForANewOne() async throws {
+        try await withServer({ $0.maxConnections = 4
+                               $0.idleTimeout = .seconds(120)
+                               $0.requestTimeout = .seconds(120)
+                               $0.shedAfter = .milliseconds(300) }) { h in
+            // Slowloris: four clients take every connection, two with half a request head,
+            // two saying nothing, one after another.
+            var slow: [RawHTTP] = []
+            for n in 0..<4 {
+                let client = try await RawHTTP.connect(h.address)
+                if n % 2 == 0 { try await client.send("GET / HTTP/1.1\r\nHost: t\r\n") }
+                slow.append(client)
+                try await Task.sleep(for: .milliseconds(50))
+            }
+            for _ in 0..<200 where h.server.connectionCount < 4 {
+                try await Task.sleep(for: .milliseconds(10))
+            }
+            #expect(h.server.connectionCount == 4)
+            // A fifth is served long before any of them would time out: the one that has
+            // waited longest makes room, unanswered.
+            let client = try await RawHTTP.connect(h.address)
+            try await client.send("GET /fresh HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+            #expect(try await client.response().status == 200)
+            #expect(await slow[0].closedByServer())
+            // The others are still there to be served.
+            try await slow[1].send("GET /second HTTP/1.1\r\nHost: t\r\nConnection: close"
+                                   + "\r\n\r\n")
+            #expect(try await slow[1].response().status == 200)
+        }
+    }
+
     @Test func shutdownLetsTheRequestInProgressFinish() async throws {
         let h = try ServerHarness()
         let busy = try await RawHTTP.connect(h.address)

@@ -9,6 +9,10 @@
 // sane one, else one the server makes; handlers put it in their log lines (`request_id`).
 // On shutdown it stops accepting, closes idle connections, lets requests in progress finish
 // for a bounded grace, then cancels what is left.
+//
+// A full server makes room rather than leave new clients in the kernel's queue behind
+// clients that connect and then send nothing, or a byte now and then (slowloris): it closes
+// the connection that has waited longest for a request that has not reached its handler.
 
 import Synchronization
 
@@ -32,8 +36,12 @@ public struct HTTPServerSettings: Sendable {
     public var requestTimeout: Duration = .seconds(60)
     /// How long writing one response may take.
     public var writeTimeout: Duration = .seconds(30)
-    /// Connections served at once; further clients wait in the kernel's accept queue.
+    /// Connections served at once; further clients wait in the kernel's accept queue, unless
+    /// a connection may be shed for them (`shedAfter`).
     public var maxConnections = 1024
+    /// With every connection taken, one whose request has not reached its handler after this
+    /// long (an idle keep-alive, a head or body still arriving) is closed for a new client.
+    public var shedAfter: Duration = .seconds(1)
     /// On shutdown, how long requests in progress may take to finish.
     public var shutdownGrace: Duration = .seconds(10)
 
@@ -51,12 +59,22 @@ public final class HTTPServer: Sendable {
     private struct Entry {
         let connection: TCPConnection
         var busy: Bool
+        /// Its request is with the handler, or its answer being written: never shed.
+        var handling = false
+        /// Since when it has waited for its request (accepted, or its last answer written).
+        var waitingSince: ContinuousClock.Instant = .now
+        var shed = false
     }
 
     private struct Registry {
         var draining = false
         var next: UInt64 = 0
         var connections: [UInt64: Entry] = [:]
+        /// Connections shed whose tasks have not yet left: their places count as free.
+        var shedLeaving = 0
+        /// Connections shed since the last log line about it, and when that was.
+        var shedSinceLog = 0
+        var loggedShedAt: ContinuousClock.Instant?
     }
 
     /// Serves on `listener` (bound already, or adopted from systemd); the server closes it
@@ -104,7 +122,10 @@ public final class HTTPServer: Sendable {
             // Back-pressure: past the limit, clients wait in the listen backlog. A connection
             // counts from the moment it is accepted, not when its task starts, so a burst
             // queued between the two cannot go past the limit.
-            if connectionCount >= settings.maxConnections {
+            if registry.withLock({ $0.connections.count - $0.shedLeaving })
+                >= settings.maxConnections
+            {
+                if listener.hasWaitingClient { shedLongestWaiting() }
                 try? await Task.sleep(for: .milliseconds(10))
                 continue
             }
@@ -134,8 +155,40 @@ public final class HTTPServer: Sendable {
         }
     }
 
+    /// Closes the connection that has waited longest, at least `shedAfter`, for a request
+    /// that has not reached its handler; its own task sees the end of the stream and leaves.
+    private func shedLongestWaiting() {
+        let now = ContinuousClock.now
+        let report = registry.withLock { r -> Int? in
+            let candidates = r.connections.filter {
+                !$0.value.handling && !$0.value.shed
+                    && now - $0.value.waitingSince >= settings.shedAfter
+            }
+            guard let (id, entry) = candidates.min(by: {
+                $0.value.waitingSince < $1.value.waitingSince
+            }) else { return nil }
+            // shutdown(2), as in `drain`: the connection's task owns the descriptor.
+            Glibc.shutdown(entry.connection.fd, Int32(SHUT_RDWR))
+            r.connections[id]?.shed = true
+            r.shedLeaving += 1
+            r.shedSinceLog += 1
+            // One line a minute at most: a flood of slow clients must not flood the journal.
+            if let last = r.loggedShedAt, now - last < .seconds(60) { return nil }
+            defer { r.shedSinceLog = 0; r.loggedShedAt = now }
+            return r.shedSinceLog
+        }
+        if let report {
+            logger.warning("every connection taken: closed \(report) that waited longest "
+                           + "for a request, to make room for new clients",
+                           ("listen", address.description),
+                           ("max_connections", String(settings.maxConnections)))
+        }
+    }
+
     private func unregister(_ id: UInt64) {
-        _ = registry.withLock { $0.connections.removeValue(forKey: id) }
+        registry.withLock { r in
+            if r.connections.removeValue(forKey: id)?.shed == true { r.shedLeaving -= 1 }
+        }
     }
 
     /// Marks a connection busy (a request has begun) or idle. Returns false for idle when
@@ -143,8 +196,17 @@ public final class HTTPServer: Sendable {
     private func mark(_ id: UInt64, busy: Bool) -> Bool {
         registry.withLock { r in
             r.connections[id]?.busy = busy
+            if !busy {
+                r.connections[id]?.handling = false
+                r.connections[id]?.waitingSince = .now
+            }
             return busy || !r.draining
         }
+    }
+
+    /// The request is with its handler from now on: the connection is not to be shed.
+    private func markHandling(_ id: UInt64) {
+        registry.withLock { $0.connections[id]?.handling = true }
     }
 
     private var draining: Bool { registry.withLock { $0.draining } }
@@ -204,6 +266,7 @@ public final class HTTPServer: Sendable {
                 return
             case .request(let request, let keepAlive, let head):
                 let started = ContinuousClock.now
+                markHandling(id)
                 var response = await handler(request)
                 response.headers.set("X-Request-Id", request.requestID)
                 let close = !keepAlive || draining

@@ -181,6 +181,12 @@ public final class TCPListener: Sendable {
         self.address = address
     }
 
+    /// Whether a client waits in the accept queue, asked without waiting.
+    public var hasWaitingClient: Bool {
+        var p = pollfd(fd: fd, events: Int16(POLLIN), revents: 0)
+        return poll(&p, 1, 0) == 1 && p.revents & Int16(POLLIN) != 0
+    }
+
     public func accept() async throws -> TCPConnection {
         while true {
             var storage = sockaddr_storage()
