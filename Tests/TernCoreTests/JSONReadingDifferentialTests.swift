@@ -219,8 +219,10 @@ import TernTestSupport
                 }
                 return "[" + items.joined(separator: ",") + sp() + "]"
             default:
-                let items = (0..<Int.random(in: 0...4, using: &rng)).map { _ in
-                    sp() + string() + sp() + ":" + sp() + value(depth + 1) + sp()
+                // Each name ends in its place: a name given twice is refused (tested apart).
+                let items = (0..<Int.random(in: 0...4, using: &rng)).map { n in
+                    sp() + string().dropLast() + "#\(n)\"" + sp() + ":" + sp()
+                        + value(depth + 1) + sp()
                 }
                 return "{" + items.joined(separator: ",") + sp() + "}"
             }

@@ -24,7 +24,6 @@ import TernTestSupport
         #"{"null":null,"nested":{"a":[{"b":[]},{}],"e":""},"big":9007199254740993,"f":false}"#,
         #"[1,"two",[3],{"four":4},-0,-0.0,1E2,1e-2,12345678901234567890,1234567890123456789012]"#,
         " \t\r\n[ \"a\" , { \"k\" : [ ] } ]\n ",
-        #"{"a":1,"a":2}"#,
         #"["\u0000","\u001f","\u00e9t\u00e9","日本語","\ud834\udd1e"]"#,
     ])
     func theValuesAreThoseOfJSONSerialization(_ text: String) throws {
@@ -115,6 +114,38 @@ import TernTestSupport
         #expect(try JSONReading.value("null", fragments: true) is NSNull)
         // A byte order mark before the text is skipped (RFC 8259 §8.1).
         #expect(try JSONReading.value("\u{FEFF}[true]") as? [Bool] == [true])
+    }
+
+    @Test func aNameGivenTwiceInOneObjectIsRefused() throws {
+        // As written, or the same name once escaped: either way one object names it twice.
+        for text in [#"{"to":"a@x.example","subject":"s","to":"b@y.example"}"#,
+                     #"{"to":1,"t\u006f":2}"#, #"[{"a":{"b":1,"b":2}}]"#] {
+            do {
+                _ = try JSONReading.value(text)
+                Issue.record("\(text) was read")
+            } catch {
+                #expect(error.reason.hasPrefix("has the name \""), "\(error)")
+                #expect(error.reason.hasSuffix("\" twice in one object"), "\(error)")
+            }
+        }
+        // The same name in different objects, and differing names, are fine.
+        let fine = try JSONReading.value(#"[{"a":1},{"a":2},{"a":1,"A":2}]"#) as? [[String: Any]]
+        #expect(fine?.count == 3 && fine?[2].count == 2)
+        // What the refusal says, and where: the second "to", control octets shown escaped.
+        let twice = #"has the name "t\x0ao" twice in one object"#
+        #expect(throws: JSONReading.Invalid(offset: 10, reason: twice)) {
+            try JSONReading.value(#"{"t\no":1,"t\no":2}"#)
+        }
+    }
+
+    @Test func aNumberADoubleCannotHoldIsRefusedAsSuch() {
+        let tooLarge = "holds a number too large to read"
+        #expect(throws: JSONReading.Invalid(offset: 6, reason: tooLarge)) {
+            try JSONReading.value("{\"n\": " + String(repeating: "9", count: 400) + "}")
+        }
+        #expect(throws: JSONReading.Invalid(offset: 1, reason: tooLarge)) {
+            try JSONReading.value("[1e400]")
+        }
     }
 
     @Test func nestingStopsAtTheLimit() throws {
@@ -212,8 +243,9 @@ import TernTestSupport
             return "[" + items.joined(separator: ",") + sp() + "]"
         }
         func object(_ depth: Int) -> String {
-            let items = (0..<Int.random(in: 0...4, using: &rng)).map { _ in
-                sp() + string() + sp() + ":" + sp() + value(depth) + sp()
+            // Each name ends in its place, so no object has one twice (refused, tested apart).
+            let items = (0..<Int.random(in: 0...4, using: &rng)).map { n in
+                sp() + string().dropLast() + "#\(n)\"" + sp() + ":" + sp() + value(depth) + sp()
             }
             return "{" + items.joined(separator: ",") + sp() + "}"
         }

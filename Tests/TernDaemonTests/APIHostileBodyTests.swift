@@ -62,6 +62,9 @@ import TernTestSupport
             ("form feed as space", [0x0C] + send(#""hi"}"#)),
             ("non-breaking space as space", [0xC2, 0xA0] + send(#""hi"}"#)),
             ("only spaces", Array("  \r\n\t ".utf8)),
+            ("a name twice", send(#""hi","to":"b@inbox.example"}"#)),
+            ("a name twice, once escaped", send(#""hi","t\u006f":"b@inbox.example"}"#)),
+            ("a name twice in metadata", send(#""hi","metadata":{"k":"1","k":"2"}}"#)),
         ]
     }()
 
@@ -83,6 +86,26 @@ import TernTestSupport
                 #expect(reply.status == 400, "\(name), \(path): \(reply.status) \(reply.text)")
                 #expect(reply.errorField == "body", "\(name), \(path): \(reply.text)")
             }
+        }
+        #expect(try await h.storedKeys() == [])
+        await h.stop()
+    }
+
+    /// What the refusal says when the text is JSON this reader will not take.
+    @Test func theRefusalSaysWhatIsWrongWithTheText() async throws {
+        let h = try await Harness()
+        let cases: [(String, String)] = [
+            (#""hi","to":"b@inbox.example"}"#, #"has the name "to" twice in one object"#),
+            (#""hi","metadata":{"n":"# + String(repeating: "7", count: 5000) + "}}",
+             "holds a number too large to read"),
+            (#""hi","metadata":{"d":"# + String(repeating: "[", count: 600)
+                + String(repeating: "]", count: 600) + "}}", "is nested deeper than 512"),
+            (#""hi"#, "is not valid JSON"),
+        ]
+        for (tail, detail) in cases {
+            let reply = try await h.post(Array((Self.head + tail).utf8))
+            #expect(reply.status == 400 && reply.errorField == "body", "\(reply.text)")
+            #expect(reply.error["detail"] as? String == detail, "\(reply.text)")
         }
         #expect(try await h.storedKeys() == [])
         await h.stop()

@@ -10,8 +10,9 @@
 //
 // What it accepts is RFC 8259, no more: no trailing commas (JSONSerialization takes them),
 // no UTF-16 or UTF-32 text; a UTF-8 byte order mark before the text is skipped (§8.1 allows
-// it). A name given twice keeps its last value, as JSONSerialization does. Nesting deeper
-// than 512 is refused, so hostile text cannot exhaust the stack. Numbers come out as
+// it). A name given twice in one object is refused (§4 leaves its meaning open, and readers
+// differ: one that checked the first "to" must not see Tern send to the last). Nesting
+// deeper than 512 is refused, so hostile text cannot exhaust the stack. Numbers come out as
 // exactly the same NSNumber (or NSDecimalNumber) kinds as before: a plain count is made
 // here, as JSONSerialization makes it, any other number is handed to JSONSerialization.
 //
@@ -21,10 +22,12 @@
 import Foundation
 
 public enum JSONReading {
-    /// Text that is not JSON; `offset` is where the reading stopped.
-    public struct Invalid: Error, CustomStringConvertible {
+    /// Text that is not JSON, or JSON this reader will not take; `offset` is where the
+    /// reading stopped, `reason` what stopped it, as the end of a sentence about the text.
+    public struct Invalid: Error, Equatable, CustomStringConvertible {
         public let offset: Int
-        public var description: String { "not valid JSON at octet \(offset)" }
+        public var reason = "is not valid JSON"
+        public var description: String { "\(reason) (octet \(offset))" }
     }
 
     /// The most arrays and objects one inside another.
@@ -97,7 +100,9 @@ public enum JSONReading {
         /// Into an object or array, past its opening.
         mutating func nest() throws(Invalid) {
             depth += 1
-            if depth > JSONReading.maxDepth { throw Invalid(offset: i) }
+            if depth > JSONReading.maxDepth {
+                throw Invalid(offset: i, reason: "is nested deeper than \(JSONReading.maxDepth)")
+            }
             i += 1
         }
 
@@ -108,12 +113,16 @@ public enum JSONReading {
             repeat {
                 skipSpace()
                 guard i < text.count, text[i] == Byte.quote else { throw Invalid(offset: i) }
+                let at = i
                 let name = try string()
                 skipSpace()
                 guard i < text.count, text[i] == Byte.colon else { throw Invalid(offset: i) }
                 i += 1
                 skipSpace()
-                object[name] = try value()
+                if object.updateValue(try value(), forKey: name) != nil {
+                    let shown = Logger.printable(name, limit: 64)
+                    throw Invalid(offset: at, reason: "has the name \"\(shown)\" twice in one object")
+                }
             } while try another(Byte.closeBrace)
             return object
         }
@@ -181,7 +190,7 @@ public enum JSONReading {
             let token = Data(UnsafeBufferPointer(rebasing: text[start..<i]))
             // JSONSerialization refuses what a double cannot hold (1e400).
             guard let n = try? JSONSerialization.jsonObject(with: token, options: .fragmentsAllowed)
-            else { throw Invalid(offset: start) }
+            else { throw Invalid(offset: start, reason: "holds a number too large to read") }
             return n
         }
 

@@ -117,7 +117,7 @@ public struct SendRequest: Sendable, Equatable {
             // rather than that it is not JSON.
             parsed = try JSONReading.value(body, fragments: true)
         } catch {
-            throw ValidationError(field: "body", message: "is not valid JSON")
+            throw ValidationError(field: "body", message: error.reason)
         }
         guard let object = parsed as? [String: Any] else {
             throw ValidationError(field: "body", message: "must be a JSON object")
