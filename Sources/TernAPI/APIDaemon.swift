@@ -139,6 +139,12 @@ public struct APIDaemon: Daemon {
 
     /// Checks the key: what it may do, or the answer that refuses the request.
     func authorize(_ request: HTTPRequest) -> Result<APIKeys.Grant, Refusal> {
+        // RFC 9110 §5.3: a field that is not a list may appear once; with two, which key is
+        // meant is a guess, and a proxy may have checked the other one.
+        guard request.headers.values("Authorization").count <= 1 else {
+            return .failure(Refusal(.error(400, "more than one Authorization field",
+                                           field: "Authorization")))
+        }
         switch settings.keys.check(request.headers["Authorization"]) {
         case .allowed(let grant):
             return .success(grant)

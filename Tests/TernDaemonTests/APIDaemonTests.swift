@@ -250,6 +250,11 @@ import TernTestSupport
         let basic = try await h.post(Self.json(Self.valid()), key: nil,
                                      headers: [("Authorization", "Basic dXNlcjpwdw==")])
         #expect(basic.status == 401)
+        // Two keys: which one is meant is a guess, whichever of them is good.
+        let twoKeys = try await h.post(Self.json(Self.valid()), key: nil, headers: [
+            ("Authorization", "Bearer \(APIDaemonTests.key)"),
+            ("Authorization", "Bearer \(APIDaemonTests.acmeKey)")])
+        #expect(twoKeys.status == 400 && twoKeys.errorField == "Authorization")
         // Nothing at all reached Redis: no record, no history, no stream entry.
         #expect(try await h.storedKeys() == [])
         await h.stop()

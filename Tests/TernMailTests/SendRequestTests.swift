@@ -201,6 +201,7 @@ import TernMail
         ("{\(base),\"text\":\"t\",\"tags\":[\"a\",2]}", "tags[1]", "must be a string"),
         ("{\(base),\"text\":\"t\",\"tags\":[\"a\",\"\"]}", "tags[1]", "1 to 64"),
         ("{\(base),\"text\":\"t\",\"tags\":[\"a\",\"a\"]}", "tags[1]", "repeats"),
+        ("{\(base),\"text\":\"t\",\"tags\":[\"a\\u202Eb\"]}", "tags[0]", "bidirectional"),
         ("{\(base),\"text\":\"t\",\"tags\":[\(String(repeating: "\"t\",", count: 11))\"x\"]}",
          "tags", "the limit is 10"),
         ("{\(base),\"text\":\"t\",\"send_at\":\"tomorrow\"}", "send_at", "RFC 3339"),

@@ -397,11 +397,15 @@ public struct SendRequest: Sendable, Equatable {
             guard let tag = item as? String else {
                 throw ValidationError(field: field, message: "must be a string")
             }
+            // Tags are shown to people (ternctl, webhooks' consumers): nothing that hides or
+            // reorders text, as in metadata.
             guard (1...maxTagBytes).contains(tag.utf8.count),
-                  !tag.unicodeScalars.contains(where: EmailAddress.isControl)
+                  !tag.unicodeScalars.contains(where: {
+                      EmailAddress.isControl($0) || EmailAddress.isBidiControl($0)
+                  })
             else {
                 throw ValidationError(field: field, message: "must be 1 to \(maxTagBytes) "
-                    + "octets without control characters")
+                    + "octets without control or bidirectional control characters")
             }
             guard !tags.contains(tag) else {
                 throw ValidationError(field: field, message: "repeats an earlier tag")
