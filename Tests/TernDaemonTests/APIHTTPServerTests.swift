@@ -390,16 +390,15 @@ func withServer(_ configure: (inout HTTPServerSettings) -> Void = { _ in },
                                $0.requestTimeout = .seconds(120)
                                $0.shedAfter = .milliseconds(300) }) { h in
             // Slowloris: four clients take every connection, two with half a request head,
-            // two saying nothing, one after another.
+            // two saying nothing, one after another: each accepted before the next connects.
             var slow: [RawHTTP] = []
             for n in 0..<4 {
                 let client = try await RawHTTP.connect(h.address)
                 if n % 2 == 0 { try await client.send("GET / HTTP/1.1\r\nHost: t\r\n") }
                 slow.append(client)
-                try await Task.sleep(for: .milliseconds(50))
-            }
-            for _ in 0..<200 where h.server.connectionCount < 4 {
-                try await Task.sleep(for: .milliseconds(10))
+                for _ in 0..<500 where h.server.connectionCount <= n {
+                    try await Task.sleep(for: .milliseconds(10))
+                }
             }
             #expect(h.server.connectionCount == 4)
             // A fifth is served long before any of them would time out: the one that has
@@ -413,6 +412,58 @@ func withServer(_ configure: (inout HTTPServerSettings) -> Void = { _ in },
                                    + "\r\n\r\n")
             #expect(try await slow[1].response().status == 200)
         }
+    }
+
+    /// A server that has accepted a connection but not served it yet, with the client's
+    /// socket beside it.
+    static func unserved(shedAfter: Duration, handled: HoldCount) async throws
+        -> (HTTPServer, TCPListener, TCPConnection, TCPConnection, UInt64)
+    {
+        var settings = HTTPServerSettings(maxBody: 1000)
+        settings.shedAfter = shedAfter
+        let listener = try TCPListener(address: SocketAddress("127.0.0.1:0")!)
+        let server = HTTPServer(listener: listener, settings: settings,
+                                logger: Logger(label: "http-test", sink: MemoryLogSink())) { _ in
+            handled.enter()
+            handled.leave()
+            return .text(200, "handled")
+        }
+        let client = try await TCPConnection.connect(to: listener.address)
+        let accepted = try await listener.accept()
+        let id = try #require(server.register(accepted))
+        return (server, listener, client, accepted, id)
+    }
+
+    /// Shed while its request still lay in the kernel: the request is read all the same, but
+    /// the client is cut off and would never see the answer, so it is not handled (a POST
+    /// taken with its answer lost is a message the client sends again).
+    @Test func aRequestOnAShedConnectionIsNotHandled() async throws {
+        let handled = HoldCount()
+        let (server, listener, client, accepted, id) = try await Self.unserved(
+            shedAfter: .zero, handled: handled)
+        defer { listener.close(); client.close() }
+        try await client.write(Array("GET / HTTP/1.1\r\nHost: t\r\n\r\n".utf8))
+        var arrived = pollfd(fd: accepted.fd, events: Int16(POLLIN), revents: 0)
+        for _ in 0..<500 where poll(&arrived, 1, 0) == 0 {
+            try await Task.sleep(for: .milliseconds(10))
+        }
+        server.shedLongestWaiting()
+        await server.serveConnection(accepted, id: id)
+        #expect(handled.peak == 0)
+        #expect(server.connectionCount == 0)
+        #expect(try await client.read(max: 100, deadline: .now + .seconds(5)) == [])
+    }
+
+    /// A connection waits from its accept: its task getting to run late, on a loaded
+    /// server, does not make it new.
+    @Test func aConnectionHasWaitedSinceItsAccept() async throws {
+        let (server, listener, client, accepted, id) = try await Self.unserved(
+            shedAfter: .milliseconds(100), handled: HoldCount())
+        defer { listener.close(); client.close(); accepted.close() }
+        try await Task.sleep(for: .milliseconds(150))
+        #expect(server.mark(id, busy: false))   // what its task does first
+        server.shedLongestWaiting()
+        #expect(try await client.read(max: 100, deadline: .now + .seconds(5)) == [])
     }
 
     @Test func shutdownLetsTheRequestInProgressFinish() async throws {

@@ -146,7 +146,7 @@ public final class HTTPServer: Sendable {
         }
     }
 
-    private func register(_ connection: TCPConnection) -> UInt64? {
+    func register(_ connection: TCPConnection) -> UInt64? {
         registry.withLock { r -> UInt64? in
             guard !r.draining else { return nil }
             r.next += 1
@@ -157,7 +157,7 @@ public final class HTTPServer: Sendable {
 
     /// Closes the connection that has waited longest, at least `shedAfter`, for a request
     /// that has not reached its handler; its own task sees the end of the stream and leaves.
-    private func shedLongestWaiting() {
+    func shedLongestWaiting() {
         let now = ContinuousClock.now
         let report = registry.withLock { r -> Int? in
             let candidates = r.connections.filter {
@@ -193,10 +193,12 @@ public final class HTTPServer: Sendable {
 
     /// Marks a connection busy (a request has begun) or idle. Returns false for idle when
     /// the server is draining: the connection should close instead of waiting.
-    private func mark(_ id: UInt64, busy: Bool) -> Bool {
+    func mark(_ id: UInt64, busy: Bool) -> Bool {
         registry.withLock { r in
             r.connections[id]?.busy = busy
-            if !busy {
+            // Its wait starts when it is accepted or answered, not when its task gets to run:
+            // on a loaded server the two can be far apart.
+            if !busy, r.connections[id]?.handling == true {
                 r.connections[id]?.handling = false
                 r.connections[id]?.waitingSince = .now
             }
@@ -204,9 +206,15 @@ public final class HTTPServer: Sendable {
         }
     }
 
-    /// The request is with its handler from now on: the connection is not to be shed.
-    private func markHandling(_ id: UInt64) {
-        registry.withLock { $0.connections[id]?.handling = true }
+    /// The request is with its handler from now on: the connection is not to be shed. False
+    /// when it was shed already: the request may still have been read from what the kernel
+    /// held, but the client is cut off and would never see the answer.
+    func markHandling(_ id: UInt64) -> Bool {
+        registry.withLock { r in
+            guard r.connections[id]?.shed == false else { return false }
+            r.connections[id]?.handling = true
+            return true
+        }
     }
 
     private var draining: Bool { registry.withLock { $0.draining } }
@@ -244,7 +252,7 @@ public final class HTTPServer: Sendable {
         case gone
     }
 
-    private func serveConnection(_ connection: TCPConnection, id: UInt64) async {
+    func serveConnection(_ connection: TCPConnection, id: UInt64) async {
         let reader = LineReader(connection)
         while mark(id, busy: false) {
             switch await readRequest(reader, connection: connection, id: id) {
@@ -266,7 +274,10 @@ public final class HTTPServer: Sendable {
                 return
             case .request(let request, let keepAlive, let head):
                 let started = ContinuousClock.now
-                markHandling(id)
+                guard markHandling(id) else {
+                    finish(connection, id: id)
+                    return
+                }
                 var response = await handler(request)
                 response.headers.set("X-Request-Id", request.requestID)
                 let close = !keepAlive || draining
