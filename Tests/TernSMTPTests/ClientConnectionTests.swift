@@ -24,6 +24,8 @@ final class ScriptedServer: Sendable {
         case waitForClose
         /// Closes the connection.
         case hangUp
+        /// Runs this with the connection (to wait for the test, or to tell it something).
+        case run(@Sendable (TCPConnection) async -> Void)
     }
 
     struct Transcript: Sendable {
@@ -80,6 +82,8 @@ final class ScriptedServer: Sendable {
                 return t
             case .hangUp:
                 return t
+            case .run(let body):
+                await body(conn)
             }
         }
         // Whatever else the client sends (a QUIT it should not send) is recorded too.

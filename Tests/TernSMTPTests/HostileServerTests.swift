@@ -4,6 +4,7 @@
 // timeout as a clear deferral (ambiguous after the final dot), with bounded memory and text
 // that is safe to store and log.
 
+import Foundation
 import Testing
 import TernCore
 import TernMail
@@ -246,6 +247,47 @@ import TernMail
             return
         }
         let first = await connection.send(C.message("x\r\n"))
+        let second = await connection.send(C.message("y\r\n"))
+        connection.close()
+        let t = try await server.transcript()
+        #expect(first.outcome == .delivered && first.text == "2.0.0 queued")
+        #expect(second.outcome == .deferred && second.stage == .mail && second.reply == nil)
+        #expect(second.text == "protocol error: the server replied before it was asked "
+                + "waiting for the reply to MAIL")
+        #expect(t.lines.filter { $0.hasPrefix("MAIL") }.count == 1)
+    }
+
+    /// A reply that comes while the session idles, after the last answer was read (a server
+    /// closing an idle session, a late second answer to the dot), is looked for before the
+    /// next MAIL: it ends the session, as a stale one, instead of passing for MAIL's answer.
+    @Test func aReplySentWhileTheSessionIdlesIsFoundBeforeTheNextMAIL() async throws {
+        let (asked, ask) = AsyncStream.makeStream(of: Void.self)
+        let (said, say) = AsyncStream.makeStream(of: Void.self)
+        let server = try ScriptedServer([Self.greeting] + Self.ehlo + [
+            .read, .read, .read, .say(["250 ok", "250 ok", "354 go"]), .readData,
+            .say(["250 2.0.0 queued"]),
+            .run { _ in for await _ in asked { break } },
+            .say(["250 2.0.0 queued again"]),
+            .run { conn in
+                // Until the client's kernel has it all (acknowledged), then tell the test.
+                var unacknowledged: Int32 = 1
+                for _ in 0..<1000 where unacknowledged > 0 {
+                    if ioctl(conn.fd, UInt(TIOCOUTQ), &unacknowledged) != 0 { break }
+                    if unacknowledged > 0 { try? await Task.sleep(for: .milliseconds(5)) }
+                }
+                say.yield()
+            },
+        ])
+        guard case .ready(let connection, _) = await SMTPClient.open(
+            to: server.address, mxHost: "mx.test", from: nil, helo: "out1.tern.example",
+            timeouts: Self.timeouts { $0.rcpt = .milliseconds(300) })
+        else {
+            Issue.record("the session did not open")
+            return
+        }
+        let first = await connection.send(C.message("x\r\n"))
+        ask.yield()
+        for await _ in said { break }
         let second = await connection.send(C.message("y\r\n"))
         connection.close()
         let t = try await server.transcript()
