@@ -32,14 +32,20 @@ import TernTestSupport
         return (tls, secure)
     }
 
-    @Test func aVerifiedSessionCarriesBytesBothWays() async throws {
-        let certs = try await TestCertificates.make()
-        defer { certs.remove() }
+    /// A session for mx.test.example whose certificate the client verifies.
+    static func verifiedSession(_ certs: TestCertificates) async throws
+        -> (client: TLSStream, server: TLSStream)
+    {
         let leaf = try await certs.leaf("mx.test.example")
         let server = try TLSContext.server(certificateFile: leaf.certificate, keyFile: leaf.key)
         let client = try TLSContext.client(caFile: certs.caFile)
-        let (c, s) = try await Self.handshake(server: server, client: client,
-                                              host: "mx.test.example")
+        return try await handshake(server: server, client: client, host: "mx.test.example")
+    }
+
+    @Test func aVerifiedSessionCarriesBytesBothWays() async throws {
+        let certs = try await TestCertificates.make()
+        defer { certs.remove() }
+        let (c, s) = try await Self.verifiedSession(certs)
         #expect(c.info.verified && c.info.verifyError == "")
         #expect(c.info.version == "TLSv1.3" && s.info.version == "TLSv1.3")
         #expect(c.info.cipher.hasPrefix("TLS_") && c.info.cipher == s.info.cipher)
@@ -65,11 +71,7 @@ import TernTestSupport
     @Test func readIfReadyTakesWhatHasArrivedWithoutWaiting() async throws {
         let certs = try await TestCertificates.make()
         defer { certs.remove() }
-        let leaf = try await certs.leaf("mx.test.example")
-        let server = try TLSContext.server(certificateFile: leaf.certificate, keyFile: leaf.key)
-        let client = try TLSContext.client(caFile: certs.caFile)
-        let (c, s) = try await Self.handshake(server: server, client: client,
-                                              host: "mx.test.example")
+        let (c, s) = try await Self.verifiedSession(certs)
         // Nothing sent (the session tickets TLS 1.3 sends after the handshake are no data).
         #expect(try c.readIfReady(max: 100) == nil)
         try await s.write(Array("250 spare\r\n".utf8), deadline: .now + .seconds(5))

@@ -51,6 +51,16 @@ import TernSender
         return (h, peer)
     }
 
+    /// The results of two messages to `domain`, the second sent once the first has its result.
+    static func oneAfterAnother(_ h: SenderHarness, _ domain: String) async throws
+        -> ([String: String], [String: String])
+    {
+        let one = try await h.submit(to: "one@" + domain)
+        let first = try await h.result(one)
+        let two = try await h.submit(to: "two@" + domain)
+        return (first, try await h.result(two))
+    }
+
     static func stop(_ h: SenderHarness, _ peer: TestPeer) async {
         await h.stop()
         peer.stop()
@@ -101,11 +111,9 @@ import TernSender
     @Test func a421MidSessionEndsItAndTheMessageGoesOnAFreshConnection() async throws {
         let (h, peer) = try await Self.start(["TERN_GROUP_MAX_CONNECTIONS": "1"])
         let addr = "127.0.0.44"
-        let one = try await h.submit(to: "one@closing.example")
-        #expect(try await h.result(one)["outcome"] == "delivered")
         // The second MAIL on that session gets 421 and the peer hangs up.
-        let two = try await h.submit(to: "two@closing.example")
-        let r = try await h.result(two)
+        let (first, r) = try await Self.oneAfterAnother(h, "closing.example")
+        #expect(first["outcome"] == "delivered")
         #expect(r["outcome"] == "delivered", "\(r)")
         try await peer.wait(addr, "messages", atLeast: 2)
         #expect(peer.count(addr, "connections") == 2 && peer.count(addr, "messages") == 2)
@@ -118,10 +126,8 @@ import TernSender
     @Test func aSecondAnswerToTheDotSendsTheNextMessageOnAFreshConnection() async throws {
         let (h, peer) = try await Self.start(["TERN_GROUP_MAX_CONNECTIONS": "1"])
         let addr = "127.0.0.54"
-        let one = try await h.submit(to: "one@twice.example")
-        #expect(try await h.result(one)["outcome"] == "delivered")
-        let two = try await h.submit(to: "two@twice.example")
-        let r = try await h.result(two)
+        let (first, r) = try await Self.oneAfterAnother(h, "twice.example")
+        #expect(first["outcome"] == "delivered")
         #expect(r["outcome"] == "delivered" && r["reply"] == "2.0.0 ok", "\(r)")
         try await peer.wait(addr, "messages", atLeast: 2)
         #expect(peer.count(addr, "connections") == 2 && peer.count(addr, "messages") == 2)
