@@ -96,6 +96,22 @@ import TernTestSupport
         c.close()
     }
 
+    @Test func readIfReadyFindsARecordAnEarlierReadLeftBehind() async throws {
+        let certs = try await TestCertificates.make()
+        defer { certs.remove() }
+        let (c, s) = try await Self.verifiedSession(certs)
+        // Two records, both in the client's socket before it reads: the read that returns
+        // the first takes the second's ciphertext from the socket too, and keeps it.
+        try await s.write(Array("250 ok\r\n".utf8), deadline: .now + .seconds(5))
+        try await s.write(Array("250 spare\r\n".utf8), deadline: .now + .seconds(5))
+        try await Task.sleep(for: .milliseconds(300))
+        #expect(try await c.read(max: 100, deadline: .now + .seconds(5))
+                == Array("250 ok\r\n".utf8))
+        #expect(try c.readIfReady(max: 100) == Array("250 spare\r\n".utf8))
+        c.close()
+        s.close()
+    }
+
     @Test func aWrongNameOrAnUnknownCAStillEncryptsButIsNotVerified() async throws {
         let certs = try await TestCertificates.make()
         defer { certs.remove() }

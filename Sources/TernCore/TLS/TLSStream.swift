@@ -158,6 +158,19 @@ public final class TLSStream: ByteStream, @unchecked Sendable {
     }
 
     public func readIfReady(max: Int) throws -> [UInt8]? {
+        // Asked before every message of a reused session, and mostly nothing has come: then
+        // no buffer is made and OpenSSL is not called. Nothing means nothing in OpenSSL's
+        // record buffer and no ciphertext left in the input BIO by an earlier read either.
+        let held = lock.withLock { _ in
+            SSL_has_pending(ssl) != 0 || BIO_ctrl_pending(input) > 0
+        }
+        if !held {
+            guard let bytes = try lower.readIfReady(max: 16384) else { return nil }
+            if bytes.isEmpty { return [] }
+            lock.withLock { _ in
+                _ = bytes.withUnsafeBytes { BIO_write(input, $0.baseAddress, Int32($0.count)) }
+            }
+        }
         var buffer = [UInt8](repeating: 0, count: max)
         while true {
             let (n, error) = call {
