@@ -47,6 +47,8 @@ import TernMail
         ("plain\r\n", "plain\r\n"),
         ("..", "."),
         ("", ""),
+        // A lone dot has nothing after it to unstuff (§4.5.2): it stays, as text.
+        ("a\r\n.\r\nb\r\n", "a\r\n.\r\nb\r\n"),
     ])
     func unstuff(_ input: String, _ expected: String) {
         #expect(MessageBody.unstuff(bytes(input)) == bytes(expected))

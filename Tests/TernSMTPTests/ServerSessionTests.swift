@@ -124,7 +124,7 @@ struct Dialogue {
         #expect(d.send(".") == 250)
         try #require(d.delivered.count == 1)
         #expect(String(decoding: d.delivered[0].1, as: UTF8.self)
-                == "text\r\n\r\n\r\nMAIL FROM:<>\r\n")
+                == "text\r\n.\r\n.\r\nMAIL FROM:<>\r\n")
         #expect(d.session.phase == .ready)
     }
 

@@ -168,7 +168,7 @@ final class ServerHarness: Sendable {
         #expect(stored.count == 1)
         #expect(stored.first?.0.recipients == ["a@b.example"])
         #expect(stored.first.map { String(decoding: $0.1, as: UTF8.self) }
-                == "one\r\n\r\nMAIL FROM:<>\r\nRCPT TO:<x@b.example>\r\nDATA\r\ntwo\r\n")
+                == "one\r\n.\r\nMAIL FROM:<>\r\nRCPT TO:<x@b.example>\r\nDATA\r\ntwo\r\n")
         await h.stop()
     }
 

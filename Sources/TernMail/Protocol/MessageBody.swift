@@ -110,8 +110,9 @@ public enum MessageBody {
         }
     }
 
-    /// The receiving side of §4.5.2: removes the first "." of every line that starts with
-    /// one. `data` is what arrived before the ".\r\n" terminator line.
+    /// The receiving side of §4.5.2: removes the first "." of every line that starts with one
+    /// and has more after it. `data` is what arrived before the ".\r\n" terminator line (a
+    /// lone "." line in it is text: one whose line ending was a bare LF).
     public static func unstuff(_ data: [UInt8]) -> [UInt8] {
         var out = [UInt8]()
         out.reserveCapacity(data.count)
@@ -120,7 +121,9 @@ public enum MessageBody {
             var runStart = 0
             for i in 0..<input.count {
                 let b = input[i]
-                if atLineStart && b == dot {
+                if atLineStart && b == dot && i + 1 < input.count
+                    && input[i + 1] != cr && input[i + 1] != lf
+                {
                     out.append(contentsOf: UnsafeBufferPointer(rebasing: input[runStart..<i]))
                     runStart = i + 1
                 }
