@@ -11,8 +11,8 @@ connection, answer the next MAIL with 421 and close); `stall` (greet, then never
 connection after the final dot without a reply: the outcome is ambiguous); `greet554` (greet
 with 554 and then answer only QUIT); `badtls` (offer STARTTLS, answer it with 220 and then
 garbage instead of a TLS handshake, and close); `twice` (answer the final dot twice, the
-second right after the first: it answers nothing the client asked); `quitstall` (take QUIT and never
-answer it, holding the connection until the client closes it). Recipients whose
+second right after the first: it answers nothing the client asked); `quitstall` (take QUIT
+and never answer it, holding the connection until the client closes it). Recipients whose
 local part starts with "reject" get 550 5.1.1 at RCPT.
 
 Counters per address go to --stats as JSON about every 100 ms when they change:
