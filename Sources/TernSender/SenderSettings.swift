@@ -40,8 +40,8 @@ public struct SenderSettings: Sendable {
     /// TERN_SENDER_GRACE: on shutdown, how long deliveries in flight may take to finish;
     /// those still running then are abandoned and stay pending for a later claim.
     public let grace: Duration
-    /// TERN_SMTP_TIMEOUT_{CONNECT,GREETING,EHLO,MAIL,RCPT,DATA,BLOCK,DOT,QUIT}: the waits of
-    /// RFC 5321 §4.5.3.2 (defaults are its minimums) and two of Tern's own.
+    /// TERN_SMTP_TIMEOUT_{CONNECT,GREETING,EHLO,MAIL,RCPT,DATA,BLOCK,TEXT,DOT,QUIT}: the waits
+    /// of RFC 5321 §4.5.3.2 (defaults are its minimums) and three of Tern's own.
     public let timeouts: SMTPClientTimeouts
     /// TERN_HOSTNAME: the EHLO name when a `ready` entry carries none.
     public let hostname: String
@@ -92,6 +92,7 @@ public struct SenderSettings: Sendable {
         t.rcpt = try env.duration("TERN_SMTP_TIMEOUT_RCPT", default: t.rcpt)
         t.dataInitiation = try env.duration("TERN_SMTP_TIMEOUT_DATA", default: t.dataInitiation)
         t.dataBlock = try env.duration("TERN_SMTP_TIMEOUT_BLOCK", default: t.dataBlock)
+        t.text = try env.duration("TERN_SMTP_TIMEOUT_TEXT", default: t.text)
         t.dataTermination = try env.duration("TERN_SMTP_TIMEOUT_DOT", default: t.dataTermination)
         t.quit = try env.duration("TERN_SMTP_TIMEOUT_QUIT", default: t.quit)
         timeouts = t

@@ -216,6 +216,34 @@ final class ScriptedServer: Sendable {
         #expect(result.code == 0 && result.enhanced == "4.4.2")
     }
 
+    @Test func aServerThatReadsTheTextAtATrickleIsGivenUpOnAsAWhole() async throws {
+        // It takes 16 KiB every 100 ms for five seconds: each chunk goes within its own
+        // timeout, the whole text would take minutes. (Without the cap the client would see
+        // the server hang up instead, not a timeout.)
+        let trickle = ScriptedServer.Step.run { conn in
+            let until = ContinuousClock.now + .seconds(5)
+            while ContinuousClock.now < until {
+                guard let more = try? await conn.read(max: 16384, deadline: until),
+                      !more.isEmpty else { return }
+                try? await Task.sleep(for: .milliseconds(100))
+            }
+        }
+        // No SIZE limit, and far more text than the socket buffers on both sides hold.
+        let server = try ScriptedServer([Self.greeting, .read, .say(["250 mx.test"]),
+            .read, .say(["250 Ok"]), .read, .say(["250 Ok"]), .read, .say(["354 go"]),
+            trickle, .hangUp,
+        ])
+        let line = String(repeating: "a", count: 998) + "\r\n"
+        let body = "Subject: big\r\n\r\n" + String(repeating: line, count: 40_000)
+        var timeouts = SMTPClientTimeouts()
+        timeouts.dataBlock = .seconds(10)
+        timeouts.text = .seconds(1)
+        let result = await Self.deliver(Self.message(body), to: server, timeouts: timeouts)
+        _ = try await server.transcript()
+        #expect(result.outcome == .deferred && result.stage == .data, "\(result)")
+        #expect(result.text.contains("timed out"), "\(result.text)")
+    }
+
     @Test func connectionDroppedAfterTheDotIsAmbiguous() async throws {
         let server = try ScriptedServer([Self.greeting] + Self.ehlo + [
             .read, .say(["250 Ok"]), .read, .say(["250 Ok"]), .read, .say(["354 go"]),

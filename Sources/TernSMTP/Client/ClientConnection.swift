@@ -187,11 +187,12 @@ public final class SMTPClientConnection: @unchecked Sendable {
     private func write(_ bytes: [UInt8], chunkTimeout: Duration) async -> SMTPLinkFailure? {
         if closed { return .closed }
         var offset = 0
+        let whole = ContinuousClock.now + session.timeouts.text
         do {
             repeat {
                 let end = min(bytes.count, offset + Self.chunkSize)
                 let chunk = offset == 0 && end == bytes.count ? bytes : Array(bytes[offset..<end])
-                try await stream.write(chunk, deadline: .now + chunkTimeout)
+                try await stream.write(chunk, deadline: min(.now + chunkTimeout, whole))
                 offset = end
             } while offset < bytes.count
             return nil

@@ -37,6 +37,10 @@ public struct SMTPClientTimeouts: Sendable, Equatable {
     public var dataInitiation: Duration = .seconds(120)
     /// Each chunk of the message text written: 3 minutes (§4.5.3.2.5).
     public var dataBlock: Duration = .seconds(180)
+    /// All of the message text written, however the server paces its reading (Tern's own:
+    /// the RFC bounds each chunk only, so a server taking a chunk every 179 s could hold a
+    /// session for hours). 30 minutes carries 25 MB at 15 KB a second.
+    public var text: Duration = .seconds(1800)
     /// The reply to the final dot: 10 minutes (§4.5.3.2.6).
     public var dataTermination: Duration = .seconds(600)
     /// The QUIT reply; the outcome is known by then, so this is short.
