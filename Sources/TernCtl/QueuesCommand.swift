@@ -246,7 +246,7 @@ enum MessageCommand {
         }
         func objects(_ v: RedisValue) -> [Any] {
             (v.array ?? []).compactMap { $0.string }.compactMap {
-                try? JSONSerialization.jsonObject(with: Data($0.utf8))
+                try? JSONReading.value($0)
             }
         }
         doc["history"] = objects(replies[1])

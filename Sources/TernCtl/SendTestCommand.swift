@@ -153,7 +153,7 @@ struct APIEndpoint {
         let body: [UInt8]
         var text: String { String(decoding: body, as: UTF8.self) }
         var json: [String: Any] {
-            (try? JSONSerialization.jsonObject(with: Data(body))) as? [String: Any] ?? [:]
+            (try? JSONReading.value(body)) as? [String: Any] ?? [:]
         }
     }
 

@@ -73,6 +73,9 @@ import TernCore
 
     @Test(arguments: [
         (#"[1]"#, "not a JSON object"),
+        (#"{"providers": [],}"#, "is not valid JSON (octet 17)"),
+        (#"{"providers": [{"name": "gmail", "name": "yahoo"}]}"#,
+         #"has the name "name" twice in one object"#),
         (#"{"profiles": []}"#, "unknown key 'profiles'"),
         (#"{"providers": [{"messagesPerMinute": 3}]}"#, "providers[0].name: missing"),
         (#"{"providers": [{"name": "gmail", "rate": 3}]}"#, "unknown field 'rate'"),

@@ -108,8 +108,7 @@ public struct WebhookSettings: Sendable {
             }
             text = String(decoding: data, as: UTF8.self)
         }
-        guard let list = try? JSONSerialization.jsonObject(with: Data(text.utf8))
-            as? [[String: Any]] else {
+        guard let list = try? JSONReading.value(Array(text.utf8)) as? [[String: Any]] else {
             throw ConfigError(name, "is not a JSON array of endpoint objects")
         }
         var endpoints: [WebhookEndpoint] = []

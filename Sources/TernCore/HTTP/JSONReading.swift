@@ -15,9 +15,6 @@
 // deeper than 512 is refused, so hostile text cannot exhaust the stack. Numbers come out as
 // exactly the same NSNumber (or NSDecimalNumber) kinds as before: a plain count is made
 // here, as JSONSerialization makes it, any other number is handed to JSONSerialization.
-//
-// Known shortcoming: ternctl and the provider catalogue still read with JSONSerialization
-// (operators' files and Tern's own documents, not clients' text), so a U+FEFF there is lost.
 
 import Foundation
 

@@ -138,8 +138,7 @@ public struct QueueView: Sendable {
             // A domain of no profile keeps its own rate (`default:<domain>`).
             let name = scope.hasPrefix("default:") ? "default" : scope
             guard var entry = byName[name],
-                  let object = (try? JSONSerialization.jsonObject(with: Data(json.utf8)))
-                    as? [String: Any]
+                  let object = (try? JSONReading.value(json)) as? [String: Any]
             else { continue }
             var rate: [String: Any] = ["ip": ip, "scope": scope,
                                        "state": object["state"] ?? "steady",

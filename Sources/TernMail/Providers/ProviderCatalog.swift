@@ -100,9 +100,13 @@ extension ProviderCatalog {
         func fail(_ text: String) -> ConfigError {
             ConfigError("TERN_PROVIDERS_FILE", "\(file): \(text)")
         }
-        guard let root = try? JSONSerialization.jsonObject(with: data) as? [String: Any] else {
-            throw fail("not a JSON object")
+        let parsed: Any
+        do {
+            parsed = try JSONReading.value(Array(data))
+        } catch {
+            throw fail(error.description)
         }
+        guard let root = parsed as? [String: Any] else { throw fail("not a JSON object") }
         if let extra = Set(root.keys).subtracting(["providers"]).sorted().first {
             throw fail("unknown key '\(extra)' (expected \"providers\")")
         }
@@ -122,7 +126,7 @@ extension ProviderCatalog {
             let existing = profiles.firstIndex { $0.name == name }
             if let existing {
                 let encoded = try JSONEncoder().encode(profiles[existing])
-                merged = (try JSONSerialization.jsonObject(with: encoded) as? [String: Any]) ?? [:]
+                merged = (try JSONReading.value(Array(encoded)) as? [String: Any]) ?? [:]
             } else {
                 merged = ["domains": [String](), "mxPatterns": [String](),
                           "poolMessagesPerMinute": 0, "slowDownPatterns": [String](),
