@@ -118,7 +118,8 @@ public enum JSONReading {
                 skipSpace()
                 if object.updateValue(try value(), forKey: name) != nil {
                     let shown = Logger.printable(name, limit: 64)
-                    throw Invalid(offset: at, reason: "has the name \"\(shown)\" twice in one object")
+                    throw Invalid(offset: at,
+                                  reason: "has the name \"\(shown)\" twice in one object")
                 }
             } while try another(Byte.closeBrace)
             return object

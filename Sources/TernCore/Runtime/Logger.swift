@@ -106,11 +106,22 @@ public struct Logger: Sendable {
         return s.unicodeScalars.count > limit ? out + "…" : out
     }
 
-    /// C0 and C1 controls, DEL, and the invisible controls that reorder how text is shown
-    /// (Trojan Source, CVE-2021-42574): a remote's reply must not act on the reader's screen.
+    /// C0 and C1 controls, DEL, and the invisible controls that reorder how text is shown:
+    /// a remote's reply must not act on the reader's screen.
     public static func isUnprintable(_ s: Unicode.Scalar) -> Bool {
-        switch s.value {
-        case 0..<0x20, 0x7F...0x9F, 0x200E, 0x200F, 0x202A...0x202E, 0x2066...0x2069: true
+        s.isControlCharacter || s.isBidiControl
+    }
+}
+
+extension Unicode.Scalar {
+    /// A C0 or C1 control character or DEL.
+    public var isControlCharacter: Bool { value < 0x20 || (0x7F...0x9F).contains(value) }
+
+    /// An invisible control that reorders how text is shown (U+200E, U+200F, U+202A-U+202E,
+    /// U+2066-U+2069): it makes text look like other text (Trojan Source, CVE-2021-42574).
+    public var isBidiControl: Bool {
+        switch value {
+        case 0x200E, 0x200F, 0x202A...0x202E, 0x2066...0x2069: true
         default: false
         }
     }

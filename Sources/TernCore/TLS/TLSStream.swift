@@ -167,9 +167,7 @@ public final class TLSStream: ByteStream, @unchecked Sendable {
         if !held {
             guard let bytes = try lower.readIfReady(max: 16384) else { return nil }
             if bytes.isEmpty { return [] }
-            lock.withLock { _ in
-                _ = bytes.withUnsafeBytes { BIO_write(input, $0.baseAddress, Int32($0.count)) }
-            }
+            feed(bytes)
         }
         var buffer = [UInt8](repeating: 0, count: max)
         while true {
@@ -188,9 +186,7 @@ public final class TLSStream: ByteStream, @unchecked Sendable {
             case SSL_ERROR_WANT_READ, SSL_ERROR_WANT_WRITE:
                 guard let bytes = try lower.readIfReady(max: 16384) else { return nil }
                 if bytes.isEmpty { return [] }
-                lock.withLock { _ in
-                    _ = bytes.withUnsafeBytes { BIO_write(input, $0.baseAddress, Int32($0.count)) }
-                }
+                feed(bytes)
             default:
                 throw failure("TLS read failed", code: error)
             }
@@ -262,10 +258,15 @@ public final class TLSStream: ByteStream, @unchecked Sendable {
     private func fill(deadline: ContinuousClock.Instant?) async throws -> Bool {
         let bytes = try await lower.read(max: 16384, deadline: deadline)
         if bytes.isEmpty { return false }
+        feed(bytes)
+        return true
+    }
+
+    /// Hands ciphertext from the peer to OpenSSL's input BIO.
+    private func feed(_ bytes: [UInt8]) {
         lock.withLock { _ in
             _ = bytes.withUnsafeBytes { BIO_write(input, $0.baseAddress, Int32($0.count)) }
         }
-        return true
     }
 
     private func failure(_ what: String, code: Int32) -> TLSError {

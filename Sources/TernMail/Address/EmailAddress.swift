@@ -189,16 +189,9 @@ public struct EmailAddress: Sendable, Hashable, CustomStringConvertible {
     // MARK: - Local part
 
     /// C0 controls, DEL and C1 controls: none may appear anywhere in an address.
-    static func isControl(_ s: Unicode.Scalar) -> Bool {
-        s.value < 0x20 || (0x7F...0x9F).contains(s.value)
-    }
+    static func isControl(_ s: Unicode.Scalar) -> Bool { s.isControlCharacter }
 
-    static func isBidiControl(_ s: Unicode.Scalar) -> Bool {
-        switch s.value {
-        case 0x200E, 0x200F, 0x202A...0x202E, 0x2066...0x2069: return true
-        default: return false
-        }
-    }
+    static func isBidiControl(_ s: Unicode.Scalar) -> Bool { s.isBidiControl }
 
     /// Non-ASCII characters allowed by RFC 6531's UTF8-non-ascii, minus separators and
     /// unassigned code points, which have no business in an address.

@@ -47,7 +47,9 @@ public struct DKIMSigner: Sendable {
             message += [0x0D, 0x0A]
         }
         let (fields, bodyStart) = DKIMSigner.headerFields(message)
-        guard let from = DKIMSigner.fromDomain(fields, of: message) else { return (message, .unsigned(fromDomain: nil)) }
+        guard let from = DKIMSigner.fromDomain(fields, of: message) else {
+            return (message, .unsigned(fromDomain: nil))
+        }
         let signing = keys.keys(for: from)
         guard let domain = signing.first?.domain else {
             return (message, .unsigned(fromDomain: from))

@@ -187,9 +187,7 @@ public struct SMTPReplyParser: Sendable {
     /// or a stray CR from the server can neither cut a stored text nor move a terminal.
     static func printable(_ bytes: ArraySlice<UInt8>) -> String {
         let text = bytes.withUnsafeBufferPointer { String(decoding: $0, as: UTF8.self) }
-        func isControl(_ u: Unicode.Scalar) -> Bool {
-            (u.value < 0x20 && u != "\t") || (0x7F...0x9F).contains(u.value)
-        }
+        func isControl(_ u: Unicode.Scalar) -> Bool { u.isControlCharacter && u != "\t" }
         guard text.unicodeScalars.contains(where: isControl) else { return text }
         var out = String.UnicodeScalarView()
         for u in text.unicodeScalars {
