@@ -68,6 +68,12 @@ def main(argv):
                        str(smtp_port), "--stats", str(stats), f"{PEER_ADDR}=delay:600"])
         wait_for("peer", stats.exists)
 
+        # hold.example would fall to the `default` profile, which allows 5 connections per IP:
+        # a profile of its own lets the one IP hold all N.
+        providers = work / "providers.json"
+        providers.write_text(json.dumps({"providers": [{
+            "name": "hold", "domains": ["hold.example"], "messagesPerMinute": 6_000_000,
+            "connectionsPerIP": n, "messagesPerConnection": 100}]}))
         env = {k: v for k, v in os.environ.items() if not k.startswith("TERN_")}
         env.update({
             "TERN_REDIS_URL": f"redis://127.0.0.1:{redis_port}", "TERN_LOG_LEVEL": "warning",
@@ -75,7 +81,7 @@ def main(argv):
             "TERN_DNS_RESOLVER": f"127.0.0.1:{dns_port}", "TERN_SMTP_PORT": str(smtp_port),
             "TERN_VERP_DOMAIN": "bounces.tern.example", "TERN_VERP_SECRET": "5a" * 32,
             "TERN_SENDER_CONCURRENCY": str(n), "TERN_GROUP_MAX_CONNECTIONS": str(n),
-            "TERN_SENDER_GRACE": "0s",
+            "TERN_SENDER_GRACE": "0s", "TERN_PROVIDERS_FILE": str(providers),
         })
         sender = spawn("sender", [str(BIN / "tern-sender")], env)
         time.sleep(1.0)
