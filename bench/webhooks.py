@@ -5,9 +5,9 @@ ThreadingHTTPServer, which is likely the slower side: the figure is a floor).
     python3 bench/webhooks.py [EVENTS] [EVENTS_PER_MESSAGE]
 
 Prints events/s from the API's start until the receiver holds every event, the CPU seconds
-of the API and of Redis per 1000 events (/proc/<pid>/stat), duplicates, and whether every
-message's events arrived in order. Uses .build/release when built, else .build/debug
-(TERN_BIN_DIR overrides). Everything listens on 127.0.0.1 and is stopped by pid at the end.
+of the API and of Redis per 1000 events (/proc/<pid>/stat), the connections the receiver
+saw, duplicates, and whether every message's events arrived in order. Uses .build/release
+when built, else .build/debug (TERN_BIN_DIR overrides). Everything listens on 127.0.0.1 and is stopped by pid at the end.
 """
 
 import json
@@ -35,9 +35,15 @@ def cpu_seconds(pid):
 def main():
     work = Path(tempfile.mkdtemp(prefix="bench-webhooks-"))
     received, lock = [], threading.Lock()
+    connections = [0]
 
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
+
+        def setup(self):
+            super().setup()
+            with lock:
+                connections[0] += 1
 
         def do_POST(self):
             body = self.rfile.read(int(self.headers["Content-Length"]))
@@ -105,7 +111,8 @@ def main():
               f"{env.get('TERN_WEBHOOK_CONCURRENCY', '8')} posts in flight: "
               f"{EVENTS / elapsed:.0f} events/s ({elapsed:.1f} s); "
               f"CPU per 1000 events: api {1000 * api_cpu / EVENTS:.2f} s, "
-              f"redis {1000 * redis_cpu / EVENTS:.2f} s; duplicates {duplicates}; "
+              f"redis {1000 * redis_cpu / EVENTS:.2f} s; connections {connections[0]}; "
+              f"duplicates {duplicates}; "
               f"in order per message: {in_order}")
     finally:
         for p in api:

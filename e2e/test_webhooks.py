@@ -45,10 +45,14 @@ def verify(secret, field, body, now=None, tolerance=TOLERANCE):
 
 class Receiver:
     """One webhook endpoint: records the posts whose signature verifies (401 for the
-    others), answers 500 to the next `fail_next` posts, waits `delay` before answering."""
+    others), answers 500 to the next `fail_next` posts, waits `delay` before answering.
+    With `keep_alive` it speaks HTTP/1.1 and keeps connections open between posts (else
+    HTTP/1.0, one post a connection); `connections` counts those opened to it."""
 
-    def __init__(self, name, port=None, delay=0.0, host="127.0.0.1"):
+    def __init__(self, name, port=None, delay=0.0, host="127.0.0.1", keep_alive=False):
         self.name = name
+        self.keep_alive = keep_alive
+        self.connections = 0
         self.host = host
         self.secret = SECRETS[name]
         self.port = port or harness.free_port()
@@ -68,6 +72,13 @@ class Receiver:
         receiver = self
 
         class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1" if receiver.keep_alive else "HTTP/1.0"
+
+            def setup(self):
+                super().setup()
+                with receiver.lock:
+                    receiver.connections += 1
+
             def do_POST(self):
                 body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
                 field = self.headers.get("Tern-Signature")
@@ -157,7 +168,8 @@ def start_stack(tmp_path, world, endpoints, **env):
 def hooks(tmp_path_factory, world):
     # The audit endpoint is named by host: the API asks the world's DNS (TERN_DNS_RESOLVER).
     world.set_records({"hooks.tern.example": {"A": ["127.0.0.1"]}})
-    receivers = {"main": Receiver("main").start(), "flaky": Receiver("flaky").start(),
+    receivers = {"main": Receiver("main", keep_alive=True).start(),
+                 "flaky": Receiver("flaky").start(),
                  "audit": Receiver("audit", host="hooks.tern.example").start()}
     endpoints = [endpoint(receivers["main"]),
                  endpoint(receivers["flaky"], old_secrets=["retired-secret-0123456789"]),
@@ -224,6 +236,8 @@ def test_events_arrive_signed_with_their_details(hooks):
                     and e["type"] == "deferred")
     assert deferral["data"]["code"] == 451 and "next_attempt_at" in deferral["data"]
     assert main.rejected == []
+    # An HTTP/1.1 receiver's connections carry several posts each.
+    assert 0 < main.connections < len(main.received), (main.connections, len(main.received))
 
     # Only delivered events go to the endpoint that filters for them.
     audit = receivers["audit"]

@@ -15,7 +15,8 @@ struct WebhookMetrics: Sendable {
             labels: ["endpoint", "outcome"])
         latency = registry.histogram(
             "tern_webhook_delivery_duration_seconds",
-            "Time from connecting to an endpoint to its answer (or the failure), by endpoint.",
+            "Time from the start of a post (connecting, unless a kept connection serves it) "
+                + "to the endpoint's answer (or the failure), by endpoint.",
             labels: ["endpoint"], buckets: Histogram.latencyBuckets)
         let backlog = registry.gauge(
             "tern_webhook_backlog", "Events waiting to be posted to the endpoint, in Redis.",

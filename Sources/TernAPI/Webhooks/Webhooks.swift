@@ -32,6 +32,8 @@ struct Webhooks: Sendable {
     let tls: TLSContext?
     /// For endpoints named by host: TERN_DNS_RESOLVER, answers kept for their TTL.
     let resolver: DNSResolver?
+    /// Per endpoint, the connections kept open between posts (as many as may post at once).
+    let connections: [String: HTTPConnectionPool]
 
     /// Nil when no endpoint is configured: then the API reads no stream at all.
     init?(settings: WebhookSettings, redis: RedisClient, keys: Keys, consumer: String,
@@ -54,6 +56,9 @@ struct Webhooks: Sendable {
         }
         resolver = settings.needsResolver
             ? try DNSResolver(forwarder: settings.dnsResolver, timeout: settings.timeout) : nil
+        connections = Dictionary(uniqueKeysWithValues: settings.endpoints.map {
+            ($0.name, HTTPConnectionPool(maxIdle: settings.concurrency))
+        })
     }
 
     /// A key being posted is leased this long: past the lookup's and the post's timeouts, so
@@ -92,6 +97,7 @@ struct Webhooks: Sendable {
                 group.addTask { await self.post(to: endpoint, shutdown: shutdown) }
             }
         }
+        connections.values.forEach { $0.closeAll() }
         await resolver?.close()
     }
 
@@ -145,6 +151,7 @@ struct Webhooks: Sendable {
                         }
                     }
                     if claims.isEmpty {
+                        connections[endpoint.name]?.closeExpired()
                         // Idle: look again when the next key is due, at least 4 times a second
                         // (events fanned out by any process are due at once).
                         let wait = min(max((next ?? now + 250) - now, 10), 250)
@@ -177,7 +184,8 @@ struct Webhooks: Sendable {
             let address = try await self.address(of: endpoint.target)
             let response = try await HTTPClient.post(endpoint.target, at: address,
                                                      headers: headers, body: body,
-                                                     timeout: settings.timeout, tls: tls)
+                                                     timeout: settings.timeout, tls: tls,
+                                                     pool: connections[endpoint.name])
             if !(200...299).contains(response.status) {
                 let text = String(decoding: response.body.prefix(200), as: UTF8.self)
                 failure = "HTTP \(response.status)"

@@ -1,14 +1,22 @@
-// A small HTTP/1.1 client for the API's webhooks: one POST per connection, over TCP or TLS,
-// on the event loop like every other socket. It sends a `Content-Length` body with
-// `Connection: close` (RFC 9112 §9.6) and reads the status line, the header fields and a
-// bounded prefix of the body, which is all a webhook sender needs to know what became of a
-// post. The whole exchange has one deadline, so a slow endpoint cannot hold a task longer.
+// A small HTTP/1.1 client for the API's webhooks, over TCP or TLS, on the event loop like
+// every other socket. It POSTs a `Content-Length` body and reads the status line, the header
+// fields and a bounded prefix of the body, which is all a webhook sender needs to know what
+// became of a post. The whole exchange has one deadline, so a slow endpoint cannot hold a
+// task longer.
+//
+// With an `HTTPConnectionPool` a connection stays open for the next post to the same address
+// while the server lets it (RFC 9112 §9.3): an answer in HTTP/1.1, without `Connection:
+// close`, its body framed by `Content-Length` and read whole. A kept connection the server
+// has closed meanwhile is found before the post, or, when the close crosses the request, by
+// the answer never starting: then the post goes once more on a new connection. Without a
+// pool every post has a connection of its own and says `Connection: close` (§9.6).
 //
 // Names are never resolved here (nothing may ask the system's resolver): a target holds an
 // IP literal, an address given with the URL (`connect`), or the caller passes the address it
 // resolved through its own configured resolver.
 
 import Foundation
+import Synchronization
 
 /// Where a request goes: the URL's parts and the address to connect to.
 public struct HTTPTarget: Sendable, Equatable, CustomStringConvertible {
@@ -52,9 +60,10 @@ public struct HTTPTarget: Sendable, Equatable, CustomStringConvertible {
         return port == (secure ? 443 : 80) ? name : "\(name):\(port)"
     }
 
-    public var description: String {
-        (secure ? "https://" : "http://") + hostField + target
-    }
+    public var description: String { origin + target }
+
+    /// Scheme, host and port: what a kept connection must match besides its address.
+    public var origin: String { (secure ? "https://" : "http://") + hostField }
 }
 
 /// What came back: the final status, its fields and the first octets of its body.
@@ -86,24 +95,155 @@ public enum HTTPClientError: Error, Equatable, CustomStringConvertible {
     }
 }
 
+/// One open connection to one target, between posts. Used by one post at a time: the pool
+/// hands it to one task, which gives it back or closes it.
+final class HTTPConnection: @unchecked Sendable {
+    let address: SocketAddress
+    /// The URL's scheme, host and port: a connection serves only posts to the same origin.
+    let origin: String
+    let channel: any ByteStream
+    let reader: LineReader
+    var idleSince = ContinuousClock.now
+
+    init(address: SocketAddress, origin: String, channel: any ByteStream) {
+        self.address = address
+        self.origin = origin
+        self.channel = channel
+        reader = LineReader(channel)
+    }
+
+    /// Still open and silent: a server says nothing between answers, so anything it sent
+    /// (its close, most often) means the connection cannot carry another request.
+    var isQuiet: Bool {
+        guard reader.buffered == 0 else { return false }
+        do {
+            return try channel.readIfReady(max: 1) == nil
+        } catch {
+            return false
+        }
+    }
+
+    func close() { channel.close() }
+}
+
+/// The idle connections kept for one endpoint. Posts take the most recently used one first,
+/// so that a burst reuses few connections and the rest time out.
+public final class HTTPConnectionPool: Sendable {
+    /// Connections kept idle at most; more are closed as their posts end.
+    public let maxIdle: Int
+    /// How long an idle connection is kept. Below the 5 s that common servers keep one, so
+    /// that a post rarely meets a connection the server is closing at that moment.
+    public let idleTimeout: Duration
+    private let idle = Mutex<[HTTPConnection]>([])
+    private let opened = Atomic<Int>(0)
+
+    public init(maxIdle: Int, idleTimeout: Duration = .seconds(4)) {
+        self.maxIdle = maxIdle
+        self.idleTimeout = idleTimeout
+    }
+
+    deinit { closeAll() }
+
+    /// Connections opened through this pool so far.
+    public var connectionsOpened: Int { opened.load(ordering: .relaxed) }
+
+    public var idleCount: Int { idle.withLock { $0.count } }
+
+    func countOpened() { opened.add(1, ordering: .relaxed) }
+
+    /// An idle connection to `address` for `origin` that is still open, if any.
+    func take(_ origin: String, _ address: SocketAddress) -> HTTPConnection? {
+        closeExpired()
+        while let connection = idle.withLock({ list -> HTTPConnection? in
+            guard let i = list.lastIndex(where: { $0.origin == origin && $0.address == address })
+            else { return nil }
+            return list.remove(at: i)
+        }) {
+            if connection.isQuiet { return connection }
+            connection.close()
+        }
+        return nil
+    }
+
+    func giveBack(_ connection: HTTPConnection) {
+        connection.idleSince = .now
+        let kept = idle.withLock { list -> Bool in
+            guard list.count < maxIdle else { return false }
+            list.append(connection)
+            return true
+        }
+        if !kept { connection.close() }
+    }
+
+    /// Closes the connections idle for longer than `idleTimeout`.
+    public func closeExpired() {
+        let oldest = ContinuousClock.now - idleTimeout
+        let expired = idle.withLock { list -> [HTTPConnection] in
+            let out = list.filter { $0.idleSince < oldest }
+            list.removeAll { $0.idleSince < oldest }
+            return out
+        }
+        expired.forEach { $0.close() }
+    }
+
+    public func closeAll() {
+        idle.withLock { list in
+            list.forEach { $0.close() }
+            list.removeAll()
+        }
+    }
+}
+
 public enum HTTPClient {
     /// The body prefix kept from a response.
     public static let bodyLimit = 1024
+    /// The longest body read whole so that its connection can carry the next request; a
+    /// longer one is cut at `bodyLimit` and its connection closed.
+    static let drainLimit = 65536
     /// Longest status or header line read (RFC 9112 §2.3 leaves it to the client).
     static let lineLimit = 8192
     static let fieldLimit = 100
 
     /// POSTs `body` to `target` (at `address`, when the caller resolved its host) and returns
     /// the final response. `tls` is the client context for https; the certificate must
-    /// verify for the URL's host or the post fails.
+    /// verify for the URL's host or the post fails. With a `pool`, the post goes on a kept
+    /// connection to the same address when one is open, and leaves its own there when the
+    /// server allows.
     public static func post(_ target: HTTPTarget, at address: SocketAddress? = nil,
                             headers: HTTPHeaders, body: [UInt8], timeout: Duration,
-                            tls: TLSContext?) async throws(HTTPClientError) -> HTTPClientResponse
+                            tls: TLSContext?, pool: HTTPConnectionPool? = nil)
+        async throws(HTTPClientError) -> HTTPClientResponse
     {
         guard let address = address ?? target.address else {
             throw .connect("no address for \(target.host)")
         }
         let deadline = ContinuousClock.now + timeout
+        let request = request(target, headers: headers, body: body, keepAlive: pool != nil)
+        let origin = target.origin
+        if let pool, let kept = pool.take(origin, address),
+           let response = try await exchange(kept, request, kept: true, pool: pool,
+                                             deadline: deadline) {
+            return response
+        }
+        // No kept connection, or the server closed it as the request went: it has not
+        // answered, so the post goes (again) on a new connection.
+        let connection = try await open(target, address, tls: tls, deadline: deadline)
+        pool?.countOpened()
+        guard let response = try await exchange(connection, request, kept: false, pool: pool,
+                                                deadline: deadline) else {
+            throw .exchange("the connection closed before a response")
+        }
+        return response
+    }
+
+    /// The connection closed, or was reset, before the first octet of an answer.
+    struct ClosedBeforeAnswer: Error {}
+
+    /// A new connection to `address`, with TLS for an https target.
+    static func open(_ target: HTTPTarget, _ address: SocketAddress, tls: TLSContext?,
+                     deadline: ContinuousClock.Instant)
+        async throws(HTTPClientError) -> HTTPConnection
+    {
         let stream: any ByteStream
         do {
             stream = try await TCPConnection.connect(to: address, deadline: deadline)
@@ -112,57 +252,109 @@ public enum HTTPClient {
         } catch {
             throw .connect("\(error)")
         }
-        defer { stream.close() }
-        var channel: any ByteStream = stream
-        if target.secure {
-            guard let tls else { throw .tls("no TLS context for an https URL") }
-            do {
-                let session = try await TLSStream.connect(over: stream, context: tls,
-                                                          host: target.host, deadline: deadline)
-                guard session.info.verified else {
-                    throw HTTPClientError.tls("the certificate of \(target.host) does not "
-                                              + "verify: \(session.info.verifyError)")
-                }
-                channel = session
-            } catch let e as HTTPClientError {
-                throw e
-            } catch IOError.timedOut {
-                throw .timedOut
-            } catch {
-                throw .tls("\(error)")
-            }
+        guard target.secure else {
+            return HTTPConnection(address: address, origin: target.origin, channel: stream)
+        }
+        guard let tls else {
+            stream.close()
+            throw .tls("no TLS context for an https URL")
         }
         do {
-            try await channel.write(request(target, headers: headers, body: body),
-                                    deadline: deadline)
-            return try await readResponse(LineReader(channel), deadline: deadline)
-        } catch let e as HTTPClientError {
-            throw e
-        } catch IOError.timedOut {
-            throw .timedOut
+            let session = try await TLSStream.connect(over: stream, context: tls,
+                                                      host: target.host, deadline: deadline)
+            guard session.info.verified else {
+                throw HTTPClientError.tls("the certificate of \(target.host) does not "
+                                          + "verify: \(session.info.verifyError)")
+            }
+            return HTTPConnection(address: address, origin: target.origin, channel: session)
         } catch {
-            throw .exchange("\(error)")
+            stream.close()
+            switch error {
+            case let e as HTTPClientError: throw e
+            case IOError.timedOut: throw .timedOut
+            default: throw .tls("\(error)")
+            }
+        }
+    }
+
+    /// One request and its answer on `connection`, which then goes back to `pool` when the
+    /// answer allows, else is closed. Nil when the connection ended before any answer came.
+    static func exchange(_ connection: HTTPConnection, _ request: [UInt8], kept: Bool,
+                         pool: HTTPConnectionPool?, deadline: ContinuousClock.Instant)
+        async throws(HTTPClientError) -> HTTPClientResponse?
+    {
+        do {
+            let (response, reusable) = try await send(connection, request, kept: kept,
+                                                      deadline: deadline)
+            if let pool, reusable {
+                pool.giveBack(connection)
+            } else {
+                connection.close()
+            }
+            return response
+        } catch {
+            connection.close()
+            switch error {
+            case let e as HTTPClientError: throw e
+            case IOError.timedOut: throw .timedOut
+            case is ClosedBeforeAnswer: return nil
+            default: throw .exchange("\(error)")
+            }
         }
     }
 
     /// The request's octets: request line, Host, the caller's fields, Content-Length,
-    /// Connection: close, then the body.
-    static func request(_ target: HTTPTarget, headers: HTTPHeaders, body: [UInt8]) -> [UInt8] {
+    /// `Connection: close` unless the connection is to be kept, then the body.
+    static func request(_ target: HTTPTarget, headers: HTTPHeaders, body: [UInt8],
+                        keepAlive: Bool = false) -> [UInt8] {
         var head = "POST \(target.target) HTTP/1.1\r\nHost: \(target.hostField)\r\n"
         for (name, value) in headers {
             head += "\(name): \(value)\r\n"
         }
-        head += "Content-Length: \(body.count)\r\nConnection: close\r\n\r\n"
+        head += "Content-Length: \(body.count)\r\n"
+        head += keepAlive ? "\r\n" : "Connection: close\r\n\r\n"
         return Array(head.utf8) + body
     }
 
-    /// Reads responses until a final one (1xx are interim, RFC 9110 §15.2).
-    static func readResponse(_ reader: LineReader, deadline: ContinuousClock.Instant)
-        async throws -> HTTPClientResponse
+    /// Writes the request and reads the final answer; says too whether the connection can
+    /// carry another request. On a `kept` connection a failure before the answer starts
+    /// (other than the deadline) throws `ClosedBeforeAnswer`.
+    static func send(_ connection: HTTPConnection, _ request: [UInt8], kept: Bool,
+                     deadline: ContinuousClock.Instant)
+        async throws -> (response: HTTPClientResponse, reusable: Bool)
     {
+        do {
+            try await connection.channel.write(request, deadline: deadline)
+        } catch IOError.timedOut {
+            throw IOError.timedOut
+        } catch {
+            if kept { throw ClosedBeforeAnswer() }
+            throw error
+        }
+        return try await readResponse(connection.reader, kept: kept, deadline: deadline)
+    }
+
+    /// Reads responses until a final one (1xx are interim, RFC 9110 §15.2).
+    static func readResponse(_ reader: LineReader, kept: Bool = false,
+                             deadline: ContinuousClock.Instant)
+        async throws -> (response: HTTPClientResponse, reusable: Bool)
+    {
+        var first = true
         while true {
-            guard let line = try await reader.readLine(limit: lineLimit, deadline: deadline)
-            else { throw HTTPClientError.exchange("the connection closed before a response") }
+            let line: [UInt8]?
+            do {
+                line = try await reader.readLine(limit: lineLimit, deadline: deadline)
+            } catch let e as IOError where e == .timedOut || e == .cancelled {
+                throw e
+            } catch {
+                if kept && first { throw ClosedBeforeAnswer() }
+                throw error
+            }
+            guard let line else {
+                if kept && first { throw ClosedBeforeAnswer() }
+                throw HTTPClientError.exchange("the connection closed before a response")
+            }
+            first = false
             let status = try statusCode(line)
             var headers = HTTPHeaders()
             while true {
@@ -178,8 +370,15 @@ public enum HTTPClient {
                 headers.add(name, value.trimmingCharacters(in: .whitespaces))
             }
             if (100...199).contains(status) { continue }
-            return HTTPClientResponse(status: status, headers: headers,
-                                      body: await bodyPrefix(reader, headers, deadline))
+            let (body, whole) = await readBody(reader, status: status, headers, deadline)
+            let persistent = line.starts(with: Array("HTTP/1.1 ".utf8))
+                && !headers.values("Connection").contains { value in
+                    value.split(separator: ",").contains {
+                        $0.trimmingCharacters(in: .whitespaces).lowercased() == "close"
+                    }
+                }
+            return (HTTPClientResponse(status: status, headers: headers, body: body),
+                    persistent && whole && reader.buffered == 0)
         }
     }
 
@@ -197,13 +396,25 @@ public enum HTTPClient {
         return code
     }
 
-    /// Up to `bodyLimit` octets of a body with a Content-Length; a chunked or unframed body
-    /// is not read (the connection closes anyway), and a failure here loses only the text.
-    static func bodyPrefix(_ reader: LineReader, _ headers: HTTPHeaders,
-                           _ deadline: ContinuousClock.Instant) async -> [UInt8] {
-        guard let length = headers["Content-Length"].flatMap(Int.init), length > 0 else {
-            return []
+    /// Up to `bodyLimit` octets of the body, and whether all of it was read, so that the
+    /// next answer on the connection starts where this one ends (RFC 9112 §6.3). A body of
+    /// more than `drainLimit` octets, a chunked one and one that runs to the close are not
+    /// read whole (the connection closes anyway); a failure here loses only the text.
+    static func readBody(_ reader: LineReader, status: Int, _ headers: HTTPHeaders,
+                         _ deadline: ContinuousClock.Instant) async -> ([UInt8], whole: Bool) {
+        if status == 204 || status == 304 { return ([], true) }
+        guard !headers.contains("Transfer-Encoding"),
+              headers.values("Content-Length").count == 1,
+              let length = headers["Content-Length"].flatMap(Int.init), length >= 0
+        else { return ([], false) }
+        if length == 0 { return ([], true) }
+        if length > drainLimit {
+            let prefix = try? await reader.readExactly(bodyLimit, deadline: deadline)
+            return (prefix ?? [], false)
         }
-        return (try? await reader.readExactly(min(length, bodyLimit), deadline: deadline)) ?? []
+        guard let body = try? await reader.readExactly(length, deadline: deadline) else {
+            return ([], false)
+        }
+        return (Array(body.prefix(bodyLimit)), true)
     }
 }
