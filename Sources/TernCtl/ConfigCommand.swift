@@ -58,7 +58,6 @@ enum ConfigCommand {
         for daemon in chosen {
             let problem = check {
                 let common = try CommonSettings(env, role: daemon)
-                try checkRedisURL(common.redisURL)
                 switch daemon {
                 case "api": _ = try APISettings(env, common: common)
                 case "scheduler": _ = try SchedulerSettings(env, common: common)
@@ -71,7 +70,7 @@ enum ConfigCommand {
                             "problem": problem.map { $0 as Any } ?? NSNull()])
         }
         var files: [[String: Any]] = []
-        for (variable, path, parse) in fileChecks(env) {
+        for (variable, path, parse) in fileChecks(env, daemons: chosen) {
             let problem = check(parse)
             files.append(["setting": variable, "file": path, "ok": problem == nil,
                           "problem": problem.map { $0 as Any } ?? NSNull()])
@@ -107,18 +106,11 @@ enum ConfigCommand {
         }
     }
 
-    /// TERN_REDIS_URL as the daemons' Redis client parses it when they start (exit 78).
-    static func checkRedisURL(_ url: String) throws {
-        do throws(RedisError) {
-            _ = try RedisURL(url)
-        } catch {
-            throw ConfigError("TERN_REDIS_URL", "'\(RedisURL.masked(url))' is not "
-                + "redis://[:password@]host[:port][/db] with a numeric host")
-        }
-    }
-
-    /// The files that are set, each with the parser its daemon uses.
-    static func fileChecks(_ env: Environment) -> [(String, String, () throws -> Void)] {
+    /// The files that are set, each with the parser its daemon uses; the blocklist file,
+    /// which has a default path, only when the reputation monitor is among `daemons`.
+    static func fileChecks(_ env: Environment, daemons: [String])
+        -> [(String, String, () throws -> Void)]
+    {
         var out: [(String, String, () throws -> Void)] = []
         let pools = env.string("TERN_POOLS", default: "")
         if !pools.isEmpty { out.append(("TERN_POOLS", "", { _ = try Pools(env) })) }
@@ -135,8 +127,10 @@ enum ConfigCommand {
                 }
             }))
         }
-        let dnsbl = env.string("TERN_DNSBL_FILE", default: "/etc/tern/dnsbl.json")
-        out.append(("TERN_DNSBL_FILE", dnsbl, { _ = try BlocklistSet(file: dnsbl) }))
+        if daemons.contains("reputation") {
+            let dnsbl = env.string("TERN_DNSBL_FILE", default: "/etc/tern/dnsbl.json")
+            out.append(("TERN_DNSBL_FILE", dnsbl, { _ = try BlocklistSet(file: dnsbl) }))
+        }
         let caps = env.string("TERN_ORG_CAPS", default: "")
         if !caps.isEmpty { out.append(("TERN_ORG_CAPS", "", { _ = try OrgCaps(caps) })) }
         return out

@@ -47,13 +47,14 @@ struct CtlContext {
         }
         configured = values["TERN_REDIS_URL"] != nil
         env = Environment(values)
-        common = try CommonSettings(env, role: "ternctl")
+        common = try CommonSettings(env, role: "ternctl", checkingRedisURL: false)
         keys = Keys(prefix: common.redisPrefix)
         json = args.flags.contains("json")
     }
 
     /// A client of the daemons' Redis, checked to answer.
     func redis() async throws -> RedisClient {
+        if let problem = CommonSettings.problem(redisURL: common.redisURL) { throw problem }
         let client = try RedisClient(url: common.redisURL, maxIdle: 4,
                                      connectTimeout: .seconds(3))
         guard await client.ping() else {

@@ -224,6 +224,23 @@ import TernCore
         #expect((try? env.int("TERN_MISSING", default: 7, range: 0...9)) == 7)
     }
 
+    @Test func aRedisURLTheClientCannotParseIsASettingError() throws {
+        let bad = Environment(["TERN_REDIS_URL": "redis://:pw-secret@localhost:6379"])
+        do {
+            _ = try CommonSettings(bad, role: "test")
+            Issue.record("a named Redis host was accepted")
+        } catch let e as ConfigError {
+            #expect(e.description == "TERN_REDIS_URL: 'redis://:***@localhost:6379' is not "
+                    + "redis://[:password@]host[:port][/db] with a numeric host")
+        }
+        // Left to the caller (ternctl config check reports it per daemon).
+        let lenient = try CommonSettings(bad, role: "test", checkingRedisURL: false)
+        #expect(lenient.redisURL == "redis://:pw-secret@localhost:6379")
+        let good = try CommonSettings(Environment(["TERN_REDIS_URL": "redis://127.0.0.1:1/2"]),
+                                      role: "test")
+        #expect(good.redisURL == "redis://127.0.0.1:1/2")
+    }
+
     @Test func socketAddresses() {
         #expect(SocketAddress("127.0.0.1:25")?.description == "127.0.0.1:25")
         #expect(SocketAddress("[::1]:2525")?.family == .inet6)

@@ -142,5 +142,10 @@ import Testing
         let daemons = report["daemons"] as? [[String: Any]] ?? []
         #expect(daemons.map { $0["daemon"] as? String } == ["sender"])
         #expect(daemons.first?["ok"] as? Bool == true)
+        // The blocklist file is the reputation monitor's alone: not checked for the sender.
+        let files = report["files"] as? [[String: Any]] ?? []
+        #expect(files.map { $0["setting"] as? String }
+                == ["TERN_POOLS", "TERN_DKIM_KEYS", "TERN_ORG_CAPS"])
+        #expect(io.out.contains("TERN_DNSBL_FILE \(dnsbl): WRONG: "))
     }
 }

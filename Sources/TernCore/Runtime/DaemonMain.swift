@@ -22,7 +22,8 @@ extension Daemon {
 
 /// Settings every daemon reads.
 public struct CommonSettings: Sendable {
-    /// TERN_REDIS_URL: the Redis server, `redis://[:password@]host:port[/db]`.
+    /// TERN_REDIS_URL: the Redis server, `redis://[:password@]host:port[/db]`, checked here so
+    /// that a bad one is refused as a setting, named, before anything connects.
     public let redisURL: String
     /// TERN_REDIS_PREFIX: prefix of every key and stream name.
     public let redisPrefix: String
@@ -32,12 +33,30 @@ public struct CommonSettings: Sendable {
     /// one role (systemd passes the template instance, `tern-sender@3` -> `3`).
     public let instance: String
 
-    public init(_ env: Environment, role: String) throws {
+    /// `checkingRedisURL` false leaves a bad TERN_REDIS_URL to the first connection: for
+    /// `ternctl config check`, which reports it per daemon.
+    public init(_ env: Environment, role: String, checkingRedisURL: Bool = true) throws {
         redisURL = env.string("TERN_REDIS_URL", default: "redis://127.0.0.1:6379")
+        if checkingRedisURL, let problem = CommonSettings.problem(redisURL: redisURL) {
+            throw problem
+        }
         redisPrefix = env.string("TERN_REDIS_PREFIX", default: "tern:")
         logLevel = try env.logLevel()
         let host = ProcessInfo.processInfo.hostName
         instance = role + "-" + env.string("TERN_INSTANCE", default: host)
+    }
+}
+
+extension CommonSettings {
+    /// A TERN_REDIS_URL the Redis client cannot parse, as the setting error that names it.
+    public static func problem(redisURL: String) -> ConfigError? {
+        do throws(RedisError) {
+            _ = try RedisURL(redisURL)
+            return nil
+        } catch {
+            return ConfigError("TERN_REDIS_URL", "'\(RedisURL.masked(redisURL))' is not "
+                + "redis://[:password@]host[:port][/db] with a numeric host")
+        }
     }
 }
 
