@@ -201,7 +201,8 @@ class Stack:
             "TERN_API_LISTEN": f"127.0.0.1:{self.api_port}",
             "TERN_API_KEYS": API_KEY,
             "TERN_POOLS": "default=127.0.0.2/out1.tern.example",
-            # One domain is one group: the scheduler's fixed pace would cap it at 10/s.
+            # One domain is one group: any fixed pace per group would cap it (0 is the
+            # default, said anyway).
             "TERN_GROUP_INTERVAL": "0s",
             "TERN_DNS_RESOLVER": f"127.0.0.1:{self.dns_port}",
             "TERN_SMTP_PORT": self.sink_port,

@@ -21,7 +21,7 @@ import harness  # noqa: E402  (the same process management the end-to-end tests 
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0].replace("\n", " "))
     parser.add_argument("--keep-running", action="store_true",
                         help="leave the stack running after the demo, until Ctrl-C")
     parser.add_argument("--dir", help="where logs and the MX spool go (default: a temp dir)")

@@ -22,8 +22,9 @@ enum PauseCommands {
                    ternctl pause --list [--env-file FILE] [--json]
 
             Stops the scheduler from releasing the messages KIND NAME covers. They wait in
-            their queues and are not failed (a message whose deadline passes while paused
-            still gets one attempt after the resume); `ternctl resume` releases them.
+            their queues and are not failed, unless their deadline (TERN_MAX_AGE) passes
+            while paused: then they expire, with the pause named in their history;
+            `ternctl resume` releases the others.
             The pause is kept in Redis (the `pauses` hash), so it holds across restarts of
             every daemon, and the scheduler's release step reads it, so nothing it covers is
             released once this command returns. Messages already handed to a

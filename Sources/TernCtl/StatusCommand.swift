@@ -9,7 +9,7 @@ import TernMail
 
 enum StatusCommand {
     static let command = CtlCommand(
-        name: "status", summary: "daemons seen, the scheduler's leader, stream backlogs",
+        name: "status", summary: "stream readers seen, the scheduler's leader, stream backlogs",
         help: """
             usage: ternctl status [--env-file FILE] [--json]
 
@@ -127,7 +127,8 @@ enum StatusCommand {
     }
 
     static func printText(_ r: [String: Any], _ io: CtlOutput) {
-        io.text("daemons (consumers of the streams):")
+        io.text("daemons (consumers of the streams; the API and the bounce receiver read none: "
+                + "ask their /health):")
         let daemons = r["daemons"] as? [[String: Any]] ?? []
         if daemons.isEmpty { io.text("  none seen") }
         for line in table(["  name", "idle", "reads"], daemons.map {

@@ -14,6 +14,18 @@ public enum Decision: Equatable, Sendable {
     case expired
 }
 
+extension Decision: CustomStringConvertible {
+    /// As logs show it: `retry at <RFC 3339 time>` for a retry, else the outcome's name.
+    public var description: String {
+        switch self {
+        case .delivered: return "delivered"
+        case .bounced: return "bounced"
+        case .retry(let at): return "retry at " + timestamp(ms: at)
+        case .expired: return "expired"
+        }
+    }
+}
+
 public struct RetryPolicy: Sendable {
     public let delays: [Duration]
     /// TERN_AMBIGUOUS_RETRIES: resends after an ambiguous attempt (0: never).

@@ -57,7 +57,10 @@ import TernTestSupport
     }
 
     static func harness(_ env: [String: String] = [:]) async throws -> Harness {
-        var values = ["TERN_PROVIDERS_FILE": try fastProviders(), "TERN_RETRY_DELAYS": "2s"]
+        let providers = try fastProviders()
+        // The settings read the file as the harness starts: it is not needed after that.
+        defer { try? FileManager.default.removeItem(atPath: providers) }
+        var values = ["TERN_PROVIDERS_FILE": providers, "TERN_RETRY_DELAYS": "2s"]
         values.merge(env) { _, b in b }
         return try await Harness(env: values)
     }

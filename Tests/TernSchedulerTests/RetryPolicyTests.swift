@@ -27,6 +27,11 @@ import TernMail
                               expiresMs: 61_000) == .retry(atMs: 61_000))
     }
 
+    @Test func decisionsReadAsLogsShowThem() {
+        #expect("\(Decision.retry(atMs: 1_796_455_784_656))" == "retry at 2026-12-05T07:29:44.656Z")
+        #expect("\(Decision.bounced)" == "bounced")
+    }
+
     @Test func anAmbiguousAttemptIsSentOnceMoreAfterItsOwnDelayThenTakenAsDelivered() {
         let p = RetryPolicy(delays: [.seconds(60)], ambiguousRetries: 1,
                             ambiguousDelay: .seconds(3600))

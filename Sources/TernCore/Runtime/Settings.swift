@@ -50,7 +50,8 @@ public struct Environment: Sendable {
         var out: [Duration] = []
         for part in raw.split(separator: ",") {
             guard let d = parseDuration(part.trimmingCharacters(in: .whitespaces)) else {
-                throw ConfigError(name, "'\(part)' is not a duration like 30s, 5m, 4h or 3d")
+                throw ConfigError(name,
+                                  "'\(part)' is not a duration like 500ms, 30s, 5m, 4h or 3d")
             }
             out.append(d)
         }

@@ -78,7 +78,8 @@ public enum AllListedBehaviour: String, Sendable, Equatable {
         for item in text.split(separator: ",") {
             let pair = item.split(separator: "=").map { $0.trimmingCharacters(in: .whitespaces) }
             guard pair.count == 2, let b = AllListedBehaviour(rawValue: pair[1]) else {
-                throw ConfigError(variable, "'\(item)' is not pool=hold or pool=least-listed")
+                throw ConfigError(variable, "'\(item)' is not hold, least-listed, "
+                                  + "pool=hold or pool=least-listed")
             }
             guard out[pair[0]] != nil else {
                 throw ConfigError(variable, "'\(pair[0])' is not a pool of TERN_POOLS")
