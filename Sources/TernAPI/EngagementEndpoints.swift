@@ -60,15 +60,20 @@ extension APIDaemon {
         var commands: [[RedisArg]] = []
         if !set.isEmpty { commands.append((["HSET", key] + set).map { .text($0) }) }
         if !removed.isEmpty { commands.append((["HDEL", key] + removed).map { .text($0) }) }
+        // "removed" counts the scores there were to remove, as HDEL answers.
+        var removedCount = 0
         do {
-            if !commands.isEmpty { _ = try await redis.transaction(commands) }
+            if !commands.isEmpty {
+                let replies = try await redis.transaction(commands)
+                if !removed.isEmpty { removedCount = replies.last?.int ?? 0 }
+            }
         } catch {
             logger.error("could not record engagement: \(error)", ("org", org))
             return unavailable()
         }
         logger.notice("engagement recorded", ("org", org), ("set", String(set.count / 2)),
-                      ("removed", String(removed.count)))
-        return .json(200, ["org": org, "set": set.count / 2, "removed": removed.count])
+                      ("removed", String(removedCount)))
+        return .json(200, ["org": org, "set": set.count / 2, "removed": removedCount])
     }
 
     func engagement(org: String, address: String, _ request: HTTPRequest) async

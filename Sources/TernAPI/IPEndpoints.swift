@@ -80,7 +80,8 @@ extension APIDaemon {
                 "active_in": configured.pools.filter { activeIn[$0]?.contains(ip) ?? true },
             ]
             entry["active"] = !(entry["active_in"] as? [String] ?? []).isEmpty
-            if let ms = state[IPField.since].flatMap(Int64.init) {
+            // 0: never listed.
+            if let ms = state[IPField.since].flatMap(Int64.init), ms > 0 {
                 entry["since"] = timestamp(ms: ms)
             }
             entry["listings"] = replies[5 * i + 1].fieldMap.sorted { $0.key < $1.key }.map {

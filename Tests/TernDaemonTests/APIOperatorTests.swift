@@ -100,6 +100,9 @@ extension APIDaemonTests {
         // null removes; a bad score or address changes nothing.
         #expect(try await put("acme", #"{"bob@inbox.example": null}"#).json["removed"] as? Int
                 == 1)
+        // A score that is not there is not counted as removed.
+        #expect(try await put("acme", #"{"bob@inbox.example": null}"#).json["removed"] as? Int
+                == 0)
         let gone = try await call(h, "GET", "/v1/engagement/acme/bob@inbox.example")
         #expect(gone.status == 200 && gone.json["engagement"] is NSNull)
         let bad = try await put("acme", #"{"carol@inbox.example": 101}"#)
