@@ -21,6 +21,10 @@ import TernMail
         #expect(assess(450, "4.2.0", "Mailbox busy") == .transient)
         #expect(assess(0, "", "connection refused", stage: "connect") == .slowDown)
         #expect(assess(0, "", "lost", stage: "data") == .transient)
+        #expect(assess(0, "5.1.2", "the recipient domain x.example does not exist (DNS NXDOMAIN)",
+                       stage: "dns") == .recipient)
+        #expect(assess(0, "5.1.10", "x.example publishes a null MX", stage: "dns") == .recipient)
+        #expect(assess(0, "4.4.3", "MX lookup for x.example failed", stage: "dns") == .transient)
         #expect(assess(421, "4.7.0", "[TSS04] Messages from 192.0.2.1 temporarily deferred",
                        yahoo) == .slowDown)
         #expect(assess(553, "5.7.1", "[BL21] Connections will not be accepted from 192.0.2.1",

@@ -30,6 +30,10 @@ public enum ReplySignal: String, Sendable, Equatable, Codable {
             return .blocked
         }
         if code == 0 {
+            // The sender's own verdicts on the recipient's domain: no such domain (5.1.2)
+            // or a null MX (5.1.10). The address can never receive mail; the IP is not at
+            // fault.
+            if stage == "dns", enhanced.hasPrefix("5.1.") { return .recipient }
             return stage == "connect" || stage == "greeting" ? .slowDown : .transient
         }
         if code == 421 { return .slowDown }
