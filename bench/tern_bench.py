@@ -447,14 +447,17 @@ def main(argv):
             pf = postfix(n, size, dkim) if POSTFIX else None
             tern = run(n, size, dkim)
             rows.append((size, dkim, load, pf, tern))
-    print(f"\n{n} messages | load at start | Postfix msg/s, cpu-ms/msg | Tern msg/s, cpu-ms/msg"
-          " | Tern/Postfix msg/s, Postfix/Tern cpu per msg")
+    header = ["messages", "load at start", "Postfix msg/s, cpu-ms/msg",
+              "Tern msg/s, cpu-ms/msg", "Tern/Postfix msg/s, Postfix/Tern cpu per msg"]
+    table = [header]
     for size, dkim, load, pf, (rate, cpu) in rows:
-        ratio = f"{rate / pf[0]:.2f}x, {pf[1] / cpu:.2f}x" if pf else "-"
-        base = f"{pf[0]:.0f}, {pf[1]:.2f}" if pf else "-"
-        print(f"{size} B {'dkim' if dkim else 'no dkim':8}| {load:5} | {base:>12} | "
-              f"{rate:.0f}, {cpu:.2f} | {ratio}")
-
+        table.append([f"{n} of {size} B{' dkim' if dkim else ''}", load,
+                      f"{pf[0]:.0f}, {pf[1]:.2f}" if pf else "-", f"{rate:.0f}, {cpu:.2f}",
+                      f"{rate / pf[0]:.2f}x, {pf[1] / cpu:.2f}x" if pf else "-"])
+    widths = [max(len(row[i]) for row in table) for i in range(len(header))]
+    print()
+    for row in table:
+        print(" | ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip())
 
 if __name__ == "__main__":
     main(sys.argv[1:])
