@@ -459,5 +459,6 @@ def main(argv):
     for row in table:
         print(" | ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip())
 
+
 if __name__ == "__main__":
     main(sys.argv[1:])
