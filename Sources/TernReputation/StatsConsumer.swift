@@ -45,7 +45,10 @@ extension ReputationDaemon {
             let provider = settings.providers.statsName(domain: domain,
                                                         mx: e[EntryField.mxHost] ?? "")
             let code = Int(e[EntryField.code] ?? "") ?? 0
-            return StatsSample(atMs: at, ip: e[EntryField.sourceIP] ?? "", provider: provider,
+            // An attempt that ended in DNS (no such domain, a null MX, a failed lookup) never
+            // left its IP: it says something of the list, not of the IP's standing.
+            let ip = e[EntryField.stage] == "dns" ? "" : e[EntryField.sourceIP] ?? ""
+            return StatsSample(atMs: at, ip: ip, provider: provider,
                                field: field,
                                reply: StatsSample.replyText(code: code,
                                                             enhanced: e[EntryField.enhanced] ?? "",

@@ -44,11 +44,11 @@ import TernTestSupport
         let results = h.keys.stream(.results), inbound = h.keys.stream(.inbound)
         var seq = 0
         func result(_ ago: Int64, ip: String, outcome: String, code: String, enhanced: String,
-                    reply: String) async throws {
+                    reply: String, stage: String = "rcpt") async throws {
             seq += 1
             try await h.redis.run(["XADD", results, "\(now - ago)-\(seq)", "id", "m\(seq)",
                                    "attempt", "1", "outcome", outcome, "code", code,
-                                   "enhanced", enhanced, "reply", reply, "stage", "rcpt",
+                                   "enhanced", enhanced, "reply", reply, "stage", stage,
                                    "mx", "mx1.inbox.example", "addr", "127.0.0.11",
                                    "ip", ip, "tls", "", "ms", "5"])
         }
@@ -65,6 +65,10 @@ import TernTestSupport
                          enhanced: "5.1.1", reply: "5.1.1 User unknown")
         try await result(5 * minute, ip: "127.0.0.3", outcome: "deferred", code: "451",
                          enhanced: "4.3.0", reply: "4.3.0 Try again later")
+        // A domain that does not exist: nothing left the IP, so only the provider counts it.
+        try await result(5 * minute, ip: "127.0.0.2", outcome: "failed", code: "0",
+                         enhanced: "5.1.2", reply: "the recipient domain does not exist",
+                         stage: "dns")
         // A complaint about a message whose last attempt left from 127.0.0.2.
         let attempt = AttemptRecord(at: "", attempt: 1, outcome: .delivered, code: 250,
                                     enhanced: "2.0.0", reply: "ok", stage: "dot",
@@ -94,7 +98,7 @@ import TernTestSupport
         #expect(try await window(.day, "ip:127.0.0.2").counts
                 == DayCounts(delivered: 3, deferred: 1, bounced: 1, complained: 1))
         #expect(try await window(.quarterHour, "prov:*").counts
-                == DayCounts(delivered: 2, deferred: 1, bounced: 1, complained: 1))
+                == DayCounts(delivered: 2, deferred: 1, bounced: 2, complained: 1))
         let third = try await window(.hour, "ipprov:127.0.0.3|*")
         #expect(third.counts == DayCounts(deferred: 1))
         #expect(third.topReplies.map(\.0) == ["451 4.3.0 try again later"])
