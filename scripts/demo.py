@@ -78,7 +78,16 @@ def try_it(stack):
         f"-H 'Content-Type: application/json' -d '{body}'",
         f"  curl -s {api}/v1/messages/ID -H 'Authorization: Bearer {harness.API_KEY}'",
         f"Delivered mail lands in {stack.world.spool}/.",
+        "The operators' tool, with the daemons' own settings:",
+        f"  {stack.bin_dir / 'ternctl'} status --env-file {env_file(stack)}",
     ])
+
+
+def env_file(stack):
+    """The daemons' settings as KEY=VALUE lines, for ternctl's --env-file."""
+    path = stack.directory / "tern.env"
+    path.write_text("".join(f"{k}={v}\n" for k, v in sorted(stack.env.items())))
+    return path
 
 
 def run_demo(stack, world):
