@@ -1,5 +1,5 @@
 """scripts/demo and scripts/demo.py: a SIGTERM in the middle of the start leaves nothing
-running, --keep-running prints a curl command that works as pasted, and a failed build
+running, --keep-running prints curl and ternctl commands that work as pasted, a failed build
 stops the demo with the compiler's errors."""
 
 import os
@@ -94,7 +94,7 @@ def test_sigterm_during_start_stops_every_child(tmp_path, stage, children_then):
     assert work.is_dir()
 
 
-def test_keep_running_prints_a_curl_command_that_works(tmp_path):
+def test_keep_running_prints_curl_and_ternctl_commands_that_work(tmp_path):
     demo = subprocess.Popen([sys.executable, "-u", str(DEMO), "--keep-running",
                              "--dir", str(tmp_path / "w")],
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
@@ -118,6 +118,10 @@ def test_keep_running_prints_a_curl_command_that_works(tmp_path):
         body, _, status = done.stdout.rpartition("\n")
         assert status == "202", (send, done.stdout, done.stderr)
         assert re.fullmatch(r'\{"id":"[0-9a-z]{26}"\}', body), body
+        # The ternctl line reads the daemons' settings: it sees the scheduler lead.
+        [ctl] = [l.strip() for l in lines if l.strip().split(" ")[0].endswith("/ternctl")]
+        shown = subprocess.run(ctl.split(), capture_output=True, text=True, timeout=30)
+        assert shown.returncode == 0 and "leader: scheduler-" in shown.stdout, shown
 
         started = children(demo.pid)
         demo.send_signal(signal.SIGTERM)
