@@ -1,5 +1,5 @@
 """scripts/demo and scripts/demo.py: a SIGTERM in the middle of the start leaves nothing
-running, --keep-running prints curl and ternctl commands that work as pasted, a failed build
+running, --keep-running prints curl and ternctl commands that work as pasted, and a failed build
 stops the demo with the compiler's errors."""
 
 import os
