@@ -33,6 +33,8 @@ def main():
     # Each part is known to the cleanup below before it starts anything: a SIGTERM in the
     # middle of a start still finds the processes it had begun (harness.spawn).
     parts = []
+    # Ctrl-C is how --keep-running is meant to end (exit 0); before that it cuts the demo short.
+    interrupted_code = 130
     try:
         redis = harness.RedisServer(work / "redis")
         parts.append(redis)
@@ -54,10 +56,12 @@ def main():
         if args.keep_running:
             print(try_it(stack), flush=True)
             print("\nTern is running; press Ctrl-C to stop everything.", flush=True)
+            interrupted_code = 0
             while True:
                 time.sleep(3600)
     except KeyboardInterrupt:
         print("\ninterrupted")
+        sys.exit(interrupted_code)
     finally:
         for part in reversed(parts):
             part.stop()
