@@ -113,6 +113,8 @@ public struct BlocklistSet: Sendable, Equatable {
         let file: File
         do {
             file = try JSONDecoder().decode(File.self, from: data)
+        } catch let error as DecodingError {
+            throw ConfigError(variable, "not a blocklist file: \(error.plainDescription)")
         } catch {
             throw ConfigError(variable, "not a blocklist file: \(error)")
         }

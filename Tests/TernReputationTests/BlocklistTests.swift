@@ -90,6 +90,27 @@ import TernMail
     func badListFilesAreConfigurationErrors(_ json: String) {
         #expect(throws: ConfigError.self) { try BlocklistSet(json: Data(json.utf8)) }
     }
+
+    /// A file of the wrong shape says where and what, not Swift's description of the error.
+    @Test(arguments: [
+        ("[]", "not a blocklist file: is not an object"),
+        (#"{"lists": 3}"#, "not a blocklist file: lists: is not an array"),
+        (#"{"lists": [{"name": "a", "listed": {}}]}"#,
+         "not a blocklist file: lists[0].zone: is missing"),
+        (#"{"lists": [{"name": "a", "zone": 7, "listed": {}}]}"#,
+         "not a blocklist file: lists[0].zone: is not a string"),
+        ("{", "not a blocklist file: is not valid JSON"),
+    ])
+    func aMisshapenFileSaysWhere(_ json: String, _ problem: String) {
+        do {
+            _ = try BlocklistSet(json: Data(json.utf8))
+            Issue.record("accepted")
+        } catch let e as ConfigError {
+            #expect(e.problem == problem)
+        } catch {
+            Issue.record("not a ConfigError: \(error)")
+        }
+    }
 }
 
 @Suite struct IPStandingTests {

@@ -144,6 +144,8 @@ extension ProviderCatalog {
             } catch let DecodingError.typeMismatch(_, context) {
                 let field = context.codingPath.first?.stringValue ?? "?"
                 throw fail("\(at) (\(name)).\(field): wrong type")
+            } catch let error as DecodingError {
+                throw fail("\(at) (\(name)): \(error.plainDescription)")
             } catch {
                 throw fail("\(at) (\(name)): \(error)")
             }
