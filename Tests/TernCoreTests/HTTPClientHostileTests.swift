@@ -471,6 +471,37 @@ extension Duration {
         await server.stop()
     }
 
+    /// A kept connection whose answer started, then broke: the server has the request, so
+    /// it is not posted again (only an answer that never started allows that).
+    @Test(arguments: [
+        "HTTP/1.1 2",
+        "HTTP/1.1 200 OK",
+        "HTTP/1.1 200 OK\r\nContent-",
+        "A*9000",
+    ])
+    func aKeptConnectionWhoseAnswerStartedIsNotTriedAgain(_ part: String) async throws {
+        // "A*9000": a status line longer than the client reads.
+        let part = part == "A*9000" ? String(repeating: "A", count: 9000) : part
+        let server = try HostileHTTPServer { peer in
+            guard peer.readRequest() != nil else { return }
+            peer.write(Self.ok)
+            guard peer.readRequest() != nil else { return }
+            peer.write(part)
+            peer.sleep(.milliseconds(20))
+        }
+        let pool = HTTPConnectionPool(maxIdle: 2)
+        #expect(try await post(server, pool: pool).status == 200)
+        do {
+            _ = try await post(server, pool: pool)
+            Issue.record("a broken answer was taken, or the post went again")
+        } catch {
+            #expect(error != .timedOut)
+        }
+        #expect(server.requests == ["0 POST / HTTP/1.1", "0 POST / HTTP/1.1"],
+                "\(part.prefix(20))")
+        await server.stop()
+    }
+
     @Test func manyPostsAtOnceKeepAtMostMaxIdle() async throws {
         let server = try HostileHTTPServer { peer in
             while peer.readRequest() != nil {

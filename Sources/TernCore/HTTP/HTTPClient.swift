@@ -347,7 +347,9 @@ public enum HTTPClient {
             } catch let e as IOError where e == .timedOut || e == .cancelled {
                 throw e
             } catch {
-                if kept && first { throw ClosedBeforeAnswer() }
+                // Octets of an answer (a cut or overlong status line) mean the server has
+                // the request: only a connection that ended silent lets it go again.
+                if kept && first && reader.buffered == 0 { throw ClosedBeforeAnswer() }
                 throw error
             }
             guard let line else {
