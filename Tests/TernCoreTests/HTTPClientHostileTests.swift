@@ -3,6 +3,7 @@
 // answers. The server runs each connection on a thread of its own with a blocking socket, so
 // that a script can write byte by byte, sleep, shut down one side or reset.
 
+import CLinux
 import COpenSSL
 import Foundation
 import Synchronization
@@ -187,7 +188,9 @@ final class HostileHTTPServer: @unchecked Sendable {
     private func acceptLoop() {
         defer { threads.add(-1, ordering: .relaxed) }
         while true {
-            let fd = Glibc.accept(listener, nil, nil)
+            // Close-on-exec: a test that spawns openssl meanwhile must not hold our sockets
+            // open (the client would see their close late).
+            let fd = accept4(listener, nil, nil, Int32(SOCK_CLOEXEC.rawValue))
             if fd < 0 {
                 if errno == EINTR { continue }
                 return
