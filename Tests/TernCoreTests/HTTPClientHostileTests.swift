@@ -326,6 +326,8 @@ extension Duration {
         ("Content-Length:  2 \t", true),
         ("Content-Length: 002", true),
         ("content-length: 2", true),
+        ("Content-Length: +2", false),
+        ("Content-Length: \u{A0}2", false),
         ("Content-Length: -2", false),
         ("Content-Length: 2, 2", false),
         ("Content-Length: 2 2", false),
