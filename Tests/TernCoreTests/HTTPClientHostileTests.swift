@@ -610,11 +610,13 @@ extension Duration {
     enum Between: String, CaseIterable, Sendable {
         case nothing, lateTicket, keyUpdate, renegotiate, closeNotify, closeNotifyAtOnce
         case strayAnswer, strayAnswerAtOnce
+        /// The answer itself in records of one octet each.
+        case trickled
 
         /// The connection can carry no other request afterwards.
         var closes: Bool {
             switch self {
-            case .nothing, .lateTicket, .keyUpdate, .renegotiate: return false
+            case .nothing, .lateTicket, .keyUpdate, .renegotiate, .trickled: return false
             default: return true
             }
         }
@@ -628,6 +630,10 @@ extension Duration {
         let server = try HostileHTTPServer { peer in
             guard peer.startTLS(context) else { return }
             while peer.readRequest() != nil {
+                if between == .trickled {
+                    peer.trickle(Self.ok, pause: .microseconds(50))
+                    continue
+                }
                 peer.write(Self.ok)
                 switch between {
                 case .closeNotifyAtOnce:
@@ -639,7 +645,7 @@ extension Duration {
                 }
                 peer.sleep(.milliseconds(20))
                 switch between {
-                case .nothing, .closeNotifyAtOnce, .strayAnswerAtOnce: break
+                case .nothing, .closeNotifyAtOnce, .strayAnswerAtOnce, .trickled: break
                 case .strayAnswer: peer.write(Self.stray)
                 case .lateTicket: peer.lateTicket()
                 case .keyUpdate: peer.keyUpdate()
