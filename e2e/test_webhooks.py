@@ -10,8 +10,11 @@ API. Each stack here has its own Redis, so these tests see only their own events
 import hashlib
 import hmac
 import http.client
+import itertools
 import json
 import os
+import socket
+import struct
 import subprocess
 import threading
 import time
@@ -426,3 +429,115 @@ def test_operators_see_and_retry_given_up_deliveries(tmp_path, world):
         stack.stop()
         redis.stop()
         dead.stop()
+
+
+class HostileReceiver:
+    """Speaks HTTP/1.1 and lets connections stay open, then ends them every way a server can:
+    connection i closes after its first answer (i % 4 == 0), resets after it (1), drops its
+    second request unanswered (2) or answers until the API closes it (3). Records the ids of
+    the events it answered 200."""
+
+    def __init__(self):
+        self.port = harness.free_port()
+        self.lock = threading.Lock()
+        self.ids = []
+        self.connections = 0
+        self.listener = None
+        self.threads = []
+
+    @property
+    def url(self):
+        return f"http://127.0.0.1:{self.port}/hooks"
+
+    def start(self):
+        self.listener = socket.create_server(("127.0.0.1", self.port))
+        threading.Thread(target=self.accept, daemon=True).start()
+        return self
+
+    def stop(self):
+        self.listener.close()
+
+    def accept(self):
+        while True:
+            try:
+                conn, _ = self.listener.accept()
+            except OSError:
+                return
+            with self.lock:
+                mode = self.connections % 4
+                self.connections += 1
+            threading.Thread(target=self.serve, args=(conn, mode), daemon=True).start()
+
+    def serve(self, conn, mode):
+        reader = conn.makefile("rb")
+        try:
+            for number in itertools.count():
+                head = []
+                while (line := reader.readline()) not in (b"\r\n", b""):
+                    head.append(line)
+                if not head:
+                    return
+                length = next(int(h.split(b":", 1)[1]) for h in head
+                              if h.lower().startswith(b"content-length:"))
+                body = reader.read(length)
+                if mode == 2 and number == 1:
+                    return
+                with self.lock:
+                    self.ids.append(json.loads(body)["id"])
+                conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+                if mode == 0:
+                    return
+                if mode == 1:
+                    conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER,
+                                    struct.pack("ii", 1, 0))
+                    return
+        except OSError:
+            pass
+        finally:
+            reader.close()
+            conn.close()
+
+
+def sockets_to(pid, port):
+    """The sockets process `pid` holds open to 127.0.0.1:`port`."""
+    inodes = set()
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        try:
+            link = os.readlink(f"/proc/{pid}/fd/{fd}")
+        except OSError:
+            continue
+        if link.startswith("socket:["):
+            inodes.add(link[8:-1])
+    count = 0
+    with open("/proc/net/tcp") as table:
+        for line in table.readlines()[1:]:
+            fields = line.split()
+            if fields[2].endswith(f":{port:04X}") and fields[9] in inodes:
+                count += 1
+    return count
+
+
+def test_closing_receivers_leave_no_sockets_open_in_the_api(tmp_path, world):
+    receiver = HostileReceiver().start()
+    redis, stack = start_stack(tmp_path, world, [{"name": "main", "url": receiver.url,
+                                                  "secret": SECRETS["main"]}],
+                               TERN_WEBHOOK_CONCURRENCY="4")
+    try:
+        api = stack.processes["tern-api"].pid
+        ids = [send(stack) for _ in range(30)]
+        for mid in ids:
+            harness.wait_for(lambda m=mid: stack.message(m)["state"] in harness.FINAL_STATES,
+                             60, what=f"{mid} to end")
+        wanted = {e.stream_id for m in ids for e in stack.events(m)}
+        harness.wait_for(lambda: wanted <= set(receiver.ids), 60, what="every event")
+        assert receiver.connections > 8, receiver.connections
+        # At most TERN_WEBHOOK_CONCURRENCY kept, and none once idle for 4 s.
+        kept = sockets_to(api, receiver.port)
+        print(f"kept {kept}, connections {receiver.connections}, posts {len(receiver.ids)}")
+        assert kept <= 4
+        harness.wait_for(lambda: sockets_to(api, receiver.port) == 0, 6,
+                         what="the idle connections closed")
+    finally:
+        stack.stop()
+        redis.stop()
+        receiver.stop()

@@ -203,6 +203,8 @@ public enum HTTPClient {
     /// Longest status or header line read (RFC 9112 §2.3 leaves it to the client).
     static let lineLimit = 8192
     static let fieldLimit = 100
+    /// The white space around a field value: SP and HTAB only (RFC 9110 §5.6.3).
+    static let ows = CharacterSet(charactersIn: " \t")
 
     /// POSTs `body` to `target` (at `address`, when the caller resolved its host) and returns
     /// the final response. `tls` is the client context for https; the certificate must
@@ -347,7 +349,9 @@ public enum HTTPClient {
             } catch let e as IOError where e == .timedOut || e == .cancelled {
                 throw e
             } catch {
-                if kept && first { throw ClosedBeforeAnswer() }
+                // Octets of an answer (a cut or overlong status line) mean the server has
+                // the request: only a connection that ended silent lets it go again.
+                if kept && first && reader.buffered == 0 { throw ClosedBeforeAnswer() }
                 throw error
             }
             guard let line else {
@@ -367,7 +371,7 @@ public enum HTTPClient {
                 }
                 let name = String(decoding: field[..<colon], as: UTF8.self)
                 let value = String(decoding: field[(colon + 1)...], as: UTF8.self)
-                headers.add(name, value.trimmingCharacters(in: .whitespaces))
+                headers.add(name, value.trimmingCharacters(in: ows))
             }
             if (100...199).contains(status) { continue }
             let (body, whole) = await readBody(reader, status: status, headers, deadline)
@@ -403,9 +407,11 @@ public enum HTTPClient {
     static func readBody(_ reader: LineReader, status: Int, _ headers: HTTPHeaders,
                          _ deadline: ContinuousClock.Instant) async -> ([UInt8], whole: Bool) {
         if status == 204 || status == 304 { return ([], true) }
+        // Content-Length = 1*DIGIT (RFC 9110 §8.6): Int() alone would take a sign too.
         guard !headers.contains("Transfer-Encoding"),
               headers.values("Content-Length").count == 1,
-              let length = headers["Content-Length"].flatMap(Int.init), length >= 0
+              let value = headers["Content-Length"],
+              value.utf8.allSatisfy({ (0x30...0x39).contains($0) }), let length = Int(value)
         else { return ([], false) }
         if length == 0 { return ([], true) }
         if length > drainLimit {
