@@ -3,7 +3,6 @@
 // answers. The server runs each connection on a thread of its own with a blocking socket, so
 // that a script can write byte by byte, sleep, shut down one side or reset.
 
-import CLinux
 import COpenSSL
 import Foundation
 import Synchronization
@@ -161,21 +160,9 @@ final class HostileHTTPServer: @unchecked Sendable {
     init(_ script: @escaping @Sendable (HostilePeer) -> Void) throws {
         // OpenSSL writes with write(2): a client that left must not kill the test process.
         signal(SIGPIPE, SIG_IGN)
-        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue | SOCK_CLOEXEC.rawValue), 0)
-        var one: Int32 = 1
-        setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, 4)
-        var sin = sockaddr_in()
-        sin.sin_family = sa_family_t(AF_INET)
-        sin.sin_addr.s_addr = inet_addr("127.0.0.1")
-        var len = socklen_t(MemoryLayout<sockaddr_in>.size)
-        let bound = withUnsafeMutablePointer(to: &sin) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
-                bind(fd, $0, len) == 0 && listen(fd, 64) == 0 && getsockname(fd, $0, &len) == 0
-            }
-        }
-        guard bound else { throw IOError.system(call: "bind", errno: errno) }
+        let (fd, port) = try loopbackSocket(SOCK_STREAM)
         listener = fd
-        address = SocketAddress("127.0.0.1:\(UInt16(bigEndian: sin.sin_port))")!
+        address = SocketAddress("127.0.0.1:\(port)")!
         self.script = script
         threads.add(1, ordering: .relaxed)
         Thread.detachNewThread { self.acceptLoop() }
@@ -188,13 +175,16 @@ final class HostileHTTPServer: @unchecked Sendable {
     private func acceptLoop() {
         defer { threads.add(-1, ordering: .relaxed) }
         while true {
-            // Close-on-exec: a test that spawns openssl meanwhile must not hold our sockets
-            // open (the client would see their close late).
-            let fd = accept4(listener, nil, nil, Int32(SOCK_CLOEXEC.rawValue))
+            let fd = accept(listener, nil, nil)
             if fd < 0 {
                 if errno == EINTR { continue }
                 return
             }
+            // Close-on-exec: a test that spawns openssl meanwhile must not hold our sockets
+            // open (the client would see their close late). accept4 would do it at once, but
+            // it is declared only by CLinux, and importing that module here hides
+            // <sys/socket.h>'s names from the other files of this target in a clean build.
+            _ = fcntl(fd, F_SETFD, FD_CLOEXEC)
             open.withLock { _ = $0.insert(fd) }
             let index = count.add(1, ordering: .relaxed).oldValue
             threads.add(1, ordering: .relaxed)

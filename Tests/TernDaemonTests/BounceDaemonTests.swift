@@ -559,20 +559,8 @@ import TernTestSupport
     /// A DNS server that never answers: the key lookup times out and the report is still
     /// recorded, with dkim=temperror.
     @Test func keyLookupTimeoutIsATemporaryError() async throws {
-        let silent = socket(AF_INET, Int32(SOCK_DGRAM.rawValue), 0)
-        #expect(silent >= 0)
+        let (silent, port) = try loopbackSocket(SOCK_DGRAM)
         defer { close(silent) }
-        var address = sockaddr_in()
-        address.sin_family = sa_family_t(AF_INET)
-        address.sin_addr.s_addr = inet_addr("127.0.0.1")
-        var length = socklen_t(MemoryLayout<sockaddr_in>.size)
-        let bound = withUnsafeMutablePointer(to: &address) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
-                bind(silent, $0, length) == 0 && getsockname(silent, $0, &length) == 0
-            }
-        }
-        #expect(bound)
-        let port = UInt16(bigEndian: address.sin_port)
         let h = try await Harness(env: ["TERN_DNS_RESOLVER": "127.0.0.1:\(port)",
                                         "TERN_BOUNCE_DKIM_TIMEOUT": "1s"])
         let path = try await APIDKIMTests.keysFile()
