@@ -19,8 +19,9 @@ enum StatusCommand {
                         results and inbound; senders on ready; the reputation monitor on
                         results and inbound. "idle" is the time since the consumer last
                         read; a daemon idle far longer than its read timeout (seconds) has
-                        stopped, or nothing reached it. The API and the bounce receiver
-                        read no stream and do not show here: ask their /health.
+                        stopped, or nothing reached it. The API reads only events, and
+                        only with webhooks set; the bounce receiver reads no stream: ask
+                        their /health.
               leader    which scheduler holds the lease (leader:scheduler) and for how long
                         still, unless renewed
               streams   per stream: entries (XLEN), per group the entries delivered and not
@@ -127,8 +128,8 @@ enum StatusCommand {
     }
 
     static func printText(_ r: [String: Any], _ io: CtlOutput) {
-        io.text("daemons (consumers of the streams; the API and the bounce receiver read none: "
-                + "ask their /health):")
+        io.text("daemons (consumers of the streams; the API reads only events, for webhooks, "
+                + "the bounce receiver none: ask their /health):")
         let daemons = r["daemons"] as? [[String: Any]] ?? []
         if daemons.isEmpty { io.text("  none seen") }
         for line in table(["  name", "idle", "reads"], daemons.map {

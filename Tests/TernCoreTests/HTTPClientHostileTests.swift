@@ -105,6 +105,9 @@ final class HostilePeer: @unchecked Sendable {
 
     func sleep(_ time: Duration) { Thread.sleep(forTimeInterval: time.seconds) }
 
+    /// Tells the test the script got here (`HostileHTTPServer.marks`).
+    func mark() { server.mark() }
+
     func shutdownWrite() { _ = Glibc.shutdown(fd, Int32(SHUT_WR)) }
 
     /// Makes the close that ends the script a reset (RST) rather than a FIN.
@@ -156,6 +159,9 @@ final class HostileHTTPServer: @unchecked Sendable {
     private let open = Mutex<Set<Int32>>([])
     private let threads = Atomic<Int>(0)
     private let count = Atomic<Int>(0)
+    /// `HostilePeer.mark`s so far: a test waits for the server to have written something
+    /// rather than for a time that a loaded machine may overrun.
+    private let marked = Atomic<Int>(0)
 
     init(_ script: @escaping @Sendable (HostilePeer) -> Void) throws {
         // OpenSSL writes with write(2): a client that left must not kill the test process.
@@ -171,6 +177,17 @@ final class HostileHTTPServer: @unchecked Sendable {
     var requests: [String] { seen.withLock { $0 } }
 
     func record(_ line: String) { seen.withLock { $0.append(line) } }
+
+    func mark() { marked.add(1, ordering: .sequentiallyConsistent) }
+
+    /// Waits until the scripts have made `count` marks in all, for 10 s at most (a script
+    /// that failed early makes none, and the test's own checks then say what went wrong).
+    func marks(_ count: Int) async {
+        let end = ContinuousClock.now + .seconds(10)
+        while marked.load(ordering: .sequentiallyConsistent) < count, .now < end {
+            try? await Task.sleep(for: .milliseconds(2))
+        }
+    }
 
     private func acceptLoop() {
         defer { threads.add(-1, ordering: .relaxed) }
@@ -276,13 +293,16 @@ extension Duration {
                 peer.write(Self.ok)
                 peer.sleep(.milliseconds(30))
                 peer.write(Self.stray)
+                peer.mark()
             }
         }
         let pool = HTTPConnectionPool(maxIdle: 2)
-        for _ in 0..<3 {
+        for n in 1...3 {
             let response = try await post(server, pool: pool)
             #expect(response.status == 200)
-            try await Task.sleep(for: .milliseconds(150))
+            // Written: give loopback a moment to hand it over.
+            await server.marks(n)
+            try await Task.sleep(for: .milliseconds(20))
         }
         #expect(pool.connectionsOpened == 3)
         pool.closeAll()
@@ -362,12 +382,14 @@ extension Duration {
             guard peer.readRequest() != nil else { return }
             peer.write(Self.ok)
             peer.shutdownWrite()
+            peer.mark()
             // Still reads: a request sent now would get no answer.
             while peer.readRequest() != nil {}
         }
         let pool = HTTPConnectionPool(maxIdle: 2)
-        for _ in 0..<3 {
+        for n in 1...3 {
             #expect(try await post(server, pool: pool).status == 200)
+            await server.marks(n)
             try await Task.sleep(for: .milliseconds(20))
         }
         #expect(pool.connectionsOpened == 3)
@@ -423,7 +445,7 @@ extension Duration {
             if peer.index == 0 {
                 peer.write(Self.ok)
                 guard peer.readRequest() != nil else { return }
-                peer.sleep(.milliseconds(900))
+                peer.sleep(.milliseconds(1000))
                 return
             }
             peer.drain(for: .seconds(5))
@@ -432,14 +454,15 @@ extension Duration {
         #expect(try await post(server, pool: pool).status == 200)
         let started = ContinuousClock.now
         do {
-            _ = try await post(server, pool: pool, timeout: .seconds(1))
+            _ = try await post(server, pool: pool, timeout: .seconds(2))
             Issue.record("a silent server answered")
         } catch {
             #expect(error == .timedOut)
         }
-        // The drop comes at 0.9 s: a retry with a deadline of its own would end at 1.9 s.
+        // The drop comes at 1 s, leaving the retry 1 s on a loaded machine; a retry with a
+        // deadline of its own would end at 3 s.
         let took = ContinuousClock.now - started
-        #expect(took >= .milliseconds(990) && took < .milliseconds(1600), "\(took)")
+        #expect(took >= .milliseconds(1990) && took < .milliseconds(2700), "\(took)")
         #expect(server.requests == ["0 POST / HTTP/1.1", "0 POST / HTTP/1.1",
                                     "1 POST / HTTP/1.1"])
         await server.stop()
@@ -622,12 +645,14 @@ extension Duration {
             while peer.readRequest() != nil {
                 if between == .trickled {
                     peer.trickle(Self.ok, pause: .microseconds(50))
+                    peer.mark()
                     continue
                 }
                 peer.write(Self.ok)
                 switch between {
                 case .closeNotifyAtOnce:
                     peer.closeNotify()
+                    peer.mark()
                     peer.sleep(.milliseconds(300))
                     return
                 case .strayAnswerAtOnce: peer.write(Self.stray)
@@ -642,19 +667,23 @@ extension Duration {
                 case .renegotiate: peer.renegotiate()
                 case .closeNotify:
                     peer.closeNotify()
+                    peer.mark()
                     peer.sleep(.milliseconds(300))
                     return
                 }
+                peer.mark()
             }
         }
         let pool = HTTPConnectionPool(maxIdle: 2)
-        for _ in 0..<3 {
+        for n in 1...3 {
             do {
                 #expect(try await postTLS(server, client, pool: pool).status == 200)
             } catch {
                 Issue.record("\(between): \(error)")
             }
-            try await Task.sleep(for: .milliseconds(60))
+            // What the server does between answers is sent before the next post goes.
+            await server.marks(n)
+            try await Task.sleep(for: .milliseconds(20))
         }
         #expect(pool.connectionsOpened == (between.closes ? 3 : 1), "\(between)")
         #expect(server.requests.count == 3, "\(server.requests)")

@@ -103,6 +103,7 @@ final class HTTPConnection: @unchecked Sendable {
     let origin: String
     let channel: any ByteStream
     let reader: LineReader
+    /// Read and written only under the pool's lock.
     var idleSince = ContinuousClock.now
 
     init(address: SocketAddress, origin: String, channel: any ByteStream) {
@@ -166,9 +167,9 @@ public final class HTTPConnectionPool: Sendable {
     }
 
     func giveBack(_ connection: HTTPConnection) {
-        connection.idleSince = .now
         let kept = idle.withLock { list -> Bool in
             guard list.count < maxIdle else { return false }
+            connection.idleSince = .now
             list.append(connection)
             return true
         }

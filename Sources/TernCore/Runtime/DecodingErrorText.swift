@@ -38,12 +38,10 @@ extension DecodingError {
         switch type {
         case is String.Type: return "a string"
         case is Bool.Type: return "true or false"
-        case is Int.Type, is Int64.Type, is Double.Type: return "a number"
+        // Every width: a file's port or weight must not read "is not an object".
+        case is any BinaryInteger.Type, is any BinaryFloatingPoint.Type: return "a number"
         default:
-            let name = "\(type)"
-            if name.hasPrefix("Array") { return "an array" }
-            if name.hasPrefix("Dictionary") { return "an object" }
-            return "an object"
+            return "\(type)".hasPrefix("Array") ? "an array" : "an object"
         }
     }
 }
