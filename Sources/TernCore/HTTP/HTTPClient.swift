@@ -408,11 +408,11 @@ public enum HTTPClient {
     static func readBody(_ reader: LineReader, status: Int, _ headers: HTTPHeaders,
                          _ deadline: ContinuousClock.Instant) async -> ([UInt8], whole: Bool) {
         if status == 204 || status == 304 { return ([], true) }
-        // Content-Length = 1*DIGIT (RFC 9110 §8.6): Int() alone would take a sign too.
-        guard !headers.contains("Transfer-Encoding"),
-              headers.values("Content-Length").count == 1,
-              let value = headers["Content-Length"],
-              value.utf8.allSatisfy({ (0x30...0x39).contains($0) }), let length = Int(value)
+        // Framed by exactly one Content-Length of digits only, read as the server reads a
+        // request's.
+        let lengths = headers.values("Content-Length")
+        guard !headers.contains("Transfer-Encoding"), !lengths.isEmpty,
+              let length = try? HTTPParser.contentLength(lengths)
         else { return ([], false) }
         if length == 0 { return ([], true) }
         if length > drainLimit {
