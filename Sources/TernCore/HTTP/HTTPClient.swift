@@ -11,6 +11,10 @@
 // the answer never starting: then the post goes once more on a new connection. Without a
 // pool every post has a connection of its own and says `Connection: close` (§9.6).
 //
+// Known limits: a stray answer that arrives just as the next request goes is taken as its
+// answer (HTTP/1.1 gives no way to tell); a 408 sent on an idle kept connection fails the post
+// it crosses (the caller retries later); a server's `Keep-Alive: timeout` is not read.
+//
 // Names are never resolved here (nothing may ask the system's resolver): a target holds an
 // IP literal, an address given with the URL (`connect`), or the caller passes the address it
 // resolved through its own configured resolver.

@@ -32,7 +32,8 @@ public enum ReplySignal: String, Sendable, Equatable, Codable {
         if code == 0 {
             // The sender's own verdicts on the recipient's domain: no such domain (5.1.2)
             // or a null MX (5.1.10). The address can never receive mail; the IP is not at
-            // fault.
+            // fault. Known limit: a resolver that wrongly answers NXDOMAIN gets addresses
+            // suppressed as well as bounced; there is no setting to bounce without suppressing.
             if stage == "dns", enhanced.hasPrefix("5.1.") { return .recipient }
             return stage == "connect" || stage == "greeting" ? .slowDown : .transient
         }
